@@ -1,0 +1,161 @@
+//! Configuration: one validated [`Config`] from either UCI (`/etc/config/provisioner`, what
+//! OpenWrt's `uci` reads and writes) or TOML. Both syntaxes parse into the same
+//! [`document::Document`], and one schema ([`schema`]) turns that into a `Config`, so an error
+//! always names the file, the line and the option.
+
+pub mod document;
+mod schema;
+mod tomlfile;
+pub mod uci;
+pub mod value;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+
+pub use value::{DomainPattern, IfName, PortRange, Proto, Rate};
+
+/// A config error: where it is and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {}{message}", option.as_ref().map(|o| format!("option '{o}': ")).unwrap_or_default())]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based; 0 when the problem is the file as a whole (unreadable, empty).
+    pub line: usize,
+    pub option: Option<String>,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub network: Network,
+    pub dhcp: Dhcp,
+    pub dns: Dns,
+    pub limits: Limits,
+    pub window: Window,
+    pub allow: Vec<AllowEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Network {
+    /// The provisioning interface: the AP interface, or the bridge it is a port of.
+    pub interface: IfName,
+    /// The only interface provisioning traffic may leave by (masqueraded).
+    pub wan: IfName,
+    pub subnet: Ipv4Net,
+    /// The router's address on the provisioning subnet: DHCP server, DNS, gateway.
+    pub router: Ipv4Addr,
+    /// Destinations never reachable from the provisioning network, whatever the allow-list
+    /// says: the home LAN and every private range by default.
+    pub protect: Vec<Ipv4Net>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dhcp {
+    pub lease_time: Duration,
+    /// First address of the pool; the pool holds `limits.max_clients` addresses.
+    pub pool_start: Ipv4Addr,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dns {
+    pub upstream: Vec<SocketAddrV4>,
+    /// Learned addresses live for the record's TTL clamped to [ttl_floor, ttl_cap], plus grace.
+    pub ttl_floor: Duration,
+    pub ttl_cap: Duration,
+    pub ttl_grace: Duration,
+    /// Queries per second a single client may send, and all clients together.
+    pub client_qps: u32,
+    pub total_qps: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_clients: u16,
+    /// A client younger than this is never evicted to make room (it may be mid-setup).
+    pub min_age: Duration,
+    pub session: Duration,
+    pub cooldown: Duration,
+    pub client_rate_up: Option<Rate>,
+    pub client_rate_down: Option<Rate>,
+    pub total_rate_up: Option<Rate>,
+    pub total_rate_down: Option<Rate>,
+    /// Bytes per day, both directions.
+    pub client_daily: Option<u64>,
+    pub total_daily: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowMode {
+    Always,
+    OnDemand,
+    Schedule,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub mode: WindowMode,
+    /// Length of an on-demand activation window.
+    pub duration: Duration,
+    pub schedule: Vec<ScheduleSpan>,
+}
+
+/// `Mon-Fri 08:00-20:00`: on the given weekdays, from `start` to `end` (minutes after
+/// midnight, local time); an `end` before `start` runs past midnight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScheduleSpan {
+    /// Bit 0 is Monday, bit 6 Sunday.
+    pub days: u8,
+    pub start: u16,
+    pub end: u16,
+}
+
+/// One allow-list entry: destinations (static networks now, names resolved by the router's
+/// DNS later) reachable with one protocol on some ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowEntry {
+    pub name: String,
+    pub domains: Vec<DomainPattern>,
+    pub nets: Vec<Ipv4Net>,
+    pub proto: Proto,
+    pub ports: Vec<PortRange>,
+}
+
+impl Config {
+    /// Reads and validates a config file; TOML if the name ends in `.toml`, UCI otherwise.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: 0,
+            option: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        let toml = path.extension().is_some_and(|e| e == "toml");
+        Config::parse(&file, &text, toml)
+    }
+
+    /// Parses config text; `file` is only used in errors.
+    pub fn parse(file: &str, text: &str, toml: bool) -> Result<Config, ConfigError> {
+        let doc = if toml {
+            tomlfile::parse(text)
+        } else {
+            uci::parse(text).map_err(|e| (e.line, e.message))
+        }
+        .map_err(|(line, message)| ConfigError {
+            file: file.to_owned(),
+            line,
+            option: None,
+            message,
+        })?;
+        schema::build(file, &doc)
+    }
+
+    /// The DHCP pool: `max_clients` addresses from `pool_start`.
+    pub fn pool(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        let start = u32::from(self.dhcp.pool_start);
+        (0..u32::from(self.limits.max_clients)).map(move |i| Ipv4Addr::from(start + i))
+    }
+}

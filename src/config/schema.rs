@@ -1,0 +1,849 @@
+//! The schema: which sections and options exist, their defaults, and the checks across
+//! options. Works on the format-neutral [`Document`], so UCI and TOML share every rule.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+
+use super::document::{Document, Entry, Section};
+use super::value::{self, ValueResult};
+use super::*;
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+/// Reads the options of one section, remembering which were asked for so that anything
+/// left over is reported as unknown.
+struct Options<'a> {
+    file: &'a str,
+    section: &'a Section,
+    known: Vec<&'static str>,
+}
+
+impl<'a> Options<'a> {
+    fn new(file: &'a str, section: &'a Section) -> Self {
+        Options {
+            file,
+            section,
+            known: Vec::new(),
+        }
+    }
+
+    fn error(&self, line: usize, option: &str, message: String) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            line,
+            option: Some(option.to_owned()),
+            message,
+        }
+    }
+
+    fn entries(&self, name: &'static str) -> impl Iterator<Item = &'a Entry> + use<'a> {
+        self.section.entries.iter().filter(move |e| e.name == name)
+    }
+
+    /// A single-valued option, parsed; `None` if absent. Given twice or as a list is an error.
+    fn scalar<T>(
+        &mut self,
+        name: &'static str,
+        parse: impl Fn(&str) -> ValueResult<T>,
+    ) -> Result<Option<(T, usize)>, ConfigError> {
+        self.known.push(name);
+        let mut found = self.entries(name);
+        let Some(first) = found.next() else {
+            return Ok(None);
+        };
+        if first.list {
+            return Err(self.error(first.line, name, "takes one value, not a list".into()));
+        }
+        if let Some(again) = found.next() {
+            return Err(self.error(
+                again.line,
+                name,
+                format!("given twice (first on line {})", first.line),
+            ));
+        }
+        parse(&first.value)
+            .map(|v| Some((v, first.line)))
+            .map_err(|m| self.error(first.line, name, m))
+    }
+
+    /// A list option: every `list` line (UCI) or array element (TOML); a single `option`
+    /// line is accepted as a one-element list.
+    fn list<T>(
+        &mut self,
+        name: &'static str,
+        parse: impl Fn(&str) -> ValueResult<T>,
+    ) -> Result<Vec<(T, usize)>, ConfigError> {
+        self.known.push(name);
+        self.entries(name)
+            .map(|e| {
+                parse(&e.value)
+                    .map(|v| (v, e.line))
+                    .map_err(|m| self.error(e.line, name, m))
+            })
+            .collect()
+    }
+
+    fn or<T>(v: Option<(T, usize)>, default: T) -> T {
+        v.map(|(v, _)| v).unwrap_or(default)
+    }
+
+    /// Line of an option if given, else of the section header: where a cross-option error
+    /// points.
+    fn line(&self, v: Option<usize>) -> usize {
+        v.unwrap_or(self.section.line)
+    }
+
+    /// Every option not asked for is unknown: name it and say what is known.
+    fn finish(self) -> Result<(), ConfigError> {
+        if let Some(e) = self
+            .section
+            .entries
+            .iter()
+            .find(|e| !self.known.contains(&e.name.as_str()))
+        {
+            return Err(self.error(
+                e.line,
+                &e.name,
+                format!(
+                    "unknown option in section {} (known: {})",
+                    self.section.label(),
+                    self.known.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Private, shared and link-local IPv4: the default `protect` list. A provisionee's cloud is
+/// on the public Internet; nothing behind these is ever its business.
+pub const DEFAULT_PROTECT: &[&str] = &[
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "169.254.0.0/16",
+];
+
+const SINGLETONS: &[&str] = &["network", "dhcp", "dns", "limits", "window"];
+
+pub fn build(file: &str, doc: &Document) -> Result<Config, ConfigError> {
+    let top_error = |line: usize, message: String| ConfigError {
+        file: file.to_owned(),
+        line,
+        option: None,
+        message,
+    };
+    // Each singleton at most once; unknown section types are errors.
+    let mut seen: Vec<(&str, usize)> = Vec::new();
+    for s in &doc.sections {
+        if s.kind == "allow" {
+            continue;
+        }
+        if !SINGLETONS.contains(&s.kind.as_str()) {
+            return Err(top_error(
+                s.line,
+                format!(
+                    "unknown section type '{}' (known: {}, allow)",
+                    s.kind,
+                    SINGLETONS.join(", ")
+                ),
+            ));
+        }
+        if let Some((_, first)) = seen.iter().find(|(k, _)| *k == s.kind) {
+            return Err(top_error(
+                s.line,
+                format!("section '{}' given twice (first on line {first})", s.kind),
+            ));
+        }
+        seen.push((&s.kind, s.line));
+    }
+    let section = |kind: &str| doc.sections.iter().find(|s| s.kind == kind);
+    let empty = |kind: &str| Section::new(kind, None, 0);
+
+    let network_section = section("network").ok_or_else(|| {
+        top_error(
+            0,
+            "no 'network' section: the provisioning interface and the WAN must be configured"
+                .into(),
+        )
+    })?;
+    let network = network(file, network_section)?;
+
+    let limits_section = section("limits")
+        .cloned()
+        .unwrap_or_else(|| empty("limits"));
+    let limits = limits(file, &limits_section)?;
+
+    let dhcp_section = section("dhcp").cloned().unwrap_or_else(|| empty("dhcp"));
+    let max_clients_line = limits_section
+        .entries
+        .iter()
+        .find(|e| e.name == "max_clients")
+        .map_or(limits_section.line, |e| e.line);
+    let dhcp = dhcp(file, &dhcp_section, &network, &limits, max_clients_line)?;
+
+    let dns_section = section("dns").cloned().unwrap_or_else(|| empty("dns"));
+    let dns = dns(file, &dns_section)?;
+
+    let window_section = section("window")
+        .cloned()
+        .unwrap_or_else(|| empty("window"));
+    let window = window(file, &window_section)?;
+
+    let mut allow = Vec::new();
+    let mut names = HashSet::new();
+    for (i, s) in doc
+        .sections
+        .iter()
+        .filter(|s| s.kind == "allow")
+        .enumerate()
+    {
+        let entry = allow_entry(file, s, i, &network)?;
+        if !names.insert(entry.name.clone()) {
+            return Err(top_error(
+                s.line,
+                format!("allow '{}' given twice", entry.name),
+            ));
+        }
+        allow.push(entry);
+    }
+    if dns.upstream.is_empty() {
+        if let Some((s, e)) = doc
+            .sections
+            .iter()
+            .filter(|s| s.kind == "allow")
+            .find_map(|s| {
+                s.entries
+                    .iter()
+                    .find(|e| e.name == "domain")
+                    .map(|e| (s, e))
+            })
+        {
+            return Err(ConfigError {
+                file: file.to_owned(),
+                line: e.line,
+                option: Some("domain".into()),
+                message: format!(
+                    "{} names domains, but section dns has no 'upstream' resolver to ask",
+                    s.label()
+                ),
+            });
+        }
+    }
+    Ok(Config {
+        network,
+        dhcp,
+        dns,
+        limits,
+        window,
+        allow,
+    })
+}
+
+fn network(file: &str, s: &Section) -> Result<Network, ConfigError> {
+    let mut o = Options::new(file, s);
+    let interface = o.scalar("interface", value::ifname)?;
+    let wan = o.scalar("wan", value::ifname)?;
+    let subnet = o.scalar("subnet", value::ipv4_net)?;
+    let router = o.scalar("router", value::ipv4)?;
+    let protect = o.list("protect", value::ipv4_net)?;
+    o.finish()?;
+    let o = Options::new(file, s);
+
+    let Some((interface, if_line)) = interface else {
+        return Err(o.error(
+            s.line,
+            "interface",
+            "is required (the provisioning interface, e.g. 'br-provision')".into(),
+        ));
+    };
+    let Some((wan, _)) = wan else {
+        return Err(o.error(
+            s.line,
+            "wan",
+            "is required (the WAN device provisioning traffic leaves by, e.g. 'eth1')".into(),
+        ));
+    };
+    if wan == interface {
+        return Err(o.error(
+            if_line,
+            "interface",
+            format!("'{interface}' is also the WAN; they must differ"),
+        ));
+    }
+    let (subnet, subnet_line) =
+        subnet.unwrap_or_else(|| ("192.168.250.0/24".parse().expect("valid"), s.line));
+    if !(16..=30).contains(&subnet.prefix_len()) {
+        return Err(o.error(
+            subnet_line,
+            "subnet",
+            format!("{subnet}: the prefix must be /16 to /30"),
+        ));
+    }
+    let router_line = o.line(router.as_ref().map(|r| r.1));
+    let router = router.map(|r| r.0).unwrap_or_else(|| first_host(subnet));
+    if !is_host_in(subnet, router) {
+        return Err(o.error(
+            router_line,
+            "router",
+            format!("{router} is not a host address in the subnet {subnet}"),
+        ));
+    }
+    let protect = if protect.is_empty() {
+        DEFAULT_PROTECT
+            .iter()
+            .map(|n| n.parse().expect("valid"))
+            .collect()
+    } else {
+        protect.into_iter().map(|(n, _)| n).collect()
+    };
+    Ok(Network {
+        interface,
+        wan,
+        subnet,
+        router,
+        protect,
+    })
+}
+
+fn first_host(net: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.network()) + 1)
+}
+
+fn is_host_in(net: Ipv4Net, a: Ipv4Addr) -> bool {
+    net.contains(&a) && a != net.network() && a != net.broadcast()
+}
+
+fn limits(file: &str, s: &Section) -> Result<Limits, ConfigError> {
+    let mut o = Options::new(file, s);
+    let max_clients = o.scalar("max_clients", |v| value::unsigned(v, 1, 1024))?;
+    let min_age = o.scalar("min_age", value::duration)?;
+    let session = o.scalar("session", |v| value::duration_in(v, SECS(60), SECS(86400)))?;
+    let cooldown = o.scalar("cooldown", |v| {
+        value::duration_in(v, SECS(0), SECS(7 * 86400))
+    })?;
+    let client_rate_up = o.scalar("client_rate_up", value::rate)?;
+    let client_rate_down = o.scalar("client_rate_down", value::rate)?;
+    let total_rate_up = o.scalar("total_rate_up", value::rate)?;
+    let total_rate_down = o.scalar("total_rate_down", value::rate)?;
+    let client_daily = o.scalar("client_daily", value::bytes)?;
+    let total_daily = o.scalar("total_daily", value::bytes)?;
+    o.finish()?;
+    let o = Options::new(file, s);
+
+    let min_age_line = o.line(min_age.as_ref().map(|v| v.1));
+    let limits = Limits {
+        max_clients: Options::or(max_clients, 8) as u16,
+        min_age: Options::or(min_age, SECS(120)),
+        session: Options::or(session, SECS(900)),
+        cooldown: Options::or(cooldown, SECS(300)),
+        client_rate_up: client_rate_up.map(|v| v.0),
+        client_rate_down: client_rate_down.map(|v| v.0),
+        total_rate_up: total_rate_up.map(|v| v.0),
+        total_rate_down: total_rate_down.map(|v| v.0),
+        client_daily: client_daily.map(|v| v.0),
+        total_daily: total_daily.map(|v| v.0),
+    };
+    if limits.min_age >= limits.session {
+        return Err(o.error(
+            min_age_line,
+            "min_age",
+            format!(
+                "{} must be shorter than the session limit ({})",
+                value::show_duration(limits.min_age),
+                value::show_duration(limits.session)
+            ),
+        ));
+    }
+    for (client, total, name) in [
+        (limits.client_rate_up, limits.total_rate_up, "total_rate_up"),
+        (
+            limits.client_rate_down,
+            limits.total_rate_down,
+            "total_rate_down",
+        ),
+    ] {
+        if let (Some(c), Some(t)) = (client, total) {
+            if t < c {
+                return Err(o.error(s.line, name, "is lower than the per-client rate".into()));
+            }
+        }
+    }
+    Ok(limits)
+}
+
+fn dhcp(
+    file: &str,
+    s: &Section,
+    net: &Network,
+    limits: &Limits,
+    max_clients_line: usize,
+) -> Result<Dhcp, ConfigError> {
+    let mut o = Options::new(file, s);
+    let lease_time = o.scalar("lease_time", |v| {
+        value::duration_in(v, SECS(10), SECS(86400))
+    })?;
+    let pool_start = o.scalar("pool_start", value::ipv4)?;
+    o.finish()?;
+    let o = Options::new(file, s);
+
+    // A pool that does not fit is the fault of pool_start if given, else of max_clients.
+    let (line, option) = match &pool_start {
+        Some((_, line)) => (*line, "pool_start"),
+        None => (max_clients_line, "max_clients"),
+    };
+    // Default: right after the router when it is the first host, else the first host.
+    let pool_start = pool_start.map(|p| p.0).unwrap_or_else(|| {
+        let first = first_host(net.subnet);
+        if first == net.router {
+            Ipv4Addr::from(u32::from(first) + 1)
+        } else {
+            first
+        }
+    });
+    let first = u32::from(pool_start);
+    let last = first.saturating_add(u32::from(limits.max_clients) - 1);
+    let range = format!("{pool_start}-{}", Ipv4Addr::from(last));
+    if !is_host_in(net.subnet, pool_start) || !is_host_in(net.subnet, Ipv4Addr::from(last)) {
+        return Err(o.error(
+            line,
+            option,
+            format!(
+                "the pool {range} ({} addresses, one per client of limits.max_clients) does not fit in the subnet {}",
+                limits.max_clients, net.subnet
+            ),
+        ));
+    }
+    let router = u32::from(net.router);
+    if (first..=last).contains(&router) {
+        return Err(o.error(
+            line,
+            "pool_start",
+            format!(
+                "the pool {range} contains the router's address {}",
+                net.router
+            ),
+        ));
+    }
+    Ok(Dhcp {
+        lease_time: Options::or(lease_time, SECS(300)),
+        pool_start,
+    })
+}
+
+fn dns(file: &str, s: &Section) -> Result<Dns, ConfigError> {
+    let mut o = Options::new(file, s);
+    let upstream = o.list("upstream", |v| value::ipv4_socket(v, 53))?;
+    let ttl_floor = o.scalar("ttl_floor", value::duration)?;
+    let ttl_cap = o.scalar("ttl_cap", |v| {
+        value::duration_in(v, SECS(1), SECS(7 * 86400))
+    })?;
+    let ttl_grace = o.scalar("ttl_grace", |v| value::duration_in(v, SECS(0), SECS(3600)))?;
+    let client_qps = o.scalar("client_qps", |v| value::unsigned(v, 1, 10_000))?;
+    let total_qps = o.scalar("total_qps", |v| value::unsigned(v, 1, 1_000_000))?;
+    o.finish()?;
+    let o = Options::new(file, s);
+
+    let floor_line = o.line(ttl_floor.as_ref().map(|v| v.1));
+    let qps_line = o.line(total_qps.as_ref().map(|v| v.1));
+    let dns = Dns {
+        upstream: upstream.into_iter().map(|(u, _)| u).collect(),
+        ttl_floor: Options::or(ttl_floor, SECS(60)),
+        ttl_cap: Options::or(ttl_cap, SECS(3600)),
+        ttl_grace: Options::or(ttl_grace, SECS(120)),
+        client_qps: Options::or(client_qps, 20) as u32,
+        total_qps: Options::or(total_qps, 500) as u32,
+    };
+    if dns.ttl_floor > dns.ttl_cap {
+        return Err(o.error(floor_line, "ttl_floor", "is above ttl_cap".into()));
+    }
+    if dns.total_qps < dns.client_qps {
+        return Err(o.error(qps_line, "total_qps", "is lower than client_qps".into()));
+    }
+    Ok(dns)
+}
+
+fn window(file: &str, s: &Section) -> Result<Window, ConfigError> {
+    let mut o = Options::new(file, s);
+    let mode = o.scalar("mode", |v| match v {
+        "always" => Ok(WindowMode::Always),
+        "on_demand" => Ok(WindowMode::OnDemand),
+        "schedule" => Ok(WindowMode::Schedule),
+        _ => Err(format!("'{v}' is not a mode (always, on_demand, schedule)")),
+    })?;
+    let duration = o.scalar("duration", |v| value::duration_in(v, SECS(300), SECS(3600)))?;
+    let schedule = o.list("schedule", schedule_span)?;
+    o.finish()?;
+    let o = Options::new(file, s);
+
+    let mode_line = o.line(mode.as_ref().map(|m| m.1));
+    let window = Window {
+        mode: Options::or(mode, WindowMode::OnDemand),
+        duration: Options::or(duration, SECS(900)),
+        schedule: schedule.iter().map(|(s, _)| *s).collect(),
+    };
+    match (window.mode, window.schedule.is_empty()) {
+        (WindowMode::Schedule, true) => Err(o.error(
+            mode_line,
+            "schedule",
+            "mode 'schedule' needs at least one 'schedule' entry (e.g. 'Mon-Fri 08:00-20:00')"
+                .into(),
+        )),
+        (WindowMode::Always | WindowMode::OnDemand, false) => Err(o.error(
+            schedule[0].1,
+            "schedule",
+            "is only used with mode 'schedule'".into(),
+        )),
+        _ => Ok(window),
+    }
+}
+
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// `Mon-Fri 08:00-20:00`, `Sat,Sun 10:00-12:00`, `daily 22:00-02:00`.
+fn schedule_span(v: &str) -> ValueResult<ScheduleSpan> {
+    let bad =
+        || format!("'{v}' is not a schedule (e.g. 'Mon-Fri 08:00-20:00', 'daily 09:00-17:30')");
+    let (days, times) = v.trim().split_once(' ').ok_or_else(bad)?;
+    let day = |d: &str| {
+        DAYS.iter()
+            .position(|x| x.eq_ignore_ascii_case(d))
+            .ok_or_else(bad)
+    };
+    let mut mask = 0u8;
+    if days.eq_ignore_ascii_case("daily") {
+        mask = 0x7f;
+    } else {
+        for part in days.split(',') {
+            match part.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (day(a)?, day(b)?);
+                    let mut d = a;
+                    loop {
+                        mask |= 1 << d;
+                        if d == b {
+                            break;
+                        }
+                        d = (d + 1) % 7;
+                    }
+                }
+                None => mask |= 1 << day(part)?,
+            }
+        }
+    }
+    let clock = |t: &str| -> ValueResult<u16> {
+        let (h, m) = t.split_once(':').ok_or_else(bad)?;
+        let (h, m): (u16, u16) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+        if h > 24 || m > 59 || (h == 24 && m != 0) || t.len() != 5 {
+            return Err(bad());
+        }
+        Ok(h * 60 + m)
+    };
+    let (start, end) = times.trim().split_once('-').ok_or_else(bad)?;
+    let (start, end) = (clock(start)?, clock(end)?);
+    if start == end {
+        return Err(format!("'{v}': the span is empty"));
+    }
+    Ok(ScheduleSpan {
+        days: mask,
+        start,
+        end,
+    })
+}
+
+fn allow_entry(
+    file: &str,
+    s: &Section,
+    index: usize,
+    net: &Network,
+) -> Result<AllowEntry, ConfigError> {
+    let mut o = Options::new(file, s);
+    let domains = o.list("domain", value::domain_pattern)?;
+    let nets = o.list("address", value::ipv4_net)?;
+    let proto = o.scalar("proto", value::proto)?;
+    let ports = o.list("port", value::port_range)?;
+    o.finish()?;
+    let o = Options::new(file, s);
+
+    if domains.is_empty() && nets.is_empty() {
+        return Err(ConfigError {
+            file: file.to_owned(),
+            line: s.line,
+            option: None,
+            message: format!(
+                "{} allows nothing: give a 'domain' or an 'address'",
+                s.label()
+            ),
+        });
+    }
+    for (n, line) in &nets {
+        if let Some(p) = net.protect.iter().find(|p| p.contains(n) || n.contains(*p)) {
+            return Err(o.error(
+                *line,
+                "address",
+                format!("{n} overlaps the protected network {p}; it can never be reached from the provisioning network"),
+            ));
+        }
+        if net.subnet.contains(n) || n.contains(&net.subnet) {
+            return Err(o.error(
+                *line,
+                "address",
+                format!("{n} overlaps the provisioning subnet {}", net.subnet),
+            ));
+        }
+    }
+    Ok(AllowEntry {
+        // Anonymous UCI sections are named the way `uci show` names them.
+        name: s.name.clone().unwrap_or_else(|| format!("@allow[{index}]")),
+        domains: domains.into_iter().map(|(d, _)| d).collect(),
+        nets: nets.into_iter().map(|(n, _)| n).collect(),
+        proto: Options::or(proto, Proto::Tcp),
+        ports: {
+            let ports: Vec<_> = ports.into_iter().map(|(p, _)| p).collect();
+            if ports.is_empty() {
+                vec![PortRange {
+                    first: 443,
+                    last: 443,
+                }]
+            } else {
+                ports
+            }
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "
+config network 'network'
+\toption interface 'prov0'
+\toption wan 'wan0'
+\toption subnet '192.168.250.0/24'
+\tlist protect '192.168.1.0/24'
+
+config limits 'limits'
+\toption max_clients '4'
+
+config allow 'acme'
+\tlist address '11.1.0.10'
+\tlist port '443'
+\tlist port '8883'
+
+config allow
+\tlist address '11.1.0.0/24'
+\toption proto 'udp'
+\tlist port '123'
+";
+
+    fn uci(text: &str) -> Result<Config, ConfigError> {
+        Config::parse("/etc/config/provisioner", text, false)
+    }
+
+    #[test]
+    fn good_config_with_defaults() {
+        let c = uci(GOOD).unwrap();
+        assert_eq!(c.network.interface.as_str(), "prov0");
+        assert_eq!(c.network.router, Ipv4Addr::new(192, 168, 250, 1));
+        assert_eq!(c.dhcp.pool_start, Ipv4Addr::new(192, 168, 250, 2));
+        assert_eq!(c.pool().count(), 4);
+        assert_eq!(c.dhcp.lease_time, SECS(300));
+        assert_eq!(c.limits.session, SECS(900));
+        assert_eq!(c.window.mode, WindowMode::OnDemand);
+        assert_eq!(c.allow.len(), 2);
+        assert_eq!(c.allow[0].ports.len(), 2);
+        assert_eq!(c.allow[1].name, "@allow[1]");
+        assert_eq!(c.allow[1].proto, Proto::Udp);
+    }
+
+    #[test]
+    fn default_protect_is_every_private_range() {
+        let c = uci("config network\n option interface p\n option wan w\n").unwrap();
+        assert_eq!(c.network.protect.len(), DEFAULT_PROTECT.len());
+        assert!(c.allow.is_empty());
+    }
+
+    /// Each bad input names its line and option.
+    #[test]
+    fn errors_name_file_line_and_option() {
+        let base = "config network\n option interface prov0\n option wan wan0\n";
+        let cases: &[(&str, usize, Option<&str>, &str)] = &[
+            (
+                "config network\n option interface prov0\n",
+                1,
+                Some("wan"),
+                "is required",
+            ),
+            (
+                "config network\n option interface prov0\n option wan prov0\n",
+                2,
+                Some("interface"),
+                "also the WAN",
+            ),
+            (
+                "config network\n option interface prov0\n option wan wan0\n option subnet '10.0.0.1/24'\n",
+                4,
+                Some("subnet"),
+                "host bits",
+            ),
+            (
+                "config network\n option interface prov0\n option wan wan0\n option router '10.9.9.9'\n",
+                4,
+                Some("router"),
+                "not a host address",
+            ),
+            (
+                "config network\n option interface prov0\n option wan wan0\n option colour red\n",
+                4,
+                Some("colour"),
+                "unknown option in section network",
+            ),
+            (
+                "config network\n option interface prov0\n option interface prov1\n option wan w\n",
+                3,
+                Some("interface"),
+                "given twice",
+            ),
+            (
+                "config network\n list interface prov0\n option wan w\n",
+                2,
+                Some("interface"),
+                "not a list",
+            ),
+            (
+                "config network\n option interface 'a b'\n option wan w\n",
+                2,
+                Some("interface"),
+                "not an interface name",
+            ),
+            ("config limits\n", 0, None, "no 'network' section"),
+        ];
+        for (text, line, option, needle) in cases {
+            let e = uci(text).unwrap_err();
+            assert_eq!(
+                (e.line, e.option.as_deref()),
+                (*line, *option),
+                "{text:?}: {e}"
+            );
+            assert!(e.message.contains(needle), "{text:?}: {e}");
+            assert!(e.to_string().starts_with("/etc/config/provisioner:"), "{e}");
+        }
+        let with = |extra: &str| uci(&format!("{base}{extra}")).unwrap_err();
+        let e = with("config allow 'x'\n list address '11.0.0.0/8'\n list port '70000'\n");
+        assert_eq!((e.line, e.option.as_deref()), (6, Some("port")), "{e}");
+        assert!(e.message.contains("out of range"), "{e}");
+        let e = with("config allow 'x'\n list address '192.168.1.5'\n");
+        assert_eq!((e.line, e.option.as_deref()), (5, Some("address")), "{e}");
+        assert!(
+            e.message.contains("protected network 192.168.0.0/16"),
+            "{e}"
+        );
+        let e = with("config allow 'x'\n option proto tcp\n");
+        assert!(e.message.contains("allows nothing"), "{e}");
+        let e = with("config allow 'x'\n list domain 'a.example.com'\n");
+        assert_eq!((e.line, e.option.as_deref()), (5, Some("domain")), "{e}");
+        assert!(e.message.contains("upstream"), "{e}");
+        let e = with(
+            "config allow 'x'\n list address 1.2.3.4\nconfig allow 'x'\n list address 1.2.3.5\n",
+        );
+        assert_eq!(e.line, 6, "{e}");
+        let e = with("config limits\n option max_clients 300\n");
+        assert_eq!(
+            (e.line, e.option.as_deref()),
+            (5, Some("max_clients")),
+            "{e}"
+        );
+        assert!(e.message.contains("does not fit"), "{e}");
+        let e = with("config dhcp\n option pool_start 192.168.250.250\n");
+        assert_eq!(
+            (e.line, e.option.as_deref()),
+            (5, Some("pool_start")),
+            "{e}"
+        );
+        assert!(e.message.contains("does not fit"), "{e}");
+        let e = with("config limits\n option min_age 20m\n");
+        assert_eq!((e.line, e.option.as_deref()), (5, Some("min_age")), "{e}");
+        let e = with("config window\n option duration 2m\n");
+        assert_eq!((e.line, e.option.as_deref()), (5, Some("duration")), "{e}");
+        let e = with("config window\n option mode schedule\n");
+        assert!(e.message.contains("needs at least one"), "{e}");
+        let e = with("config dhcp\n option pool_start 192.168.250.1\n");
+        assert!(e.message.contains("router"), "{e}");
+        let e = with("config wifi\n");
+        assert_eq!(e.line, 4);
+        assert!(e.message.contains("unknown section type"), "{e}");
+        let e = with("config network\n");
+        assert!(e.message.contains("given twice"), "{e}");
+    }
+
+    #[test]
+    fn schedules() {
+        let s = schedule_span("Mon-Fri 08:00-20:00").unwrap();
+        assert_eq!((s.days, s.start, s.end), (0b0011111, 480, 1200));
+        assert_eq!(
+            schedule_span("Sat,Sun 22:00-02:00").unwrap().days,
+            0b1100000
+        );
+        assert_eq!(
+            schedule_span("Fri-Mon 10:00-11:00").unwrap().days,
+            0b1110001
+        );
+        assert_eq!(schedule_span("daily 00:00-24:00").unwrap().days, 0x7f);
+        for bad in [
+            "Mon",
+            "Mon 8-20",
+            "Xyz 08:00-09:00",
+            "Mon 08:00-08:00",
+            "Mon 25:00-26:00",
+        ] {
+            assert!(schedule_span(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn toml_and_uci_give_the_same_config() {
+        let toml = r#"
+[network]
+interface = "prov0"
+wan = "wan0"
+subnet = "192.168.250.0/24"
+protect = ["192.168.1.0/24"]
+
+[limits]
+max_clients = 4
+
+[allow.acme]
+address = ["11.1.0.10"]
+port = [443, 8883]
+"#;
+        let from_toml = Config::parse("p.toml", toml, true).unwrap();
+        let from_uci = uci(GOOD).unwrap();
+        assert_eq!(from_toml.network, from_uci.network);
+        assert_eq!(from_toml.limits, from_uci.limits);
+        assert_eq!(from_toml.allow[0], from_uci.allow[0]);
+        let e = Config::parse(
+            "p.toml",
+            "[network]\ninterface = \"prov0\"\nwan = \"w\"\nbogus = 1\n",
+            true,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.file.as_str(), e.line, e.option.as_deref()),
+            ("p.toml", 4, Some("bogus"))
+        );
+    }
+
+    /// The shipped examples are valid and say the same thing.
+    #[test]
+    fn shipped_examples_parse() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let uci = Config::load(&std::path::Path::new(root).join("etc/provisioner.uci")).unwrap();
+        let toml = Config::load(&std::path::Path::new(root).join("etc/provisioner.toml")).unwrap();
+        assert_eq!(uci, toml);
+    }
+}

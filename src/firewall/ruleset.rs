@@ -1,0 +1,365 @@
+//! The ruleset, as a pure function of the config and the state carried over: one table,
+//! `inet provisioner`, that only ever *restricts* traffic touching the provisioning
+//! interface. Everything else on the router passes our base chains untouched (policy accept)
+//! and is left to the router's own firewall.
+//!
+//! Per-client and per-address state lives in sets (`leases`, `allow4_net`), never in one
+//! rule per client. The script replaces the table in one transaction (`nft -f` applies a
+//! file atomically), carrying the live set elements over, so there is no instant where the
+//! table is missing or half-built.
+
+use std::fmt::Write;
+
+use crate::config::Config;
+use crate::core::leases::Binding;
+
+pub const TABLE: &str = "provisioner";
+
+/// Netfilter hook numbers (`enum nf_inet_hooks`), as the kernel reports them on read-back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Prerouting = 0,
+    Input = 1,
+    Forward = 2,
+    Output = 3,
+    Postrouting = 4,
+}
+
+impl Hook {
+    fn name(self) -> &'static str {
+        match self {
+            Hook::Prerouting => "prerouting",
+            Hook::Input => "input",
+            Hook::Forward => "forward",
+            Hook::Output => "output",
+            Hook::Postrouting => "postrouting",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseChain {
+    pub kind: &'static str,
+    pub hook: Hook,
+    pub priority: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chain {
+    pub name: &'static str,
+    pub base: Option<BaseChain>,
+    pub rules: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Set {
+    pub name: &'static str,
+    pub key: &'static str,
+    pub flags: &'static str,
+    pub elements: Vec<String>,
+}
+
+/// The table as data: rendered to an nft script to install, and compared with what the
+/// kernel reports to verify.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ruleset {
+    pub sets: Vec<Set>,
+    pub chains: Vec<Chain>,
+}
+
+// nft's named priorities, as numbers (the kernel reports numbers).
+const PRIO_RAW: i32 = -300;
+const PRIO_DSTNAT: i32 = -100;
+const PRIO_FILTER: i32 = 0;
+const PRIO_SRCNAT: i32 = 100;
+
+impl Ruleset {
+    pub fn build(cfg: &Config, leases: &[Binding]) -> Ruleset {
+        let net = &cfg.network;
+        let prov = format!("\"{}\"", net.interface);
+        let wan = format!("\"{}\"", net.wan);
+        let router = net.router;
+        let base = |kind, hook, priority| {
+            Some(BaseChain {
+                kind,
+                hook,
+                priority,
+            })
+        };
+        let r = |s: &str| s.to_owned();
+
+        let mut allow: Vec<String> = Vec::new();
+        for entry in &cfg.allow {
+            for n in &entry.nets {
+                for p in &entry.ports {
+                    let e = format!("{n} . {} . {p}", entry.proto.as_str());
+                    let e = e.replace("/32 ", " ");
+                    if !allow.contains(&e) {
+                        allow.push(e);
+                    }
+                }
+            }
+        }
+
+        let sets = vec![
+            // Anti-spoofing: the MAC/IP pairs DHCP bound, each timing out with its lease.
+            Set {
+                name: "leases",
+                key: "ether_addr . ipv4_addr",
+                flags: "timeout",
+                elements: leases
+                    .iter()
+                    .filter(|l| !l.remaining.is_zero())
+                    .map(|l| format!("{} . {} timeout {}ms", l.mac, l.ip, l.remaining.as_millis()))
+                    .collect(),
+            },
+            // Static allow-list entries: address or CIDR, protocol, port or range.
+            Set {
+                name: "allow4_net",
+                key: "ipv4_addr . inet_proto . inet_service",
+                flags: "interval",
+                elements: allow,
+            },
+            // Never reachable from the provisioning network, whatever the allow-list says.
+            Set {
+                name: "protect4",
+                key: "ipv4_addr",
+                flags: "interval",
+                elements: net
+                    .protect
+                    .iter()
+                    .map(|n| n.to_string().replace("/32", ""))
+                    .collect(),
+            },
+        ];
+
+        let chains = vec![
+            // Before conntrack: spoofed and IPv6 packets never create state or reach NAT.
+            Chain {
+                name: "prerouting",
+                base: base("filter", Hook::Prerouting, PRIO_RAW),
+                rules: vec![format!("iifname {prov} jump guard")],
+            },
+            Chain {
+                name: "guard",
+                base: None,
+                rules: vec![
+                    r(
+                        "meta nfproto ipv6 counter drop comment \"IPv6 is off on the provisioning network\"",
+                    ),
+                    // DHCP is how a client gets its binding, so it cannot need one.
+                    format!(
+                        "ip daddr {{ 255.255.255.255, {router} }} udp sport 68 udp dport 67 accept"
+                    ),
+                    r("ether saddr . ip saddr @leases return"),
+                    r("counter drop comment \"MAC/IP pair without a lease\""),
+                ],
+            },
+            // DNS to any resolver is answered by the router's (never leaks past it).
+            Chain {
+                name: "dstnat",
+                base: base("nat", Hook::Prerouting, PRIO_DSTNAT),
+                rules: vec![format!(
+                    "iifname {prov} meta l4proto {{ tcp, udp }} th dport 53 redirect to :53"
+                )],
+            },
+            Chain {
+                name: "input",
+                base: base("filter", Hook::Input, PRIO_FILTER),
+                rules: vec![format!("iifname {prov} jump input_prov")],
+            },
+            // The router's own services: DHCP and DNS only.
+            Chain {
+                name: "input_prov",
+                base: None,
+                rules: vec![
+                    r("udp sport 68 udp dport 67 accept"),
+                    format!("ip daddr {router} meta l4proto {{ tcp, udp }} th dport 53 accept"),
+                    r("counter drop comment \"router service not offered to provisionees\""),
+                ],
+            },
+            Chain {
+                name: "forward",
+                base: base("filter", Hook::Forward, PRIO_FILTER),
+                rules: vec![
+                    format!("iifname {prov} jump forward_from_prov"),
+                    format!("oifname {prov} jump forward_to_prov"),
+                ],
+            },
+            Chain {
+                name: "forward_from_prov",
+                base: None,
+                rules: vec![
+                    // Out the WAN only: not the home LAN, not back to another client.
+                    format!("oifname != {wan} counter drop comment \"not towards the WAN\""),
+                    r("ip daddr @protect4 counter drop comment \"protected network\""),
+                    r("ct state established,related accept"),
+                    r("ip daddr . meta l4proto . th dport @allow4_net accept"),
+                    r("counter drop comment \"not allow-listed\""),
+                ],
+            },
+            // Inbound: replies to what a client opened, from the WAN, and nothing else.
+            Chain {
+                name: "forward_to_prov",
+                base: None,
+                rules: vec![
+                    format!("iifname != {wan} counter drop comment \"not from the WAN\""),
+                    r("ct state established,related accept"),
+                    r("counter drop comment \"unsolicited inbound\""),
+                ],
+            },
+            // No IPv6 of the router's own (router advertisements, DHCPv6) onto the network.
+            Chain {
+                name: "output",
+                base: base("filter", Hook::Output, PRIO_FILTER),
+                rules: vec![format!("oifname {prov} meta nfproto ipv6 drop")],
+            },
+            Chain {
+                name: "srcnat",
+                base: base("nat", Hook::Postrouting, PRIO_SRCNAT),
+                rules: vec![format!("oifname {wan} ip saddr {} masquerade", net.subnet)],
+            },
+        ];
+        Ruleset { sets, chains }
+    }
+
+    /// The nft script that replaces the table atomically: create-if-missing, delete, define.
+    pub fn script(&self) -> String {
+        let mut s = String::with_capacity(4096);
+        let _ = writeln!(s, "table inet {TABLE} {{}}");
+        let _ = writeln!(s, "delete table inet {TABLE}");
+        let _ = writeln!(s, "table inet {TABLE} {{");
+        for set in &self.sets {
+            let _ = writeln!(s, "\tset {} {{", set.name);
+            let _ = writeln!(s, "\t\ttype {}", set.key);
+            let _ = writeln!(s, "\t\tflags {}", set.flags);
+            if !set.elements.is_empty() {
+                let _ = writeln!(s, "\t\telements = {{ {} }}", set.elements.join(",\n\t\t\t"));
+            }
+            let _ = writeln!(s, "\t}}");
+        }
+        for chain in &self.chains {
+            let _ = writeln!(s, "\tchain {} {{", chain.name);
+            if let Some(b) = &chain.base {
+                let _ = writeln!(
+                    s,
+                    "\t\ttype {} hook {} priority {}; policy accept;",
+                    b.kind,
+                    b.hook.name(),
+                    b.priority
+                );
+            }
+            for rule in &chain.rules {
+                let _ = writeln!(s, "\t\t{rule}");
+            }
+            let _ = writeln!(s, "\t}}");
+        }
+        let _ = writeln!(s, "}}");
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::time::Duration;
+
+    pub(crate) const CONFIG: &str = "
+config network
+\toption interface 'prov0'
+\toption wan 'wan0'
+\tlist protect '192.168.1.0/24'
+config allow 'acme'
+\tlist address '11.1.0.10'
+\tlist address '11.2.0.0/16'
+\tlist port '443'
+\tlist port '8000-8100'
+config allow 'dup'
+\tlist address '11.1.0.10'
+config allow 'ntp'
+\tlist address '11.1.0.10'
+\toption proto 'udp'
+\tlist port '123'
+";
+
+    fn ruleset() -> Ruleset {
+        let cfg = Config::parse("t", CONFIG, false).unwrap();
+        Ruleset::build(
+            &cfg,
+            &[Binding {
+                mac: "02:00:00:00:00:01".parse().unwrap(),
+                ip: "192.168.250.2".parse().unwrap(),
+                remaining: Duration::from_millis(290_500),
+            }],
+        )
+    }
+
+    #[test]
+    fn allow_list_elements_are_deduplicated_cidrs_and_ranges() {
+        let r = ruleset();
+        let allow = &r
+            .sets
+            .iter()
+            .find(|s| s.name == "allow4_net")
+            .unwrap()
+            .elements;
+        assert_eq!(
+            allow,
+            &[
+                "11.1.0.10 . tcp . 443",
+                "11.1.0.10 . tcp . 8000-8100",
+                "11.2.0.0/16 . tcp . 443",
+                "11.2.0.0/16 . tcp . 8000-8100",
+                "11.1.0.10 . udp . 123",
+            ]
+        );
+    }
+
+    #[test]
+    fn leases_carry_over_with_remaining_time() {
+        let r = ruleset();
+        let leases = &r.sets.iter().find(|s| s.name == "leases").unwrap().elements;
+        assert_eq!(
+            leases,
+            &["02:00:00:00:00:01 . 192.168.250.2 timeout 290500ms"]
+        );
+    }
+
+    #[test]
+    fn script_replaces_the_table_in_one_file() {
+        let s = ruleset().script();
+        let lines: Vec<_> = s.lines().take(3).collect();
+        assert_eq!(
+            lines,
+            [
+                "table inet provisioner {}",
+                "delete table inet provisioner",
+                "table inet provisioner {"
+            ]
+        );
+        // Only our table is ever named.
+        for line in s.lines().filter(|l| l.contains("table ")) {
+            assert!(line.contains("table inet provisioner"), "{line}");
+        }
+        assert!(s.contains("iifname \"prov0\" jump guard"));
+        assert!(s.contains("oifname \"wan0\" ip saddr 192.168.250.0/24 masquerade"));
+        assert!(s.contains("ip daddr 192.168.250.1 meta l4proto { tcp, udp } th dport 53 accept"));
+    }
+
+    #[test]
+    fn every_base_chain_accepts_by_default_and_only_provisioning_traffic_is_judged() {
+        for c in ruleset().chains {
+            if c.base.is_some() {
+                // A base chain's rules all match on the provisioning interface (or the WAN
+                // for masquerade), so the rest of the router's traffic is not ours to judge.
+                for rule in &c.rules {
+                    assert!(
+                        rule.contains("\"prov0\"") || rule.contains("\"wan0\""),
+                        "{rule}"
+                    );
+                }
+            }
+        }
+    }
+}

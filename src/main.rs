@@ -1,0 +1,147 @@
+//! One multi-call binary, busybox style: installed as `provisionerd` (the daemon) and
+//! `provisionerctl` (the operator's client), or called as `provisioner <applet> ...`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use provisioner::config::Config;
+use provisioner::daemon;
+use provisioner::firewall::{Firewall, Ruleset};
+
+/// The provisioning network's daemon: DHCP, the nftables table, and (later) DNS and stations.
+#[derive(Parser)]
+#[command(name = "provisionerd", version)]
+struct DaemonArgs {
+    /// Config file: UCI (/etc/config/provisioner) or TOML (a name ending in .toml).
+    #[arg(short, long, default_value = "/etc/config/provisioner")]
+    config: PathBuf,
+    /// Validate CONFIG and exit: prints the first error as file:line: option: message.
+    #[arg(long, value_name = "CONFIG", conflicts_with_all = ["flush", "print_ruleset"])]
+    check: Option<PathBuf>,
+    /// Remove table inet provisioner (the daemon leaves it in place when it stops) and exit.
+    #[arg(long, conflicts_with = "print_ruleset")]
+    flush: bool,
+    /// Print the nft script the config produces and exit.
+    #[arg(long)]
+    print_ruleset: bool,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, default_value = "info")]
+    log_level: tracing::Level,
+}
+
+/// Operate the provisioning network.
+#[derive(Parser)]
+#[command(name = "provisionerctl", version)]
+struct CtlArgs {
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// The MAC/IP bindings the kernel holds (each one lets a client's traffic through).
+    Leases {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let called_as = args
+        .first()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let applet = if called_as == "provisionerd" || called_as == "provisionerctl" {
+        called_as
+    } else {
+        match args.get(1).and_then(|a| a.to_str()) {
+            Some(a @ ("provisionerd" | "provisionerctl")) => {
+                let a = a.to_owned();
+                args.remove(0);
+                a
+            }
+            _ => {
+                eprintln!(
+                    "usage: provisioner provisionerd|provisionerctl [ARGS...]\n(or call it through a symlink of either name)"
+                );
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let result = if applet == "provisionerd" {
+        provisionerd(DaemonArgs::parse_from(args))
+    } else {
+        provisionerctl(CtlArgs::parse_from(args))
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{applet}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn provisionerd(args: DaemonArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .with_max_level(args.log_level)
+        .init();
+    if let Some(path) = args.check {
+        return Ok(match Config::load(&path) {
+            Ok(_) => {
+                println!("{}: ok", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        });
+    }
+    if args.flush {
+        daemon::flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.print_ruleset {
+        let cfg = Config::load(&args.config)?;
+        print!("{}", Ruleset::build(&cfg, &[]).script());
+        return Ok(ExitCode::SUCCESS);
+    }
+    daemon::run(&args.config)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn provisionerctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        CtlCommand::Leases { json } => {
+            let leases = Firewall::open()?.leases()?;
+            if json {
+                let items: Vec<String> = leases
+                    .iter()
+                    .map(|l| {
+                        format!(
+                            "{{\"mac\":\"{}\",\"ip\":\"{}\",\"expires_in\":{}}}",
+                            l.mac,
+                            l.ip,
+                            l.remaining.as_secs()
+                        )
+                    })
+                    .collect();
+                println!("[{}]", items.join(","));
+            } else {
+                for l in &leases {
+                    println!("{}  {:15}  {}s", l.mac, l.ip, l.remaining.as_secs());
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
