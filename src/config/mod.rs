@@ -18,14 +18,27 @@ use ipnet::Ipv4Net;
 pub use value::{DomainPattern, IfName, PortRange, Proto, Rate};
 
 /// A config error: where it is and what is wrong with it.
+/// Displays as `file:line: option 'name': message` (no line when it is about the whole file).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {}{message}", option.as_ref().map(|o| format!("option '{o}': ")).unwrap_or_default())]
 pub struct ConfigError {
     pub file: String,
     /// 1-based; 0 when the problem is the file as a whole (unreadable, empty).
     pub line: usize,
     pub option: Option<String>,
     pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if let Some(o) = &self.option {
+            write!(f, ": option '{o}'")?;
+        }
+        write!(f, ": {}", self.message)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

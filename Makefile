@@ -1,0 +1,46 @@
+# provisioner — see README.md. Every target installs what it needs via scripts/deps.sh.
+CARGO ?= cargo
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps build release test lint unit rig demo fuzz clean
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+# Everything: formatting, lints, unit and property tests, and the netns rig (needs root).
+test: deps lint
+	$(CARGO) test --features rig
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets --features rig -- -D warnings
+
+# Without root: unit, property and parser tests only.
+unit:
+	$(CARGO) test
+
+rig: deps
+	$(CARGO) test --features rig --test '*'
+
+# Brings up the rig, runs the daemon, shows a device reaching its cloud and being refused
+# everywhere else, and tears it all down.
+demo: deps
+	$(CARGO) build
+	$(CARGO) run --quiet --features rig --example demo
+
+# Coverage-guided fuzzing of the hand-written and untrusted-input parsers (nightly).
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	cd fuzz && for t in uci config_toml dhcp; do \
+		$(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+
+clean:
+	$(CARGO) clean
