@@ -22,7 +22,11 @@ fn write(name: &str, text: &str) -> std::path::PathBuf {
 fn check_accepts_the_shipped_examples() {
     for f in ["etc/provisioner.uci", "etc/provisioner.toml"] {
         let out = provisionerd(&["--check", f]);
-        assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{f}: ok\n"));
     }
 }
@@ -38,12 +42,21 @@ fn check_names_file_line_and_option() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         err.trim(),
-        format!("{}:7: option 'port': port 99999 is out of range (1-65535)", p.display())
+        format!(
+            "{}:7: option 'port': port 99999 is out of range (1-65535)",
+            p.display()
+        )
     );
-    let p = write("bad.toml", "[network]\ninterface = \"prov0\"\nwan = \"wan0\"\nsubnet = \"10.0.0.1/24\"\n");
+    let p = write(
+        "bad.toml",
+        "[network]\ninterface = \"prov0\"\nwan = \"wan0\"\nsubnet = \"10.0.0.1/24\"\n",
+    );
     let out = provisionerd(&["--check", p.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with(&format!("{}:4: option 'subnet': ", p.display())), "{err}");
+    assert!(
+        err.starts_with(&format!("{}:4: option 'subnet': ", p.display())),
+        "{err}"
+    );
     let out = provisionerd(&["--check", "/nonexistent/provisioner"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/provisioner: cannot read"));
@@ -60,7 +73,9 @@ fn print_ruleset_shows_the_one_table() {
 
 #[test]
 fn applet_is_chosen_by_name_or_first_argument() {
-    let out = Command::new(env!("CARGO_BIN_EXE_provisioner")).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
         .args(["provisionerctl", "--help"])

@@ -1,0 +1,1312 @@
+//! Network-namespace test rig (root only): a router namespace between a fake internet
+//! ("cloud"), a home LAN and a provisioning bridge with isolated clients, plus the
+//! servers and probes that leak tests need. See [`Rig::new`] for the topology.
+//!
+//! Every link is created inside a namespace, so the host's interfaces, routes and
+//! nftables ruleset are never touched. Namespaces are named `pv<pid>-<n>-<role>`:
+//! unique per rig, and a later run can tell (by the pid) which ones are stale.
+
+// Each test crate (and the demo) that includes this module uses a different subset.
+#![allow(dead_code)]
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use nix::errno::Errno;
+use nix::sched::{CloneFlags, setns};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::socket::{
+    AddressFamily, SockFlag, SockType, SockaddrStorage, bind, connect, getsockopt, socket, sockopt,
+};
+use nix::unistd::Pid;
+
+// ---- Topology -------------------------------------------------------------------------
+
+pub const WAN_IF: &str = "wan0";
+pub const LAN_IF: &str = "lan0";
+pub const PROV_IF: &str = "prov0";
+/// The interface name inside the cloud namespace facing the router.
+pub const ISP_IF: &str = "isp0";
+/// The interface name inside the home and client namespaces.
+pub const HOST_IF: &str = "eth0";
+
+pub const ROUTER_WAN: Ipv4Addr = Ipv4Addr::new(11, 0, 0, 2);
+pub const CLOUD_ISP: Ipv4Addr = Ipv4Addr::new(11, 0, 0, 1);
+pub const ROUTER_WAN6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+pub const CLOUD_ISP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+
+pub const ROUTER_LAN: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
+pub const HOME_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 10);
+
+pub const ROUTER_PROV: Ipv4Addr = Ipv4Addr::new(192, 168, 250, 1);
+pub const PROV_NET: Ipv4Addr = Ipv4Addr::new(192, 168, 250, 0);
+pub const PROV_PREFIX: u8 = 24;
+pub const ROUTER_PROV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
+pub const PROV6_NET: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0);
+pub const PROV6_PREFIX: u8 = 64;
+pub const PROV_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x01];
+
+/// The allowed cloud server (TCP 443, 8443; UDP 123, 124).
+pub const CLOUD_ALLOWED: Ipv4Addr = Ipv4Addr::new(11, 1, 0, 10);
+/// A cloud server that is not allowed (TCP 443).
+pub const CLOUD_OTHER: Ipv4Addr = Ipv4Addr::new(11, 1, 0, 20);
+/// The fake public resolver (DNS on UDP+TCP 53, a TCP listener on 853).
+pub const CLOUD_DNS: Ipv4Addr = Ipv4Addr::new(11, 1, 0, 53);
+/// The IPv6 cloud server (TCP 443).
+pub const CLOUD6_ALLOWED: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
+/// What the fake resolver answers to every A question, with [`DNS_TTL`].
+pub const DNS_ANSWER: Ipv4Addr = Ipv4Addr::new(11, 9, 9, 9);
+pub const DNS_TTL: u32 = 60;
+
+/// Namespaces and temp dirs are `pv<pid>-<n>-<role>`; `n` makes rigs of one process unique.
+static RIG_COUNTER: AtomicUsize = AtomicUsize::new(0);
+/// `ip netns add` mounts /run/netns on first use; concurrent first uses can race.
+static NETNS_ADD: Mutex<()> = Mutex::new(());
+
+// ---- Namespaces -----------------------------------------------------------------------
+
+/// A named network namespace (`/run/netns/<name>`).
+#[derive(Debug)]
+pub struct Ns {
+    pub name: String,
+}
+
+impl Ns {
+    /// Runs `ip netns exec <name> args...` and returns its output (never panics on failure
+    /// of the command itself, only if it cannot be started).
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `ip netns exec {} {args:?}`: {e}", self.name))
+    }
+
+    /// Like [`Ns::exec`] but panics unless the command succeeds; returns its stdout.
+    pub fn exec_ok(&self, args: &[&str]) -> String {
+        let out = self.exec(args);
+        if !out.status.success() {
+            panic!(
+                "in {}: {args:?} failed ({}): {}{}",
+                self.name,
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `f` on a fresh thread that joined this namespace with setns(2), so sockets
+    /// created inside belong to it. A fresh thread because setns changes the calling
+    /// thread for good; other threads (and /proc/self, /sys) keep the old view.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                setns(&file, CloneFlags::CLONE_NEWNET)
+                    .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+                drop(file);
+                f()
+            })
+            .join()
+        })
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
+
+// ---- The rig --------------------------------------------------------------------------
+
+/// The whole topology. Dropping it kills every process it started and deletes every
+/// namespace and its temp dir, also while unwinding from a panic.
+pub struct Rig {
+    router: Ns,
+    cloud: Ns,
+    home: Ns,
+    clients: Vec<Ns>,
+    /// Namespaces actually created so far: a panic half-way through `new` still cleans up.
+    created: Vec<String>,
+    dir: PathBuf,
+    dns_names: Arc<Mutex<Vec<String>>>,
+    servers: Vec<JoinHandle<()>>,
+    /// Dropping this wakes every server thread (its peer end polls readable) to exit.
+    stop: Option<UnixStream>,
+    procs: Mutex<Vec<Weak<ProcInner>>>,
+    /// The thread that forks every `spawn`ed child; see `Rig::spawn`.
+    spawner: Option<(Sender<SpawnJob>, JoinHandle<()>)>,
+}
+
+type SpawnJob = (Command, Sender<std::io::Result<Child>>);
+
+impl Rig {
+    /// Builds the topology with `clients` provisioning clients (1..=254) and starts all
+    /// servers; they are listening when this returns.
+    ///
+    /// ```text
+    ///  cloud ns                 router ns (forwarding on)                 home ns
+    ///  isp0 11.0.0.1/30 ----- wan0 11.0.0.2/30        lan0 192.168.1.1 ----- eth0 192.168.1.10
+    ///       2001:db8::1/64         2001:db8::2/64
+    ///  lo: 11.1.0.10 .20 .53       prov0 (bridge) 192.168.250.1/24, 2001:db8:2::1/64
+    ///      2001:db8:1::10           |-- prov0-c1 (isolated) ----- client 1 eth0 02:00:00:00:00:01
+    ///                               |-- prov0-c2 (isolated) ----- client 2 eth0 02:00:00:00:00:02
+    /// ```
+    ///
+    /// The cloud has no route to 192.168.0.0/16, so only masqueraded IPv4 gets answers;
+    /// it does route 2001:db8:2::/64 back via the router, so IPv6 leaks would work.
+    /// rp_filter is off and DAD disabled everywhere, so the firewall under test (not
+    /// kernel defaults inherited from the host) decides what passes, and v6 works at once.
+    pub fn new(clients: usize) -> Rig {
+        assert!(clients <= 254, "client MACs only have one byte");
+        sweep_stale();
+
+        let prefix = format!(
+            "pv{}-{}",
+            std::process::id(),
+            RIG_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let ns = |role: &str| Ns {
+            name: format!("{prefix}-{role}"),
+        };
+        let (stop_tx, stop_rx) = UnixStream::pair().expect("socketpair");
+        let mut rig = Rig {
+            router: ns("router"),
+            cloud: ns("cloud"),
+            home: ns("home"),
+            clients: (1..=clients).map(|i| ns(&format!("c{i}"))).collect(),
+            created: Vec::new(),
+            dir: std::env::temp_dir().join(&prefix),
+            dns_names: Arc::default(),
+            servers: Vec::new(),
+            stop: Some(stop_tx),
+            procs: Mutex::default(),
+            spawner: Some(start_spawner()),
+        };
+
+        // From here on a panic drops `rig`, which removes whatever exists already.
+        fs::create_dir_all(&rig.dir).expect("create rig dir");
+        let script = rig.dir.join("udhcpc.sh");
+        fs::write(&script, include_str!("udhcpc.sh")).expect("write udhcpc.sh");
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod udhcpc.sh");
+
+        let names: Vec<String> = rig.all_ns().map(|n| n.name.clone()).collect();
+        for name in names {
+            let _serial = lock(&NETNS_ADD);
+            must(Command::new("ip").args(["netns", "add", &name]));
+            rig.created.push(name);
+        }
+        for n in rig.all_ns() {
+            let router = n.name == rig.router.name;
+            n.run(|| set_sysctls(router));
+        }
+        rig.wire();
+        rig.start_servers(stop_rx);
+        rig
+    }
+
+    fn all_ns(&self) -> impl Iterator<Item = &Ns> {
+        [&self.router, &self.cloud, &self.home]
+            .into_iter()
+            .chain(&self.clients)
+    }
+
+    fn wire(&self) {
+        let (r, cloud, home) = (&self.router.name, &self.cloud.name, &self.home.name);
+        // Links first (created from the router side, peers land in the other namespace).
+        let mut links = vec![
+            "link set lo up".to_string(),
+            format!("link add {WAN_IF} type veth peer name {ISP_IF} netns {cloud}"),
+            format!("link add {LAN_IF} type veth peer name {HOST_IF} netns {home}"),
+            format!(
+                "link add {PROV_IF} address {} type bridge",
+                mac_str(PROV_MAC)
+            ),
+        ];
+        for (i, c) in self.clients.iter().enumerate() {
+            let (i, port) = (i + 1, Rig::client_port(i + 1));
+            let mac = mac_str(Rig::client_mac(i));
+            links.push(format!(
+                "link add {port} type veth peer name {HOST_IF} address {mac} netns {}",
+                c.name
+            ));
+            links.push(format!("link set {port} master {PROV_IF}"));
+            // Like a Wi-Fi AP with client isolation: no port-to-port forwarding.
+            links.push(format!("link set {port} type bridge_slave isolated on"));
+        }
+        ip_batch(r, &links);
+
+        ip_batch(
+            cloud,
+            &[
+                "link set lo up".into(),
+                format!("addr add {CLOUD_ALLOWED}/32 dev lo"),
+                format!("addr add {CLOUD_OTHER}/32 dev lo"),
+                format!("addr add {CLOUD_DNS}/32 dev lo"),
+                format!("addr add {CLOUD6_ALLOWED}/128 dev lo"),
+                format!("addr add {CLOUD_ISP}/30 dev {ISP_IF}"),
+                format!("addr add {CLOUD_ISP6}/64 dev {ISP_IF} nodad"),
+                format!("link set {ISP_IF} up"),
+                // v6 only: an IPv6 leak through the router must be able to get answers.
+                format!("route add {PROV6_NET}/{PROV6_PREFIX} via {ROUTER_WAN6} dev {ISP_IF}"),
+            ],
+        );
+        ip_batch(
+            home,
+            &[
+                "link set lo up".into(),
+                format!("addr add {HOME_HOST}/24 dev {HOST_IF}"),
+                format!("link set {HOST_IF} up"),
+                format!("route add default via {ROUTER_LAN} dev {HOST_IF}"),
+            ],
+        );
+        for c in &self.clients {
+            ip_batch(
+                &c.name,
+                &["link set lo up".into(), format!("link set {HOST_IF} up")],
+            );
+        }
+
+        let mut conf = vec![
+            format!("addr add {ROUTER_WAN}/30 dev {WAN_IF}"),
+            format!("addr add {ROUTER_WAN6}/64 dev {WAN_IF} nodad"),
+            format!("addr add {ROUTER_LAN}/24 dev {LAN_IF}"),
+            format!("addr add {ROUTER_PROV}/{PROV_PREFIX} dev {PROV_IF}"),
+            format!("addr add {ROUTER_PROV6}/{PROV6_PREFIX} dev {PROV_IF} nodad"),
+            format!("link set {WAN_IF} up"),
+            format!("link set {LAN_IF} up"),
+            format!("link set {PROV_IF} up"),
+        ];
+        for i in 1..=self.clients.len() {
+            conf.push(format!("link set {} up", Rig::client_port(i)));
+        }
+        conf.push(format!("route add default via {CLOUD_ISP} dev {WAN_IF}"));
+        conf.push(format!("route add ::/0 via {CLOUD_ISP6} dev {WAN_IF}"));
+        ip_batch(r, &conf);
+    }
+
+    fn start_servers(&mut self, stop: UnixStream) {
+        use Service::{Dns, DnsTcp, Tcp, Udp};
+        let any = |port| SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
+        let v4 = |ip: Ipv4Addr, port| SocketAddr::new(ip.into(), port);
+        let mut plan: Vec<(&Ns, Vec<(SocketAddr, Kind)>)> = vec![
+            (
+                &self.cloud,
+                vec![
+                    (v4(CLOUD_ALLOWED, 443), Kind::Tcp("cloud-443".into())),
+                    (v4(CLOUD_ALLOWED, 8443), Kind::Tcp("cloud-8443".into())),
+                    (v4(CLOUD_OTHER, 443), Kind::Tcp("other-443".into())),
+                    (v4(CLOUD_DNS, 853), Kind::Tcp("dot-853".into())),
+                    (
+                        SocketAddr::new(CLOUD6_ALLOWED.into(), 443),
+                        Kind::Tcp("cloud6-443".into()),
+                    ),
+                    (v4(CLOUD_ALLOWED, 123), Kind::Udp("ntp-123".into())),
+                    (v4(CLOUD_ALLOWED, 124), Kind::Udp("udp-124".into())),
+                    (v4(CLOUD_DNS, 53), Kind::Dns),
+                    (v4(CLOUD_DNS, 53), Kind::DnsTcp),
+                ],
+            ),
+            (
+                &self.home,
+                vec![
+                    (any(22), Kind::Tcp("home-22".into())),
+                    (any(80), Kind::Tcp("home-80".into())),
+                ],
+            ),
+            (
+                &self.router,
+                vec![
+                    (any(22), Kind::Tcp("router-22".into())),
+                    (any(80), Kind::Tcp("router-80".into())),
+                    (any(8080), Kind::Tcp("router-8080".into())),
+                ],
+            ),
+        ];
+        for (i, c) in self.clients.iter().enumerate() {
+            plan.push((
+                c,
+                vec![(any(8080), Kind::Tcp(format!("client{}-8080", i + 1)))],
+            ));
+        }
+
+        let mut threads = Vec::new();
+        for (ns, specs) in plan {
+            // Bind inside the namespace, then hand the sockets to a plain server thread:
+            // a socket stays in the namespace it was created in.
+            let services: Vec<Service> = ns.run(|| {
+                specs
+                    .into_iter()
+                    .map(|(addr, kind)| {
+                        let tcp = || TcpListener::bind(addr);
+                        let udp = || UdpSocket::bind(addr);
+                        let service = match kind {
+                            Kind::Tcp(label) => tcp().map(|l| Tcp(l, label)),
+                            Kind::Udp(label) => udp().map(|s| Udp(s, label)),
+                            Kind::Dns => udp().map(Dns),
+                            Kind::DnsTcp => tcp().map(DnsTcp),
+                        }
+                        .unwrap_or_else(|e| panic!("{}: bind {addr}: {e}", ns.name));
+                        service.set_nonblocking();
+                        service
+                    })
+                    .collect()
+            });
+            let stop = stop.try_clone().expect("clone stop socket");
+            let names = self.dns_names.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("rig-srv-{}", ns.name))
+                    .spawn(move || serve(services, stop, names))
+                    .expect("spawn server thread"),
+            );
+        }
+        self.servers = threads;
+    }
+
+    pub fn router(&self) -> &Ns {
+        &self.router
+    }
+    pub fn cloud(&self) -> &Ns {
+        &self.cloud
+    }
+    pub fn home(&self) -> &Ns {
+        &self.home
+    }
+    /// Client `i`, 1-based.
+    pub fn client(&self, i: usize) -> &Ns {
+        assert!(
+            i >= 1 && i <= self.clients.len(),
+            "no client {i} (rig has {})",
+            self.clients.len()
+        );
+        &self.clients[i - 1]
+    }
+    pub fn clients(&self) -> usize {
+        self.clients.len()
+    }
+    /// Every namespace of this rig (router, cloud, home, clients).
+    pub fn namespaces(&self) -> Vec<&Ns> {
+        self.all_ns().collect()
+    }
+    /// MAC of client `i`'s eth0: 02:00:00:00:00:<i>.
+    pub fn client_mac(i: usize) -> [u8; 6] {
+        assert!((1..=254).contains(&i), "client index {i} out of range");
+        [0x02, 0, 0, 0, 0, i as u8]
+    }
+    /// The router-side bridge port (a port of prov0) of client `i`.
+    pub fn client_port(i: usize) -> String {
+        format!("{PROV_IF}-c{i}")
+    }
+
+    /// Question names (lowercase, no trailing dot) the fake public resolver received.
+    pub fn dns_names_seen(&self) -> Vec<String> {
+        lock(&self.dns_names).clone()
+    }
+
+    /// A per-rig temp dir for config files etc., removed on drop.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Starts `cmd` in `ns` (own process group) with stdout and stderr captured line by line.
+    /// Killed (with its group) when the `Proc` or the rig is dropped, whichever is first,
+    /// and by the kernel if the test process dies without running `Drop` (SIGKILL, ^C).
+    pub fn spawn(&self, ns: &Ns, cmd: &[&str]) -> Proc {
+        assert!(!cmd.is_empty(), "empty command");
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &ns.name])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Own group: kill9 also reaches helpers it forks.
+            .process_group(0);
+        let parent = std::process::id();
+        // SAFETY: only async-signal-safe calls (prctl, getppid) and no allocation.
+        unsafe {
+            command.pre_exec(move || {
+                // PDEATHSIG fires when the forking *thread* exits, hence the spawner thread,
+                // which lives exactly as long as the rig (or the process, if it is killed).
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() as u32 != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            })
+        };
+        let (reply_tx, reply_rx) = mpsc::channel();
+        let (jobs, _) = self.spawner.as_ref().expect("rig is alive");
+        jobs.send((command, reply_tx))
+            .expect("spawner thread is alive");
+        let mut child = reply_rx
+            .recv()
+            .expect("spawner thread replies")
+            .unwrap_or_else(|e| panic!("spawn {cmd:?} in {}: {e}", ns.name));
+        let pidfd = pidfd_open(child.id()).expect("pidfd_open");
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().expect("piped stdout");
+        let err = child.stderr.take().expect("piped stderr");
+        spawn_reader(out, tx.clone());
+        spawn_reader(err, tx);
+        let inner = Arc::new(ProcInner {
+            pid: child.id(),
+            pidfd,
+            child: Mutex::new(ChildState {
+                child,
+                status: None,
+            }),
+            out: Mutex::new(Lines {
+                rx,
+                lines: Vec::new(),
+                used: Vec::new(),
+                closed: false,
+            }),
+        });
+        let mut procs = lock(&self.procs);
+        procs.retain(|p| p.strong_count() > 0);
+        procs.push(Arc::downgrade(&inner));
+        drop(procs);
+        Proc {
+            inner,
+            what: format!("{cmd:?} in {}", ns.name),
+        }
+    }
+
+    /// Runs udhcpc once in client `client`'s namespace; the script applies the lease
+    /// (address and default route). Returns the address, or udhcpc's output on failure.
+    pub fn dhcp(&self, client: usize) -> Result<Ipv4Addr, String> {
+        let script = self.dir.join("udhcpc.sh");
+        let script = script.to_str().expect("utf-8 temp dir");
+        let out = self.client(client).exec(&[
+            "udhcpc", "-i", HOST_IF, "-f", "-q", "-n", "-t", "5", "-T", "1", "-s", script,
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("rig-udhcpc: bound ")?.trim().parse().ok())
+            .ok_or_else(|| {
+                format!(
+                    "udhcpc got no lease ({}): {stdout}{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        // Best effort throughout: this also runs while unwinding, so it must not panic.
+        for p in lock(&self.procs).drain(..) {
+            if let Some(p) = p.upgrade() {
+                p.kill();
+            }
+        }
+        if let Some((jobs, thread)) = self.spawner.take() {
+            drop(jobs);
+            let _ = thread.join();
+        }
+        self.stop.take();
+        for t in self.servers.drain(..) {
+            let _ = t.join();
+        }
+        // Processes the tests or daemons started on their own (e.g. ns.exec + spawn).
+        for name in &self.created {
+            kill_ns_pids(name);
+        }
+        for name in self.created.drain(..).rev() {
+            delete_ns(&name);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn set_sysctls(router: bool) {
+    let mut values = vec![
+        ("net/ipv4/conf/all/rp_filter", "0"),
+        ("net/ipv4/conf/default/rp_filter", "0"),
+        ("net/ipv6/conf/all/accept_dad", "0"),
+        ("net/ipv6/conf/default/accept_dad", "0"),
+    ];
+    if router {
+        values.push(("net/ipv4/ip_forward", "1"));
+        values.push(("net/ipv6/conf/all/forwarding", "1"));
+    }
+    for (key, value) in values {
+        // /proc/sys/net resolves against the calling thread's namespace (see Ns::run).
+        let path = format!("/proc/sys/{key}");
+        fs::write(&path, value).unwrap_or_else(|e| panic!("write {path}: {e}"));
+    }
+}
+
+// ---- Stale state from killed runs and deletion ----------------------------------------
+
+/// Deletes namespaces and temp dirs `pv<pid>-...` whose pid no longer exists (a test run
+/// that was SIGKILLed never ran `Drop`), killing any processes still inside them.
+pub fn sweep_stale() {
+    let me = std::process::id();
+    let stale = |name: &str| rig_pid(name).is_some_and(|pid| pid != me && !pid_alive(pid));
+    for name in list_dir(Path::new("/run/netns")) {
+        if stale(&name) {
+            kill_ns_pids(&name);
+            delete_ns(&name);
+        }
+    }
+    let tmp = std::env::temp_dir();
+    for name in list_dir(&tmp) {
+        if stale(&name) {
+            let _ = fs::remove_dir_all(tmp.join(name));
+        }
+    }
+}
+
+fn list_dir(dir: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect()
+}
+
+fn rig_pid(name: &str) -> Option<u32> {
+    let (pid, _) = name.strip_prefix("pv")?.split_once('-')?;
+    pid.parse().ok().filter(|&p| p > 0 && p <= i32::MAX as u32)
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // EPERM still means it exists.
+    !matches!(kill(Pid::from_raw(pid as i32), None), Err(Errno::ESRCH))
+}
+
+fn kill_ns_pids(name: &str) {
+    let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() else {
+        return;
+    };
+    let me = std::process::id();
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        match pid.parse::<u32>() {
+            Ok(pid) if pid != me => {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn delete_ns(name: &str) {
+    match Command::new("ip").args(["netns", "del", name]).output() {
+        Ok(out) if out.status.success() => {}
+        // Someone else (a parallel sweep) may have been faster.
+        _ if !Path::new("/run/netns").join(name).exists() => {}
+        Ok(out) => eprintln!(
+            "rig: ip netns del {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => eprintln!("rig: ip netns del {name}: {e}"),
+    }
+}
+
+// ---- Child processes ------------------------------------------------------------------
+
+/// A process started with [`Rig::spawn`]. Dropping it kills it.
+pub struct Proc {
+    inner: Arc<ProcInner>,
+    what: String,
+}
+
+struct ProcInner {
+    pid: u32,
+    /// Readable once the process exits: lets `wait` block with a timeout, no polling.
+    pidfd: OwnedFd,
+    child: Mutex<ChildState>,
+    out: Mutex<Lines>,
+}
+
+struct ChildState {
+    child: Child,
+    /// Set once reaped; until then the pid (and process group id) cannot be reused,
+    /// so signalling by pid is safe.
+    status: Option<ExitStatus>,
+}
+
+struct Lines {
+    rx: Receiver<String>,
+    lines: Vec<String>,
+    /// Lines that already satisfied a `wait_line`.
+    used: Vec<bool>,
+    closed: bool,
+}
+
+impl Lines {
+    fn push(&mut self, line: String) {
+        self.lines.push(line);
+        self.used.push(false);
+    }
+
+    /// Waits up to `timeout` for one more line (or for the end of the output).
+    fn pull(&mut self, timeout: Duration) {
+        match self.rx.recv_timeout(timeout) {
+            Ok(line) => self.push(line),
+            Err(RecvTimeoutError::Disconnected) => self.closed = true,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
+
+    /// Takes in every line already read, without waiting.
+    fn drain(&mut self) {
+        loop {
+            match self.rx.try_recv() {
+                Ok(line) => self.push(line),
+                Err(TryRecvError::Disconnected) => {
+                    self.closed = true;
+                    return;
+                }
+                Err(TryRecvError::Empty) => return,
+            }
+        }
+    }
+
+    fn tail(&self) -> String {
+        let start = self.lines.len().saturating_sub(40);
+        self.lines[start..].join("\n")
+    }
+}
+
+impl ProcInner {
+    fn kill(&self) {
+        let mut st = lock(&self.child);
+        if st.status.is_none() {
+            // The group id is our unreaped child's pid, so it cannot have been reused.
+            let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+            st.status = st.child.wait().ok();
+        }
+    }
+}
+
+impl Proc {
+    /// Waits for a stdout/stderr line containing `needle` that no earlier `wait_line`
+    /// returned (so lines printed before the call count, and each line satisfies one wait).
+    /// The error lists the output seen so far.
+    pub fn wait_line(&self, needle: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        let mut out = lock(&self.inner.out);
+        let mut from = 0;
+        loop {
+            if let Some(i) =
+                (from..out.lines.len()).find(|&i| !out.used[i] && out.lines[i].contains(needle))
+            {
+                out.used[i] = true;
+                return Ok(out.lines[i].clone());
+            }
+            from = out.lines.len();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if out.closed || left.is_zero() {
+                let why = if out.closed {
+                    "output closed"
+                } else {
+                    "timed out"
+                };
+                return Err(format!(
+                    "{why} waiting for {needle:?} from {}; output so far:\n{}",
+                    self.what,
+                    out.tail()
+                ));
+            }
+            out.pull(left);
+        }
+    }
+
+    /// Every line seen so far (stdout and stderr interleaved as read).
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = lock(&self.inner.out);
+        out.drain();
+        out.lines.clone()
+    }
+
+    /// SIGKILLs the process group and reaps the process.
+    pub fn kill9(&mut self) {
+        self.inner.kill();
+    }
+
+    /// Sends `sig` to the process (not its group); a no-op once it has been reaped.
+    pub fn signal(&self, sig: Signal) {
+        let st = lock(&self.inner.child);
+        if st.status.is_none() {
+            let _ = kill(Pid::from_raw(self.inner.pid as i32), sig);
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.inner.pid
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it is still running.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if lock(&self.inner.child).status.is_none() {
+            poll_readable(&[self.inner.pidfd.as_fd()], Some(timeout));
+        }
+        let mut st = lock(&self.inner.child);
+        if st.status.is_none() {
+            st.status = st.child.try_wait().ok().flatten();
+        }
+        st.status
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.inner.kill();
+    }
+}
+
+fn start_spawner() -> (Sender<SpawnJob>, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel::<SpawnJob>();
+    let thread = std::thread::Builder::new()
+        .name("rig-spawner".into())
+        .spawn(move || {
+            for (mut command, reply) in rx {
+                let _ = reply.send(command.spawn());
+            }
+        })
+        .expect("spawn rig-spawner thread");
+    (tx, thread)
+}
+
+fn spawn_reader(pipe: impl Read + Send + 'static, tx: Sender<String>) {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string();
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall; on success it returns a new fd that we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+// ---- Probes ---------------------------------------------------------------------------
+
+/// What a probe observed. Probes never panic on network errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// The server's line, without the newline.
+    Answered(String),
+    /// TCP RST / ICMP port unreachable (ECONNREFUSED).
+    Refused,
+    /// Nothing came back in time.
+    TimedOut,
+    /// Anything else (e.g. EHOSTUNREACH from an ICMP reject, ENETUNREACH, EPERM).
+    Failed(String),
+}
+
+impl Probe {
+    pub fn answered(&self) -> bool {
+        matches!(self, Probe::Answered(_))
+    }
+}
+
+/// TCP connect from `ns` to `dst` (optionally bound to `src` first, with IP_FREEBIND so a
+/// spoofed source can be used) and read the server's line.
+pub fn tcp(ns: &Ns, dst: impl Into<SocketAddr>, src: Option<IpAddr>, timeout: Duration) -> Probe {
+    let dst = dst.into();
+    ns.run(|| {
+        let deadline = Instant::now() + timeout;
+        let mut stream = match tcp_connect(dst, src, timeout) {
+            Ok(s) => s,
+            Err(p) => return p,
+        };
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 512];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Probe::TimedOut;
+            }
+            let _ = stream.set_read_timeout(Some(left));
+            match stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return io_probe("read", &e),
+            }
+        }
+        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+        if line.is_empty() {
+            Probe::Failed("connected, but closed without a line".into())
+        } else {
+            Probe::Answered(line)
+        }
+    })
+}
+
+/// One UDP datagram from `ns` to `dst`; the answer datagram, if any.
+pub fn udp(ns: &Ns, dst: impl Into<SocketAddr>, timeout: Duration) -> Probe {
+    let dst = dst.into();
+    ns.run(|| match udp_exchange(dst, b"probe", timeout) {
+        Ok(reply) => Probe::Answered(String::from_utf8_lossy(&reply).trim_end().to_string()),
+        Err(p) => p,
+    })
+}
+
+/// What a DNS query observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dns {
+    /// NOERROR with these A records (possibly none).
+    Answer(Vec<Ipv4Addr>),
+    /// Another response code, e.g. "Refused", "NXDomain", "ServFail".
+    Rcode(String),
+    /// No response in time.
+    NoAnswer,
+    /// Could not ask or got garbage (refused connection, port unreachable, bad reply...).
+    Failed(String),
+}
+
+/// Asks `server` (over UDP, or TCP if `tcp`) for the A records of `name`, from `ns`.
+pub fn dns(
+    ns: &Ns,
+    server: impl Into<SocketAddr>,
+    name: &str,
+    tcp: bool,
+    timeout: Duration,
+) -> Dns {
+    let server = server.into();
+    let mut query = Message::query();
+    query.metadata.recursion_desired = true;
+    match Name::from_ascii(name) {
+        Ok(n) => query.add_query(Query::query(n, RecordType::A)),
+        Err(e) => return Dns::Failed(format!("bad name {name:?}: {e}")),
+    };
+    let wire = query.to_vec().expect("encode DNS query");
+    let id = query.metadata.id;
+    let reply = ns.run(|| {
+        if tcp {
+            dns_tcp(server, &wire, timeout)
+        } else {
+            udp_exchange(server, &wire, timeout)
+        }
+    });
+    let reply = match reply {
+        Ok(r) => r,
+        Err(Probe::TimedOut) => return Dns::NoAnswer,
+        Err(Probe::Refused) => return Dns::Failed("refused".into()),
+        Err(p) => return Dns::Failed(format!("{p:?}")),
+    };
+    let msg = match Message::from_vec(&reply) {
+        Ok(m) if m.metadata.id == id => m,
+        Ok(m) => return Dns::Failed(format!("reply id {} for query {id}", m.metadata.id)),
+        Err(e) => return Dns::Failed(format!("bad reply: {e}")),
+    };
+    if msg.metadata.response_code != ResponseCode::NoError {
+        return Dns::Rcode(format!("{:?}", msg.metadata.response_code));
+    }
+    Dns::Answer(
+        msg.answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// `busybox ping -c1 -W<secs>` from `ns` (whole seconds, at least one); true if answered.
+pub fn ping(ns: &Ns, dst: impl Into<IpAddr>, timeout: Duration) -> bool {
+    let secs = timeout.as_secs_f64().ceil().max(1.0).to_string();
+    let dst = dst.into().to_string();
+    ns.exec(&["busybox", "ping", "-c1", "-W", &secs, &dst])
+        .status
+        .success()
+}
+
+/// Polls `f` every `poll_every` until it holds or `timeout` passes. Only for conditions
+/// nothing signals (e.g. a kernel timeout expiring); await events where they exist.
+pub fn wait_until(timeout: Duration, poll_every: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(poll_every);
+    }
+}
+
+fn io_probe(what: &str, e: &std::io::Error) -> Probe {
+    match e.kind() {
+        ErrorKind::ConnectionRefused => Probe::Refused,
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => Probe::TimedOut,
+        _ => Probe::Failed(format!("{what}: {e}")),
+    }
+}
+
+fn errno_probe(what: &str, e: Errno) -> Probe {
+    io_probe(what, &std::io::Error::from(e))
+}
+
+/// Non-blocking connect + poll, so the timeout is ours and the errno is reported as is.
+fn tcp_connect(
+    dst: SocketAddr,
+    src: Option<IpAddr>,
+    timeout: Duration,
+) -> Result<TcpStream, Probe> {
+    let family = if dst.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let fd = socket(family, SockType::Stream, flags, None).map_err(|e| errno_probe("socket", e))?;
+    if let Some(src) = src {
+        set_freebind(&fd, dst.is_ipv4());
+        bind(
+            fd.as_raw_fd(),
+            &SockaddrStorage::from(SocketAddr::new(src, 0)),
+        )
+        .map_err(|e| errno_probe(&format!("bind {src}"), e))?;
+    }
+    match connect(fd.as_raw_fd(), &SockaddrStorage::from(dst)) {
+        Ok(()) => {}
+        Err(Errno::EINPROGRESS) => {
+            if !poll_writable(fd.as_fd(), timeout) {
+                return Err(Probe::TimedOut);
+            }
+            let err =
+                getsockopt(&fd, sockopt::SocketError).map_err(|e| errno_probe("SO_ERROR", e))?;
+            if err != 0 {
+                return Err(errno_probe("connect", Errno::from_raw(err)));
+            }
+        }
+        Err(e) => return Err(errno_probe("connect", e)),
+    }
+    let stream = TcpStream::from(fd);
+    stream
+        .set_nonblocking(false)
+        .map_err(|e| io_probe("fcntl", &e))?;
+    Ok(stream)
+}
+
+fn set_freebind(fd: &OwnedFd, v4: bool) {
+    let (level, opt) = if v4 {
+        (libc::SOL_IP, libc::IP_FREEBIND)
+    } else {
+        (libc::SOL_IPV6, libc::IPV6_FREEBIND)
+    };
+    let on: libc::c_int = 1;
+    // SAFETY: valid fd and a c_int option value of the stated size.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// A connected UDP socket, so ICMP port unreachable surfaces as ECONNREFUSED.
+fn udp_exchange(dst: SocketAddr, payload: &[u8], timeout: Duration) -> Result<Vec<u8>, Probe> {
+    let local: SocketAddr = if dst.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = UdpSocket::bind(local).map_err(|e| io_probe("bind", &e))?;
+    sock.connect(dst).map_err(|e| io_probe("connect", &e))?;
+    sock.send(payload).map_err(|e| io_probe("send", &e))?;
+    sock.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+        .map_err(|e| io_probe("timeout", &e))?;
+    let mut buf = vec![0u8; 4096];
+    let n = sock.recv(&mut buf).map_err(|e| io_probe("recv", &e))?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+fn dns_tcp(server: SocketAddr, wire: &[u8], timeout: Duration) -> Result<Vec<u8>, Probe> {
+    let deadline = Instant::now() + timeout;
+    let mut s = tcp_connect(server, None, timeout)?;
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    let mut framed = (wire.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(wire);
+    let _ = s.set_write_timeout(Some(left()));
+    s.write_all(&framed).map_err(|e| io_probe("write", &e))?;
+    let _ = s.set_read_timeout(Some(left()));
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len)
+        .map_err(|e| io_probe("read length", &e))?;
+    let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+    let _ = s.set_read_timeout(Some(left()));
+    s.read_exact(&mut reply)
+        .map_err(|e| io_probe("read reply", &e))?;
+    Ok(reply)
+}
+
+// ---- Servers --------------------------------------------------------------------------
+
+enum Kind {
+    Tcp(String),
+    Udp(String),
+    Dns,
+    DnsTcp,
+}
+
+enum Service {
+    Tcp(TcpListener, String),
+    Udp(UdpSocket, String),
+    Dns(UdpSocket),
+    DnsTcp(TcpListener),
+}
+
+impl Service {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Service::Tcp(l, _) | Service::DnsTcp(l) => l.as_fd(),
+            Service::Udp(s, _) | Service::Dns(s) => s.as_fd(),
+        }
+    }
+
+    fn set_nonblocking(&self) {
+        // Readiness can be stale (a connection reset before accept); never block the loop.
+        let res = match self {
+            Service::Tcp(l, _) | Service::DnsTcp(l) => l.set_nonblocking(true),
+            Service::Udp(s, _) | Service::Dns(s) => s.set_nonblocking(true),
+        };
+        res.expect("set_nonblocking");
+    }
+
+    fn handle(&self, names: &Arc<Mutex<Vec<String>>>) {
+        match self {
+            Service::Tcp(l, label) => {
+                while let Ok((mut s, peer)) = l.accept() {
+                    let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+                    let _ = writeln!(s, "{label} {}", peer.ip().to_canonical());
+                }
+            }
+            Service::Udp(sock, label) => {
+                let mut buf = [0u8; 2048];
+                while let Ok((_, peer)) = sock.recv_from(&mut buf) {
+                    let _ = sock.send_to(
+                        format!("{label} {}", peer.ip().to_canonical()).as_bytes(),
+                        peer,
+                    );
+                }
+            }
+            Service::Dns(sock) => {
+                let mut buf = [0u8; 4096];
+                while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+                    if let Some(reply) = dns_reply(&buf[..n], names) {
+                        let _ = sock.send_to(&reply, peer);
+                    }
+                }
+            }
+            Service::DnsTcp(l) => {
+                while let Ok((s, _)) = l.accept() {
+                    let names = names.clone();
+                    // Its own thread: a slow client must not stall the other servers.
+                    std::thread::spawn(move || serve_dns_tcp(s, &names));
+                }
+            }
+        }
+    }
+}
+
+fn serve(services: Vec<Service>, stop: UnixStream, names: Arc<Mutex<Vec<String>>>) {
+    let mut fds: Vec<BorrowedFd> = services.iter().map(Service::fd).collect();
+    fds.push(stop.as_fd());
+    loop {
+        let Some(ready) = poll_readable(&fds, None) else {
+            return;
+        };
+        if ready.last() == Some(&true) {
+            return;
+        }
+        for (service, _) in services.iter().zip(&ready).filter(|(_, r)| **r) {
+            service.handle(&names);
+        }
+    }
+}
+
+fn serve_dns_tcp(mut s: TcpStream, names: &Arc<Mutex<Vec<String>>>) {
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+    loop {
+        let mut len = [0u8; 2];
+        if s.read_exact(&mut len).is_err() {
+            return;
+        }
+        let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+        if s.read_exact(&mut msg).is_err() {
+            return;
+        }
+        let Some(reply) = dns_reply(&msg, names) else {
+            return;
+        };
+        let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&reply);
+        if s.write_all(&framed).is_err() {
+            return;
+        }
+    }
+}
+
+/// Records every question name and answers A questions with DNS_ANSWER.
+fn dns_reply(wire: &[u8], names: &Mutex<Vec<String>>) -> Option<Vec<u8>> {
+    let req = Message::from_vec(wire).ok()?;
+    let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
+    resp.metadata.recursion_desired = req.metadata.recursion_desired;
+    resp.metadata.recursion_available = true;
+    for q in &req.queries {
+        let name = q.name.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+        lock(names).push(name);
+        resp.add_query(q.clone());
+        if q.query_type == RecordType::A {
+            resp.add_answer(Record::from_rdata(
+                q.name.clone(),
+                DNS_TTL,
+                RData::A(A(DNS_ANSWER)),
+            ));
+        }
+    }
+    resp.to_vec().ok()
+}
+
+// ---- Small helpers --------------------------------------------------------------------
+
+/// A poisoned lock only means another test thread panicked; the data is still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// poll(2) for input (or hangup) on `fds`: which ones are ready, `None` if poll failed.
+/// A `None` timeout waits forever.
+fn poll_readable(fds: &[BorrowedFd], timeout: Option<Duration>) -> Option<Vec<bool>> {
+    poll(fds, libc::POLLIN, timeout)
+}
+
+fn poll_writable(fd: BorrowedFd, timeout: Duration) -> bool {
+    poll(&[fd], libc::POLLOUT, Some(timeout)).is_some_and(|r| r[0])
+}
+
+fn poll(fds: &[BorrowedFd], events: libc::c_short, timeout: Option<Duration>) -> Option<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events,
+            revents: 0,
+        })
+        .collect();
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        // Rounded up: a sub-millisecond rest must not turn into a busy non-wait.
+        let ms = deadline.map_or(-1, |d| {
+            let left = d.saturating_duration_since(Instant::now());
+            left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+        });
+        // SAFETY: pfds is a valid array of pollfd for the duration of the call.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+        if n >= 0 {
+            return Some(pfds.iter().map(|p| p.revents != 0).collect());
+        }
+        if Errno::last() != Errno::EINTR {
+            return None;
+        }
+    }
+}
+
+fn mac_str(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn must(cmd: &mut Command) -> String {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `ip -n <ns> -batch -`: one process for many commands keeps setup fast.
+fn ip_batch(ns: &str, lines: &[String]) {
+    let mut child = Command::new("ip")
+        .args(["-n", ns, "-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ip -batch");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin
+        .write_all(lines.join("\n").as_bytes())
+        .expect("write ip batch");
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait ip -batch");
+    if !out.status.success() {
+        let numbered: Vec<String> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("{:>3} {l}", i + 1))
+            .collect();
+        panic!(
+            "ip -n {ns} -batch failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            numbered.join("\n")
+        );
+    }
+}

@@ -1,0 +1,20 @@
+#!/bin/sh
+# udhcpc event script for the test rig (tests/rig/mod.rs, Rig::dhcp).
+# Applies the lease with plain `ip` and prints one line the rig parses.
+case "$1" in
+deconfig)
+	ip link set dev "$interface" up
+	;;
+bound | renew)
+	ip -4 addr flush dev "$interface"
+	# busybox exports the prefix length as $mask; $subnet (dotted) is the fallback.
+	ip addr add "$ip/${mask:-$subnet}" dev "$interface"
+	if [ -n "$router" ]; then
+		# Several routers may be offered; the first one is enough here.
+		set -- $router
+		ip route replace default via "$1" dev "$interface"
+	fi
+	echo "rig-udhcpc: bound $ip"
+	;;
+esac
+exit 0
