@@ -168,11 +168,13 @@ impl Ruleset {
                 base: base("filter", Hook::Input, PRIO_FILTER),
                 rules: vec![format!("iifname {prov} jump input_prov")],
             },
-            // The router's own services: DHCP and DNS only.
+            // The router's own services: DHCP and DNS only. (Replies to connections the
+            // router opened itself, e.g. an operator's ping, are not a service.)
             Chain {
                 name: "input_prov",
                 base: None,
                 rules: vec![
+                    r("ct state established,related accept"),
                     r("udp sport 68 udp dport 67 accept"),
                     format!("ip daddr {router} meta l4proto {{ tcp, udp }} th dport 53 accept"),
                     r("counter drop comment \"router service not offered to provisionees\""),

@@ -558,6 +558,73 @@ fn set_sysctls(router: bool) {
     }
 }
 
+// ---- The daemon under test ------------------------------------------------------------
+
+/// The daemon binary: cargo names it for integration tests; the demo (an example, where
+/// cargo does not) uses the debug build next to the sources.
+pub fn daemon_bin() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_provisioner") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/provisioner"),
+    }
+}
+
+/// A UCI config for this topology: provisioning on prov0, out through wan0, the home LAN
+/// protected, and the cloud server allowed on TCP 443 and UDP 123 only. `extra` is
+/// appended (more sections, e.g. `config dhcp` or `config limits`).
+pub fn config(extra: &str) -> String {
+    format!(
+        "config network 'network'
+\toption interface '{PROV_IF}'
+\toption wan '{WAN_IF}'
+\toption subnet '{PROV_NET}/{PROV_PREFIX}'
+\toption router '{ROUTER_PROV}'
+
+config allow 'cloud'
+\tlist address '{CLOUD_ALLOWED}'
+\tlist port '443'
+
+config allow 'cloud_ntp'
+\tlist address '{CLOUD_ALLOWED}'
+\toption proto 'udp'
+\tlist port '123'
+{extra}"
+    )
+}
+
+impl Rig {
+    /// Where [`Rig::start_daemon`] writes the config (rewrite it and send SIGHUP to reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("provisioner")
+    }
+
+    /// Writes `config` and starts `provisionerd` in the router namespace; returns once the
+    /// daemon says it is ready (table installed, DHCP listening).
+    pub fn start_daemon(&self, config: &str) -> Proc {
+        let path = self.config_path();
+        fs::write(&path, config).expect("write config");
+        let bin = daemon_bin();
+        let p = self.spawn(
+            self.router(),
+            &[
+                bin.to_str().expect("utf-8 path"),
+                "provisionerd",
+                "-c",
+                path.to_str().expect("utf-8 path"),
+            ],
+        );
+        if let Err(e) = p.wait_line("ready", Duration::from_secs(30)) {
+            panic!("provisionerd did not come up: {e}");
+        }
+        p
+    }
+
+    /// `nft list tables` in the router namespace.
+    pub fn router_tables(&self) -> String {
+        self.router().exec_ok(&["nft", "list", "tables"])
+    }
+}
+
 // ---- Stale state from killed runs and deletion ----------------------------------------
 
 /// Deletes namespaces and temp dirs `pv<pid>-...` whose pid no longer exists (a test run

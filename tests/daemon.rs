@@ -1,0 +1,236 @@
+//! The daemon's life cycle in the netns rig: fail-closed when it dies, restart and reload
+//! without losing anything, one table of its own and nothing else, the DHCP pool bounded
+//! by the client limit.
+
+mod rig;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use rig::*;
+
+const YES: Duration = Duration::from_secs(5);
+const NO: Duration = Duration::from_millis(1500);
+const LOG: Duration = Duration::from_secs(10);
+
+fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into(), port)
+}
+
+fn cloud_ok(rig: &Rig, client: usize) -> bool {
+    tcp(rig.client(client), sa(CLOUD_ALLOWED, 443), None, YES).answered()
+}
+
+/// The probes that must stay refused whatever happens to the daemon.
+fn assert_still_closed(rig: &Rig, when: &str) {
+    let cl = rig.client(1);
+    for dst in [
+        sa(CLOUD_OTHER, 443),
+        sa(HOME_HOST, 22),
+        sa(ROUTER_PROV, 22),
+        sa(CLOUD_ALLOWED, 8443),
+    ] {
+        let p = tcp(cl, dst, None, NO);
+        assert!(!p.answered(), "{when}: client reached {dst}: {p:?}");
+    }
+    // ... while the same servers are up (the router reaches them).
+    assert!(tcp(rig.router(), sa(CLOUD_OTHER, 443), None, YES).answered());
+    assert!(tcp(rig.router(), sa(HOME_HOST, 22), None, YES).answered());
+}
+
+#[test]
+fn kill9_leaves_the_network_closed() {
+    let rig = Rig::new(2);
+    let mut daemon = rig.start_daemon(&config("config dhcp\n\toption lease_time '10s'\n"));
+    rig.dhcp(1).expect("lease");
+    assert!(cloud_ok(&rig, 1));
+
+    daemon.kill9();
+    assert!(
+        rig.router_tables().contains("table inet provisioner"),
+        "the table outlives the daemon"
+    );
+    assert_still_closed(&rig, "after kill -9");
+    // Nothing new gets in: no DHCP without the daemon ...
+    assert!(
+        rig.dhcp(2).is_err(),
+        "a newcomer got a lease with the daemon dead"
+    );
+    // ... and what was let in runs out with its lease, which nobody renews.
+    let closed = wait_until(Duration::from_secs(20), Duration::from_millis(500), || {
+        !tcp(rig.client(1), sa(CLOUD_ALLOWED, 443), None, NO).answered()
+    });
+    assert!(
+        closed,
+        "client 1 still reaches the cloud 20s after its 10s lease ended"
+    );
+    assert_still_closed(&rig, "after the lease ran out");
+
+    // A new daemon lets clients back in.
+    let _daemon = rig.start_daemon(&config("config dhcp\n\toption lease_time '10s'\n"));
+    rig.dhcp(1).expect("lease after restart");
+    assert!(cloud_ok(&rig, 1));
+}
+
+#[test]
+fn restart_keeps_every_clients_address_and_traffic() {
+    let rig = Rig::new(1);
+    let cfg = config("");
+    let mut daemon = rig.start_daemon(&cfg);
+    let ip = rig.dhcp(1).expect("lease");
+    daemon.kill9();
+
+    let daemon = rig.start_daemon(&cfg);
+    daemon
+        .wait_line(
+            &format!("event=lease_restored mac=02:00:00:00:00:01 ip={ip}"),
+            LOG,
+        )
+        .expect("binding taken over from the kernel");
+    // The table was rebuilt with the binding in it: traffic flows without a new lease.
+    assert!(cloud_ok(&rig, 1));
+    assert_still_closed(&rig, "after restart");
+    // And the client keeps its address when it asks again.
+    assert_eq!(rig.dhcp(1).expect("renewal"), ip);
+}
+
+#[test]
+fn sigterm_keeps_the_table_and_flush_removes_only_ours() {
+    let rig = Rig::new(1);
+    // Someone else's tables (fw4's, say) must come through untouched.
+    let other = "table inet fw4 {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tip saddr 10.99.0.1 drop\n\t}\n}\ntable ip other {\n\tset s {\n\t\ttype ipv4_addr\n\t\telements = { 10.99.0.2 }\n\t}\n}\n";
+    let path = rig.dir().join("other.nft");
+    std::fs::write(&path, other).unwrap();
+    rig.router().exec_ok(&["nft", "-f", path.to_str().unwrap()]);
+    let snapshot = || {
+        (
+            rig.router()
+                .exec_ok(&["nft", "list", "table", "inet", "fw4"]),
+            rig.router()
+                .exec_ok(&["nft", "list", "table", "ip", "other"]),
+        )
+    };
+    let before = snapshot();
+
+    let mut daemon = rig.start_daemon(&config(""));
+    rig.dhcp(1).expect("lease");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_line("reloaded", LOG).expect("reload");
+    daemon.signal(Signal::SIGTERM);
+    daemon.wait_line("stopping", LOG).expect("clean stop");
+    let status = daemon.wait(LOG).expect("exits on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(rig.router_tables().contains("table inet provisioner"));
+    assert_still_closed(&rig, "after SIGTERM");
+
+    rig.router()
+        .exec_ok(&[daemon_bin().to_str().unwrap(), "provisionerd", "--flush"]);
+    assert!(
+        !rig.router_tables().contains("provisioner"),
+        "--flush removes the table"
+    );
+    assert_eq!(snapshot(), before, "other tables changed");
+}
+
+#[test]
+fn reload_applies_a_good_config_and_keeps_the_last_good_one_on_error() {
+    let rig = Rig::new(1);
+    let daemon = rig.start_daemon(&config(""));
+    rig.dhcp(1).expect("lease");
+    let other = sa(CLOUD_OTHER, 443);
+    assert!(!tcp(rig.client(1), other, None, NO).answered());
+
+    // A bad config: reported with file, line and option; the running one stays.
+    let bad = config("\nconfig allow 'other'\n\tlist address '11.1.0.20'\n\tlist port '70000'\n");
+    let line = bad.lines().position(|l| l.contains("70000")).unwrap() + 1;
+    std::fs::write(rig.config_path(), &bad).unwrap();
+    daemon.signal(Signal::SIGHUP);
+    let err = daemon
+        .wait_line("keeping the last good configuration", LOG)
+        .expect("reload error reported");
+    let path = rig.config_path();
+    let want = format!("{}:{line}: option 'port'", path.display());
+    assert!(err.contains(&want), "{err}\nwanted {want}");
+    assert!(
+        cloud_ok(&rig, 1),
+        "the last good config still lets the client through"
+    );
+    assert!(!tcp(rig.client(1), other, None, NO).answered());
+
+    // A good one takes effect at once.
+    let good = config("\nconfig allow 'other'\n\tlist address '11.1.0.20'\n");
+    std::fs::write(rig.config_path(), good).unwrap();
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_line("reloaded", LOG).expect("reload");
+    assert!(tcp(rig.client(1), other, None, YES).answered());
+    assert!(cloud_ok(&rig, 1), "bindings survive the reload");
+}
+
+#[test]
+fn table_removed_from_outside_is_restored_with_its_bindings() {
+    let rig = Rig::new(1);
+    let daemon = rig.start_daemon(&config(""));
+    rig.dhcp(1).expect("lease");
+    rig.router().exec_ok(&["nft", "flush", "ruleset"]);
+    daemon
+        .wait_line("was removed from outside", LOG)
+        .expect("daemon notices");
+    let back = wait_until(LOG, Duration::from_millis(100), || {
+        rig.router_tables().contains("table inet provisioner")
+    });
+    assert!(back, "table not restored");
+    assert!(
+        cloud_ok(&rig, 1),
+        "the client's binding came back with the table"
+    );
+    assert_still_closed(&rig, "after restore");
+}
+
+#[test]
+fn dhcp_pool_is_bounded_by_the_client_limit() {
+    let rig = Rig::new(3);
+    let daemon = rig.start_daemon(&config("config limits\n\toption max_clients '2'\n"));
+    let a = rig.dhcp(1).expect("first client");
+    let b = rig.dhcp(2).expect("second client");
+    assert_ne!(a, b);
+    assert!(
+        rig.dhcp(3).is_err(),
+        "a third client got an address from a pool of two"
+    );
+    daemon
+        .wait_line("event=pool_exhausted mac=02:00:00:00:00:03", LOG)
+        .expect("pool exhaustion is an event");
+    // A client leaving on purpose (DHCPRELEASE, as udhcpc -R sends when stopped) makes
+    // room at once.
+    let script = rig.dir().join("udhcpc.sh");
+    let mut leaving = rig.spawn(
+        rig.client(1),
+        &[
+            "udhcpc",
+            "-i",
+            HOST_IF,
+            "-f",
+            "-R",
+            "-s",
+            script.to_str().unwrap(),
+        ],
+    );
+    leaving
+        .wait_line("rig-udhcpc: bound", LOG)
+        .expect("renewed");
+    leaving.signal(Signal::SIGTERM);
+    leaving.wait(LOG).expect("udhcpc exits");
+
+    daemon
+        .wait_line(
+            &format!("event=lease_released mac=02:00:00:00:00:01 ip={a}"),
+            LOG,
+        )
+        .expect("release");
+    assert!(
+        !tcp(rig.client(1), sa(CLOUD_ALLOWED, 443), None, NO).answered(),
+        "a released client keeps no binding"
+    );
+    assert_eq!(rig.dhcp(3).expect("room after the release"), a);
+}
