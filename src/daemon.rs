@@ -48,8 +48,7 @@ impl Daemon {
         let carried = fw
             .leases()
             .context("reading the leases a previous run left in the kernel")?;
-        // Bindings that cannot be kept are simply not carried into the new table.
-        let _dropped = core.restore(&carried, now);
+        let restored = core.restore(&carried, now);
         install(&mut fw, &cfg, &core, now)?;
         let dhcp = dhcp::socket(&cfg.network.interface).with_context(|| {
             format!(
@@ -67,9 +66,7 @@ impl Daemon {
         d.log_events();
         info!(
             "ready: table inet {TABLE} installed, DHCP serving {} on {}, {} lease(s) restored",
-            d.cfg.network.subnet,
-            d.cfg.network.interface,
-            carried.len()
+            d.cfg.network.subnet, d.cfg.network.interface, restored
         );
         Ok(d)
     }
@@ -147,7 +144,7 @@ impl Daemon {
         };
         let now = Instant::now();
         let mut core = self.core.clone();
-        let _ended = core.reconfigure(&new, now);
+        core.reconfigure(&new, now);
         let socket = if new.network.interface != self.cfg.network.interface {
             match prepare_interface(&new.network.interface, new.network.router)
                 .and_then(|_| Ok(dhcp::socket(&new.network.interface)?))

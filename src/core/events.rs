@@ -42,6 +42,11 @@ pub enum Event {
         mac: MacAddr,
         ip: Ipv4Addr,
     },
+    /// A binding ended because the configuration no longer has room for it.
+    LeaseRevoked {
+        mac: MacAddr,
+        ip: Ipv4Addr,
+    },
 }
 
 impl Event {
@@ -56,6 +61,7 @@ impl Event {
             Event::LeaseRefused { .. } => "lease_refused",
             Event::PoolExhausted { .. } => "pool_exhausted",
             Event::LeaseRestored { .. } => "lease_restored",
+            Event::LeaseRevoked { .. } => "lease_revoked",
         }
     }
 
@@ -68,7 +74,8 @@ impl Event {
             | Event::LeaseDeclined { mac, .. }
             | Event::LeaseRefused { mac, .. }
             | Event::PoolExhausted { mac }
-            | Event::LeaseRestored { mac, .. } => *mac,
+            | Event::LeaseRestored { mac, .. }
+            | Event::LeaseRevoked { mac, .. } => *mac,
         }
     }
 
@@ -80,7 +87,8 @@ impl Event {
             | Event::LeaseExpired { ip, .. }
             | Event::LeaseDeclined { ip, .. }
             | Event::LeaseRefused { ip, .. }
-            | Event::LeaseRestored { ip, .. } => Some(*ip),
+            | Event::LeaseRestored { ip, .. }
+            | Event::LeaseRevoked { ip, .. } => Some(*ip),
             Event::PoolExhausted { .. } => None,
         }
     }

@@ -37,18 +37,20 @@ impl Core {
     }
 
     /// Takes over bindings a previous run left in the kernel, so a restart keeps every
-    /// client's address. Returns the bindings that could not be kept (outside the pool,
-    /// duplicates): the caller removes them from the kernel.
-    pub fn restore(&mut self, bindings: &[Binding], now: Instant) -> Vec<LeaseChange> {
-        let mut drop = Vec::new();
+    /// client's address. Bindings that no longer fit (outside the pool, duplicates) are
+    /// revoked; since the daemon rebuilds the table from [`Core::bindings`], they simply do
+    /// not come back. Returns how many were kept.
+    pub fn restore(&mut self, bindings: &[Binding], now: Instant) -> usize {
+        let mut kept = 0;
         for &Binding { mac, ip, remaining } in bindings {
             if self.leases.restore(mac, ip, now + remaining, now) {
                 self.events.push(Event::LeaseRestored { mac, ip });
+                kept += 1;
             } else {
-                drop.push(LeaseChange::Unbind { mac, ip });
+                self.events.push(Event::LeaseRevoked { mac, ip });
             }
         }
-        drop
+        kept
     }
 
     pub fn handle_dhcp(&mut self, req: DhcpRequest, now: Instant) -> Decision {
@@ -64,15 +66,21 @@ impl Core {
         self.leases.next_deadline()
     }
 
-    /// Adopts a new config; returns the bindings it ends.
-    pub fn reconfigure(&mut self, cfg: &Config, now: Instant) -> Vec<LeaseChange> {
+    /// Adopts a new config. Bindings it ends (outside a smaller or moved pool) are revoked
+    /// and leave the table when it is rebuilt from [`Core::bindings`].
+    pub fn reconfigure(&mut self, cfg: &Config, now: Instant) {
         self.router = cfg.network.router;
-        self.leases.reconfigure(
+        let ended = self.leases.reconfigure(
             cfg.dhcp.pool_start,
             cfg.limits.max_clients,
             cfg.dhcp.lease_time,
             now,
-        )
+        );
+        for change in ended {
+            if let LeaseChange::Unbind { mac, ip } = change {
+                self.events.push(Event::LeaseRevoked { mac, ip });
+            }
+        }
     }
 
     /// Live bindings with the time they have left, to carry into a rebuilt table.
@@ -137,6 +145,46 @@ impl FromStr for MacAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cfg(max_clients: u16) -> Config {
+        Config::parse(
+            "t",
+            &format!("config network\n option interface p\n option wan w\nconfig limits\n option max_clients {max_clients}\n"),
+            false,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn restore_keeps_what_fits_and_reconfigure_revokes_what_no_longer_does() {
+        let now = Instant::from_millis(1_000_000);
+        let mut core = Core::new(&cfg(2));
+        let b = |n: u8, secs| Binding {
+            mac: MacAddr([2, 0, 0, 0, 0, n]),
+            ip: Ipv4Addr::new(192, 168, 250, n),
+            remaining: std::time::Duration::from_secs(secs),
+        };
+        // The pool is .2 and .3: .9 is outside it.
+        assert_eq!(core.restore(&[b(2, 100), b(3, 50), b(9, 100)], now), 2);
+        let kinds: Vec<_> = core.drain_events().map(|e| e.to_string()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "event=lease_restored mac=02:00:00:00:00:02 ip=192.168.250.2",
+                "event=lease_restored mac=02:00:00:00:00:03 ip=192.168.250.3",
+                "event=lease_revoked mac=02:00:00:00:00:09 ip=192.168.250.9",
+            ]
+        );
+        assert_eq!(core.bindings(now), [b(2, 100), b(3, 50)]);
+        assert_eq!(
+            core.next_deadline(),
+            Some(now + std::time::Duration::from_secs(50))
+        );
+        core.reconfigure(&cfg(1), now);
+        let kinds: Vec<_> = core.drain_events().map(|e| e.kind()).collect();
+        assert_eq!(kinds, ["lease_revoked"]);
+        assert_eq!(core.bindings(now), [b(2, 100)]);
+    }
 
     #[test]
     fn mac_round_trip() {

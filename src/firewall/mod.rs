@@ -123,10 +123,10 @@ impl Firewall {
     /// The bindings in the kernel's `leases` set, with their remaining time. Empty if there
     /// is no table yet.
     pub fn leases(&mut self) -> Result<Vec<Binding>, FirewallError> {
-        if !self.table_exists()? {
-            return Ok(Vec::new());
-        }
-        let elements = self.nl.set_elements(TABLE, "leases")?;
+        let elements = match self.nl.set_elements(TABLE, "leases") {
+            Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(Vec::new()),
+            r => r?,
+        };
         Ok(elements
             .iter()
             .filter(|e| e.key.len() == 12)
@@ -180,7 +180,7 @@ impl Firewall {
 }
 
 /// Runs `nft -f -` with the script: the kernel applies the whole file as one transaction.
-fn run_nft(script: &str) -> Result<(), FirewallError> {
+pub(crate) fn run_nft(script: &str) -> Result<(), FirewallError> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())

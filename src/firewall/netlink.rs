@@ -1676,8 +1676,7 @@ mod tests {
     // --- against the kernel, each test in its own network namespace ---
 
     use nix::sched::{CloneFlags, unshare};
-    use std::io::Write;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
 
     const TABLE: &str = "provisioner";
     const RULESET: &str = r#"
@@ -1726,21 +1725,9 @@ table inet other {
     }
 
     fn nft_load(script: &str) {
-        let mut child = Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn nft");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "nft -f - failed: {stderr}");
+        if let Err(e) = crate::firewall::run_nft(script) {
+            panic!("{e}");
+        }
     }
 
     fn nft_list_set(set: &str) -> String {

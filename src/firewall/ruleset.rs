@@ -67,6 +67,15 @@ pub struct Ruleset {
     pub chains: Vec<Chain>,
 }
 
+/// A network as nft writes it: a single address without `/32`.
+fn nft_net(n: &ipnet::Ipv4Net) -> String {
+    if n.prefix_len() == 32 {
+        n.addr().to_string()
+    } else {
+        n.to_string()
+    }
+}
+
 // nft's named priorities, as numbers (the kernel reports numbers).
 const PRIO_RAW: i32 = -300;
 const PRIO_DSTNAT: i32 = -100;
@@ -92,8 +101,7 @@ impl Ruleset {
         for entry in &cfg.allow {
             for n in &entry.nets {
                 for p in &entry.ports {
-                    let e = format!("{n} . {} . {p}", entry.proto.as_str());
-                    let e = e.replace("/32 ", " ");
+                    let e = format!("{} . {} . {p}", nft_net(n), entry.proto.as_str());
                     if !allow.contains(&e) {
                         allow.push(e);
                     }
