@@ -5,15 +5,17 @@
 
 mod rig;
 
-use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use rig::*;
@@ -152,6 +154,362 @@ fn probes_tell_failures_apart() {
         "{p:?}"
     );
     assert!(!rig.dns_names_seen().iter().any(|n| n == "x.example"));
+}
+
+/// `dns_query` from the router, which must get a response.
+fn ask(rig: &Rig, server: Ipv4Addr, name: &str, qtype: RecordType, tcp: bool) -> DnsReply {
+    dns_query(rig.router(), (server, 53), name, qtype, tcp, OK)
+        .unwrap_or_else(|e| panic!("{name} {qtype} at {server} (tcp {tcp}): {e:?}"))
+}
+
+fn zone_a(ttl: u32, a: &[Ipv4Addr]) -> FakeAnswer {
+    FakeAnswer {
+        a: a.to_vec(),
+        ttl,
+        ..FakeAnswer::default()
+    }
+}
+
+fn zone_cname(ttl: u32, target: &str) -> FakeAnswer {
+    FakeAnswer {
+        cname: Some(target.into()),
+        ttl,
+        ..FakeAnswer::default()
+    }
+}
+
+#[test]
+fn fake_resolver_answers_from_the_zone() {
+    let rig = Rig::new(0);
+    let (a, aaaa) = (RecordType::A, RecordType::AAAA);
+    // Case and trailing dots do not matter, in the zone nor in questions.
+    rig.dns_zone("a.example", zone_cname(300, "B.Example."));
+    rig.dns_zone("b.example.", zone_cname(120, "c.example"));
+    rig.dns_zone(
+        "C.example",
+        FakeAnswer {
+            a: vec![CLOUD_ALLOWED],
+            aaaa: vec![CLOUD6_ALLOWED],
+            ttl: 30,
+            ..FakeAnswer::default()
+        },
+    );
+
+    for tcp in [false, true] {
+        let chain = ask(&rig, CLOUD_DNS, "a.example", a, tcp);
+        assert_eq!(
+            chain,
+            DnsReply {
+                rcode: "NoError".into(),
+                a: vec![CLOUD_ALLOWED],
+                aaaa: vec![],
+                cnames: vec!["b.example".into(), "c.example".into()],
+                min_ttl: Some(30),
+                answers: vec![
+                    "a.example 300 CNAME b.example.".into(),
+                    "b.example 120 CNAME c.example.".into(),
+                    "c.example 30 A 11.1.0.10".into(),
+                ],
+                truncated: false,
+            },
+            "tcp {tcp}"
+        );
+    }
+    // AAAA through the same chain; the first owner keeps the question's spelling.
+    let chain6 = ask(&rig, CLOUD_DNS, "A.Example.", aaaa, false);
+    assert_eq!(chain6.aaaa, [CLOUD6_ALLOWED]);
+    assert_eq!(chain6.cnames, ["b.example", "c.example"]);
+    assert!(chain6.a.is_empty());
+    assert_eq!(
+        dns_query(rig.router(), (CLOUD_DNS, 53), "A.Example.", aaaa, false, OK).map(|r| r.rcode),
+        Ok("NoError".into())
+    );
+
+    // A name with AAAA only: its A question is an empty NOERROR.
+    let v6 = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x66);
+    rig.dns_zone(
+        "v6only.example",
+        FakeAnswer {
+            aaaa: vec![CLOUD6_ALLOWED, v6],
+            ttl: 45,
+            ..FakeAnswer::default()
+        },
+    );
+    let r = ask(&rig, CLOUD_DNS, "v6only.example", aaaa, true);
+    assert_eq!((r.aaaa, r.min_ttl), (vec![CLOUD6_ALLOWED, v6], Some(45)));
+    let r = ask(&rig, CLOUD_DNS, "v6only.example", a, false);
+    assert_eq!(
+        (r.rcode.as_str(), r.answers.len(), r.min_ttl),
+        ("NoError", 0, None)
+    );
+
+    // Response codes, also at the end of a chain (which keeps its CNAME).
+    rig.dns_zone(
+        "gone.example",
+        FakeAnswer {
+            rcode: Some(ResponseCode::NXDomain),
+            a: vec![CLOUD_ALLOWED],
+            ..FakeAnswer::default()
+        },
+    );
+    rig.dns_zone("dangling.example", zone_cname(10, "gone.example"));
+    rig.dns_zone(
+        "broken.example",
+        FakeAnswer {
+            rcode: Some(ResponseCode::ServFail),
+            ..FakeAnswer::default()
+        },
+    );
+    for tcp in [false, true] {
+        let r = ask(&rig, CLOUD_DNS, "gone.example", a, tcp);
+        assert_eq!((r.rcode.as_str(), r.answers.len()), ("NXDomain", 0));
+    }
+    let r = ask(&rig, CLOUD_DNS, "dangling.example", aaaa, false);
+    assert_eq!(r.rcode, "NXDomain");
+    assert_eq!(r.cnames, ["gone.example"]);
+    assert_eq!(
+        ask(&rig, CLOUD_DNS, "broken.example", a, false).rcode,
+        "ServFail"
+    );
+    assert_eq!(
+        dns(rig.router(), (CLOUD_DNS, 53), "gone.example", false, OK),
+        Dns::Rcode("NXDomain".into())
+    );
+
+    // A CNAME out of the zone ends at the default answer; loops and long chains stop.
+    rig.dns_zone("out.example", zone_cname(7, "elsewhere.example"));
+    let r = ask(&rig, CLOUD_DNS, "out.example", a, false);
+    assert_eq!(
+        r.answers,
+        [
+            "out.example 7 CNAME elsewhere.example.",
+            "elsewhere.example 60 A 11.9.9.9"
+        ]
+    );
+    rig.dns_zone("loop1.example", zone_cname(5, "loop2.example"));
+    rig.dns_zone("loop2.example", zone_cname(5, "loop1.example"));
+    let r = ask(&rig, CLOUD_DNS, "loop1.example", a, true);
+    assert_eq!(
+        (r.rcode.as_str(), r.cnames.as_slice(), r.a.len()),
+        (
+            "NoError",
+            &["loop2.example".to_string(), "loop1.example".into()][..],
+            0
+        )
+    );
+    for i in 0..20 {
+        rig.dns_zone(
+            &format!("l{i}.example"),
+            zone_cname(5, &format!("l{}.example", i + 1)),
+        );
+    }
+    let r = ask(&rig, CLOUD_DNS, "l0.example", a, false);
+    assert_eq!(r.cnames.len(), DNS_MAX_CNAME_LINKS);
+    assert_eq!(r.cnames.last().unwrap(), "l8.example");
+    assert!(r.a.is_empty());
+
+    // Outside the zone: A gets DNS_ANSWER, AAAA and other types an empty NOERROR (also
+    // for names in the zone).
+    let r = ask(&rig, CLOUD_DNS, "elsewhere.example", a, false);
+    assert_eq!((r.a, r.min_ttl), (vec![DNS_ANSWER], Some(DNS_TTL)));
+    for (name, qtype) in [
+        ("elsewhere.example", aaaa),
+        ("elsewhere.example", RecordType::TXT),
+        ("c.example", RecordType::MX),
+        ("a.example", RecordType::HTTPS),
+    ] {
+        let r = ask(&rig, CLOUD_DNS, name, qtype, false);
+        assert_eq!(
+            (r.rcode.as_str(), r.answers.len()),
+            ("NoError", 0),
+            "{name} {qtype}"
+        );
+    }
+
+    // Counted per question name, any type and case (a.example: 2 A, 2 AAAA, 1 HTTPS); the
+    // CNAME targets a resolver followed by itself do not count (c.example: the MX only).
+    assert_eq!(rig.dns_queries("a.example"), 5);
+    assert_eq!(rig.dns_queries("A.EXAMPLE."), 5);
+    assert_eq!(rig.dns_queries("b.example"), 0);
+    assert_eq!(rig.dns_queries("c.example"), 1);
+    assert_eq!(rig.dns_queries("gone.example"), 3);
+    assert_eq!(rig.dns_queries("never.example"), 0);
+    assert_eq!(rig.dns_queries_at(CLOUD_DNS, "a.example"), 5);
+    assert_eq!(rig.dns_queries_at(CLOUD_DNS2, "a.example"), 0);
+    let seen = rig.dns_names_seen();
+    assert_eq!(&seen[..3], ["a.example", "a.example", "a.example"]);
+    assert_eq!(seen.last().unwrap(), "a.example");
+
+    // Too big for a UDP response without EDNS: truncated (TC, no records); TCP has it all.
+    let many: Vec<Ipv4Addr> = (1..=100).map(|i| Ipv4Addr::new(11, 2, 0, i)).collect();
+    rig.dns_zone("many.example", zone_a(60, &many));
+    let r = ask(&rig, CLOUD_DNS, "many.example", a, false);
+    assert_eq!((r.truncated, r.answers.len()), (true, 0));
+    let r = ask(&rig, CLOUD_DNS, "many.example", a, true);
+    assert_eq!((r.truncated, r.a), (false, many));
+
+    // Replacing an entry and clearing the zone take effect at once; dns() sees it too.
+    rig.dns_zone("c.example", zone_a(99, &[CLOUD_OTHER, CLOUD_ALLOWED]));
+    assert_eq!(
+        dns(rig.router(), (CLOUD_DNS, 53), "a.example", true, OK),
+        Dns::Answer(vec![CLOUD_OTHER, CLOUD_ALLOWED])
+    );
+    rig.dns_clear_zone();
+    let r = ask(&rig, CLOUD_DNS, "a.example", a, false);
+    assert_eq!((r.a, r.cnames.len()), (vec![DNS_ANSWER], 0));
+}
+
+#[test]
+fn second_resolver_shares_the_zone_and_is_counted_apart() {
+    let rig = Rig::new(0);
+    rig.dns_zone("both.example", zone_a(40, &[CLOUD_ALLOWED]));
+    for (server, tcp) in [
+        (CLOUD_DNS2, false),
+        (CLOUD_DNS2, true),
+        (CLOUD_DNS2, false),
+        (CLOUD_DNS, true),
+    ] {
+        let r = ask(&rig, server, "both.example", RecordType::A, tcp);
+        assert_eq!(
+            (r.a, r.min_ttl),
+            (vec![CLOUD_ALLOWED], Some(40)),
+            "{server}"
+        );
+    }
+    assert_eq!(
+        dns(rig.router(), (CLOUD_DNS2, 53), "other.example", false, OK),
+        Dns::Answer(vec![DNS_ANSWER])
+    );
+    assert_eq!(rig.dns_queries("both.example"), 4);
+    assert_eq!(rig.dns_queries_at(CLOUD_DNS2, "both.example"), 3);
+    assert_eq!(rig.dns_queries_at(CLOUD_DNS, "both.example"), 1);
+    assert_eq!(rig.dns_queries_at(CLOUD_DNS2, "other.example"), 1);
+    assert_eq!(rig.dns_queries_at(CLOUD_DNS, "other.example"), 0);
+    assert_eq!(rig.dns_names_seen().len(), 5);
+}
+
+/// A raw DNS-over-TCP connection from `ns` (to see what a silent resolver does with it).
+fn dns_tcp_connect(ns: &Ns, server: Ipv4Addr) -> TcpStream {
+    ns.run(|| TcpStream::connect_timeout(&(server, 53).into(), OK).unwrap())
+}
+
+fn dns_tcp_send(s: &mut TcpStream, name: &str) -> u16 {
+    let mut q = Message::query();
+    q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let wire = q.to_vec().unwrap();
+    let mut framed = (wire.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&wire);
+    s.write_all(&framed).unwrap();
+    q.metadata.id
+}
+
+/// The next response on `s`: Err(kind) if none came (WouldBlock: still open, nothing sent).
+fn dns_tcp_recv(s: &mut TcpStream, timeout: Duration) -> Result<Message, ErrorKind> {
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).map_err(|e| e.kind())?;
+    let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut msg).map_err(|e| e.kind())?;
+    Ok(Message::from_vec(&msg).unwrap())
+}
+
+#[test]
+fn silent_and_dead_resolvers() {
+    let rig = Rig::new(0);
+    let r = rig.router();
+    let a = RecordType::A;
+    rig.dns_zone("quiet.example", zone_a(60, &[CLOUD_ALLOWED]));
+
+    // Silent: every query times out (both resolvers, both transports), but is recorded.
+    // The probes that must time out run concurrently: one timeout for all.
+    rig.dns_silent(true);
+    let mut held = dns_tcp_connect(r, CLOUD_DNS);
+    let held_id = dns_tcp_send(&mut held, "quiet.example");
+    std::thread::scope(|s| {
+        let probes: Vec<_> = [
+            (CLOUD_DNS, false),
+            (CLOUD_DNS, true),
+            (CLOUD_DNS2, false),
+            (CLOUD_DNS2, true),
+        ]
+        .into_iter()
+        .map(|(server, tcp)| {
+            s.spawn(move || {
+                let t = Instant::now();
+                let res = dns_query(r, (server, 53), "quiet.example", a, tcp, FAIL);
+                (server, tcp, res, t.elapsed())
+            })
+        })
+        .collect();
+        let old = s.spawn(|| dns(r, (CLOUD_DNS, 53), "quiet.example", false, FAIL));
+        for p in probes {
+            let (server, tcp, res, took) = p.join().unwrap();
+            assert_eq!(res, Err(DnsError::TimedOut), "{server} tcp {tcp}");
+            assert!(took >= FAIL, "{server} tcp {tcp}: {took:?}");
+        }
+        assert_eq!(old.join().unwrap(), Dns::NoAnswer);
+    });
+    // The held connection is still open, without an answer.
+    assert_eq!(
+        dns_tcp_recv(&mut held, Duration::from_millis(100)).unwrap_err(),
+        ErrorKind::WouldBlock
+    );
+    assert_eq!(rig.dns_queries("quiet.example"), 6);
+    assert_eq!(rig.dns_queries_at(CLOUD_DNS2, "quiet.example"), 2);
+
+    // Only the first one silent: the second one answers (what failover needs).
+    rig.dns_silent(false);
+    rig.dns_silent_at(CLOUD_DNS, true);
+    std::thread::scope(|s| {
+        let first = s.spawn(|| dns_query(r, (CLOUD_DNS, 53), "quiet.example", a, false, FAIL));
+        for tcp in [false, true] {
+            assert_eq!(
+                ask(&rig, CLOUD_DNS2, "quiet.example", a, tcp).a,
+                [CLOUD_ALLOWED]
+            );
+        }
+        assert_eq!(first.join().unwrap(), Err(DnsError::TimedOut));
+    });
+
+    // Answering again, also on the held connection: its next question gets the answer, the
+    // one asked while silent never does.
+    rig.dns_silent_at(CLOUD_DNS, false);
+    for (server, tcp) in [(CLOUD_DNS, false), (CLOUD_DNS, true), (CLOUD_DNS2, false)] {
+        assert_eq!(
+            ask(&rig, server, "quiet.example", a, tcp).a,
+            [CLOUD_ALLOWED]
+        );
+    }
+    let next_id = dns_tcp_send(&mut held, "quiet.example");
+    assert_ne!(next_id, held_id);
+    let answer = dns_tcp_recv(&mut held, OK).unwrap();
+    assert_eq!(answer.metadata.id, next_id);
+    assert_eq!(answer.answers.len(), 1);
+    assert_eq!(
+        dns_tcp_recv(&mut held, Duration::from_millis(200)).unwrap_err(),
+        ErrorKind::WouldBlock
+    );
+    assert_eq!(rig.dns_queries("quiet.example"), 13);
+
+    // Nothing listens at CLOUD_DNS_DEAD: port unreachable / RST, at once, no timeout.
+    for tcp in [false, true] {
+        let t = Instant::now();
+        let res = dns_query(r, (CLOUD_DNS_DEAD, 53), "dead.example", a, tcp, OK);
+        assert_eq!(res, Err(DnsError::Refused), "tcp {tcp}");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "tcp {tcp}: {:?}",
+            t.elapsed()
+        );
+        assert_eq!(
+            dns(r, (CLOUD_DNS_DEAD, 53), "dead.example", tcp, OK),
+            Dns::Failed("refused".into())
+        );
+    }
+    assert_eq!(udp(r, (CLOUD_DNS_DEAD, 53), OK), Probe::Refused);
+    assert_eq!(tcp(r, (CLOUD_DNS_DEAD, 53), None, OK), Probe::Refused);
+    assert!(ping(r, CLOUD_DNS_DEAD, OK), "the address itself exists");
+    assert_eq!(rig.dns_queries("dead.example"), 0);
 }
 
 #[test]

@@ -9,6 +9,7 @@
 // Each test crate (and the demo) that includes this module uses a different subset.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -24,8 +25,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::rdata::A;
+use hickory_proto::op::{Edns, Message, MessageType, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use nix::errno::Errno;
 use nix::sched::{CloneFlags, setns};
@@ -67,9 +68,19 @@ pub const CLOUD_ALLOWED: Ipv4Addr = Ipv4Addr::new(11, 1, 0, 10);
 pub const CLOUD_OTHER: Ipv4Addr = Ipv4Addr::new(11, 1, 0, 20);
 /// The fake public resolver (DNS on UDP+TCP 53, a TCP listener on 853).
 pub const CLOUD_DNS: Ipv4Addr = Ipv4Addr::new(11, 1, 0, 53);
+/// A second fake public resolver (DNS on UDP+TCP 53): same zone, same behaviour.
+pub const CLOUD_DNS2: Ipv4Addr = Ipv4Addr::new(11, 1, 0, 54);
+/// An address in the cloud where no resolver listens: UDP 53 gets ICMP port unreachable,
+/// TCP 53 a RST.
+pub const CLOUD_DNS_DEAD: Ipv4Addr = Ipv4Addr::new(11, 1, 0, 55);
+/// The live fake resolvers.
+pub const DNS_SERVERS: [Ipv4Addr; 2] = [CLOUD_DNS, CLOUD_DNS2];
+/// How many CNAME links the fake resolvers follow within the zone before they stop.
+pub const DNS_MAX_CNAME_LINKS: usize = 8;
 /// The IPv6 cloud server (TCP 443).
 pub const CLOUD6_ALLOWED: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
-/// What the fake resolver answers to every A question, with [`DNS_TTL`].
+/// What the fake resolvers answer to every A question for a name outside the test's zone
+/// (see [`Rig::dns_zone`]), with [`DNS_TTL`].
 pub const DNS_ANSWER: Ipv4Addr = Ipv4Addr::new(11, 9, 9, 9);
 pub const DNS_TTL: u32 = 60;
 
@@ -144,7 +155,7 @@ pub struct Rig {
     /// Namespaces actually created so far: a panic half-way through `new` still cleans up.
     created: Vec<String>,
     dir: PathBuf,
-    dns_names: Arc<Mutex<Vec<String>>>,
+    dns: SharedDns,
     servers: Vec<JoinHandle<()>>,
     /// Dropping this wakes every server thread (its peer end polls readable) to exit.
     stop: Option<UnixStream>,
@@ -163,7 +174,7 @@ impl Rig {
     ///  cloud ns                 router ns (forwarding on)                 home ns
     ///  isp0 11.0.0.1/30 ----- wan0 11.0.0.2/30        lan0 192.168.1.1 ----- eth0 192.168.1.10
     ///       2001:db8::1/64         2001:db8::2/64
-    ///  lo: 11.1.0.10 .20 .53       prov0 (bridge) 192.168.250.1/24, 2001:db8:2::1/64
+    ///  lo: 11.1.0.10 .20 .53-.55   prov0 (bridge) 192.168.250.1/24, 2001:db8:2::1/64
     ///      2001:db8:1::10           |-- prov0-c1 (isolated) ----- client 1 eth0 02:00:00:00:00:01
     ///                               |-- prov0-c2 (isolated) ----- client 2 eth0 02:00:00:00:00:02
     /// ```
@@ -192,7 +203,7 @@ impl Rig {
             clients: (1..=clients).map(|i| ns(&format!("c{i}"))).collect(),
             created: Vec::new(),
             dir: std::env::temp_dir().join(&prefix),
-            dns_names: Arc::default(),
+            dns: SharedDns::default(),
             servers: Vec::new(),
             stop: Some(stop_tx),
             procs: Mutex::default(),
@@ -258,6 +269,8 @@ impl Rig {
                 format!("addr add {CLOUD_ALLOWED}/32 dev lo"),
                 format!("addr add {CLOUD_OTHER}/32 dev lo"),
                 format!("addr add {CLOUD_DNS}/32 dev lo"),
+                format!("addr add {CLOUD_DNS2}/32 dev lo"),
+                format!("addr add {CLOUD_DNS_DEAD}/32 dev lo"),
                 format!("addr add {CLOUD6_ALLOWED}/128 dev lo"),
                 format!("addr add {CLOUD_ISP}/30 dev {ISP_IF}"),
                 format!("addr add {CLOUD_ISP6}/64 dev {ISP_IF} nodad"),
@@ -320,6 +333,8 @@ impl Rig {
                     (v4(CLOUD_ALLOWED, 124), Kind::Udp("udp-124".into())),
                     (v4(CLOUD_DNS, 53), Kind::Dns),
                     (v4(CLOUD_DNS, 53), Kind::DnsTcp),
+                    (v4(CLOUD_DNS2, 53), Kind::Dns),
+                    (v4(CLOUD_DNS2, 53), Kind::DnsTcp),
                 ],
             ),
             (
@@ -368,11 +383,11 @@ impl Rig {
                     .collect()
             });
             let stop = stop.try_clone().expect("clone stop socket");
-            let names = self.dns_names.clone();
+            let dns = self.dns.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("rig-srv-{}", ns.name))
-                    .spawn(move || serve(services, stop, names))
+                    .spawn(move || serve(services, stop, dns))
                     .expect("spawn server thread"),
             );
         }
@@ -414,9 +429,77 @@ impl Rig {
         format!("{PROV_IF}-c{i}")
     }
 
-    /// Question names (lowercase, no trailing dot) the fake public resolver received.
+    /// Question names (lowercase, no trailing dot) the fake public resolvers (both) received,
+    /// in arrival order; also those received while silent.
     pub fn dns_names_seen(&self) -> Vec<String> {
-        lock(&self.dns_names).clone()
+        lock(&self.dns)
+            .seen
+            .iter()
+            .map(|(_, n)| n.clone())
+            .collect()
+    }
+
+    /// How many questions for `name` (any type; case and a trailing dot do not matter) the
+    /// fake resolvers (both together) received so far. CNAME targets that a resolver follows
+    /// itself are not questions: only what a client asked counts.
+    pub fn dns_queries(&self, name: &str) -> usize {
+        let name = dns_key(name);
+        lock(&self.dns)
+            .seen
+            .iter()
+            .filter(|(_, n)| *n == name)
+            .count()
+    }
+
+    /// Like [`Rig::dns_queries`], for the resolver at `server` only ([`CLOUD_DNS`] or
+    /// [`CLOUD_DNS2`]).
+    pub fn dns_queries_at(&self, server: Ipv4Addr, name: &str) -> usize {
+        assert_live_resolver(server);
+        let name = dns_key(name);
+        let dns = lock(&self.dns);
+        dns.seen
+            .iter()
+            .filter(|(s, n)| *s == server && *n == name)
+            .count()
+    }
+
+    /// Sets what both fake resolvers answer for `name` (case and a trailing dot do not
+    /// matter) from now on, replacing an earlier entry; see [`FakeAnswer`].
+    pub fn dns_zone(&self, name: &str, answer: FakeAnswer) {
+        // A typo fails here, not as a puzzling answer later.
+        for n in std::iter::once(name).chain(answer.cname.as_deref()) {
+            if let Err(e) = fqdn(n) {
+                panic!("dns_zone({name:?}): bad name {n:?}: {e}");
+            }
+        }
+        lock(&self.dns).zone.insert(dns_key(name), answer);
+    }
+
+    /// Empties the zone: every name gets the default answer again.
+    pub fn dns_clear_zone(&self) {
+        lock(&self.dns).zone.clear();
+    }
+
+    /// Makes both fake resolvers stop answering (`true`) or answer again (`false`). While
+    /// silent a resolver still records every question but sends nothing back: UDP queries
+    /// are dropped; a TCP connection is read and held open (not closed when idle) until the
+    /// client gives up. A question received while silent is never answered, also not once
+    /// the switch flips back; later questions (also on the same connection) are.
+    pub fn dns_silent(&self, silent: bool) {
+        for server in DNS_SERVERS {
+            self.dns_silent_at(server, silent);
+        }
+    }
+
+    /// Like [`Rig::dns_silent`], for the resolver at `server` only ([`CLOUD_DNS`] or
+    /// [`CLOUD_DNS2`]), e.g. to make a daemon fail over to the other one.
+    pub fn dns_silent_at(&self, server: Ipv4Addr, silent: bool) {
+        assert_live_resolver(server);
+        let mut dns = lock(&self.dns);
+        dns.silent.retain(|s| *s != server);
+        if silent {
+            dns.silent.push(server);
+        }
     }
 
     /// A per-rig temp dir for config files etc., removed on drop.
@@ -974,32 +1057,11 @@ pub fn dns(
     tcp: bool,
     timeout: Duration,
 ) -> Dns {
-    let server = server.into();
-    let mut query = Message::query();
-    query.metadata.recursion_desired = true;
-    match Name::from_ascii(name) {
-        Ok(n) => query.add_query(Query::query(n, RecordType::A)),
-        Err(e) => return Dns::Failed(format!("bad name {name:?}: {e}")),
-    };
-    let wire = query.to_vec().expect("encode DNS query");
-    let id = query.metadata.id;
-    let reply = ns.run(|| {
-        if tcp {
-            dns_tcp(server, &wire, timeout)
-        } else {
-            udp_exchange(server, &wire, timeout)
-        }
-    });
-    let reply = match reply {
-        Ok(r) => r,
-        Err(Probe::TimedOut) => return Dns::NoAnswer,
-        Err(Probe::Refused) => return Dns::Failed("refused".into()),
-        Err(p) => return Dns::Failed(format!("{p:?}")),
-    };
-    let msg = match Message::from_vec(&reply) {
-        Ok(m) if m.metadata.id == id => m,
-        Ok(m) => return Dns::Failed(format!("reply id {} for query {id}", m.metadata.id)),
-        Err(e) => return Dns::Failed(format!("bad reply: {e}")),
+    let msg = match dns_exchange(ns, server.into(), name, RecordType::A, tcp, timeout) {
+        Ok(m) => m,
+        Err(DnsError::TimedOut) => return Dns::NoAnswer,
+        Err(DnsError::Refused) => return Dns::Failed("refused".into()),
+        Err(DnsError::Failed(e)) => return Dns::Failed(e),
     };
     if msg.metadata.response_code != ResponseCode::NoError {
         return Dns::Rcode(format!("{:?}", msg.metadata.response_code));
@@ -1013,6 +1075,128 @@ pub fn dns(
             })
             .collect(),
     )
+}
+
+/// A DNS response as [`dns_query`] saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsReply {
+    /// The response code's Debug name: "NoError", "NXDomain", "ServFail", "Refused", ...
+    pub rcode: String,
+    /// The A records of the answer section, in order.
+    pub a: Vec<Ipv4Addr>,
+    /// The AAAA records of the answer section, in order.
+    pub aaaa: Vec<Ipv6Addr>,
+    /// The CNAME targets of the answer section, in order (lowercase, no trailing dot).
+    pub cnames: Vec<String>,
+    /// The lowest TTL in the answer section; `None` without answer records.
+    pub min_ttl: Option<u32>,
+    /// Every answer record as `owner ttl TYPE data`, names lowercase, the owner without the
+    /// trailing dot, e.g. `a.example 300 CNAME b.example.` or `b.example 60 A 11.1.0.10`.
+    pub answers: Vec<String>,
+    /// The TC bit: the server had more than fits (UDP).
+    pub truncated: bool,
+}
+
+/// Why [`dns_query`] got no response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsError {
+    /// Nothing came back in time.
+    TimedOut,
+    /// Nothing listens there: ICMP port unreachable (UDP) or a TCP RST (ECONNREFUSED).
+    Refused,
+    /// Anything else: another network error (e.g. host unreachable), a bad name, a reply
+    /// that does not parse or does not match the query (id, question).
+    Failed(String),
+}
+
+/// Asks `server` (over UDP, or TCP if `tcp`) from `ns` for the `qtype` records of `name`,
+/// with RD set, and returns what came back, whatever the response code.
+pub fn dns_query(
+    ns: &Ns,
+    server: impl Into<SocketAddr>,
+    name: &str,
+    qtype: RecordType,
+    tcp: bool,
+    timeout: Duration,
+) -> Result<DnsReply, DnsError> {
+    let msg = dns_exchange(ns, server.into(), name, qtype, tcp, timeout)?;
+    let q = msg.queries.first();
+    if msg.queries.len() != 1
+        || q.is_some_and(|q| dns_key(&q.name.to_ascii()) != dns_key(name) || q.query_type != qtype)
+    {
+        return Err(DnsError::Failed(format!(
+            "reply for {:?}, asked {name} {qtype}",
+            msg.queries
+        )));
+    }
+    let mut reply = DnsReply {
+        rcode: format!("{:?}", msg.metadata.response_code),
+        a: Vec::new(),
+        aaaa: Vec::new(),
+        cnames: Vec::new(),
+        min_ttl: msg.answers.iter().map(|r| r.ttl).min(),
+        answers: Vec::new(),
+        truncated: msg.metadata.truncation,
+    };
+    for r in &msg.answers {
+        match &r.data {
+            RData::A(a) => reply.a.push(a.0),
+            RData::AAAA(a) => reply.aaaa.push(a.0),
+            RData::CNAME(c) => reply.cnames.push(dns_key(&c.0.to_ascii())),
+            _ => {}
+        }
+        reply.answers.push(format!(
+            "{} {} {} {}",
+            dns_key(&r.name.to_ascii()),
+            r.ttl,
+            r.record_type(),
+            r.data.to_string().to_ascii_lowercase()
+        ));
+    }
+    Ok(reply)
+}
+
+/// One query (RD set) and its reply, checked to be a response with the query's id.
+fn dns_exchange(
+    ns: &Ns,
+    server: SocketAddr,
+    name: &str,
+    qtype: RecordType,
+    tcp: bool,
+    timeout: Duration,
+) -> Result<Message, DnsError> {
+    let mut query = Message::query();
+    query.metadata.recursion_desired = true;
+    match Name::from_ascii(name) {
+        Ok(n) => query.add_query(Query::query(n, qtype)),
+        Err(e) => return Err(DnsError::Failed(format!("bad name {name:?}: {e}"))),
+    };
+    let wire = query.to_vec().expect("encode DNS query");
+    let id = query.metadata.id;
+    let reply = ns.run(|| {
+        if tcp {
+            dns_tcp(server, &wire, timeout)
+        } else {
+            udp_exchange(server, &wire, timeout)
+        }
+    });
+    let reply = match reply {
+        Ok(r) => r,
+        Err(Probe::TimedOut) => return Err(DnsError::TimedOut),
+        Err(Probe::Refused) => return Err(DnsError::Refused),
+        Err(p) => return Err(DnsError::Failed(format!("{p:?}"))),
+    };
+    match Message::from_vec(&reply) {
+        Ok(m) if m.metadata.message_type != MessageType::Response => Err(DnsError::Failed(
+            "reply is not a response (QR clear)".into(),
+        )),
+        Ok(m) if m.metadata.id != id => Err(DnsError::Failed(format!(
+            "reply id {} for query {id}",
+            m.metadata.id
+        ))),
+        Ok(m) => Ok(m),
+        Err(e) => Err(DnsError::Failed(format!("bad reply: {e}"))),
+    }
 }
 
 /// `busybox ping -c1 -W<secs>` from `ns` (whole seconds, at least one); true if answered.
@@ -1186,7 +1370,7 @@ impl Service {
         res.expect("set_nonblocking");
     }
 
-    fn handle(&self, names: &Arc<Mutex<Vec<String>>>) {
+    fn handle(&self, dns: &SharedDns, stop: &UnixStream) {
         match self {
             Service::Tcp(l, label) => {
                 while let Ok((mut s, peer)) = l.accept() {
@@ -1204,25 +1388,29 @@ impl Service {
                 }
             }
             Service::Dns(sock) => {
+                let server = local_v4(sock.local_addr());
                 let mut buf = [0u8; 4096];
                 while let Ok((n, peer)) = sock.recv_from(&mut buf) {
-                    if let Some(reply) = dns_reply(&buf[..n], names) {
+                    if let Handled::Reply(reply) = dns_reply(&buf[..n], server, dns, true) {
                         let _ = sock.send_to(&reply, peer);
                     }
                 }
             }
             Service::DnsTcp(l) => {
                 while let Ok((s, _)) = l.accept() {
-                    let names = names.clone();
+                    let Ok(stop) = stop.try_clone() else {
+                        continue;
+                    };
+                    let dns = dns.clone();
                     // Its own thread: a slow client must not stall the other servers.
-                    std::thread::spawn(move || serve_dns_tcp(s, &names));
+                    std::thread::spawn(move || serve_dns_tcp(s, &dns, &stop));
                 }
             }
         }
     }
 }
 
-fn serve(services: Vec<Service>, stop: UnixStream, names: Arc<Mutex<Vec<String>>>) {
+fn serve(services: Vec<Service>, stop: UnixStream, dns: SharedDns) {
     let mut fds: Vec<BorrowedFd> = services.iter().map(Service::fd).collect();
     fds.push(stop.as_fd());
     loop {
@@ -1233,16 +1421,38 @@ fn serve(services: Vec<Service>, stop: UnixStream, names: Arc<Mutex<Vec<String>>
             return;
         }
         for (service, _) in services.iter().zip(&ready).filter(|(_, r)| **r) {
-            service.handle(&names);
+            service.handle(&dns, &stop);
         }
     }
 }
 
-fn serve_dns_tcp(mut s: TcpStream, names: &Arc<Mutex<Vec<String>>>) {
+/// An idle DNS-over-TCP connection is closed after this (unless its resolver is silent).
+const DNS_TCP_IDLE: Duration = Duration::from_secs(5);
+
+/// One DNS-over-TCP connection, until the client closes it, it idles for [`DNS_TCP_IDLE`],
+/// or the rig goes away (`stop` polls readable).
+fn serve_dns_tcp(mut s: TcpStream, dns: &Mutex<DnsState>, stop: &UnixStream) {
+    let server = local_v4(s.local_addr());
     let _ = s.set_nonblocking(false);
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+    let _ = s.set_read_timeout(Some(DNS_TCP_IDLE));
+    let _ = s.set_write_timeout(Some(DNS_TCP_IDLE));
+    let mut idle_since = Instant::now();
     loop {
+        let left = (idle_since + DNS_TCP_IDLE).saturating_duration_since(Instant::now());
+        let Some(ready) = poll_readable(&[s.as_fd(), stop.as_fd()], Some(left)) else {
+            return;
+        };
+        if ready[1] {
+            return;
+        }
+        if !ready[0] {
+            // Idle. A silent resolver holds the connection until the client gives up.
+            if lock(dns).silent.contains(&server) {
+                idle_since = Instant::now();
+                continue;
+            }
+            return;
+        }
         let mut len = [0u8; 2];
         if s.read_exact(&mut len).is_err() {
             return;
@@ -1251,36 +1461,186 @@ fn serve_dns_tcp(mut s: TcpStream, names: &Arc<Mutex<Vec<String>>>) {
         if s.read_exact(&mut msg).is_err() {
             return;
         }
-        let Some(reply) = dns_reply(&msg, names) else {
-            return;
-        };
-        let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
-        framed.extend_from_slice(&reply);
-        if s.write_all(&framed).is_err() {
-            return;
+        idle_since = Instant::now();
+        match dns_reply(&msg, server, dns, false) {
+            Handled::Reply(reply) => {
+                let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&reply);
+                if s.write_all(&framed).is_err() {
+                    return;
+                }
+            }
+            Handled::Silent => {}
+            Handled::Garbage => return,
         }
     }
 }
 
-/// Records every question name and answers A questions with DNS_ANSWER.
-fn dns_reply(wire: &[u8], names: &Mutex<Vec<String>>) -> Option<Vec<u8>> {
-    let req = Message::from_vec(wire).ok()?;
+/// What the fake resolvers answer for one name of the test's zone ([`Rig::dns_zone`]), to
+/// A and AAAA questions; other types always get an empty NOERROR.
+#[derive(Clone, Debug, Default)]
+pub struct FakeAnswer {
+    /// Answer with a CNAME record (with `ttl`) to this name, followed by that name's records
+    /// (from the zone, or the default answer if it is not in the zone), like a recursive
+    /// resolver does; at most [`DNS_MAX_CNAME_LINKS`] links, and a loop just stops.
+    /// `a` and `aaaa` are then ignored.
+    pub cname: Option<String>,
+    /// The records for A questions (none: NOERROR without answer records).
+    pub a: Vec<Ipv4Addr>,
+    /// The records for AAAA questions (none: NOERROR without answer records).
+    pub aaaa: Vec<Ipv6Addr>,
+    /// The TTL of every record of this name (also of its CNAME).
+    pub ttl: u32,
+    /// Answer with this response code (e.g. NXDomain, ServFail, Refused) and no records
+    /// of this name; all other fields are ignored. At the end of a CNAME chain, the
+    /// CNAMEs before it are kept (as real resolvers do, RFC 6604).
+    pub rcode: Option<ResponseCode>,
+}
+
+/// The fake resolvers' state, shared by the rig and the server threads.
+#[derive(Default)]
+struct DnsState {
+    /// Keyed by [`dns_key`].
+    zone: HashMap<String, FakeAnswer>,
+    /// (resolver, question name as [`dns_key`]) in arrival order.
+    seen: Vec<(Ipv4Addr, String)>,
+    /// Resolvers that currently do not answer.
+    silent: Vec<Ipv4Addr>,
+}
+
+type SharedDns = Arc<Mutex<DnsState>>;
+
+/// How names are compared: lowercase, without the trailing dot.
+fn dns_key(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn fqdn(name: &str) -> Result<Name, hickory_proto::ProtoError> {
+    let mut n = Name::from_ascii(name)?;
+    n.set_fqdn(true);
+    Ok(n)
+}
+
+fn assert_live_resolver(server: Ipv4Addr) {
+    assert!(
+        DNS_SERVERS.contains(&server),
+        "{server} is not a fake resolver (those are {DNS_SERVERS:?})"
+    );
+}
+
+/// The IPv4 address a server socket is bound to (unspecified if unknown).
+fn local_v4(addr: std::io::Result<SocketAddr>) -> Ipv4Addr {
+    match addr.map(|a| a.ip().to_canonical()) {
+        Ok(IpAddr::V4(ip)) => ip,
+        _ => Ipv4Addr::UNSPECIFIED,
+    }
+}
+
+enum Handled {
+    Reply(Vec<u8>),
+    /// The resolver is silent: send nothing.
+    Silent,
+    /// Not a DNS message (or one we cannot encode an answer to).
+    Garbage,
+}
+
+/// Records every question name (for `server`) and, unless `server` is silent, answers:
+/// from the zone, else A questions with DNS_ANSWER and everything else with an empty
+/// NOERROR. Over UDP (`udp`), an answer too big for the client is sent truncated (TC).
+fn dns_reply(wire: &[u8], server: Ipv4Addr, dns: &Mutex<DnsState>, udp: bool) -> Handled {
+    let Ok(req) = Message::from_vec(wire) else {
+        return Handled::Garbage;
+    };
     let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
     resp.metadata.recursion_desired = req.metadata.recursion_desired;
     resp.metadata.recursion_available = true;
-    for q in &req.queries {
-        let name = q.name.to_ascii().trim_end_matches('.').to_ascii_lowercase();
-        lock(names).push(name);
-        resp.add_query(q.clone());
-        if q.query_type == RecordType::A {
-            resp.add_answer(Record::from_rdata(
-                q.name.clone(),
-                DNS_TTL,
-                RData::A(A(DNS_ANSWER)),
-            ));
+    if req.edns.is_some() {
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232);
+        resp.set_edns(edns);
+    }
+    {
+        let mut state = lock(dns);
+        for q in &req.queries {
+            state.seen.push((server, dns_key(&q.name.to_ascii())));
+        }
+        if state.silent.contains(&server) {
+            return Handled::Silent;
+        }
+        for q in &req.queries {
+            resp.add_query(q.clone());
+            let (rcode, records) = resolve(&state.zone, &q.name, q.query_type);
+            resp.add_answers(records);
+            if rcode != ResponseCode::NoError {
+                resp.metadata.response_code = rcode;
+            }
         }
     }
-    resp.to_vec().ok()
+    let Ok(reply) = resp.to_vec() else {
+        return Handled::Garbage;
+    };
+    if udp && reply.len() > usize::from(req.max_payload()) {
+        return match resp.truncate().to_vec() {
+            Ok(reply) => Handled::Reply(reply),
+            Err(_) => Handled::Garbage,
+        };
+    }
+    Handled::Reply(reply)
+}
+
+/// The response code and answer records for one question, like a recursive resolver:
+/// CNAMEs within the zone are followed (at most [`DNS_MAX_CNAME_LINKS`]; a loop stops).
+fn resolve(
+    zone: &HashMap<String, FakeAnswer>,
+    qname: &Name,
+    qtype: RecordType,
+) -> (ResponseCode, Vec<Record>) {
+    let mut records = Vec::new();
+    if !matches!(qtype, RecordType::A | RecordType::AAAA) {
+        return (ResponseCode::NoError, records);
+    }
+    // The question's spelling for the first owner (a client may check its 0x20 case).
+    let mut owner = qname.clone();
+    let mut visited = vec![dns_key(&owner.to_ascii())];
+    loop {
+        let Some(entry) = zone.get(visited.last().expect("not empty")) else {
+            // Outside the zone: the rest of the internet.
+            if qtype == RecordType::A {
+                records.push(Record::from_rdata(owner, DNS_TTL, RData::A(A(DNS_ANSWER))));
+            }
+            return (ResponseCode::NoError, records);
+        };
+        if let Some(rcode) = entry.rcode {
+            return (rcode, records);
+        }
+        let Some(target) = &entry.cname else {
+            let ttl = entry.ttl;
+            let data: Vec<RData> = if qtype == RecordType::A {
+                entry.a.iter().map(|ip| RData::A(A(*ip))).collect()
+            } else {
+                entry.aaaa.iter().map(|ip| RData::AAAA(AAAA(*ip))).collect()
+            };
+            records.extend(
+                data.into_iter()
+                    .map(|d| Record::from_rdata(owner.clone(), ttl, d)),
+            );
+            return (ResponseCode::NoError, records);
+        };
+        let Ok(target_name) = fqdn(target) else {
+            return (ResponseCode::ServFail, records);
+        };
+        records.push(Record::from_rdata(
+            owner,
+            entry.ttl,
+            RData::CNAME(CNAME(target_name.clone())),
+        ));
+        let key = dns_key(target);
+        if records.len() >= DNS_MAX_CNAME_LINKS || visited.contains(&key) {
+            return (ResponseCode::NoError, records);
+        }
+        visited.push(key);
+        owner = target_name;
+    }
 }
 
 // ---- Small helpers --------------------------------------------------------------------
