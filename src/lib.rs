@@ -9,4 +9,5 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod dhcp;
+pub mod dns;
 pub mod firewall;

@@ -112,7 +112,7 @@ fn provisionerd(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     }
     if args.print_ruleset {
         let cfg = Config::load(&args.config)?;
-        print!("{}", Ruleset::build(&cfg, &[]).script());
+        print!("{}", Ruleset::build(&cfg, &[], &[]).script());
         return Ok(ExitCode::SUCCESS);
     }
     daemon::run(&args.config)?;

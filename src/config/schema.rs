@@ -128,6 +128,9 @@ pub const DEFAULT_PROTECT: &[&str] = &[
     "169.254.0.0/16",
 ];
 
+/// Ports (ranges counted out) an allow entry with domains may have.
+const MAX_DOMAIN_PORTS: u32 = 64;
+
 const SINGLETONS: &[&str] = &["network", "dhcp", "dns", "limits", "window"];
 
 pub fn build(file: &str, doc: &Document) -> Result<Config, ConfigError> {
@@ -580,6 +583,21 @@ fn allow_entry(
             ),
         });
     }
+    // Learned addresses are one set element per port: keep a name's cost bounded.
+    let port_count: u32 = ports
+        .iter()
+        .map(|(p, _)| u32::from(p.last - p.first) + 1)
+        .sum();
+    if !domains.is_empty() && port_count > MAX_DOMAIN_PORTS {
+        let line = ports.last().map_or(s.line, |p| p.1);
+        return Err(o.error(
+            line,
+            "port",
+            format!(
+                "{port_count} ports with 'domain' entries; at most {MAX_DOMAIN_PORTS} (each is one element per learned address)"
+            ),
+        ));
+    }
     for (n, line) in &nets {
         if let Some(p) = net.protect.iter().find(|p| p.contains(n) || n.contains(*p)) {
             return Err(o.error(
@@ -743,6 +761,11 @@ config allow
             e.message.contains("protected network 192.168.0.0/16"),
             "{e}"
         );
+        let e = with(
+            "config dns\n list upstream 1.1.1.1\nconfig allow 'x'\n list domain 'a.example'\n list port '1000-2000'\n",
+        );
+        assert_eq!((e.line, e.option.as_deref()), (8, Some("port")), "{e}");
+        assert!(e.message.contains("at most 64"), "{e}");
         let e = with("config allow 'x'\n option proto tcp\n");
         assert!(e.message.contains("allows nothing"), "{e}");
         let e = with("config allow 'x'\n list domain 'a.example.com'\n");

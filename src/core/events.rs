@@ -1,10 +1,55 @@
-//! Audit events: every decision the core takes, in the product's words. The daemon logs
-//! each one as a structured line (and later serves them on the control socket).
+//! Audit events: every decision the core takes, in the product's words, graded by threat
+//! level (R12). The daemon logs each one as a `key=value` line (and later serves them on
+//! the control socket).
 
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use super::MacAddr;
+use super::allow::Unsafe;
+
+/// R12's grades. What each costs the client is decided by policy; this only says how bad
+/// it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Threat {
+    Routine,
+    /// A refused name, a blocked flow, an answer that tried to open a private address.
+    Violation,
+    /// Repeated violations, flooding.
+    Abuse,
+    /// MAC/IP mismatch, DHCP abuse.
+    Spoofing,
+}
+
+impl Threat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Threat::Routine => "routine",
+            Threat::Violation => "violation",
+            Threat::Abuse => "abuse",
+            Threat::Spoofing => "spoofing",
+        }
+    }
+}
+
+/// Why a DNS question was answered REFUSED.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnsRefusal {
+    /// The name is on no allow-list.
+    NotAllowed,
+    /// Only A and AAAA are answered: anything else could carry a tunnel.
+    QueryType,
+}
+
+impl DnsRefusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsRefusal::NotAllowed => "not_allowed",
+            DnsRefusal::QueryType => "query_type",
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -47,6 +92,32 @@ pub enum Event {
         mac: MacAddr,
         ip: Ipv4Addr,
     },
+    DnsRefused {
+        mac: MacAddr,
+        name: Arc<str>,
+        qtype: u16,
+        reason: DnsRefusal,
+    },
+    /// An answer for an allowed name held an address that must never be opened; it was
+    /// removed from the answer and not learned.
+    DnsRebinding {
+        mac: MacAddr,
+        name: Arc<str>,
+        addr: Ipv4Addr,
+        why: Unsafe,
+    },
+    /// A client went over its query rate; `refused` questions since the last such event.
+    DnsRateLimited {
+        mac: MacAddr,
+        refused: u32,
+    },
+    /// A client may now reach `addr` (for `ttl` seconds as it was told).
+    AddressLearned {
+        mac: MacAddr,
+        name: Arc<str>,
+        addr: Ipv4Addr,
+        ttl: u32,
+    },
 }
 
 impl Event {
@@ -62,6 +133,18 @@ impl Event {
             Event::PoolExhausted { .. } => "pool_exhausted",
             Event::LeaseRestored { .. } => "lease_restored",
             Event::LeaseRevoked { .. } => "lease_revoked",
+            Event::DnsRefused { .. } => "dns_refused",
+            Event::DnsRebinding { .. } => "dns_rebinding",
+            Event::DnsRateLimited { .. } => "dns_rate_limited",
+            Event::AddressLearned { .. } => "address_learned",
+        }
+    }
+
+    pub fn threat(&self) -> Threat {
+        match self {
+            Event::DnsRefused { .. } | Event::DnsRebinding { .. } => Threat::Violation,
+            Event::DnsRateLimited { .. } => Threat::Abuse,
+            _ => Threat::Routine,
         }
     }
 
@@ -75,11 +158,51 @@ impl Event {
             | Event::LeaseRefused { mac, .. }
             | Event::PoolExhausted { mac }
             | Event::LeaseRestored { mac, .. }
-            | Event::LeaseRevoked { mac, .. } => *mac,
+            | Event::LeaseRevoked { mac, .. }
+            | Event::DnsRefused { mac, .. }
+            | Event::DnsRebinding { mac, .. }
+            | Event::DnsRateLimited { mac, .. }
+            | Event::AddressLearned { mac, .. } => *mac,
         }
     }
 
-    pub fn ip(&self) -> Option<Ipv4Addr> {
+    /// Events that happen on every answer: logged at debug level, not info.
+    pub fn is_chatty(&self) -> bool {
+        matches!(
+            self,
+            Event::AddressLearned { .. } | Event::LeaseRenewed { .. }
+        )
+    }
+}
+
+/// DNS type names for the types people see; others as RFC 3597 `TYPEn`.
+pub fn qtype_name(t: u16) -> String {
+    let known = match t {
+        1 => "A",
+        2 => "NS",
+        5 => "CNAME",
+        6 => "SOA",
+        10 => "NULL",
+        12 => "PTR",
+        13 => "HINFO",
+        15 => "MX",
+        16 => "TXT",
+        28 => "AAAA",
+        33 => "SRV",
+        35 => "NAPTR",
+        64 => "SVCB",
+        65 => "HTTPS",
+        99 => "SPF",
+        252 => "AXFR",
+        255 => "ANY",
+        _ => return format!("TYPE{t}"),
+    };
+    known.to_owned()
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "event={} mac={}", self.kind(), self.mac())?;
         match self {
             Event::LeaseGranted { ip, .. }
             | Event::LeaseRenewed { ip, .. }
@@ -88,17 +211,29 @@ impl Event {
             | Event::LeaseDeclined { ip, .. }
             | Event::LeaseRefused { ip, .. }
             | Event::LeaseRestored { ip, .. }
-            | Event::LeaseRevoked { ip, .. } => Some(*ip),
-            Event::PoolExhausted { .. } => None,
+            | Event::LeaseRevoked { ip, .. } => write!(f, " ip={ip}")?,
+            Event::PoolExhausted { .. } => {}
+            Event::DnsRefused {
+                name,
+                qtype,
+                reason,
+                ..
+            } => write!(
+                f,
+                " name={name} type={} reason={}",
+                qtype_name(*qtype),
+                reason.as_str()
+            )?,
+            Event::DnsRebinding {
+                name, addr, why, ..
+            } => write!(f, " name={name} addr={addr} why={}", why.as_str())?,
+            Event::DnsRateLimited { refused, .. } => write!(f, " refused={refused}")?,
+            Event::AddressLearned {
+                name, addr, ttl, ..
+            } => write!(f, " name={name} addr={addr} ttl={ttl}")?,
         }
-    }
-}
-
-impl fmt::Display for Event {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "event={} mac={}", self.kind(), self.mac())?;
-        if let Some(ip) = self.ip() {
-            write!(f, " ip={ip}")?;
+        if self.threat() != Threat::Routine {
+            write!(f, " threat={}", self.threat().as_str())?;
         }
         Ok(())
     }

@@ -184,6 +184,19 @@ impl Leases {
         })
     }
 
+    /// The client bound to `ip`, if any: what the DNS path uses to know who is asking
+    /// (the anti-spoof rule makes the source address trustworthy).
+    pub fn mac_of(&self, ip: Ipv4Addr, now: Instant) -> Option<MacAddr> {
+        match self.holder(self.slot(ip)?, now) {
+            Some(Holder::Bound { mac, .. }) => Some(mac),
+            _ => None,
+        }
+    }
+
+    pub fn is_bound(&self, mac: MacAddr, now: Instant) -> bool {
+        self.bound_slot(mac, now).is_some()
+    }
+
     pub fn lease_time(&self) -> Duration {
         self.lease_time
     }

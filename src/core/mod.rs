@@ -1,18 +1,54 @@
 //! The pure core: state machines over an injected clock. Nothing in here touches a socket;
 //! the edges feed it events with `now` and carry out what it returns.
 
+pub mod allow;
 pub mod events;
 pub mod leases;
+pub mod ratelimit;
 pub mod time;
 
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::config::Config;
-use events::Event;
-use leases::{Binding, Decision, DhcpRequest, LeaseChange, Leases};
+use allow::{AllowList, Guard, LearnChange, LearnKey, Learned, TtlPolicy};
+use events::{DnsRefusal, Event};
+use leases::{Binding, DhcpReply, DhcpRequest, LeaseChange, Leases};
+use ratelimit::DnsLimits;
 use time::Instant;
+
+/// A change to one of the kernel's sets, applied in one batch before anything that depends
+/// on it (a DHCP ACK, a DNS answer) leaves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SetChange {
+    Lease(LeaseChange),
+    Learn(LearnChange),
+}
+
+/// What the core decided about a DHCP message: apply `changes`, then send `reply`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DhcpDecision {
+    pub changes: Vec<SetChange>,
+    pub reply: Option<DhcpReply>,
+}
+
+/// What to do with a DNS question.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnsVerdict {
+    /// Resolve it (A for an allowed name) and pass the answer to [`Core::dns_answer`].
+    Resolve {
+        mac: MacAddr,
+    },
+    /// Allowed name, but nothing to say: AAAA while IPv6 is off.
+    NoData,
+    Refused,
+}
+
+/// DNS query types the core tells apart.
+pub const QTYPE_A: u16 = 1;
+pub const QTYPE_AAAA: u16 = 28;
 
 /// Every decision the provisioner takes, driven by inputs stamped with `now`. The daemon
 /// applies what comes back and logs the events drained from [`Core::drain_events`].
@@ -20,6 +56,11 @@ use time::Instant;
 pub struct Core {
     router: Ipv4Addr,
     leases: Leases,
+    allow: AllowList,
+    guard: Guard,
+    ttl: TtlPolicy,
+    learned: Learned,
+    limits: DnsLimits,
     events: Vec<Event>,
 }
 
@@ -32,15 +73,31 @@ impl Core {
                 cfg.limits.max_clients,
                 cfg.dhcp.lease_time,
             ),
+            allow: AllowList::new(&cfg.allow),
+            guard: Guard::new(cfg, &[]),
+            ttl: TtlPolicy::from_config(cfg),
+            learned: Learned::default(),
+            limits: DnsLimits::new(cfg.dns.client_qps, cfg.dns.total_qps),
             events: Vec::new(),
         }
     }
 
-    /// Takes over bindings a previous run left in the kernel, so a restart keeps every
-    /// client's address. Bindings that no longer fit (outside the pool, duplicates) are
-    /// revoked; since the daemon rebuilds the table from [`Core::bindings`], they simply do
-    /// not come back. Returns how many were kept.
-    pub fn restore(&mut self, bindings: &[Binding], now: Instant) -> usize {
+    /// The router's other addresses (WAN, LAN): never learned from an answer.
+    pub fn set_router_addresses(&mut self, cfg: &Config, addrs: &[Ipv4Addr]) {
+        self.guard = Guard::new(cfg, addrs);
+    }
+
+    /// Takes over what a previous run left in the kernel: bindings, so a restart keeps
+    /// every client's address, and learned addresses with the names they were learned for.
+    /// Bindings that no longer fit (outside the pool, duplicates) are revoked; since the
+    /// daemon rebuilds the table from the core's state, they simply do not come back.
+    /// Returns how many bindings were kept.
+    pub fn restore(
+        &mut self,
+        bindings: &[Binding],
+        learned: &[(LearnKey, std::time::Duration, Arc<str>)],
+        now: Instant,
+    ) -> usize {
         let mut kept = 0;
         for &Binding { mac, ip, remaining } in bindings {
             if self.leases.restore(mac, ip, now + remaining, now) {
@@ -50,24 +107,65 @@ impl Core {
                 self.events.push(Event::LeaseRevoked { mac, ip });
             }
         }
+        for (key, remaining, name) in learned {
+            if self.leases.is_bound(key.mac, now) {
+                self.learned.restore(*key, name.clone(), now + *remaining);
+            }
+        }
+        // Whatever the allow-list no longer grants does not come back either.
+        self.learned.revoke(&self.allow, &mut Vec::new());
         kept
     }
 
-    pub fn handle_dhcp(&mut self, req: DhcpRequest, now: Instant) -> Decision {
-        self.leases.handle(req, self.router, now, &mut self.events)
+    pub fn handle_dhcp(&mut self, req: DhcpRequest, now: Instant) -> DhcpDecision {
+        let d = self.leases.handle(req, self.router, now, &mut self.events);
+        let mut changes: Vec<SetChange> = d.changes.iter().map(|c| SetChange::Lease(*c)).collect();
+        self.forget_departed(&d.changes, now, &mut changes);
+        DhcpDecision {
+            changes,
+            reply: d.reply,
+        }
+    }
+
+    /// A client whose binding ended keeps nothing it learned.
+    fn forget_departed(
+        &mut self,
+        lease_changes: &[LeaseChange],
+        now: Instant,
+        out: &mut Vec<SetChange>,
+    ) {
+        let mut learn = Vec::new();
+        for c in lease_changes {
+            if let LeaseChange::Unbind { mac, .. } = *c {
+                if !self.leases.is_bound(mac, now) {
+                    self.learned.forget_client(mac, &mut learn);
+                }
+            }
+        }
+        out.extend(learn.into_iter().map(SetChange::Learn));
     }
 
     /// Called at (or after) [`Core::next_deadline`].
-    pub fn handle_timeout(&mut self, now: Instant) -> Vec<LeaseChange> {
-        self.leases.expire(now, &mut self.events)
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<SetChange> {
+        let ended = self.leases.expire(now, &mut self.events);
+        let mut changes: Vec<SetChange> = ended.iter().map(|c| SetChange::Lease(*c)).collect();
+        self.forget_departed(&ended, now, &mut changes);
+        // The kernel times learned elements out by itself; this only forgets them.
+        self.learned.expire(now);
+        self.limits.forget_idle(now);
+        changes
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.leases.next_deadline()
+        [self.leases.next_deadline(), self.learned.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// Adopts a new config. Bindings it ends (outside a smaller or moved pool) are revoked
-    /// and leave the table when it is rebuilt from [`Core::bindings`].
+    /// Adopts a new config. Bindings it ends (outside a smaller or moved pool) are revoked,
+    /// and so is every learned address whose name the new allow-list no longer grants; both
+    /// leave the kernel when the table is rebuilt from the core's state.
     pub fn reconfigure(&mut self, cfg: &Config, now: Instant) {
         self.router = cfg.network.router;
         let ended = self.leases.reconfigure(
@@ -76,11 +174,17 @@ impl Core {
             cfg.dhcp.lease_time,
             now,
         );
-        for change in ended {
-            if let LeaseChange::Unbind { mac, ip } = change {
+        for change in &ended {
+            if let LeaseChange::Unbind { mac, ip } = *change {
                 self.events.push(Event::LeaseRevoked { mac, ip });
             }
         }
+        self.forget_departed(&ended, now, &mut Vec::new());
+        self.allow = AllowList::new(&cfg.allow);
+        self.guard = Guard::new(cfg, &[]);
+        self.ttl = TtlPolicy::from_config(cfg);
+        self.limits = DnsLimits::new(cfg.dns.client_qps, cfg.dns.total_qps);
+        self.learned.revoke(&self.allow, &mut Vec::new());
     }
 
     /// Live bindings with the time they have left, to carry into a rebuilt table.
@@ -93,6 +197,105 @@ impl Core {
                 remaining: l.expires.saturating_since(now),
             })
             .collect()
+    }
+
+    /// Live learned elements, with time left and name, to carry into a rebuilt table.
+    pub fn learned(&self, now: Instant) -> Vec<(LearnKey, std::time::Duration, Arc<str>)> {
+        self.learned.elements(now).collect()
+    }
+
+    /// A DNS question from `client` for `name` (lower case, no trailing dot).
+    pub fn dns_question(
+        &mut self,
+        client: Ipv4Addr,
+        name: &str,
+        qtype: u16,
+        now: Instant,
+    ) -> DnsVerdict {
+        // Only clients with a lease are served (the anti-spoof rule makes the source
+        // address trustworthy); the router's other networks are not ours to answer.
+        let Some(mac) = self.leases.mac_of(client, now) else {
+            return DnsVerdict::Refused;
+        };
+        if !self.limits.allow(mac, now, &mut self.events) {
+            return DnsVerdict::Refused;
+        }
+        let refuse = |events: &mut Vec<Event>, reason| {
+            events.push(Event::DnsRefused {
+                mac,
+                name: name.into(),
+                qtype,
+                reason,
+            });
+            DnsVerdict::Refused
+        };
+        match qtype {
+            QTYPE_A | QTYPE_AAAA if !self.allow.allows(name) => {
+                refuse(&mut self.events, DnsRefusal::NotAllowed)
+            }
+            QTYPE_A => DnsVerdict::Resolve { mac },
+            // IPv6 is off on the provisioning network: an allowed name has no AAAA here.
+            QTYPE_AAAA => DnsVerdict::NoData,
+            _ => refuse(&mut self.events, DnsRefusal::QueryType),
+        }
+    }
+
+    /// The A records of an answer for an allowed `name` asked by `mac`: `keep[i]` says
+    /// whether `addrs[i]` may stay in the answer (the rebinding guard); every kept address
+    /// is learned for the client, and the kernel changes are pushed onto `changes`.
+    pub fn dns_answer(
+        &mut self,
+        mac: MacAddr,
+        name: &Arc<str>,
+        addrs: &[(Ipv4Addr, u32)],
+        now: Instant,
+        keep: &mut Vec<bool>,
+        changes: &mut Vec<SetChange>,
+    ) {
+        keep.clear();
+        let grant = self.allow.grant(name);
+        let mut learn = Vec::new();
+        for &(addr, ttl) in addrs {
+            if let Err(why) = self.guard.check(addr) {
+                keep.push(false);
+                self.events.push(Event::DnsRebinding {
+                    mac,
+                    name: name.clone(),
+                    addr,
+                    why,
+                });
+                continue;
+            }
+            keep.push(true);
+            if grant.ports.is_empty() {
+                continue;
+            }
+            let before = learn.len();
+            self.learned.learn(
+                mac,
+                name,
+                addr,
+                &grant,
+                self.ttl.element_timeout(ttl),
+                self.ttl.refresh_slack(),
+                now,
+                &mut learn,
+            );
+            if learn.len() > before {
+                self.events.push(Event::AddressLearned {
+                    mac,
+                    name: name.clone(),
+                    addr,
+                    ttl: self.ttl.answer_ttl(ttl),
+                });
+            }
+        }
+        changes.extend(learn.into_iter().map(SetChange::Learn));
+    }
+
+    /// The TTL to tell the client for a record with `ttl`.
+    pub fn answer_ttl(&self, ttl: u32) -> u32 {
+        self.ttl.answer_ttl(ttl)
     }
 
     pub fn drain_events(&mut self) -> std::vec::Drain<'_, Event> {
@@ -165,7 +368,7 @@ mod tests {
             remaining: std::time::Duration::from_secs(secs),
         };
         // The pool is .2 and .3: .9 is outside it.
-        assert_eq!(core.restore(&[b(2, 100), b(3, 50), b(9, 100)], now), 2);
+        assert_eq!(core.restore(&[b(2, 100), b(3, 50), b(9, 100)], &[], now), 2);
         let kinds: Vec<_> = core.drain_events().map(|e| e.to_string()).collect();
         assert_eq!(
             kinds,

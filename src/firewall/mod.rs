@@ -9,8 +9,13 @@ use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::core::MacAddr;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::Proto;
+use crate::core::allow::{LearnChange, LearnKey};
 use crate::core::leases::{Binding, LeaseChange};
+use crate::core::{MacAddr, SetChange};
 use netlink::{Netlink, NetlinkError, SetOp};
 pub use ruleset::{Ruleset, TABLE};
 
@@ -30,22 +35,81 @@ pub enum FirewallError {
 pub struct Firewall {
     nl: Netlink,
     /// Reused for every batch so the hot path does not allocate.
-    keys: Vec<[u8; 12]>,
+    batch: Vec<Pending>,
+    index: HashMap<Key, usize>,
 }
 
-/// `ether_addr . ipv4_addr`: each field padded to 4 bytes, as nft lays out concatenations.
-fn lease_key(mac: MacAddr, ip: Ipv4Addr) -> [u8; 12] {
-    let mut k = [0u8; 12];
-    k[..6].copy_from_slice(&mac.0);
-    k[8..].copy_from_slice(&ip.octets());
-    k
+/// A set element's key: at most `ether_addr . ipv4_addr . inet_proto . inet_service`,
+/// each field padded to 4 bytes as nft lays out concatenations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    set: &'static str,
+    bytes: [u8; 20],
+    len: u8,
+}
+
+impl Key {
+    fn lease(mac: MacAddr, ip: Ipv4Addr) -> Key {
+        let mut bytes = [0u8; 20];
+        bytes[..6].copy_from_slice(&mac.0);
+        bytes[8..12].copy_from_slice(&ip.octets());
+        Key {
+            set: "leases",
+            bytes,
+            len: 12,
+        }
+    }
+
+    fn learned(k: &LearnKey) -> Key {
+        let mut bytes = [0u8; 20];
+        bytes[..6].copy_from_slice(&k.mac.0);
+        bytes[8..12].copy_from_slice(&k.ip.octets());
+        bytes[12] = k.proto.number();
+        bytes[16..18].copy_from_slice(&k.port.to_be_bytes());
+        Key {
+            set: "learned4",
+            bytes,
+            len: 20,
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// What one batch leaves an element as.
+struct Pending {
+    key: Key,
+    /// `None`: removed.
+    add: Option<(Duration, Option<Arc<str>>)>,
+}
+
+fn decode_learned(key: &[u8]) -> Option<LearnKey> {
+    if key.len() != 20 {
+        return None;
+    }
+    let proto = match key[12] {
+        6 => Proto::Tcp,
+        17 => Proto::Udp,
+        _ => return None,
+    };
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&key[..6]);
+    Some(LearnKey {
+        mac: MacAddr(mac),
+        ip: Ipv4Addr::new(key[8], key[9], key[10], key[11]),
+        proto,
+        port: u16::from_be_bytes([key[16], key[17]]),
+    })
 }
 
 impl Firewall {
     pub fn open() -> Result<Self, FirewallError> {
         Ok(Firewall {
             nl: Netlink::open()?,
-            keys: Vec::new(),
+            batch: Vec::new(),
+            index: HashMap::new(),
         })
     }
 
@@ -120,14 +184,18 @@ impl Firewall {
         Ok(self.nl.describe_table(TABLE)?.is_some())
     }
 
-    /// The bindings in the kernel's `leases` set, with their remaining time. Empty if there
-    /// is no table yet.
+    fn elements(&mut self, set: &str) -> Result<Vec<netlink::SetElement>, FirewallError> {
+        match self.nl.set_elements(TABLE, set) {
+            // No table (first start) or no such set (a table from an older version).
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(Vec::new()),
+            r => Ok(r?),
+        }
+    }
+
+    /// The bindings in the kernel's `leases` set, with their remaining time.
     pub fn leases(&mut self) -> Result<Vec<Binding>, FirewallError> {
-        let elements = match self.nl.set_elements(TABLE, "leases") {
-            Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(Vec::new()),
-            r => r?,
-        };
-        Ok(elements
+        Ok(self
+            .elements("leases")?
             .iter()
             .filter(|e| e.key.len() == 12)
             .map(|e| {
@@ -142,32 +210,95 @@ impl Firewall {
             .collect())
     }
 
-    /// Applies lease changes in one batch. A bind refreshes an existing element (add,
-    /// delete, add: the kernel cannot update a timeout in place on every version we run on);
-    /// an unbind first makes sure the element exists, so one that just timed out in the
-    /// kernel cannot fail the whole batch.
-    pub fn apply(&mut self, changes: &[LeaseChange]) -> Result<(), FirewallError> {
+    /// The learned addresses in the kernel's `learned4` set, with remaining time and the
+    /// name each was learned for (its comment).
+    pub fn learned(&mut self) -> Result<Vec<(LearnKey, Duration, Arc<str>)>, FirewallError> {
+        Ok(self
+            .elements("learned4")?
+            .into_iter()
+            .filter_map(|e| {
+                let key = decode_learned(&e.key)?;
+                let left = e.expires.or(e.timeout)?;
+                Some((key, left, Arc::from(e.comment.unwrap_or_default())))
+            })
+            .collect())
+    }
+
+    /// Applies set changes in one batch (one transaction: all or nothing).
+    ///
+    /// Each element ends as the last change for it says. The kernel cannot update a
+    /// timeout in place on every version we run on, so an element is refreshed as add,
+    /// delete, add; a removal first adds, so that an element that just timed out in the
+    /// kernel cannot fail the whole batch. Grouped by phase, a batch is a handful of
+    /// netlink messages however many elements it holds.
+    pub fn apply(&mut self, changes: &[SetChange]) -> Result<(), FirewallError> {
         if changes.is_empty() {
             return Ok(());
         }
-        self.keys.clear();
-        self.keys.extend(changes.iter().map(|c| match *c {
-            LeaseChange::Bind { mac, ip, .. } | LeaseChange::Unbind { mac, ip } => {
-                lease_key(mac, ip)
-            }
-        }));
-        let mut ops = Vec::with_capacity(changes.len() * 3);
-        for (c, key) in changes.iter().zip(&self.keys) {
-            let add = |timeout| SetOp::Add {
-                set: "leases",
-                key,
-                timeout: Some(timeout),
+        self.batch.clear();
+        self.index.clear();
+        for c in changes {
+            let (key, add) = match c {
+                SetChange::Lease(LeaseChange::Bind { mac, ip, timeout }) => {
+                    (Key::lease(*mac, *ip), Some((*timeout, None)))
+                }
+                SetChange::Lease(LeaseChange::Unbind { mac, ip }) => (Key::lease(*mac, *ip), None),
+                SetChange::Learn(LearnChange::Add { key, timeout, name }) => {
+                    (Key::learned(key), Some((*timeout, Some(name.clone()))))
+                }
+                SetChange::Learn(LearnChange::Remove { key }) => (Key::learned(key), None),
             };
-            let del = SetOp::Delete { set: "leases", key };
-            match *c {
-                LeaseChange::Bind { timeout, .. } => ops.extend([add(timeout), del, add(timeout)]),
-                LeaseChange::Unbind { .. } => ops.extend([add(Duration::from_secs(1)), del]),
+            match self.index.get(&key) {
+                Some(&i) => self.batch[i].add = add,
+                None => {
+                    self.index.insert(key, self.batch.len());
+                    self.batch.push(Pending { key, add });
+                }
             }
+        }
+        let mut ops = Vec::with_capacity(self.batch.len() * 3);
+        // Phase by phase, set by set: consecutive ops on one set share a netlink message.
+        for set in ["leases", "learned4"] {
+            // 1: make sure every element exists.
+            ops.extend(
+                self.batch
+                    .iter()
+                    .filter(|p| p.key.set == set)
+                    .map(|p| SetOp::Add {
+                        set,
+                        key: p.key.as_slice(),
+                        timeout: Some(p.add.as_ref().map_or(Duration::from_secs(1), |a| a.0)),
+                        comment: None,
+                    }),
+            );
+        }
+        for set in ["leases", "learned4"] {
+            // 2: delete them all.
+            ops.extend(
+                self.batch
+                    .iter()
+                    .filter(|p| p.key.set == set)
+                    .map(|p| SetOp::Delete {
+                        set,
+                        key: p.key.as_slice(),
+                    }),
+            );
+        }
+        for set in ["leases", "learned4"] {
+            // 3: add back the ones that stay, with their new timeout.
+            ops.extend(
+                self.batch
+                    .iter()
+                    .filter(|p| p.key.set == set)
+                    .filter_map(|p| {
+                        p.add.as_ref().map(|(timeout, name)| SetOp::Add {
+                            set,
+                            key: p.key.as_slice(),
+                            timeout: Some(*timeout),
+                            comment: name.as_deref(),
+                        })
+                    }),
+            );
         }
         self.nl.apply(TABLE, &ops)?;
         Ok(())

@@ -132,6 +132,12 @@ const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
 const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
+const NFTA_SET_ELEM_USERDATA: u16 = 6;
+/// libnftnl's user-data TLV type for an element comment (what `nft list` shows as
+/// `comment "..."`), stored NUL-terminated.
+const NFTNL_UDATA_SET_ELEM_COMMENT: u8 = 0;
+/// nft refuses longer comments.
+pub const MAX_COMMENT_LEN: usize = 128;
 const NFTA_DATA_VALUE: u16 = 1;
 
 /// nfnetlink message type of an nf_tables command.
@@ -225,11 +231,13 @@ fn kernel_text(errno: i32, message: Option<&str>) -> String {
 /// the caller: each field rounded up to 4 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetOp<'a> {
-    /// Adds the element; an existing element is not an error (no `NLM_F_EXCL`).
+    /// Adds the element; an existing element is not an error (no `NLM_F_EXCL`). The
+    /// comment (cut to [`MAX_COMMENT_LEN`] bytes) is what `nft list` shows with it.
     Add {
         set: &'a str,
         key: &'a [u8],
         timeout: Option<Duration>,
+        comment: Option<&'a str>,
     },
     /// Deletes the element; a missing element fails the whole batch with `ENOENT`.
     Delete { set: &'a str, key: &'a [u8] },
@@ -261,7 +269,13 @@ impl<'a> SetOp<'a> {
             } => NLA_HDRLEN + 8,
             _ => 0,
         };
-        NLA_HDRLEN + key + timeout
+        let comment = match self {
+            SetOp::Add {
+                comment: Some(c), ..
+            } => NLA_HDRLEN + align4(2 + comment_bytes(c).len() + 1),
+            _ => 0,
+        };
+        NLA_HDRLEN + key + timeout + comment
     }
 }
 
@@ -274,6 +288,8 @@ pub struct SetElement {
     pub timeout: Option<Duration>,
     /// Time left until the element expires.
     pub expires: Option<Duration>,
+    /// The element's comment, if it has one.
+    pub comment: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -928,7 +944,43 @@ fn encode_elem(buf: &mut Vec<u8>, op: &SetOp) {
         let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
         put_attr(buf, NFTA_SET_ELEM_TIMEOUT, &ms.to_be_bytes());
     }
+    if let SetOp::Add {
+        comment: Some(c), ..
+    } = op
+    {
+        let c = comment_bytes(c);
+        let mut udata = [0u8; 2 + MAX_COMMENT_LEN + 1];
+        udata[0] = NFTNL_UDATA_SET_ELEM_COMMENT;
+        udata[1] = (c.len() + 1) as u8;
+        udata[2..2 + c.len()].copy_from_slice(c);
+        put_attr(buf, NFTA_SET_ELEM_USERDATA, &udata[..2 + c.len() + 1]);
+    }
     end_nest(buf, elem);
+}
+
+/// A comment as stored: at most [`MAX_COMMENT_LEN`] bytes, cut at a character boundary,
+/// without NULs (it is stored NUL-terminated).
+fn comment_bytes(c: &str) -> &[u8] {
+    let mut end = c.len().min(MAX_COMMENT_LEN);
+    while !c.is_char_boundary(end) {
+        end -= 1;
+    }
+    let c = &c.as_bytes()[..end];
+    let nul = c.iter().position(|&b| b == 0).unwrap_or(c.len());
+    &c[..nul]
+}
+
+/// The comment in an element's user data (libnftnl TLVs: type, length, value).
+fn parse_comment(mut udata: &[u8]) -> Option<String> {
+    while let [ty, len, rest @ ..] = udata {
+        let value = rest.get(..usize::from(*len))?;
+        if *ty == NFTNL_UDATA_SET_ELEM_COMMENT {
+            let value = value.split(|&b| b == 0).next().unwrap_or_default();
+            return String::from_utf8(value.to_vec()).ok();
+        }
+        udata = &rest[usize::from(*len)..];
+    }
+    None
 }
 
 // --- decoding: pure, bounds-checked, never panics ---
@@ -1089,7 +1141,7 @@ fn parse_setelem_msg(payload: &[u8], out: &mut Vec<SetElement>) -> Result<(), Ne
         if ty != NFTA_LIST_ELEM {
             continue;
         }
-        let t = attr_table::<6>(elem)?;
+        let t = attr_table::<7>(elem)?;
         let Some(key) = t[usize::from(NFTA_SET_ELEM_KEY)] else {
             continue;
         };
@@ -1104,6 +1156,7 @@ fn parse_setelem_msg(payload: &[u8], out: &mut Vec<SetElement>) -> Result<(), Ne
             key: key.to_vec(),
             timeout: ms(NFTA_SET_ELEM_TIMEOUT)?,
             expires: ms(NFTA_SET_ELEM_EXPIRATION)?,
+            comment: t[usize::from(NFTA_SET_ELEM_USERDATA)].and_then(parse_comment),
         });
     }
     Ok(())
@@ -1224,6 +1277,7 @@ mod tests {
             set: "leases",
             key: &key,
             timeout: Some(Duration::from_millis(30_500)),
+            comment: None,
         }];
         let (buf, names) = encode("provisioner", &ops);
         assert_eq!(names, ["add set element"]);
@@ -1268,11 +1322,13 @@ mod tests {
                 set: "leases",
                 key: &a,
                 timeout: t,
+                comment: None,
             },
             SetOp::Add {
                 set: "leases",
                 key: &b,
                 timeout: None,
+                comment: None,
             },
             SetOp::Delete {
                 set: "leases",
@@ -1282,11 +1338,13 @@ mod tests {
                 set: "leases",
                 key: &a,
                 timeout: t,
+                comment: None,
             },
             SetOp::Add {
                 set: "allow4",
                 key: &c,
                 timeout: t,
+                comment: None,
             },
             SetOp::Delete {
                 set: "allow4",
@@ -1331,6 +1389,7 @@ mod tests {
                 set: "leases",
                 key: k,
                 timeout: Some(Duration::from_secs(1)),
+                comment: None,
             })
             .collect();
         let (buf, names) = encode("provisioner", &ops);
@@ -1543,12 +1602,14 @@ mod tests {
                 SetElement {
                     key: vec![1; 12],
                     timeout: secs(60),
-                    expires: secs(59)
+                    expires: secs(59),
+                    comment: None
                 },
                 SetElement {
                     key: vec![2; 12],
                     timeout: None,
-                    expires: None
+                    expires: None,
+                    comment: None
                 },
             ]
         );
@@ -1581,6 +1642,21 @@ mod tests {
         };
         assert_eq!(set, want);
         assert_eq!(m[6].ty, NLMSG_DONE);
+    }
+
+    #[test]
+    fn comments_parse_from_user_data() {
+        assert_eq!(
+            parse_comment(&[0, 4, b'a', b'b', b'c', 0]),
+            Some("abc".into())
+        );
+        // Another TLV first, then the comment.
+        assert_eq!(parse_comment(&[1, 1, 9, 0, 2, b'z', 0]), Some("z".into()));
+        // Truncated: no panic, no comment.
+        assert_eq!(parse_comment(&[0, 9, b'a']), None);
+        assert_eq!(parse_comment(&[0]), None);
+        assert_eq!(comment_bytes("a\0b"), b"a");
+        assert_eq!(comment_bytes(&"é".repeat(100)).len(), 128);
     }
 
     #[test]
@@ -1639,6 +1715,7 @@ mod tests {
                 set: "leases",
                 key: &k,
                 timeout: Some(Duration::from_secs(5)),
+                comment: None,
             }],
         );
 
@@ -1759,6 +1836,7 @@ table inet other {
             set,
             key,
             timeout: Some(Duration::from_secs(secs)),
+            comment: None,
         }
     }
 
@@ -1780,6 +1858,7 @@ table inet other {
                     set: "leases",
                     key: &k3,
                     timeout: None,
+                    comment: None,
                 },
                 add("allow4", &a1, 30),
             ];
@@ -1798,7 +1877,8 @@ table inet other {
                 SetElement {
                     key: k3.to_vec(),
                     timeout: None,
-                    expires: None
+                    expires: None,
+                    comment: None
                 }
             );
             let allow = elements(nl, "allow4");
@@ -1811,6 +1891,36 @@ table inet other {
             assert!(text.contains("02:00:00:00:00:03 . 192.168.250.7"), "{text}");
             let text = nft_list_set("allow4");
             assert!(text.contains("192.168.250.5 . tcp . 443"), "{text}");
+        });
+    }
+
+    /// A comment travels as nft's own user data: `nft list` shows it, and a dump returns it.
+    #[test]
+    fn kernel_comments_read_back_and_show_in_nft() {
+        in_netns("kernel_comments_read_back_and_show_in_nft", |nl| {
+            let a1 = allow4_key([11, 1, 0, 10], libc::IPPROTO_TCP as u8, 443);
+            let long = "x".repeat(200);
+            let a2 = allow4_key([11, 1, 0, 11], libc::IPPROTO_TCP as u8, 443);
+            let ops = [
+                SetOp::Add {
+                    set: "allow4",
+                    key: &a1,
+                    timeout: Some(Duration::from_secs(60)),
+                    comment: Some("setup.acme.example"),
+                },
+                SetOp::Add {
+                    set: "allow4",
+                    key: &a2,
+                    timeout: Some(Duration::from_secs(60)),
+                    comment: Some(&long),
+                },
+            ];
+            nl.apply(TABLE, &ops).unwrap();
+            let got = elements(nl, "allow4");
+            assert_eq!(got[0].comment.as_deref(), Some("setup.acme.example"));
+            assert_eq!(got[1].comment.as_deref(), Some(&long[..MAX_COMMENT_LEN]));
+            let text = nft_list_set("allow4");
+            assert!(text.contains("comment \"setup.acme.example\""), "{text}");
         });
     }
 

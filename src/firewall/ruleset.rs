@@ -11,6 +11,10 @@
 use std::fmt::Write;
 
 use crate::config::Config;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::core::allow::LearnKey;
 use crate::core::leases::Binding;
 
 pub const TABLE: &str = "provisioner";
@@ -67,6 +71,21 @@ pub struct Ruleset {
     pub chains: Vec<Chain>,
 }
 
+/// ` comment "name"` for an element, if the name is safe to quote (DNS names as the
+/// resolver normalises them always are).
+fn nft_comment(name: &str) -> String {
+    let safe = !name.is_empty()
+        && name.len() <= crate::firewall::netlink::MAX_COMMENT_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if safe {
+        format!(" comment \"{name}\"")
+    } else {
+        String::new()
+    }
+}
+
 /// A network as nft writes it: a single address without `/32`.
 fn nft_net(n: &ipnet::Ipv4Net) -> String {
     if n.prefix_len() == 32 {
@@ -83,7 +102,12 @@ const PRIO_FILTER: i32 = 0;
 const PRIO_SRCNAT: i32 = 100;
 
 impl Ruleset {
-    pub fn build(cfg: &Config, leases: &[Binding]) -> Ruleset {
+    /// The table for `cfg`, carrying the live `leases` and `learned` elements over.
+    pub fn build(
+        cfg: &Config,
+        leases: &[Binding],
+        learned: &[(LearnKey, Duration, Arc<str>)],
+    ) -> Ruleset {
         let net = &cfg.network;
         let prov = format!("\"{}\"", net.interface);
         let wan = format!("\"{}\"", net.wan);
@@ -127,6 +151,29 @@ impl Ruleset {
                 key: "ipv4_addr . inet_proto . inet_service",
                 flags: "interval",
                 elements: allow,
+            },
+            // Addresses learned from DNS answers, per client: this MAC may reach this
+            // address on this protocol and port, until the answer's (clamped) TTL runs out.
+            // The comment is the name it was learned for.
+            Set {
+                name: "learned4",
+                key: "ether_addr . ipv4_addr . inet_proto . inet_service",
+                flags: "timeout",
+                elements: learned
+                    .iter()
+                    .filter(|(_, left, _)| !left.is_zero())
+                    .map(|(k, left, name)| {
+                        format!(
+                            "{} . {} . {} . {} timeout {}ms{}",
+                            k.mac,
+                            k.ip,
+                            k.proto.as_str(),
+                            k.port,
+                            left.as_millis(),
+                            nft_comment(name)
+                        )
+                    })
+                    .collect(),
             },
             // Never reachable from the provisioning network, whatever the allow-list says.
             Set {
@@ -205,6 +252,7 @@ impl Ruleset {
                     r("ip daddr @protect4 counter drop comment \"protected network\""),
                     r("ct state established,related accept"),
                     r("ip daddr . meta l4proto . th dport @allow4_net accept"),
+                    r("ether saddr . ip daddr . meta l4proto . th dport @learned4 accept"),
                     r("counter drop comment \"not allow-listed\""),
                 ],
             },
@@ -302,6 +350,16 @@ config allow 'ntp'
                 ip: "192.168.250.2".parse().unwrap(),
                 remaining: Duration::from_millis(290_500),
             }],
+            &[(
+                LearnKey {
+                    mac: "02:00:00:00:00:01".parse().unwrap(),
+                    ip: "11.1.0.10".parse().unwrap(),
+                    proto: crate::config::Proto::Tcp,
+                    port: 443,
+                },
+                Duration::from_secs(60),
+                "setup.acme.example".into(),
+            )],
         )
     }
 
@@ -334,6 +392,24 @@ config allow 'ntp'
             leases,
             &["02:00:00:00:00:01 . 192.168.250.2 timeout 290500ms"]
         );
+    }
+
+    #[test]
+    fn learned_elements_carry_over_with_their_name() {
+        let r = ruleset();
+        let learned = &r
+            .sets
+            .iter()
+            .find(|s| s.name == "learned4")
+            .unwrap()
+            .elements;
+        assert_eq!(
+            learned,
+            &[
+                "02:00:00:00:00:01 . 11.1.0.10 . tcp . 443 timeout 60000ms comment \"setup.acme.example\""
+            ]
+        );
+        assert_eq!(nft_comment("a\"b"), "");
     }
 
     #[test]
