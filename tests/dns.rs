@@ -1,0 +1,363 @@
+//! The router's DNS allow-list resolver with real DNS traffic in the netns rig: allowed
+//! names resolve and open exactly their addresses for the asking client, everything else is
+//! refused, cached answers keep working, rebinding answers open nothing, floods are
+//! limited, and allow-list changes take effect at once.
+
+mod rig;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use nix::sys::signal::Signal;
+use rig::*;
+
+const YES: Duration = Duration::from_secs(5);
+const NO: Duration = Duration::from_millis(1500);
+const LOG: Duration = Duration::from_secs(10);
+
+fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into(), port)
+}
+
+/// The maker's cloud is reachable only by name: no static address in the allow-list.
+fn dns_config(extra: &str) -> String {
+    format!(
+        "config network 'network'
+\toption interface '{PROV_IF}'
+\toption wan '{WAN_IF}'
+\toption subnet '{PROV_NET}/{PROV_PREFIX}'
+
+config dns 'dns'
+\tlist upstream '{CLOUD_DNS}'
+{extra}
+config allow 'acme'
+\tlist domain 'setup.acme.example'
+\tlist domain '*.iot.acme.example'
+\tlist port '443'
+\tlist port '80'
+"
+    )
+}
+
+fn ask(rig: &Rig, client: usize, name: &str, qtype: RecordType) -> DnsReply {
+    dns_query(
+        rig.client(client),
+        sa(ROUTER_PROV, 53),
+        name,
+        qtype,
+        false,
+        YES,
+    )
+    .unwrap_or_else(|e| panic!("{name} {qtype}: {e:?}"))
+}
+
+fn a(ip: [u8; 4], ttl: u32) -> FakeAnswer {
+    FakeAnswer {
+        a: vec![Ipv4Addr::from(ip)],
+        ttl,
+        ..FakeAnswer::default()
+    }
+}
+
+fn cloud_reachable(rig: &Rig, client: usize, timeout: Duration) -> bool {
+    tcp(rig.client(client), sa(CLOUD_ALLOWED, 443), None, timeout).answered()
+}
+
+fn learned4(rig: &Rig) -> String {
+    rig.router()
+        .exec_ok(&["nft", "list", "set", "inet", "provisioner", "learned4"])
+}
+
+#[test]
+fn an_allowed_name_opens_its_address_for_the_client_that_asked() {
+    let rig = Rig::new(2);
+    rig.dns_zone("setup.acme.example", a([11, 1, 0, 10], 300));
+    let _d = rig.start_daemon(&dns_config(""));
+    rig.dhcp(1).unwrap();
+    rig.dhcp(2).unwrap();
+
+    // Nothing is open before the name is resolved.
+    assert!(!cloud_reachable(&rig, 1, NO));
+    let r = ask(&rig, 1, "Setup.Acme.Example", RecordType::A);
+    assert_eq!(
+        (r.rcode.as_str(), r.a.as_slice()),
+        ("NoError", &[CLOUD_ALLOWED][..])
+    );
+    // The first SYN right after the answer goes through: the element was in before it.
+    assert!(cloud_reachable(&rig, 1, YES));
+    // Only the allow-listed ports, and only for the client that asked.
+    assert!(!tcp(rig.client(1), sa(CLOUD_ALLOWED, 8443), None, NO).answered());
+    assert!(!cloud_reachable(&rig, 2, NO), "client 2 did not ask");
+    assert!(tcp(rig.router(), sa(CLOUD_ALLOWED, 8443), None, YES).answered());
+    let set = learned4(&rig);
+    assert!(
+        set.contains("02:00:00:00:00:01 . 11.1.0.10 . tcp . 443")
+            && set.contains("comment \"setup.acme.example\""),
+        "{set}"
+    );
+
+    // Over TCP too, and through a wildcard.
+    rig.dns_zone("eu.iot.acme.example", a([11, 1, 0, 10], 300));
+    let r = dns_query(
+        rig.client(2),
+        sa(ROUTER_PROV, 53),
+        "eu.iot.acme.example",
+        RecordType::A,
+        true,
+        YES,
+    )
+    .unwrap();
+    assert_eq!(r.a, [CLOUD_ALLOWED]);
+    assert!(cloud_reachable(&rig, 2, YES));
+}
+
+#[test]
+fn other_names_and_types_are_refused_and_never_forwarded() {
+    let rig = Rig::new(1);
+    let d = rig.start_daemon(&dns_config(""));
+    rig.dhcp(1).unwrap();
+    for name in [
+        "example.com",
+        "acme.example",
+        "iot.acme.example",
+        "setup.acme.example.evil",
+    ] {
+        let r = ask(&rig, 1, name, RecordType::A);
+        assert_eq!(r.rcode, "Refused", "{name}");
+        assert_eq!(rig.dns_queries(name), 0, "{name} reached the upstream");
+    }
+    d.wait_line("event=dns_refused mac=02:00:00:00:00:01 name=example.com type=A reason=not_allowed threat=violation", LOG)
+        .unwrap();
+    // No tunnel: TXT (and any type but A/AAAA) is refused even for an allowed name.
+    let r = ask(&rig, 1, "setup.acme.example", RecordType::TXT);
+    assert_eq!(r.rcode, "Refused");
+    d.wait_line("name=setup.acme.example type=TXT reason=query_type", LOG)
+        .unwrap();
+    // AAAA for an allowed name: an empty answer while IPv6 is off, not forwarded.
+    rig.dns_zone(
+        "setup.acme.example",
+        FakeAnswer {
+            aaaa: vec!["2001:db8:1::10".parse().unwrap()],
+            a: vec![CLOUD_ALLOWED],
+            ttl: 60,
+            ..FakeAnswer::default()
+        },
+    );
+    let r = ask(&rig, 1, "setup.acme.example", RecordType::AAAA);
+    assert_eq!((r.rcode.as_str(), r.aaaa.len()), ("NoError", 0));
+    assert_eq!(rig.dns_queries("setup.acme.example"), 0);
+    // A client asking a public resolver is answered by the router, on the same terms.
+    let r = dns_query(
+        rig.client(1),
+        sa(CLOUD_DNS, 53),
+        "leak.example",
+        RecordType::A,
+        false,
+        YES,
+    )
+    .unwrap();
+    assert_eq!(r.rcode, "Refused");
+    assert_eq!(rig.dns_queries("leak.example"), 0);
+}
+
+#[test]
+fn cname_chains_are_followed_and_their_addresses_learned() {
+    let rig = Rig::new(1);
+    rig.dns_zone(
+        "setup.acme.example",
+        FakeAnswer {
+            cname: Some("edge.cdn.example".into()),
+            ttl: 300,
+            ..FakeAnswer::default()
+        },
+    );
+    rig.dns_zone(
+        "edge.cdn.example",
+        FakeAnswer {
+            cname: Some("node7.cdn.example".into()),
+            ttl: 120,
+            ..FakeAnswer::default()
+        },
+    );
+    rig.dns_zone("node7.cdn.example", a([11, 1, 0, 10], 30));
+    let _d = rig.start_daemon(&dns_config(""));
+    rig.dhcp(1).unwrap();
+    let r = ask(&rig, 1, "setup.acme.example", RecordType::A);
+    assert_eq!(r.cnames, ["edge.cdn.example", "node7.cdn.example"]);
+    assert_eq!(r.a, [CLOUD_ALLOWED]);
+    assert!(cloud_reachable(&rig, 1, YES));
+    // The chain's target is not itself an allowed name.
+    assert_eq!(
+        ask(&rig, 1, "node7.cdn.example", RecordType::A).rcode,
+        "Refused"
+    );
+}
+
+#[test]
+fn ttl_expiry_closes_and_a_cached_answer_reopens() {
+    let rig = Rig::new(1);
+    rig.dns_zone("setup.acme.example", a([11, 1, 0, 10], 60));
+    let _d = rig.start_daemon(&dns_config(
+        "\toption ttl_floor '0'\n\toption ttl_cap '2s'\n\toption ttl_grace '0'\n",
+    ));
+    rig.dhcp(1).unwrap();
+    let r = ask(&rig, 1, "setup.acme.example", RecordType::A);
+    assert_eq!(
+        r.min_ttl,
+        Some(2),
+        "the client is told no more than the element lives"
+    );
+    assert!(cloud_reachable(&rig, 1, YES));
+    let closed = wait_until(Duration::from_secs(10), Duration::from_millis(250), || {
+        !cloud_reachable(&rig, 1, Duration::from_millis(500))
+    });
+    assert!(
+        closed,
+        "still reachable long after the 2s element should have expired"
+    );
+    // Asking again: answered from the cache (the upstream saw one question), and learned
+    // again all the same.
+    let r = ask(&rig, 1, "setup.acme.example", RecordType::A);
+    assert_eq!(r.a, [CLOUD_ALLOWED]);
+    assert_eq!(
+        rig.dns_queries("setup.acme.example"),
+        1,
+        "not from the cache"
+    );
+    assert!(
+        cloud_reachable(&rig, 1, YES),
+        "a cached answer must reopen the address"
+    );
+}
+
+#[test]
+fn a_rebinding_answer_opens_nothing() {
+    let rig = Rig::new(1);
+    // An allowed name answered with the home LAN host, a public address and loopback.
+    rig.dns_zone(
+        "rebind.iot.acme.example",
+        FakeAnswer {
+            a: vec![HOME_HOST, CLOUD_ALLOWED, Ipv4Addr::LOCALHOST],
+            ttl: 60,
+            ..FakeAnswer::default()
+        },
+    );
+    let d = rig.start_daemon(&dns_config(""));
+    rig.dhcp(1).unwrap();
+    let r = ask(&rig, 1, "rebind.iot.acme.example", RecordType::A);
+    assert_eq!(
+        r.a,
+        [CLOUD_ALLOWED],
+        "unsafe records are removed from the answer"
+    );
+    d.wait_line(
+        "event=dns_rebinding mac=02:00:00:00:00:01 name=rebind.iot.acme.example addr=192.168.1.10 why=protected threat=violation",
+        LOG,
+    )
+    .unwrap();
+    d.wait_line("addr=127.0.0.1 why=loopback", LOG).unwrap();
+    assert!(!learned4(&rig).contains("192.168.1.10"));
+    // The home LAN host is up on port 80 (the router reaches it) but not for the client.
+    assert!(tcp(rig.router(), sa(HOME_HOST, 80), None, YES).answered());
+    assert!(!tcp(rig.client(1), sa(HOME_HOST, 80), None, NO).answered());
+    assert!(tcp(rig.client(1), sa(CLOUD_ALLOWED, 443), None, YES).answered());
+}
+
+#[test]
+fn a_flooding_client_is_limited_while_another_resolves() {
+    let rig = Rig::new(2);
+    rig.dns_zone("setup.acme.example", a([11, 1, 0, 10], 300));
+    let d = rig.start_daemon(&dns_config("\toption client_qps '5'\n"));
+    rig.dhcp(1).unwrap();
+    rig.dhcp(2).unwrap();
+    // Client 1 fires 200 questions as fast as the answers come.
+    let refused = (0..200)
+        .filter(|_| {
+            dns_query(
+                rig.client(1),
+                sa(ROUTER_PROV, 53),
+                "setup.acme.example",
+                RecordType::A,
+                false,
+                YES,
+            )
+            .map(|r| r.rcode == "Refused")
+            .unwrap_or(false)
+        })
+        .count();
+    assert!(
+        refused >= 150,
+        "only {refused} of 200 refused at 5 queries/s"
+    );
+    d.wait_line("event=dns_rate_limited mac=02:00:00:00:00:01", LOG)
+        .unwrap();
+    // Client 2 is unaffected.
+    let r = ask(&rig, 2, "setup.acme.example", RecordType::A);
+    assert_eq!(r.a, [CLOUD_ALLOWED]);
+}
+
+#[test]
+fn removing_a_name_at_runtime_closes_its_addresses_at_once() {
+    let rig = Rig::new(1);
+    rig.dns_zone("setup.acme.example", a([11, 1, 0, 10], 3600));
+    let d = rig.start_daemon(&dns_config(""));
+    rig.dhcp(1).unwrap();
+    ask(&rig, 1, "setup.acme.example", RecordType::A);
+    assert!(cloud_reachable(&rig, 1, YES));
+
+    let without = dns_config("").replace("\tlist domain 'setup.acme.example'\n", "");
+    std::fs::write(rig.config_path(), without).unwrap();
+    d.signal(Signal::SIGHUP);
+    d.wait_line("reloaded", LOG).unwrap();
+    assert!(!learned4(&rig).contains("11.1.0.10"), "{}", learned4(&rig));
+    assert!(
+        !cloud_reachable(&rig, 1, NO),
+        "the removed name's address is still open"
+    );
+    assert_eq!(
+        ask(&rig, 1, "setup.acme.example", RecordType::A).rcode,
+        "Refused"
+    );
+}
+
+#[test]
+fn upstream_failover_and_failure() {
+    let rig = Rig::new(1);
+    rig.dns_zone("setup.acme.example", a([11, 1, 0, 10], 300));
+    // The first resolver is dead (port unreachable), the second answers.
+    let cfg = dns_config("").replace(
+        &format!("\tlist upstream '{CLOUD_DNS}'\n"),
+        &format!("\tlist upstream '{CLOUD_DNS_DEAD}'\n\tlist upstream '{CLOUD_DNS2}'\n"),
+    );
+    let _d = rig.start_daemon(&cfg);
+    rig.dhcp(1).unwrap();
+    let r = ask(&rig, 1, "setup.acme.example", RecordType::A);
+    assert_eq!(r.a, [CLOUD_ALLOWED]);
+    assert_eq!(rig.dns_queries_at(CLOUD_DNS2, "setup.acme.example"), 1);
+    // All silent: SERVFAIL, not a hang.
+    rig.dns_silent(true);
+    let r = ask(&rig, 1, "x.iot.acme.example", RecordType::A);
+    assert_eq!(r.rcode, format!("{:?}", ResponseCode::ServFail));
+}
+
+#[test]
+fn restart_keeps_learned_addresses_with_their_names() {
+    let rig = Rig::new(1);
+    rig.dns_zone("setup.acme.example", a([11, 1, 0, 10], 3600));
+    let cfg = dns_config("");
+    let mut d = rig.start_daemon(&cfg);
+    rig.dhcp(1).unwrap();
+    ask(&rig, 1, "setup.acme.example", RecordType::A);
+    d.kill9();
+    let d = rig.start_daemon(&cfg);
+    // No new question: the client's cached answer still works.
+    assert!(cloud_reachable(&rig, 1, YES));
+    assert!(learned4(&rig).contains("comment \"setup.acme.example\""));
+    // And it survives a reload that keeps the name (the name came back with it).
+    d.signal(Signal::SIGHUP);
+    d.wait_line("reloaded", LOG).unwrap();
+    assert!(cloud_reachable(&rig, 1, YES));
+    assert_eq!(rig.dns_queries("setup.acme.example"), 1);
+}
