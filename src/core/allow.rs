@@ -464,7 +464,10 @@ config allow 'range'
     #[test]
     fn guard_refuses_everything_but_public_unicast() {
         let c = cfg("");
-        let g = Guard::new(&c, &["11.0.0.2".parse().unwrap(), "127.0.0.1".parse().unwrap()]);
+        let g = Guard::new(
+            &c,
+            &["11.0.0.2".parse().unwrap(), "127.0.0.1".parse().unwrap()],
+        );
         let cases = [
             ("0.0.0.0", Some(Unsafe::Unspecified)),
             ("0.1.2.3", Some(Unsafe::ThisNetwork)),
