@@ -24,11 +24,12 @@ struct Entry {
     ttl: u32,
 }
 
-/// A hit: the answer section with TTLs counted down to now.
+/// A hit: the answer section as stored, and how many seconds ago (subtract from TTLs).
 #[derive(Clone, Debug)]
 pub struct Hit {
     pub rcode: ResponseCode,
-    pub records: Vec<Record>,
+    pub records: Arc<[Record]>,
+    pub age: u32,
 }
 
 #[derive(Debug)]
@@ -59,18 +60,10 @@ impl Cache {
         if age >= e.ttl {
             return None;
         }
-        let records = e
-            .records
-            .iter()
-            .map(|r| {
-                let mut r = r.clone();
-                r.ttl = r.ttl.saturating_sub(age);
-                r
-            })
-            .collect();
         Some(Hit {
             rcode: e.rcode,
-            records,
+            records: e.records.clone(),
+            age,
         })
     }
 
@@ -166,8 +159,9 @@ mod tests {
             t(0),
         );
         let hit = c.get(&name, 1, t(20)).unwrap();
+        assert_eq!(hit.age, 20);
         assert_eq!(
-            hit.records.iter().map(|r| r.ttl).collect::<Vec<_>>(),
+            hit.records.iter().map(|r| r.ttl - hit.age).collect::<Vec<_>>(),
             [280, 40]
         );
         assert!(c.get(&name, 1, t(59)).is_some());

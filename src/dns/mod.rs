@@ -176,6 +176,7 @@ impl Resolver {
                 Waiter { route, q, mac },
                 hit.rcode,
                 &hit.records,
+                hit.age,
                 now,
                 out,
             );
@@ -214,7 +215,7 @@ impl Resolver {
                 records.truncate(MAX_RECORDS);
                 self.cache.put(done.key.0, done.key.1, rcode, &records, now);
                 for w in waiters {
-                    self.answer(core, w, rcode, &records, now, out);
+                    self.answer(core, w, rcode, &records, 0, now, out);
                 }
             }
             Err(e) => {
@@ -235,15 +236,17 @@ impl Resolver {
         }
     }
 
-    /// Answers one client from an upstream answer section: the CNAME chain from its
-    /// question, and the chain's A records that pass the rebinding guard (learned for the
-    /// client), with TTLs no longer than the learned elements live.
+    /// Answers one client from an upstream answer section `age` seconds old: the CNAME
+    /// chain from its question, and the chain's A records that pass the rebinding guard
+    /// (learned for the client), with TTLs no longer than the learned elements live.
+    #[allow(clippy::too_many_arguments)]
     fn answer(
         &mut self,
         core: &mut Core,
         w: Waiter,
         rcode: ResponseCode,
         records: &[Record],
+        age: u32,
         now: Instant,
         out: &mut Out,
     ) {
@@ -251,7 +254,7 @@ impl Resolver {
         self.addrs.clear();
         self.addrs
             .extend(records.iter().filter_map(|r| match &r.data {
-                RData::A(a) if in_chain(&chain, &r.name) => Some((a.0, r.ttl)),
+                RData::A(a) if in_chain(&chain, &r.name) => Some((a.0, r.ttl.saturating_sub(age))),
                 _ => None,
             }));
         let before = out.changes.len();
@@ -274,7 +277,7 @@ impl Resolver {
             })
             .map(|r| {
                 let mut r = r.clone();
-                r.ttl = core.answer_ttl(r.ttl);
+                r.ttl = core.answer_ttl(r.ttl.saturating_sub(age));
                 r
             })
             .collect();
