@@ -161,7 +161,10 @@ mod tests {
         let hit = c.get(&name, 1, t(20)).unwrap();
         assert_eq!(hit.age, 20);
         assert_eq!(
-            hit.records.iter().map(|r| r.ttl - hit.age).collect::<Vec<_>>(),
+            hit.records
+                .iter()
+                .map(|r| r.ttl - hit.age)
+                .collect::<Vec<_>>(),
             [280, 40]
         );
         assert!(c.get(&name, 1, t(59)).is_some());

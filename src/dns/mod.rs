@@ -39,6 +39,8 @@ use wire::{Parsed, Question};
 const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Questions waiting for upstream answers, at most (beyond that: SERVFAIL at once).
 const MAX_PENDING: usize = 1024;
+/// Clients waiting for one upstream answer, at most.
+const MAX_WAITERS: usize = 64;
 const CACHE_ENTRIES: usize = 2048;
 /// Records of one answer considered; a longer answer is cut.
 const MAX_RECORDS: usize = 32;
@@ -185,7 +187,10 @@ impl Resolver {
         let full = self.pending.len() >= MAX_PENDING;
         match self.pending.entry(key) {
             // The same question is already out: wait for its answer.
-            Entry::Occupied(mut e) => e.get_mut().push(Waiter { route, q, mac }),
+            Entry::Occupied(mut e) if e.get().len() < MAX_WAITERS => {
+                e.get_mut().push(Waiter { route, q, mac })
+            }
+            Entry::Occupied(_) => out.replies.push(refuse(ResponseCode::ServFail)),
             Entry::Vacant(_) if full => {
                 out.replies.push(refuse(ResponseCode::ServFail));
             }
