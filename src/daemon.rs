@@ -165,10 +165,14 @@ impl Daemon {
                 r = self.dns.udp.recv_from(&mut dns_buf) => {
                     let now = Instant::now();
                     let mut next = r.map_err(|e| warn!("DNS socket: {e}")).ok();
-                    // Take what else is waiting, so that its set changes share one batch.
-                    for _ in 0..DNS_BATCH {
+                    // Take what else is waiting (up to a batch), so that its set changes
+                    // share one transaction; the rest waits for the next turn, unread.
+                    for taken in 1..=DNS_BATCH {
                         let Some((n, src)) = next else { break };
                         self.resolver.question(&mut self.core, &dns_buf[..n], src, Route::Udp(src), now, &mut out);
+                        if taken == DNS_BATCH {
+                            break;
+                        }
                         next = self.dns.udp.try_recv_from(&mut dns_buf).ok();
                     }
                 }
