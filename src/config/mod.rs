@@ -48,7 +48,36 @@ pub struct Config {
     pub dns: Dns,
     pub limits: Limits,
     pub window: Window,
+    /// `None`: no radio under our control; a station is whoever asks for DHCP.
+    pub radio: Option<Radio>,
     pub allow: Vec<AllowEntry>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RadioMode {
+    /// hostapd is run by the system (OpenWrt's netifd from UCI wireless); we use its
+    /// control socket.
+    External,
+    /// We run hostapd with a config we generate.
+    Managed,
+}
+
+/// The hidden, open setup SSID and the hostapd that serves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Radio {
+    pub mode: RadioMode,
+    /// hostapd's control directory; its socket is `<ctrl_interface>/<ifname>`.
+    pub ctrl_interface: std::path::PathBuf,
+    /// The interface hostapd serves (the AP's; may be a port of `network.interface`).
+    pub ifname: IfName,
+    /// Managed only.
+    pub ssid: String,
+    pub driver: String,
+    pub channel: Option<u16>,
+    pub hw_mode: Option<String>,
+    pub country: Option<String>,
+    /// Extra `key=value` lines for the generated hostapd.conf.
+    pub options: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -131,7 +131,26 @@ pub const DEFAULT_PROTECT: &[&str] = &[
 /// Ports (ranges counted out) an allow entry with domains may have.
 const MAX_DOMAIN_PORTS: u32 = 64;
 
-const SINGLETONS: &[&str] = &["network", "dhcp", "dns", "limits", "window"];
+const SINGLETONS: &[&str] = &["network", "dhcp", "dns", "limits", "window", "radio"];
+
+/// hostapd.conf keys provisionerd sets itself (the product's promises: hidden, open,
+/// isolated, bounded).
+const HOSTAPD_OWN: &[&str] = &[
+    "interface",
+    "ctrl_interface",
+    "ssid",
+    "ignore_broadcast_ssid",
+    "ap_isolate",
+    "max_num_sta",
+    "driver",
+    "channel",
+    "hw_mode",
+    "country_code",
+    "wpa",
+    "wpa_passphrase",
+    "auth_algs",
+    "macaddr_acl",
+];
 
 pub fn build(file: &str, doc: &Document) -> Result<Config, ConfigError> {
     let top_error = |line: usize, message: String| ConfigError {
@@ -196,6 +215,9 @@ pub fn build(file: &str, doc: &Document) -> Result<Config, ConfigError> {
         .cloned()
         .unwrap_or_else(|| empty("window"));
     let window = window(file, &window_section)?;
+    let radio = section("radio")
+        .map(|s| radio(file, s, &network))
+        .transpose()?;
 
     let mut allow = Vec::new();
     let mut names = HashSet::new();
@@ -243,7 +265,116 @@ pub fn build(file: &str, doc: &Document) -> Result<Config, ConfigError> {
         dns,
         limits,
         window,
+        radio,
         allow,
+    })
+}
+
+fn radio(file: &str, s: &Section, net: &Network) -> Result<Radio, ConfigError> {
+    let mut o = Options::new(file, s);
+    let mode = o.scalar("hostapd", |v| match v {
+        "external" => Ok(RadioMode::External),
+        "managed" => Ok(RadioMode::Managed),
+        _ => Err(format!("'{v}' is not a hostapd mode (external: run by the system, managed: run by provisionerd)")),
+    })?;
+    let ctrl = o.scalar("ctrl_interface", |v| {
+        if v.starts_with('/') && !v.contains('\n') {
+            Ok(std::path::PathBuf::from(v))
+        } else {
+            Err(format!("'{v}' is not an absolute directory path"))
+        }
+    })?;
+    let ifname = o.scalar("ifname", value::ifname)?;
+    let ssid = o.scalar("ssid", |v| {
+        if (1..=32).contains(&v.len()) && v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            Ok(v.to_owned())
+        } else {
+            Err(format!(
+                "'{v}' is not an SSID (1-32 printable ASCII characters)"
+            ))
+        }
+    })?;
+    let word = |what: &'static str| {
+        move |v: &str| {
+            if !v.is_empty()
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                Ok(v.to_owned())
+            } else {
+                Err(format!("'{v}' is not a {what}"))
+            }
+        }
+    };
+    let driver = o.scalar("driver", word("driver name"))?;
+    let channel = o.scalar("channel", |v| value::unsigned(v, 1, 233).map(|c| c as u16))?;
+    let hw_mode = o.scalar("hw_mode", word("hardware mode"))?;
+    let country = o.scalar("country", |v| {
+        if v.len() == 2 && v.bytes().all(|b| b.is_ascii_uppercase()) {
+            Ok(v.to_owned())
+        } else {
+            Err(format!("'{v}' is not a country code (two capital letters)"))
+        }
+    })?;
+    let options = o.list("hostapd_option", |v| {
+        let (k, val) = v
+            .split_once('=')
+            .ok_or_else(|| format!("'{v}' is not key=value"))?;
+        if k.is_empty()
+            || !k
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(format!("'{k}' is not a hostapd.conf key"));
+        }
+        if HOSTAPD_OWN.contains(&k) {
+            return Err(format!(
+                "'{k}' is set by provisionerd (hidden, open, isolated, bounded)"
+            ));
+        }
+        if val.contains(['\n', '\r']) {
+            return Err("a value must be one line".into());
+        }
+        Ok((k.to_owned(), val.to_owned()))
+    })?;
+    o.finish()?;
+    let o = Options::new(file, s);
+    let Some((mode, _)) = mode else {
+        return Err(o.error(
+            s.line,
+            "hostapd",
+            "is required in section radio (external or managed)".into(),
+        ));
+    };
+    if mode == RadioMode::External {
+        for (name, line) in [
+            ("ssid", ssid.as_ref().map(|v| v.1)),
+            ("driver", driver.as_ref().map(|v| v.1)),
+            ("channel", channel.as_ref().map(|v| v.1)),
+            ("hw_mode", hw_mode.as_ref().map(|v| v.1)),
+            ("country", country.as_ref().map(|v| v.1)),
+            ("hostapd_option", options.first().map(|v| v.1)),
+        ] {
+            if let Some(line) = line {
+                return Err(o.error(
+                    line,
+                    name,
+                    "only applies with hostapd 'managed' (an external hostapd has its own config)"
+                        .into(),
+                ));
+            }
+        }
+    }
+    Ok(Radio {
+        mode,
+        ctrl_interface: Options::or(ctrl, "/var/run/hostapd".into()),
+        ifname: Options::or(ifname, net.interface.clone()),
+        ssid: Options::or(ssid, "setup".into()),
+        driver: Options::or(driver, "nl80211".into()),
+        channel: channel.map(|v| v.0),
+        hw_mode: hw_mode.map(|v| v.0),
+        country: country.map(|v| v.0),
+        options: options.into_iter().map(|(kv, _)| kv).collect(),
     })
 }
 
@@ -802,6 +933,45 @@ config allow
         assert!(e.message.contains("unknown section type"), "{e}");
         let e = with("config network\n");
         assert!(e.message.contains("given twice"), "{e}");
+    }
+
+    #[test]
+    fn radio_section() {
+        let base = "config network\n option interface prov0\n option wan wan0\n";
+        let c = uci(base).unwrap();
+        assert!(c.radio.is_none());
+        let c = uci(&format!(
+            "{base}config radio\n option hostapd external\n option ifname wlan1\n"
+        ))
+        .unwrap();
+        let r = c.radio.unwrap();
+        assert_eq!((r.mode, r.ifname.as_str()), (RadioMode::External, "wlan1"));
+        assert_eq!(
+            r.ctrl_interface,
+            std::path::PathBuf::from("/var/run/hostapd")
+        );
+        let c = uci(&format!(
+            "{base}config radio\n option hostapd managed\n option ssid 'simple_setup'\n option driver wired\n list hostapd_option 'ieee8021x=1'\n"
+        ))
+        .unwrap();
+        let r = c.radio.unwrap();
+        assert_eq!(
+            (r.ssid.as_str(), r.driver.as_str()),
+            ("simple_setup", "wired")
+        );
+        assert_eq!(r.ifname.as_str(), "prov0");
+        assert_eq!(r.options, [("ieee8021x".to_owned(), "1".to_owned())]);
+        let bad = |extra: &str| uci(&format!("{base}config radio\n{extra}")).unwrap_err();
+        let e = bad(" option hostapd external\n option ssid x\n");
+        assert_eq!((e.line, e.option.as_deref()), (6, Some("ssid")), "{e}");
+        let e = bad(" option hostapd managed\n list hostapd_option 'ignore_broadcast_ssid=0'\n");
+        assert!(e.message.contains("set by provisionerd"), "{e}");
+        let e = bad(" option ssid x\n");
+        assert!(e.message.contains("required"), "{e}");
+        let e = bad(
+            " option hostapd managed\n option ssid 'this ssid is far too long to be an ssid'\n",
+        );
+        assert_eq!(e.option.as_deref(), Some("ssid"));
     }
 
     #[test]

@@ -51,8 +51,61 @@ impl DnsRefusal {
     }
 }
 
+/// Why a station was turned away, evicted or banned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StationReason {
+    /// Every spot is taken by a client younger than `min_age`.
+    Full,
+    /// Evicted to make room for a newcomer.
+    MakeRoom,
+    SessionEnded,
+    WindowClosed,
+    /// Still in its cooldown.
+    Banned,
+}
+
+impl StationReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StationReason::Full => "full",
+            StationReason::MakeRoom => "make_room",
+            StationReason::SessionEnded => "session_ended",
+            StationReason::WindowClosed => "window_closed",
+            StationReason::Banned => "banned",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
+    /// A station was let in; `age`: seconds since its session began (non-zero when it came
+    /// back within its session).
+    Admitted {
+        mac: MacAddr,
+        age: u64,
+    },
+    TurnedAway {
+        mac: MacAddr,
+        reason: StationReason,
+    },
+    Evicted {
+        mac: MacAddr,
+        reason: StationReason,
+        age: u64,
+    },
+    /// Left on its own.
+    Left {
+        mac: MacAddr,
+        age: u64,
+    },
+    Banned {
+        mac: MacAddr,
+        secs: u64,
+        reason: StationReason,
+    },
+    BanEnded {
+        mac: MacAddr,
+    },
     LeaseGranted {
         mac: MacAddr,
         ip: Ipv4Addr,
@@ -92,11 +145,14 @@ pub enum Event {
         mac: MacAddr,
         ip: Ipv4Addr,
     },
+    /// A question refused; the same question from the same client is reported once a
+    /// minute, with the number of `repeats` refused since the last report.
     DnsRefused {
         mac: MacAddr,
         name: Arc<str>,
         qtype: u16,
         reason: DnsRefusal,
+        repeats: u32,
     },
     /// An answer for an allowed name held an address that must never be opened; it was
     /// removed from the answer and not learned.
@@ -124,6 +180,12 @@ impl Event {
     /// A stable, greppable name for the event kind.
     pub fn kind(&self) -> &'static str {
         match self {
+            Event::Admitted { .. } => "admitted",
+            Event::TurnedAway { .. } => "turned_away",
+            Event::Evicted { .. } => "evicted",
+            Event::Left { .. } => "left",
+            Event::Banned { .. } => "banned",
+            Event::BanEnded { .. } => "ban_ended",
             Event::LeaseGranted { .. } => "lease_granted",
             Event::LeaseRenewed { .. } => "lease_renewed",
             Event::LeaseReleased { .. } => "lease_released",
@@ -150,7 +212,13 @@ impl Event {
 
     pub fn mac(&self) -> MacAddr {
         match self {
-            Event::LeaseGranted { mac, .. }
+            Event::Admitted { mac, .. }
+            | Event::TurnedAway { mac, .. }
+            | Event::Evicted { mac, .. }
+            | Event::Left { mac, .. }
+            | Event::Banned { mac, .. }
+            | Event::BanEnded { mac }
+            | Event::LeaseGranted { mac, .. }
             | Event::LeaseRenewed { mac, .. }
             | Event::LeaseReleased { mac, .. }
             | Event::LeaseExpired { mac, .. }
@@ -212,18 +280,32 @@ impl fmt::Display for Event {
             | Event::LeaseRefused { ip, .. }
             | Event::LeaseRestored { ip, .. }
             | Event::LeaseRevoked { ip, .. } => write!(f, " ip={ip}")?,
-            Event::PoolExhausted { .. } => {}
+            Event::PoolExhausted { .. } | Event::BanEnded { .. } => {}
+            Event::Admitted { age, .. } | Event::Left { age, .. } => write!(f, " age={age}")?,
+            Event::TurnedAway { reason, .. } => write!(f, " reason={}", reason.as_str())?,
+            Event::Evicted { reason, age, .. } => {
+                write!(f, " reason={} age={age}", reason.as_str())?
+            }
+            Event::Banned { secs, reason, .. } => {
+                write!(f, " secs={secs} reason={}", reason.as_str())?
+            }
             Event::DnsRefused {
                 name,
                 qtype,
                 reason,
+                repeats,
                 ..
-            } => write!(
-                f,
-                " name={name} type={} reason={}",
-                qtype_name(*qtype),
-                reason.as_str()
-            )?,
+            } => {
+                write!(
+                    f,
+                    " name={name} type={} reason={}",
+                    qtype_name(*qtype),
+                    reason.as_str()
+                )?;
+                if *repeats > 0 {
+                    write!(f, " repeats={repeats}")?;
+                }
+            }
             Event::DnsRebinding {
                 name, addr, why, ..
             } => write!(f, " name={name} addr={addr} why={}", why.as_str())?,

@@ -5,7 +5,9 @@ pub mod allow;
 pub mod events;
 pub mod leases;
 pub mod ratelimit;
+pub mod stations;
 pub mod time;
+pub mod window;
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -16,7 +18,7 @@ use crate::config::Config;
 use allow::{AllowList, Guard, LearnChange, LearnKey, Learned, TtlPolicy};
 use events::{DnsRefusal, Event};
 use leases::{Binding, DhcpReply, DhcpRequest, LeaseChange, Leases};
-use ratelimit::DnsLimits;
+use ratelimit::{DnsLimits, Repeats};
 use time::Instant;
 
 /// A change to one of the kernel's sets, applied in one batch before anything that depends
@@ -61,6 +63,7 @@ pub struct Core {
     ttl: TtlPolicy,
     learned: Learned,
     limits: DnsLimits,
+    refusals: Repeats,
     events: Vec<Event>,
 }
 
@@ -78,6 +81,7 @@ impl Core {
             ttl: TtlPolicy::from_config(cfg),
             learned: Learned::default(),
             limits: DnsLimits::new(cfg.dns.client_qps, cfg.dns.total_qps),
+            refusals: Repeats::default(),
             events: Vec::new(),
         }
     }
@@ -220,23 +224,26 @@ impl Core {
         if !self.limits.allow(mac, now, &mut self.events) {
             return DnsVerdict::Refused;
         }
-        let refuse = |events: &mut Vec<Event>, reason| {
-            events.push(Event::DnsRefused {
-                mac,
-                name: name.into(),
-                qtype,
-                reason,
-            });
+        let refuse = |core: &mut Core, reason| {
+            if let Some(repeats) = core.refusals.report((mac, name, qtype), now) {
+                core.events.push(Event::DnsRefused {
+                    mac,
+                    name: name.into(),
+                    qtype,
+                    reason,
+                    repeats,
+                });
+            }
             DnsVerdict::Refused
         };
         match qtype {
             QTYPE_A | QTYPE_AAAA if !self.allow.allows(name) => {
-                refuse(&mut self.events, DnsRefusal::NotAllowed)
+                refuse(self, DnsRefusal::NotAllowed)
             }
             QTYPE_A => DnsVerdict::Resolve { mac },
             // IPv6 is off on the provisioning network: an allowed name has no AAAA here.
             QTYPE_AAAA => DnsVerdict::NoData,
-            _ => refuse(&mut self.events, DnsRefusal::QueryType),
+            _ => refuse(self, DnsRefusal::QueryType),
         }
     }
 

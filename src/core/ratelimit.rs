@@ -105,6 +105,51 @@ impl DnsLimits {
     }
 }
 
+/// Reports a repeated refusal (same client, name and type) once per period, counting the
+/// repeats in between: a device retrying a forbidden name every second must not flood the
+/// log, nor cost a formatted line per question.
+#[derive(Clone, Debug, Default)]
+pub struct Repeats {
+    hasher: std::hash::RandomState,
+    seen: HashMap<u64, (Instant, u32)>,
+}
+
+/// How often one refusal is reported again.
+pub const REPEAT_REPORT: Duration = Duration::from_secs(60);
+/// Distinct refusals remembered at most (older ones are forgotten first).
+const REPEATS_KEPT: usize = 4096;
+
+impl Repeats {
+    /// `Some(repeats since the last report)` if this one is to be reported now.
+    pub fn report(&mut self, key: impl std::hash::Hash, now: Instant) -> Option<u32> {
+        use std::hash::BuildHasher;
+        let h = self.hasher.hash_one(key);
+        match self.seen.get_mut(&h) {
+            Some((last, n)) if now.saturating_since(*last) < REPEAT_REPORT => {
+                *n += 1;
+                None
+            }
+            Some((last, n)) => {
+                let repeats = *n;
+                *last = now;
+                *n = 0;
+                Some(repeats)
+            }
+            None => {
+                if self.seen.len() >= REPEATS_KEPT {
+                    self.seen
+                        .retain(|_, (last, _)| now.saturating_since(*last) < REPEAT_REPORT);
+                    if self.seen.len() >= REPEATS_KEPT {
+                        self.seen.clear();
+                    }
+                }
+                self.seen.insert(h, (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
 impl Clone for DnsLimits {
     /// Rate-limit state is ephemeral: a copy starts afresh with the same quotas.
     fn clone(&self) -> Self {
@@ -173,6 +218,21 @@ mod tests {
                 refused: 48
             }]
         );
+    }
+
+    #[test]
+    fn repeats_are_reported_once_a_period_with_their_count() {
+        let mut r = Repeats::default();
+        let t0 = Instant::from_millis(1_000_000);
+        assert_eq!(r.report(("a", 1), t0), Some(0));
+        assert_eq!(r.report(("a", 1), t0), None);
+        assert_eq!(
+            r.report(("b", 1), t0),
+            Some(0),
+            "another question is reported"
+        );
+        assert_eq!(r.report(("a", 1), t0 + Duration::from_secs(59)), None);
+        assert_eq!(r.report(("a", 1), t0 + REPEAT_REPORT), Some(2));
     }
 
     #[test]
