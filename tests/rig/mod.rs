@@ -643,9 +643,15 @@ fn set_sysctls(router: bool) {
 
 // ---- The daemon under test ------------------------------------------------------------
 
-/// The daemon binary: cargo names it for integration tests; the demo (an example, where
-/// cargo does not) uses the debug build next to the sources.
+/// The daemon binary: `PROVISIONER_BIN` if set (e.g. the release build for `make bench`;
+/// a relative path is taken from the current directory); else cargo names it for
+/// integration tests; the demo (an example, where cargo does not) uses the debug build next
+/// to the sources.
 pub fn daemon_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("PROVISIONER_BIN").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return std::path::absolute(&p).unwrap_or(p);
+    }
     match option_env!("CARGO_BIN_EXE_provisioner") {
         Some(p) => PathBuf::from(p),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/provisioner"),
