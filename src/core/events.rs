@@ -145,14 +145,17 @@ pub enum Event {
         mac: MacAddr,
         ip: Ipv4Addr,
     },
-    /// A question refused; the same question from the same client is reported once a
-    /// minute, with the number of `repeats` refused since the last report.
+    /// A question refused (reported once per client, question and minute).
     DnsRefused {
         mac: MacAddr,
         name: Arc<str>,
         qtype: u16,
         reason: DnsRefusal,
-        repeats: u32,
+    },
+    /// Refusals of the last minute that were not reported one by one.
+    DnsRefusalsSuppressed {
+        mac: MacAddr,
+        count: u32,
     },
     /// An answer for an allowed name held an address that must never be opened; it was
     /// removed from the answer and not learned.
@@ -196,6 +199,7 @@ impl Event {
             Event::LeaseRestored { .. } => "lease_restored",
             Event::LeaseRevoked { .. } => "lease_revoked",
             Event::DnsRefused { .. } => "dns_refused",
+            Event::DnsRefusalsSuppressed { .. } => "dns_refused_more",
             Event::DnsRebinding { .. } => "dns_rebinding",
             Event::DnsRateLimited { .. } => "dns_rate_limited",
             Event::AddressLearned { .. } => "address_learned",
@@ -204,7 +208,9 @@ impl Event {
 
     pub fn threat(&self) -> Threat {
         match self {
-            Event::DnsRefused { .. } | Event::DnsRebinding { .. } => Threat::Violation,
+            Event::DnsRefused { .. }
+            | Event::DnsRefusalsSuppressed { .. }
+            | Event::DnsRebinding { .. } => Threat::Violation,
             Event::DnsRateLimited { .. } => Threat::Abuse,
             _ => Threat::Routine,
         }
@@ -228,6 +234,7 @@ impl Event {
             | Event::LeaseRestored { mac, .. }
             | Event::LeaseRevoked { mac, .. }
             | Event::DnsRefused { mac, .. }
+            | Event::DnsRefusalsSuppressed { mac, .. }
             | Event::DnsRebinding { mac, .. }
             | Event::DnsRateLimited { mac, .. }
             | Event::AddressLearned { mac, .. } => *mac,
@@ -293,19 +300,14 @@ impl fmt::Display for Event {
                 name,
                 qtype,
                 reason,
-                repeats,
                 ..
-            } => {
-                write!(
-                    f,
-                    " name={name} type={} reason={}",
-                    qtype_name(*qtype),
-                    reason.as_str()
-                )?;
-                if *repeats > 0 {
-                    write!(f, " repeats={repeats}")?;
-                }
-            }
+            } => write!(
+                f,
+                " name={name} type={} reason={}",
+                qtype_name(*qtype),
+                reason.as_str()
+            )?,
+            Event::DnsRefusalsSuppressed { count, .. } => write!(f, " count={count}")?,
             Event::DnsRebinding {
                 name, addr, why, ..
             } => write!(f, " name={name} addr={addr} why={}", why.as_str())?,

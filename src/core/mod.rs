@@ -157,14 +157,19 @@ impl Core {
         // The kernel times learned elements out by itself; this only forgets them.
         self.learned.expire(now);
         self.limits.forget_idle(now);
+        self.refusals.flush(now, &mut self.events);
         changes
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        [self.leases.next_deadline(), self.learned.next_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.leases.next_deadline(),
+            self.learned.next_deadline(),
+            self.refusals.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Adopts a new config. Bindings it ends (outside a smaller or moved pool) are revoked,
@@ -225,13 +230,15 @@ impl Core {
             return DnsVerdict::Refused;
         }
         let refuse = |core: &mut Core, reason| {
-            if let Some(repeats) = core.refusals.report((mac, name, qtype), now) {
+            if core
+                .refusals
+                .report(mac, (name, qtype), now, &mut core.events)
+            {
                 core.events.push(Event::DnsRefused {
                     mac,
                     name: name.into(),
                     qtype,
                     reason,
-                    repeats,
                 });
             }
             DnsVerdict::Refused
@@ -403,5 +410,57 @@ mod tests {
         assert!("02:00:00:00:00".parse::<MacAddr>().is_err());
         assert!("02:00:00:00:00:00:01".parse::<MacAddr>().is_err());
         assert!("0g:00:00:00:00:00".parse::<MacAddr>().is_err());
+    }
+}
+
+#[cfg(test)]
+mod dns_tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_refusal_is_reported_once_a_minute_and_summarised() {
+        let cfg = Config::parse(
+            "t",
+            "config network\n option interface p\n option wan w\nconfig dns\n list upstream 1.1.1.1\nconfig allow a\n list domain 'ok.example'\n",
+            false,
+        )
+        .unwrap();
+        let mut core = Core::new(&cfg);
+        let now = Instant::from_millis(1_000_000);
+        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+        let ip = Ipv4Addr::new(192, 168, 250, 2);
+        core.restore(
+            &[Binding {
+                mac,
+                ip,
+                remaining: std::time::Duration::from_secs(300),
+            }],
+            &[],
+            now,
+        );
+        core.drain_events().for_each(drop);
+        for _ in 0..5 {
+            assert_eq!(
+                core.dns_question(ip, "bad.example", QTYPE_A, now),
+                DnsVerdict::Refused
+            );
+        }
+        let events: Vec<_> = core.drain_events().map(|e| e.to_string()).collect();
+        assert_eq!(
+            events,
+            [
+                "event=dns_refused mac=02:00:00:00:00:01 name=bad.example type=A reason=not_allowed threat=violation"
+            ]
+        );
+        let later = now + ratelimit::REPEAT_PERIOD;
+        core.dns_question(ip, "bad.example", QTYPE_A, later);
+        let events: Vec<_> = core.drain_events().map(|e| e.to_string()).collect();
+        assert_eq!(
+            events,
+            [
+                "event=dns_refused_more mac=02:00:00:00:00:01 count=4 threat=violation",
+                "event=dns_refused mac=02:00:00:00:00:01 name=bad.example type=A reason=not_allowed threat=violation"
+            ]
+        );
     }
 }

@@ -105,48 +105,86 @@ impl DnsLimits {
     }
 }
 
-/// Reports a repeated refusal (same client, name and type) once per period, counting the
-/// repeats in between: a device retrying a forbidden name every second must not flood the
-/// log, nor cost a formatted line per question.
+/// Keeps refusals from flooding the log: per client and per minute, the first refusal of
+/// each distinct question is reported (up to [`DISTINCT_REPORTED`] of them); repeats and
+/// anything beyond are counted and reported as one summary when the minute is over. A
+/// device retrying a forbidden name, or a flood of random names, costs at most a few dozen
+/// lines a minute, and memory stays bounded by the number of clients.
 #[derive(Clone, Debug, Default)]
 pub struct Repeats {
     hasher: std::hash::RandomState,
-    seen: HashMap<u64, (Instant, u32)>,
+    clients: HashMap<MacAddr, Period>,
 }
 
-/// How often one refusal is reported again.
-pub const REPEAT_REPORT: Duration = Duration::from_secs(60);
-/// Distinct refusals remembered at most (older ones are forgotten first).
-const REPEATS_KEPT: usize = 4096;
+#[derive(Clone, Debug)]
+struct Period {
+    start: Instant,
+    seen: Vec<u64>,
+    suppressed: u32,
+}
+
+/// How long one reporting period lasts.
+pub const REPEAT_PERIOD: Duration = Duration::from_secs(60);
+/// Distinct questions reported per client and period.
+pub const DISTINCT_REPORTED: usize = 32;
 
 impl Repeats {
-    /// `Some(repeats since the last report)` if this one is to be reported now.
-    pub fn report(&mut self, key: impl std::hash::Hash, now: Instant) -> Option<u32> {
+    /// Whether this refusal of `mac`'s `question` is to be reported; pushes the summary of
+    /// the client's previous period onto `events` when that has ended.
+    pub fn report(
+        &mut self,
+        mac: MacAddr,
+        question: impl std::hash::Hash,
+        now: Instant,
+        events: &mut Vec<Event>,
+    ) -> bool {
         use std::hash::BuildHasher;
-        let h = self.hasher.hash_one(key);
-        match self.seen.get_mut(&h) {
-            Some((last, n)) if now.saturating_since(*last) < REPEAT_REPORT => {
-                *n += 1;
-                None
+        let h = self.hasher.hash_one(question);
+        let p = self.clients.entry(mac).or_insert_with(|| Period {
+            start: now,
+            seen: Vec::new(),
+            suppressed: 0,
+        });
+        if now.saturating_since(p.start) >= REPEAT_PERIOD {
+            if p.suppressed > 0 {
+                events.push(Event::DnsRefusalsSuppressed {
+                    mac,
+                    count: p.suppressed,
+                });
             }
-            Some((last, n)) => {
-                let repeats = *n;
-                *last = now;
-                *n = 0;
-                Some(repeats)
-            }
-            None => {
-                if self.seen.len() >= REPEATS_KEPT {
-                    self.seen
-                        .retain(|_, (last, _)| now.saturating_since(*last) < REPEAT_REPORT);
-                    if self.seen.len() >= REPEATS_KEPT {
-                        self.seen.clear();
-                    }
-                }
-                self.seen.insert(h, (now, 0));
-                Some(0)
-            }
+            *p = Period {
+                start: now,
+                seen: Vec::new(),
+                suppressed: 0,
+            };
         }
+        if p.seen.len() < DISTINCT_REPORTED && !p.seen.contains(&h) {
+            p.seen.push(h);
+            true
+        } else {
+            p.suppressed += 1;
+            false
+        }
+    }
+
+    /// Reports and forgets the periods that are over.
+    pub fn flush(&mut self, now: Instant, events: &mut Vec<Event>) {
+        self.clients.retain(|mac, p| {
+            if now.saturating_since(p.start) < REPEAT_PERIOD {
+                return true;
+            }
+            if p.suppressed > 0 {
+                events.push(Event::DnsRefusalsSuppressed {
+                    mac: *mac,
+                    count: p.suppressed,
+                });
+            }
+            false
+        });
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.clients.values().map(|p| p.start + REPEAT_PERIOD).min()
     }
 }
 
@@ -221,18 +259,41 @@ mod tests {
     }
 
     #[test]
-    fn repeats_are_reported_once_a_period_with_their_count() {
+    fn refusals_are_reported_once_per_question_and_period() {
         let mut r = Repeats::default();
         let t0 = Instant::from_millis(1_000_000);
-        assert_eq!(r.report(("a", 1), t0), Some(0));
-        assert_eq!(r.report(("a", 1), t0), None);
-        assert_eq!(
-            r.report(("b", 1), t0),
-            Some(0),
+        let ev = &mut vec![];
+        assert!(r.report(mac(1), "a", t0, ev));
+        assert!(!r.report(mac(1), "a", t0, ev));
+        assert!(
+            r.report(mac(1), "b", t0, ev),
             "another question is reported"
         );
-        assert_eq!(r.report(("a", 1), t0 + Duration::from_secs(59)), None);
-        assert_eq!(r.report(("a", 1), t0 + REPEAT_REPORT), Some(2));
+        assert!(r.report(mac(2), "a", t0, ev), "another client too");
+        // A flood of distinct names: only the first few get a line each.
+        let reported = (0..1000).filter(|i| r.report(mac(1), i, t0, ev)).count();
+        assert_eq!(reported, DISTINCT_REPORTED - 2);
+        assert!(ev.is_empty());
+        // The next minute begins with the summary of the last.
+        assert!(r.report(mac(1), "a", t0 + REPEAT_PERIOD, ev));
+        assert_eq!(
+            ev,
+            &[Event::DnsRefusalsSuppressed {
+                mac: mac(1),
+                count: 1 + 1000 - 30
+            }]
+        );
+        ev.clear();
+        // A client that went quiet is summarised by the flush at the end of its minute.
+        r.report(mac(2), "a", t0, ev);
+        r.flush(t0 + REPEAT_PERIOD, ev);
+        assert_eq!(
+            ev,
+            &[Event::DnsRefusalsSuppressed {
+                mac: mac(2),
+                count: 1
+            }]
+        );
     }
 
     #[test]
