@@ -91,6 +91,8 @@ pub struct Done {
 struct Waiter {
     route: Route,
     q: Question,
+    /// The question's name, normalised.
+    name: Arc<str>,
     mac: MacAddr,
 }
 
@@ -104,6 +106,7 @@ pub struct Resolver {
     // Reused per answer.
     addrs: Vec<(Ipv4Addr, u32)>,
     keep: Vec<bool>,
+    name: String,
 }
 
 impl Resolver {
@@ -118,6 +121,7 @@ impl Resolver {
             done_rx,
             addrs: Vec::new(),
             keep: Vec::new(),
+            name: String::new(),
         }
     }
 
@@ -161,21 +165,28 @@ impl Resolver {
         let SocketAddr::V4(src) = src else {
             return;
         };
-        let tcp = route.is_tcp();
         let refuse = |rcode| Reply {
-            bytes: wire::respond(&q, rcode, Vec::new(), tcp),
+            bytes: wire::empty_reply(bytes, &q, rcode),
             route: route.clone(),
             servfail: None,
         };
-        let mac = match core.dns_question(*src.ip(), &q.name, q.qtype, now) {
+        wire::normalize_into(&q.qname, &mut self.name);
+        let mac = match core.dns_question(*src.ip(), &self.name, q.qtype, now) {
             DnsVerdict::Refused => return out.replies.push(refuse(ResponseCode::Refused)),
             DnsVerdict::NoData => return out.replies.push(refuse(ResponseCode::NoError)),
             DnsVerdict::Resolve { mac } => mac,
         };
-        if let Some(hit) = self.cache.get(&q.name, q.qtype, now) {
+        // Allowed: from here on the name is kept (cache, pending, learned elements).
+        let name: Arc<str> = Arc::from(self.name.as_str());
+        if let Some(hit) = self.cache.get(&name, q.qtype, now) {
             return self.answer(
                 core,
-                Waiter { route, q, mac },
+                Waiter {
+                    route,
+                    q,
+                    name,
+                    mac,
+                },
                 hit.rcode,
                 &hit.records,
                 hit.age,
@@ -183,13 +194,16 @@ impl Resolver {
                 out,
             );
         }
-        let key = (q.name.clone(), q.qtype);
+        let key = (name.clone(), q.qtype);
         let full = self.pending.len() >= MAX_PENDING;
         match self.pending.entry(key) {
             // The same question is already out: wait for its answer.
-            Entry::Occupied(mut e) if e.get().len() < MAX_WAITERS => {
-                e.get_mut().push(Waiter { route, q, mac })
-            }
+            Entry::Occupied(mut e) if e.get().len() < MAX_WAITERS => e.get_mut().push(Waiter {
+                route,
+                q,
+                name,
+                mac,
+            }),
             Entry::Occupied(_) => out.replies.push(refuse(ResponseCode::ServFail)),
             Entry::Vacant(_) if full => {
                 out.replies.push(refuse(ResponseCode::ServFail));
@@ -197,7 +211,12 @@ impl Resolver {
             Entry::Vacant(e) => {
                 let (qname, qtype) = (q.qname.clone(), q.qtype);
                 let key = e.key().clone();
-                e.insert(vec![Waiter { route, q, mac }]);
+                e.insert(vec![Waiter {
+                    route,
+                    q,
+                    name,
+                    mac,
+                }]);
                 let (servers, first, tx) =
                     (self.upstreams.clone(), self.preferred, self.done_tx.clone());
                 tokio::spawn(async move {
@@ -265,7 +284,7 @@ impl Resolver {
         let before = out.changes.len();
         core.dns_answer(
             w.mac,
-            &w.q.name,
+            &w.name,
             &self.addrs,
             now,
             &mut self.keep,

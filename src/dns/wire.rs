@@ -1,10 +1,9 @@
 //! DNS messages in and out (hickory-proto's wire format): what a client asked, and the
 //! answers we send back.
 
-use std::sync::Arc;
-
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
+use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 /// Largest UDP answer we send when the client says nothing (RFC 1035), and the most we
 /// offer with EDNS (the DNS flag day 2020 value, safe from fragmentation).
@@ -18,12 +17,12 @@ pub struct Question {
     pub recursion_desired: bool,
     /// As the client wrote it (echoed back, case preserved).
     pub qname: Name,
-    /// Lower case, no trailing dot, anything but letters, digits, `-` and `_` escaped as
-    /// `\DDD`: safe to match, to log and to put in an nft comment.
-    pub name: Arc<str>,
     pub qtype: u16,
     /// Did the client send EDNS; the UDP payload it accepts.
     pub edns: Option<u16>,
+    /// Where the question section ends in the request: header and question are reused
+    /// as they are for replies without records ([`empty_reply`]).
+    question_end: usize,
 }
 
 pub enum Parsed {
@@ -34,9 +33,12 @@ pub enum Parsed {
     Drop,
 }
 
-/// Normalises a name for matching and logging (see [`Question::name`]).
-pub fn normalize(name: &Name) -> String {
-    let mut out = String::with_capacity(name.len());
+/// Writes a name as the allow-list and the log see it: lower case, no trailing dot,
+/// anything but letters, digits, `-` and `_` escaped as `\DDD`. Safe to match, to log and
+/// to put in an nft comment.
+pub fn normalize_into(name: &Name, out: &mut String) {
+    use std::fmt::Write;
+    out.clear();
     for (i, label) in name.iter().enumerate() {
         if i > 0 {
             out.push('.');
@@ -45,54 +47,87 @@ pub fn normalize(name: &Name) -> String {
             match b.to_ascii_lowercase() {
                 c @ (b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_') => out.push(c as char),
                 c => {
-                    out.push('\\');
-                    out.push_str(&format!("{c:03}"));
+                    let _ = write!(out, "\\{c:03}");
                 }
             }
         }
     }
+}
+
+pub fn normalize(name: &Name) -> String {
+    let mut out = String::with_capacity(name.len());
+    normalize_into(name, &mut out);
     out
 }
 
+/// Reads a client's message: the header and the one question, and the additional
+/// section only for an EDNS OPT record. (The question path builds no full `Message`.)
 pub fn parse(bytes: &[u8]) -> Parsed {
-    let msg = match Message::from_vec(bytes) {
-        Ok(m) => m,
-        // A header we can answer with FORMERR, or nothing at all.
-        Err(_) if bytes.len() >= 12 => {
-            let id = u16::from_be_bytes([bytes[0], bytes[1]]);
-            let is_query = bytes[2] & 0x80 == 0;
-            return if is_query {
-                Parsed::Reply(error_reply(id, OpCode::Query, ResponseCode::FormErr))
-            } else {
-                Parsed::Drop
-            };
-        }
-        Err(_) => return Parsed::Drop,
+    let mut d = BinDecoder::new(bytes);
+    let Ok(header) = Header::read(&mut d) else {
+        return Parsed::Drop;
     };
-    let md = &msg.metadata;
+    let md = header.metadata;
     if md.message_type != MessageType::Query {
         return Parsed::Drop;
     }
     if md.op_code != OpCode::Query {
         return Parsed::Reply(error_reply(md.id, md.op_code, ResponseCode::NotImp));
     }
-    let [q] = msg.queries.as_slice() else {
-        return Parsed::Reply(error_reply(md.id, md.op_code, ResponseCode::FormErr));
+    let formerr = || Parsed::Reply(error_reply(md.id, md.op_code, ResponseCode::FormErr));
+    if header.counts.queries != 1 {
+        return formerr();
+    }
+    let Ok(q) = Query::read(&mut d) else {
+        return formerr();
     };
+    let question_end = d.index();
+    let mut edns = None;
+    let records = u32::from(header.counts.answers)
+        + u32::from(header.counts.authorities)
+        + u32::from(header.counts.additionals);
+    for _ in 0..records {
+        match Record::<RData>::read(&mut d) {
+            Ok(r) => {
+                if let DNSClass::OPT(payload) = r.dns_class {
+                    edns = Some(payload.max(CLASSIC_UDP as u16));
+                }
+            }
+            Err(_) => return formerr(),
+        }
+    }
     if q.query_class != DNSClass::IN {
         return Parsed::Reply(error_reply(md.id, md.op_code, ResponseCode::Refused));
     }
     Parsed::Question(Question {
         id: md.id,
         recursion_desired: md.recursion_desired,
-        name: normalize(&q.name).into(),
-        qname: q.name.clone(),
+        qname: q.name,
         qtype: u16::from(q.query_type),
-        edns: msg
-            .edns
-            .as_ref()
-            .map(|e| e.max_payload().max(CLASSIC_UDP as u16)),
+        edns,
+        question_end,
     })
+}
+
+/// A reply without records (REFUSED, an empty NOERROR, SERVFAIL) to `request`, which `q`
+/// was parsed from: its header and question reused as they are, flags and counts set, and
+/// an OPT record if the client sent one.
+pub fn empty_reply(request: &[u8], q: &Question, rcode: ResponseCode) -> Vec<u8> {
+    let mut out = Vec::with_capacity(q.question_end + 11);
+    out.extend_from_slice(&request[..q.question_end]);
+    // QR, the request's opcode and RD; RA; the rcode. One question, nothing else.
+    out[2] = 0x80 | (request[2] & 0x79);
+    out[3] = 0x80 | (u16::from(rcode) as u8 & 0x0f);
+    out[6..12].fill(0);
+    if q.edns.is_some() {
+        out[11] = 1;
+        // Root name, type OPT, class = our UDP payload, TTL (extended rcode, version,
+        // flags) 0, no options.
+        out.extend_from_slice(&[0, 0, 41]);
+        out.extend_from_slice(&EDNS_UDP.to_be_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    }
+    out
 }
 
 fn error_reply(id: u16, op: OpCode, rcode: ResponseCode) -> Vec<u8> {
@@ -179,7 +214,7 @@ mod tests {
     #[test]
     fn names_are_normalised_and_safe() {
         let q = question(&query("Setup.ACME.example.", RecordType::A, false));
-        assert_eq!(&*q.name, "setup.acme.example");
+        assert_eq!(normalize(&q.qname), "setup.acme.example");
         assert_eq!(q.qname.to_ascii(), "Setup.ACME.example.");
         assert_eq!(q.qtype, 1);
         let weird = Name::from_labels(vec![b"a b".to_vec(), b"ex\"ample".to_vec()]).unwrap();
@@ -203,6 +238,36 @@ mod tests {
         let mut resp = Message::from_vec(&query("a.example", RecordType::A, false)).unwrap();
         resp.metadata.message_type = MessageType::Response;
         assert!(matches!(parse(&resp.to_vec().unwrap()), Parsed::Drop));
+    }
+
+    #[test]
+    fn empty_replies_reuse_the_question() {
+        for edns in [false, true] {
+            let req = query("Setup.Acme.Example", RecordType::TXT, edns);
+            let q = question(&req);
+            assert_eq!(q.edns.is_some(), edns);
+            for rcode in [
+                ResponseCode::Refused,
+                ResponseCode::NoError,
+                ResponseCode::ServFail,
+            ] {
+                let bytes = empty_reply(&req, &q, rcode);
+                let m = Message::from_vec(&bytes).unwrap();
+                assert_eq!(m.metadata.id, 0x4242);
+                assert_eq!(m.metadata.message_type, MessageType::Response);
+                assert!(m.metadata.recursion_desired && m.metadata.recursion_available);
+                assert_eq!(m.metadata.response_code, rcode);
+                assert_eq!(m.queries.len(), 1);
+                assert_eq!(m.queries[0].name.to_ascii(), "Setup.Acme.Example.");
+                assert_eq!(m.queries[0].query_type, RecordType::TXT);
+                assert!(m.answers.is_empty() && m.authorities.is_empty());
+                assert_eq!(m.edns.map(|e| e.max_payload()), edns.then_some(EDNS_UDP));
+                // The same as the full encoder would say.
+                let full = Message::from_vec(&respond(&q, rcode, vec![], false)).unwrap();
+                assert_eq!(full.metadata, m.metadata);
+                assert_eq!(full.queries, m.queries);
+            }
+        }
     }
 
     #[test]
@@ -257,8 +322,9 @@ mod tests {
         fn mutated_queries_never_panic(flip in 0usize..40, byte in any::<u8>()) {
             let mut q = query("setup.acme.example", RecordType::A, true);
             if flip < q.len() { q[flip] = byte; }
-            if let Parsed::Question(q) = parse(&q) {
-                let _ = respond(&q, ResponseCode::Refused, vec![], false);
+            if let Parsed::Question(parsed) = parse(&q) {
+                let _ = respond(&parsed, ResponseCode::Refused, vec![], false);
+                let _ = empty_reply(&q, &parsed, ResponseCode::Refused);
             }
         }
     }
