@@ -70,6 +70,9 @@ fn daemon_config(extra: &str) -> String {
 \toption wan '{WAN_IF}'
 \toption subnet '{PROV_NET}/{PROV_PREFIX}'
 
+config window 'window'
+\toption mode 'always'
+
 config dhcp 'dhcp'
 \toption lease_time '1h'
 
@@ -1062,6 +1065,10 @@ fn quiet_daemon(rig: &Rig) -> Result<Proc, String> {
             "provisionerd",
             "-c",
             path.to_str().expect("utf-8 path"),
+            "--control",
+            rig.control_socket().to_str().expect("utf-8 path"),
+            "--run-dir",
+            rig.dir().join("run").to_str().expect("utf-8 path"),
             "--log-level",
             "warn",
         ],

@@ -15,11 +15,15 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, IfName};
-use crate::core::Core;
+use crate::control::{self, Order, Request, json_str};
 use crate::core::time::Instant;
+use crate::core::window::LocalTime;
+use crate::core::{Core, Effects, RadioCommand};
 use crate::dhcp;
 use crate::dns::{self, Out, Resolver, Route, TcpQuestion};
 use crate::firewall::{Firewall, Ruleset, TABLE};
+use crate::radio::hostapd::Event as RadioEvent;
+use crate::radio::link::RadioLink;
 
 /// How often the daemon checks that its table is still there (an `fw4 flush` or a
 /// hand-typed `nft flush ruleset` removes it) and puts it back.
@@ -27,13 +31,37 @@ const TABLE_CHECK: Duration = Duration::from_secs(1);
 /// DNS datagrams taken in one loop turn: their set changes go to the kernel as one batch.
 const DNS_BATCH: usize = 64;
 
-pub fn run(path: &Path) -> anyhow::Result<()> {
-    let cfg = Config::load(path)?;
+/// Where things are.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    pub config: PathBuf,
+    /// The control socket (`provisionerctl`).
+    pub control: PathBuf,
+    /// Runtime files: a managed hostapd's config, our hostapd control sockets.
+    pub run_dir: PathBuf,
+}
+
+pub fn run(paths: Paths) -> anyhow::Result<()> {
+    let cfg = Config::load(&paths.config)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the event loop")?;
-    rt.block_on(async { Daemon::start(path.to_owned(), cfg)?.run().await })
+    rt.block_on(async { Daemon::start(paths, cfg)?.run().await })
+}
+
+/// Local wall-clock time, for schedules.
+fn local_now() -> LocalTime {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
+        .map(|t| t.tv_sec())
+        .unwrap_or(0);
+    // SAFETY: localtime_r only writes the struct it is given.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    unsafe { libc::localtime_r(&t, &mut tm) };
+    LocalTime {
+        weekday: ((tm.tm_wday + 6) % 7) as u8,
+        minute: (tm.tm_hour * 60 + tm.tm_min) as u16,
+    }
 }
 
 /// The DNS server's sockets on the router's provisioning address.
@@ -91,53 +119,72 @@ fn bound(addr: SocketAddrV4, ty: SockType) -> nix::Result<std::os::fd::OwnedFd> 
 }
 
 struct Daemon {
-    path: PathBuf,
+    paths: Paths,
     cfg: Config,
     core: Core,
     fw: Firewall,
     dhcp: UdpSocket,
+    /// Unicast DHCP (renewals) to the router's address.
+    dhcp_unicast: UdpSocket,
     dns: DnsSockets,
     resolver: Resolver,
+    radio: Option<RadioLink>,
+    orders: mpsc::Receiver<Order>,
+    control_task: JoinHandle<()>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.control_task.abort();
+        let _ = std::fs::remove_file(&self.paths.control);
+    }
 }
 
 impl Daemon {
-    fn start(path: PathBuf, cfg: Config) -> anyhow::Result<Daemon> {
+    fn start(paths: Paths, cfg: Config) -> anyhow::Result<Daemon> {
         prepare_interface(&cfg.network.interface, cfg.network.router)?;
         let mut fw = Firewall::open().context("opening the nftables netlink socket")?;
         let now = Instant::now();
         let mut core = Core::new(&cfg);
         core.set_router_addresses(&cfg, &router_addresses());
-        // Reconcile: bindings and learned addresses a previous run left in the kernel are
-        // taken over, so clients keep their addresses and their traffic across a restart.
-        let carried = fw
-            .leases()
-            .context("reading the leases a previous run left in the kernel")?;
-        let learned = fw
-            .learned()
-            .context("reading the learned addresses a previous run left in the kernel")?;
-        let restored = core.restore(&carried, &learned, now);
+        // Reconcile: what a previous run left in the kernel (clients with their session
+        // clocks, bans, bindings, learned addresses) is taken over, so a restart costs
+        // nobody their address, their traffic or a fresh session.
+        let kernel = fw
+            .snapshot(now)
+            .context("reading what a previous run left in the kernel")?;
+        let restored = core.restore(&kernel, now);
         install(&mut fw, &cfg, &core, now)?;
-        let dhcp = dhcp::socket(&cfg.network.interface).with_context(|| {
-            format!(
-                "opening the DHCP server socket (UDP 67) on {}",
-                cfg.network.interface
-            )
-        })?;
+        let (dhcp, dhcp_unicast) = dhcp_sockets(&cfg)?;
         let dns = DnsSockets::open(cfg.network.router)?;
         let resolver = Resolver::new(&cfg);
+        std::fs::create_dir_all(&paths.run_dir)
+            .with_context(|| format!("creating {}", paths.run_dir.display()))?;
+        let radio = cfg
+            .radio
+            .as_ref()
+            .map(|r| RadioLink::new(r, cfg.limits.max_clients, &paths.run_dir));
+        let listener = control::bind(&paths.control)
+            .with_context(|| format!("opening the control socket {}", paths.control.display()))?;
+        let (tx, orders) = mpsc::channel(16);
+        let control_task = tokio::spawn(control::serve(listener, tx));
         let mut d = Daemon {
-            path,
+            paths,
             cfg,
             core,
             fw,
             dhcp,
+            dhcp_unicast,
             dns,
             resolver,
+            radio,
+            orders,
+            control_task,
         };
         d.log_events();
         info!(
-            "ready: table inet {TABLE} installed, DHCP serving {} on {}, DNS on {}:53, {} lease(s) restored",
-            d.cfg.network.subnet, d.cfg.network.interface, d.cfg.network.router, restored
+            "ready: table inet {TABLE} installed, DHCP serving {} on {}, DNS on {}:53, {} client(s) restored",
+            d.cfg.network.subnet, d.cfg.network.interface, d.cfg.network.router, restored,
         );
         Ok(d)
     }
@@ -149,17 +196,30 @@ impl Daemon {
         let mut check = tokio::time::interval(TABLE_CHECK);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = vec![0u8; 1500];
+        let mut buf2 = vec![0u8; 1500];
         let mut dns_buf = vec![0u8; 4096];
+        // The window's first state: SSID up or down, and who may stay.
+        let mut fx = Effects::default();
+        self.core
+            .handle_timeout(Instant::now(), local_now(), &mut fx);
+        self.flush(Out::default(), fx).await;
+        self.log_events();
         loop {
+            let now = Instant::now();
             let wake = self
                 .core
-                .next_deadline()
-                .map(|d| d.saturating_since(Instant::now()))
+                .next_deadline(now)
+                .map(|d| d.saturating_since(now))
                 .unwrap_or(Duration::from_secs(3600));
             let mut out = Out::default();
+            let mut fx = Effects::default();
             tokio::select! {
                 r = self.dhcp.recv_from(&mut buf) => match r {
                     Ok((n, _)) => self.on_dhcp(&buf[..n]).await,
+                    Err(e) => warn!("DHCP socket: {e}"),
+                },
+                r = self.dhcp_unicast.recv_from(&mut buf2) => match r {
+                    Ok((n, _)) => self.on_dhcp(&buf2[..n]).await,
                     Err(e) => warn!("DHCP socket: {e}"),
                 },
                 r = self.dns.udp.recv_from(&mut dns_buf) => {
@@ -182,33 +242,43 @@ impl Daemon {
                 done = self.resolver.done() => {
                     self.resolver.upstream_done(&mut self.core, done, Instant::now(), &mut out);
                 }
+                ev = next_radio_event(&mut self.radio) => self.on_radio_event(ev, &mut fx),
+                Some(order) = self.orders.recv() => self.on_order(order, &mut fx),
                 _ = tokio::time::sleep(wake) => {
-                    out.changes = self.core.handle_timeout(Instant::now());
+                    self.core.handle_timeout(Instant::now(), local_now(), &mut fx);
                 }
                 _ = hup.recv() => self.reload(),
-                _ = check.tick() => self.ensure_table(),
+                _ = check.tick() => {
+                    self.ensure_table();
+                    self.maintain_radio(&mut fx).await;
+                }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }
-            self.flush(out).await;
+            self.flush(out, fx).await;
             self.log_events();
         }
-        // Fail-closed: the table stays, so the network stays as closed as it was; bindings
-        // run out with their leases since nobody renews them.
+        // Fail-closed: the table stays, so the network stays as closed as it was; clients'
+        // elements run out with their sessions and leases since nobody renews them.
         info!("stopping; table inet {TABLE} stays in place (provisionerd --flush removes it)");
         Ok(())
     }
 
-    /// Applies a turn's set changes in one transaction, then sends the replies that
-    /// depend on them (or SERVFAIL where the change could not be made).
-    async fn flush(&mut self, out: Out) {
-        let applied = match self.fw.apply(&out.changes) {
+    /// Applies a turn's set changes in one transaction, then sends the radio commands and
+    /// the DNS replies that depend on them (or SERVFAIL where a change could not be made).
+    async fn flush(&mut self, mut out: Out, fx: Effects) {
+        let mut changes = fx.changes;
+        changes.append(&mut out.changes);
+        let applied = match self.fw.apply(&changes) {
             Ok(()) => true,
             Err(e) => {
-                error!("updating the sets ({} change(s)): {e}", out.changes.len());
+                error!("updating the sets ({} change(s)): {e}", changes.len());
                 false
             }
         };
+        if let Some(r) = self.radio.as_mut() {
+            r.apply(&fx.radio).await;
+        }
         for r in out.replies {
             let bytes = match (applied, r.servfail) {
                 (false, Some(servfail)) => servfail,
@@ -227,18 +297,137 @@ impl Daemon {
         }
     }
 
+    fn on_radio_event(
+        &mut self,
+        ev: Result<RadioEvent, crate::radio::hostapd::HostapdError>,
+        fx: &mut Effects,
+    ) {
+        let now = Instant::now();
+        match ev {
+            Ok(RadioEvent::StaConnected(mac)) => self.core.station_joined(mac, now, fx),
+            Ok(RadioEvent::StaDisconnected(mac)) => self.core.station_left(mac, now, fx),
+            Ok(_) => {}
+            Err(e) => {
+                if let Some(r) = self.radio.as_mut() {
+                    r.lost(&e);
+                }
+            }
+        }
+    }
+
+    /// Keeps the radio link up; after a (re)connect, hostapd's station table and deny list
+    /// are brought in line with the core.
+    async fn maintain_radio(&mut self, fx: &mut Effects) {
+        let Some(r) = self.radio.as_mut() else {
+            return;
+        };
+        let Some(present) = r.maintain().await else {
+            return;
+        };
+        let now = Instant::now();
+        // Bans outlive a hostapd restart: deny them again.
+        fx.radio.extend(
+            self.core
+                .snapshot(now)
+                .bans
+                .iter()
+                .map(|(mac, _)| RadioCommand::DenyAdd(*mac)),
+        );
+        self.core.reconcile_stations(&present, now, fx);
+    }
+
+    fn on_order(&mut self, order: Order, fx: &mut Effects) {
+        let now = Instant::now();
+        let reply = match order.request {
+            Request::Status => self.status_json(now),
+            Request::WindowOpen(minutes) => {
+                let until = self.core.open_window(
+                    minutes.map(|m| Duration::from_secs(m * 60)),
+                    now,
+                    local_now(),
+                    fx,
+                );
+                format!(
+                    "{{\"window\":\"open\",\"secs\":{}}}",
+                    until.saturating_since(now).as_secs()
+                )
+            }
+            Request::WindowClose => {
+                self.core.close_window(now, local_now(), fx);
+                format!(
+                    "{{\"window\":\"{}\"}}",
+                    if self.core.window_is_open() {
+                        "open"
+                    } else {
+                        "closed"
+                    }
+                )
+            }
+        };
+        let _ = order.reply.send(reply);
+    }
+
+    fn status_json(&self, now: Instant) -> String {
+        let snap = self.core.snapshot(now);
+        let clients: Vec<String> = snap
+            .clients
+            .iter()
+            .map(|(c, left)| {
+                let ip = snap
+                    .leases
+                    .iter()
+                    .find(|l| l.mac == c.mac)
+                    .map_or("null".into(), |l| json_str(&l.ip.to_string()));
+                format!(
+                    "{{\"mac\":{},\"ip\":{ip},\"age\":{},\"session_left\":{}}}",
+                    json_str(&c.mac.to_string()),
+                    now.saturating_since(c.since).as_secs(),
+                    left.as_secs()
+                )
+            })
+            .collect();
+        let bans: Vec<String> = snap
+            .bans
+            .iter()
+            .map(|(mac, left)| {
+                format!(
+                    "{{\"mac\":{},\"left\":{}}}",
+                    json_str(&mac.to_string()),
+                    left.as_secs()
+                )
+            })
+            .collect();
+        let until = self.core.window_until(now).map_or("null".into(), |u| {
+            u.saturating_since(now).as_secs().to_string()
+        });
+        format!(
+            "{{\"window\":{{\"open\":{},\"secs_left\":{until}}},\"radio\":{},\"clients\":[{}],\"bans\":[{}]}}",
+            self.core.window_is_open(),
+            match &self.radio {
+                None => "null",
+                Some(r) if r.is_connected() => "\"connected\"",
+                Some(_) => "\"disconnected\"",
+            },
+            clients.join(","),
+            bans.join(",")
+        )
+    }
+
     async fn on_dhcp(&mut self, packet: &[u8]) {
         let Some((req, header)) = dhcp::parse(packet) else {
             return;
         };
         let decision = self.core.handle_dhcp(req, Instant::now());
         // The binding must be in the kernel before the client learns its address.
-        if let Err(e) = self.fw.apply(&decision.changes) {
+        if let Err(e) = self.fw.apply(&decision.effects.changes) {
             error!(
                 "updating the lease set for {}: {e}; not answering, the client will retry",
                 header.chaddr
             );
             return;
+        }
+        if let Some(r) = self.radio.as_mut() {
+            r.apply(&decision.effects.radio).await;
         }
         if let Some(reply) = decision.reply {
             let params = dhcp::Params {
@@ -254,7 +443,7 @@ impl Daemon {
 
     /// SIGHUP: re-read the config; a bad one is reported and the running one kept.
     fn reload(&mut self) {
-        let new = match Config::load(&self.path) {
+        let new = match Config::load(&self.paths.config) {
             Ok(c) => c,
             Err(e) => {
                 error!("reload: {e}; keeping the last good configuration");
@@ -276,9 +465,11 @@ impl Daemon {
         } else {
             None
         };
-        let socket = if new.network.interface != self.cfg.network.interface {
+        let socket = if new.network.interface != self.cfg.network.interface
+            || new.network.router != self.cfg.network.router
+        {
             match prepare_interface(&new.network.interface, new.network.router)
-                .and_then(|_| Ok(dhcp::socket(&new.network.interface)?))
+                .and_then(|_| dhcp_sockets(&new))
             {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -293,8 +484,9 @@ impl Daemon {
             error!("reload: {e:#}; keeping the last good configuration");
             return;
         }
-        if let Some(s) = socket {
-            self.dhcp = s;
+        if let Some((any, unicast)) = socket {
+            self.dhcp = any;
+            self.dhcp_unicast = unicast;
         }
         if let Some(d) = dns {
             self.dns = d;
@@ -302,7 +494,7 @@ impl Daemon {
         self.resolver.reconfigure(&new);
         self.core = core;
         self.cfg = new;
-        info!("reloaded {}", self.path.display());
+        info!("reloaded {}", self.paths.config.display());
     }
 
     fn ensure_table(&mut self) {
@@ -332,9 +524,33 @@ impl Daemon {
 /// Builds the ruleset for `cfg` carrying the core's live bindings, installs it atomically
 /// and verifies it.
 fn install(fw: &mut Firewall, cfg: &Config, core: &Core, now: Instant) -> anyhow::Result<()> {
-    let rs = Ruleset::build(cfg, &core.bindings(now), &core.learned(now));
+    let rs = Ruleset::build(cfg, &core.snapshot(now));
     fw.install(&rs)
         .with_context(|| format!("installing table inet {TABLE}"))
+}
+
+/// The DHCP server's sockets: broadcasts, and unicast to the router's address.
+fn dhcp_sockets(cfg: &Config) -> anyhow::Result<(UdpSocket, UdpSocket)> {
+    let net = &cfg.network;
+    let open = |addr| {
+        dhcp::socket(&net.interface, addr).with_context(|| {
+            format!(
+                "opening the DHCP server socket ({addr}:67) on {}",
+                net.interface
+            )
+        })
+    };
+    Ok((open(Ipv4Addr::UNSPECIFIED)?, open(net.router)?))
+}
+
+/// The next hostapd event, or never when there is no radio.
+async fn next_radio_event(
+    radio: &mut Option<RadioLink>,
+) -> Result<RadioEvent, crate::radio::hostapd::HostapdError> {
+    match radio.as_mut() {
+        Some(r) => r.next_event().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Every IPv4 address the router has: never to be learned from a DNS answer.

@@ -6,8 +6,10 @@
 //! only shuttles between them.
 
 pub mod config;
+pub mod control;
 pub mod core;
 pub mod daemon;
 pub mod dhcp;
 pub mod dns;
 pub mod firewall;
+pub mod radio;

@@ -7,6 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use provisioner::config::Config;
+use provisioner::control;
+use provisioner::core::Snapshot;
+use provisioner::core::time::Instant;
 use provisioner::daemon;
 use provisioner::firewall::{Firewall, Ruleset};
 
@@ -29,24 +32,48 @@ struct DaemonArgs {
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
+    /// The control socket provisionerctl talks to.
+    #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
+    control: PathBuf,
+    /// Runtime files (a managed hostapd's config, control sockets).
+    #[arg(long, value_name = "DIR", default_value = "/var/run/provisioner")]
+    run_dir: PathBuf,
 }
 
 /// Operate the provisioning network.
 #[derive(Parser)]
 #[command(name = "provisionerctl", version)]
 struct CtlArgs {
+    /// The daemon's control socket.
+    #[arg(short, long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
+    socket: PathBuf,
     #[command(subcommand)]
     command: CtlCommand,
 }
 
 #[derive(Subcommand)]
 enum CtlCommand {
-    /// The MAC/IP bindings the kernel holds (each one lets a client's traffic through).
+    /// The window, clients (age, session left, address) and bans, as JSON.
+    Status,
+    /// Open or close the activation window.
+    Window {
+        #[command(subcommand)]
+        action: WindowAction,
+    },
+    /// The MAC/IP bindings the kernel holds (read from the kernel, works without the daemon).
     Leases {
         /// JSON output.
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum WindowAction {
+    /// Open it (default: the configured duration; 5 to 60 minutes).
+    Open { minutes: Option<u64> },
+    /// Close it: the SSID goes down, clients are disconnected.
+    Close,
 }
 
 fn main() -> ExitCode {
@@ -112,17 +139,44 @@ fn provisionerd(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     }
     if args.print_ruleset {
         let cfg = Config::load(&args.config)?;
-        print!("{}", Ruleset::build(&cfg, &[], &[]).script());
+        print!("{}", Ruleset::build(&cfg, &Snapshot::default()).script());
         return Ok(ExitCode::SUCCESS);
     }
-    daemon::run(&args.config)?;
+    daemon::run(daemon::Paths {
+        config: args.config,
+        control: args.control,
+        run_dir: args.run_dir,
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn provisionerctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
+    let ask = |line: &str| -> anyhow::Result<ExitCode> {
+        let reply = control::request(&args.socket, line).map_err(|e| {
+            anyhow::anyhow!("{}: {e} (is provisionerd running?)", args.socket.display())
+        })?;
+        println!("{reply}");
+        Ok(if reply.starts_with("{\"error\"") {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    };
     match args.command {
+        CtlCommand::Status => return ask("status"),
+        CtlCommand::Window {
+            action: WindowAction::Open { minutes },
+        } => {
+            return ask(&match minutes {
+                Some(m) => format!("window open {m}"),
+                None => "window open".into(),
+            });
+        }
+        CtlCommand::Window {
+            action: WindowAction::Close,
+        } => return ask("window close"),
         CtlCommand::Leases { json } => {
-            let leases = Firewall::open()?.leases()?;
+            let leases = Firewall::open()?.snapshot(Instant::now())?.leases;
             if json {
                 let items: Vec<String> = leases
                     .iter()

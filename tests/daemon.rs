@@ -188,19 +188,30 @@ fn table_removed_from_outside_is_restored_with_its_bindings() {
 }
 
 #[test]
-fn dhcp_pool_is_bounded_by_the_client_limit() {
+fn without_a_radio_dhcp_admits_up_to_the_client_limit() {
     let rig = Rig::new(3);
-    let daemon = rig.start_daemon(&config("config limits\n\toption max_clients '2'\n"));
+    // No cooldown, so that the one turned away may try again at once.
+    let daemon = rig.start_daemon(&config(
+        "config limits\n\toption max_clients '2'\n\toption cooldown '0'\n",
+    ));
     let a = rig.dhcp(1).expect("first client");
     let b = rig.dhcp(2).expect("second client");
     assert_ne!(a, b);
+    daemon
+        .wait_line("event=admitted mac=02:00:00:00:00:02", LOG)
+        .expect("admission is an event");
+    // Both are younger than min_age: nobody is evicted, the newcomer is turned away.
     assert!(
         rig.dhcp(3).is_err(),
-        "a third client got an address from a pool of two"
+        "a third client got an address with max_clients 2"
     );
     daemon
-        .wait_line("event=pool_exhausted mac=02:00:00:00:00:03", LOG)
-        .expect("pool exhaustion is an event");
+        .wait_line("event=turned_away mac=02:00:00:00:00:03 reason=full", LOG)
+        .expect("turning away is an event");
+    assert!(
+        cloud_ok(&rig, 1) && cloud_ok(&rig, 2),
+        "nobody was disturbed"
+    );
     // A client leaving on purpose (DHCPRELEASE, as udhcpc -R sends when stopped) makes
     // room at once.
     let script = rig.dir().join("udhcpc.sh");
@@ -228,6 +239,9 @@ fn dhcp_pool_is_bounded_by_the_client_limit() {
             LOG,
         )
         .expect("release");
+    daemon
+        .wait_line("event=left mac=02:00:00:00:00:01", LOG)
+        .expect("a release is leaving");
     assert!(
         !tcp(rig.client(1), sa(CLOUD_ALLOWED, 443), None, NO).answered(),
         "a released client keeps no binding"

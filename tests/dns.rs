@@ -29,6 +29,9 @@ fn dns_config(extra: &str) -> String {
 \toption wan '{WAN_IF}'
 \toption subnet '{PROV_NET}/{PROV_PREFIX}'
 
+config window 'window'
+\toption mode 'always'
+
 config dns 'dns'
 \tlist upstream '{CLOUD_DNS}'
 {extra}

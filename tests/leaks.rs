@@ -333,8 +333,8 @@ fn leak_pairs() {
 }
 
 /// Spoofing: the same probe is refused while the MAC/IP pair has no lease, and answered
-/// once the pair is in the kernel's `leases` set, so the binding is the only thing that
-/// decides.
+/// once the MAC is admitted and the pair is in the kernel's `leases` set, so the binding is
+/// the only thing that decides.
 #[test]
 fn spoofed_source_ip_and_mac() {
     let rig = Rig::new(1);
@@ -342,16 +342,22 @@ fn spoofed_source_ip_and_mac() {
     let c1 = rig.dhcp(1).expect("lease");
     let (r, cl1) = (rig.router(), rig.client(1));
     let mac1 = "02:00:00:00:00:01";
+    // What admission and DHCP would have done for this pair: the MAC admitted, the pair
+    // bound.
     let bind = |mac: &str, ip: &str| {
-        r.exec_ok(&[
-            "nft",
-            "add",
-            "element",
-            "inet",
-            "provisioner",
-            "leases",
-            &format!("{{ {mac} . {ip} timeout 60s }}"),
-        ]);
+        let add = |set: &str, element: String| {
+            r.exec_ok(&[
+                "nft",
+                "add",
+                "element",
+                "inet",
+                "provisioner",
+                set,
+                &element,
+            ]);
+        };
+        add("clients", format!("{{ {mac} timeout 60s }}"));
+        add("leases", format!("{{ {mac} . {ip} timeout 60s }}"));
     };
     // The router must ask again who has the address, as it would after a cache timeout.
     let forget = || r.exec_ok(&["ip", "neigh", "flush", "dev", PROV_IF]);

@@ -106,6 +106,16 @@ pub enum Event {
     BanEnded {
         mac: MacAddr,
     },
+    /// A client read back from the kernel after a restart, with its session clock.
+    ClientRestored {
+        mac: MacAddr,
+        age: u64,
+    },
+    /// The activation window opened (`secs`: for how long; `None`: always or by schedule).
+    WindowOpened {
+        secs: Option<u64>,
+    },
+    WindowClosed,
     LeaseGranted {
         mac: MacAddr,
         ip: Ipv4Addr,
@@ -189,6 +199,9 @@ impl Event {
             Event::Left { .. } => "left",
             Event::Banned { .. } => "banned",
             Event::BanEnded { .. } => "ban_ended",
+            Event::ClientRestored { .. } => "client_restored",
+            Event::WindowOpened { .. } => "window_opened",
+            Event::WindowClosed => "window_closed",
             Event::LeaseGranted { .. } => "lease_granted",
             Event::LeaseRenewed { .. } => "lease_renewed",
             Event::LeaseReleased { .. } => "lease_released",
@@ -216,9 +229,12 @@ impl Event {
         }
     }
 
-    pub fn mac(&self) -> MacAddr {
-        match self {
-            Event::Admitted { mac, .. }
+    /// The station it is about (window events are about the network).
+    pub fn mac(&self) -> Option<MacAddr> {
+        Some(match self {
+            Event::WindowOpened { .. } | Event::WindowClosed => return None,
+            Event::ClientRestored { mac, .. }
+            | Event::Admitted { mac, .. }
             | Event::TurnedAway { mac, .. }
             | Event::Evicted { mac, .. }
             | Event::Left { mac, .. }
@@ -238,7 +254,7 @@ impl Event {
             | Event::DnsRebinding { mac, .. }
             | Event::DnsRateLimited { mac, .. }
             | Event::AddressLearned { mac, .. } => *mac,
-        }
+        })
     }
 
     /// Events that happen on every answer: logged at debug level, not info.
@@ -277,7 +293,10 @@ pub fn qtype_name(t: u16) -> String {
 
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "event={} mac={}", self.kind(), self.mac())?;
+        write!(f, "event={}", self.kind())?;
+        if let Some(mac) = self.mac() {
+            write!(f, " mac={mac}")?;
+        }
         match self {
             Event::LeaseGranted { ip, .. }
             | Event::LeaseRenewed { ip, .. }
@@ -287,7 +306,12 @@ impl fmt::Display for Event {
             | Event::LeaseRefused { ip, .. }
             | Event::LeaseRestored { ip, .. }
             | Event::LeaseRevoked { ip, .. } => write!(f, " ip={ip}")?,
-            Event::PoolExhausted { .. } | Event::BanEnded { .. } => {}
+            Event::PoolExhausted { .. } | Event::BanEnded { .. } | Event::WindowClosed => {}
+            Event::ClientRestored { age, .. } => write!(f, " age={age}")?,
+            Event::WindowOpened { secs } => match secs {
+                Some(s) => write!(f, " secs={s}")?,
+                None => write!(f, " secs=unlimited")?,
+            },
             Event::Admitted { age, .. } | Event::Left { age, .. } => write!(f, " age={age}")?,
             Event::TurnedAway { reason, .. } => write!(f, " reason={}", reason.as_str())?,
             Event::Evicted { reason, age, .. } => {

@@ -44,6 +44,17 @@ pub enum DhcpRequest {
     },
 }
 
+impl DhcpRequest {
+    pub fn mac(&self) -> MacAddr {
+        match *self {
+            DhcpRequest::Discover { mac, .. }
+            | DhcpRequest::Request { mac, .. }
+            | DhcpRequest::Release { mac, .. }
+            | DhcpRequest::Decline { mac, .. } => mac,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DhcpReply {
     Offer { ip: Ipv4Addr, lease: Duration },
@@ -191,6 +202,20 @@ impl Leases {
             Some(Holder::Bound { mac, .. }) => Some(mac),
             _ => None,
         }
+    }
+
+    /// Ends whatever `mac` holds (a station that was disconnected): its binding, to be
+    /// removed from the kernel, and any offer.
+    pub fn revoke(&mut self, mac: MacAddr, now: Instant) -> Option<LeaseChange> {
+        if let Some(i) = self.offered_slot(mac, now) {
+            self.slots[i] = None;
+        }
+        let i = self.bound_slot(mac, now)?;
+        self.slots[i] = None;
+        Some(LeaseChange::Unbind {
+            mac,
+            ip: self.ip(i),
+        })
     }
 
     pub fn is_bound(&self, mac: MacAddr, now: Instant) -> bool {

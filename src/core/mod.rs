@@ -14,12 +14,20 @@ use std::net::Ipv4Addr;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use crate::config::Config;
 use allow::{AllowList, Guard, LearnChange, LearnKey, Learned, TtlPolicy};
 use events::{DnsRefusal, Event};
 use leases::{Binding, DhcpReply, DhcpRequest, LeaseChange, Leases};
 use ratelimit::{DnsLimits, Repeats};
+use stations::{Action, Policy, Stations};
 use time::Instant;
+use window::{LocalTime, Window};
+
+fn station_policy_session(s: &Stations) -> Duration {
+    s.policy().session
+}
 
 /// A change to one of the kernel's sets, applied in one batch before anything that depends
 /// on it (a DHCP ACK, a DNS answer) leaves.
@@ -27,12 +35,50 @@ use time::Instant;
 pub enum SetChange {
     Lease(LeaseChange),
     Learn(LearnChange),
+    /// The `clients` set: who is admitted, until its session ends (the kernel closes the
+    /// door at that time even if the daemon is gone).
+    Admit {
+        mac: MacAddr,
+        session_left: Duration,
+        since: Instant,
+    },
+    Dismiss {
+        mac: MacAddr,
+    },
+    /// The `banned` set (cooldown).
+    Ban {
+        mac: MacAddr,
+        timeout: Duration,
+    },
+    Unban {
+        mac: MacAddr,
+    },
 }
 
-/// What the core decided about a DHCP message: apply `changes`, then send `reply`.
+/// What the radio (hostapd) must do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RadioCommand {
+    Deauthenticate(MacAddr),
+    DenyAdd(MacAddr),
+    DenyDel(MacAddr),
+    /// The window opened: the SSID goes up.
+    Enable,
+    /// The window closed: the SSID goes down.
+    Disable,
+}
+
+/// What a decision requires of the edges: set changes (one batch, first), then radio
+/// commands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Effects {
+    pub changes: Vec<SetChange>,
+    pub radio: Vec<RadioCommand>,
+}
+
+/// What the core decided about a DHCP message: carry out `effects`, then send `reply`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DhcpDecision {
-    pub changes: Vec<SetChange>,
+    pub effects: Effects,
     pub reply: Option<DhcpReply>,
 }
 
@@ -52,12 +98,35 @@ pub enum DnsVerdict {
 pub const QTYPE_A: u16 = 1;
 pub const QTYPE_AAAA: u16 = 28;
 
+/// A client as the kernel's `clients` set holds it, read back after a restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientRecord {
+    pub mac: MacAddr,
+    pub since: Instant,
+}
+
+/// The state the kernel's sets hold, with the time each element has left: what a rebuilt
+/// table carries over, and what a restarted daemon reads back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub clients: Vec<(ClientRecord, Duration)>,
+    pub bans: Vec<(MacAddr, Duration)>,
+    pub leases: Vec<Binding>,
+    pub learned: Vec<(LearnKey, Duration, Arc<str>)>,
+}
+
 /// Every decision the provisioner takes, driven by inputs stamped with `now`. The daemon
 /// applies what comes back and logs the events drained from [`Core::drain_events`].
 #[derive(Debug, Clone)]
 pub struct Core {
     router: Ipv4Addr,
+    /// Stations come from hostapd; without a radio, a station is whoever asks for DHCP.
+    radio: bool,
     leases: Leases,
+    stations: Stations,
+    window: Window,
+    /// Unknown until the first [`Core::handle_timeout`], which then says Enable or Disable.
+    window_open: Option<bool>,
     allow: AllowList,
     guard: Guard,
     ttl: TtlPolicy,
@@ -67,15 +136,28 @@ pub struct Core {
     events: Vec<Event>,
 }
 
+fn station_policy(cfg: &Config) -> Policy {
+    Policy {
+        max_clients: cfg.limits.max_clients,
+        min_age: cfg.limits.min_age,
+        session: cfg.limits.session,
+        cooldown: cfg.limits.cooldown,
+    }
+}
+
 impl Core {
     pub fn new(cfg: &Config) -> Self {
         Core {
             router: cfg.network.router,
+            radio: cfg.radio.is_some(),
             leases: Leases::new(
                 cfg.dhcp.pool_start,
                 cfg.limits.max_clients,
                 cfg.dhcp.lease_time,
             ),
+            stations: Stations::new(station_policy(cfg)),
+            window: Window::new(&cfg.window),
+            window_open: None,
             allow: AllowList::new(&cfg.allow),
             guard: Guard::new(cfg, &[]),
             ttl: TtlPolicy::from_config(cfg),
@@ -91,81 +173,241 @@ impl Core {
         self.guard = Guard::new(cfg, addrs);
     }
 
-    /// Takes over what a previous run left in the kernel: bindings, so a restart keeps
-    /// every client's address, and learned addresses with the names they were learned for.
-    /// Bindings that no longer fit (outside the pool, duplicates) are revoked; since the
-    /// daemon rebuilds the table from the core's state, they simply do not come back.
-    /// Returns how many bindings were kept.
-    pub fn restore(
-        &mut self,
-        bindings: &[Binding],
-        learned: &[(LearnKey, std::time::Duration, Arc<str>)],
-        now: Instant,
-    ) -> usize {
-        let mut kept = 0;
-        for &Binding { mac, ip, remaining } in bindings {
-            if self.leases.restore(mac, ip, now + remaining, now) {
+    /// Takes over what a previous run left in the kernel: admitted clients with their
+    /// original admission time (a restart does not reset anyone's session clock), bans,
+    /// bindings and learned addresses. What no longer fits (outside the pool, duplicates,
+    /// no longer granted) is dropped; since the daemon rebuilds the table from the core's
+    /// state, it simply does not come back. Returns how many clients were kept.
+    pub fn restore(&mut self, kernel: &Snapshot, now: Instant) -> usize {
+        for &(mac, left) in &kernel.bans {
+            self.stations.restore_ban(mac, now + left);
+        }
+        for (c, _) in &kernel.clients {
+            if !self.stations.is_banned(c.mac, now) {
+                self.stations.restore_client(c.mac, c.since);
+                self.events.push(Event::ClientRestored {
+                    mac: c.mac,
+                    age: now.saturating_since(c.since).as_secs(),
+                });
+            }
+        }
+        for &Binding { mac, ip, remaining } in &kernel.leases {
+            if self.stations.is_admitted(mac) && self.leases.restore(mac, ip, now + remaining, now)
+            {
                 self.events.push(Event::LeaseRestored { mac, ip });
-                kept += 1;
             } else {
                 self.events.push(Event::LeaseRevoked { mac, ip });
             }
         }
-        for (key, remaining, name) in learned {
+        for (key, remaining, name) in &kernel.learned {
             if self.leases.is_bound(key.mac, now) {
                 self.learned.restore(*key, name.clone(), now + *remaining);
             }
         }
         // Whatever the allow-list no longer grants does not come back either.
         self.learned.revoke(&self.allow, &mut Vec::new());
-        kept
+        self.stations.clients().len()
+    }
+
+    /// Carries out the stations' decisions: a disconnected station loses its binding,
+    /// what it learned and its place in `clients`; a ban goes to the kernel and hostapd.
+    fn apply(&mut self, actions: Vec<Action>, now: Instant, fx: &mut Effects) {
+        for a in actions {
+            match a {
+                Action::Disconnect(mac) => {
+                    if self.radio {
+                        fx.radio.push(RadioCommand::Deauthenticate(mac));
+                    }
+                    if let Some(unbind) = self.leases.revoke(mac, now) {
+                        fx.changes.push(SetChange::Lease(unbind));
+                    }
+                    let mut learn = Vec::new();
+                    self.learned.forget_client(mac, &mut learn);
+                    fx.changes.extend(learn.into_iter().map(SetChange::Learn));
+                    fx.changes.push(SetChange::Dismiss { mac });
+                }
+                Action::Ban { mac, timeout } => {
+                    fx.changes.push(SetChange::Ban { mac, timeout });
+                    if self.radio {
+                        fx.radio.push(RadioCommand::DenyAdd(mac));
+                    }
+                }
+                Action::Unban(mac) => {
+                    fx.changes.push(SetChange::Unban { mac });
+                    if self.radio {
+                        fx.radio.push(RadioCommand::DenyDel(mac));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The `clients` element for a client just admitted.
+    fn admit(&mut self, mac: MacAddr, now: Instant, fx: &mut Effects) {
+        if let Some(since) = self.stations.admitted_at(mac) {
+            let session_left =
+                (since + station_policy_session(&self.stations)).saturating_since(now);
+            fx.changes.push(SetChange::Admit {
+                mac,
+                session_left,
+                since,
+            });
+        }
+    }
+
+    /// A station associated (hostapd), or, without a radio, asked for DHCP.
+    pub fn station_joined(&mut self, mac: MacAddr, now: Instant, fx: &mut Effects) {
+        let was = self.stations.is_admitted(mac);
+        let open = self.window_open.unwrap_or(false);
+        let actions = self.stations.join(mac, open, now, &mut self.events);
+        self.apply(actions, now, fx);
+        if !was && self.stations.is_admitted(mac) {
+            self.admit(mac, now, fx);
+        }
+    }
+
+    /// A station left on its own.
+    pub fn station_left(&mut self, mac: MacAddr, now: Instant, fx: &mut Effects) {
+        let actions = self.stations.leave(mac, now, &mut self.events);
+        self.apply(actions, now, fx);
+    }
+
+    /// After (re)connecting to hostapd: its station table is the truth. Stations we do
+    /// not know joined; clients it does not have left.
+    pub fn reconcile_stations(&mut self, present: &[MacAddr], now: Instant, fx: &mut Effects) {
+        for (mac, _) in self.stations.clients() {
+            if !present.contains(&mac) {
+                self.station_left(mac, now, fx);
+            }
+        }
+        for &mac in present {
+            self.station_joined(mac, now, fx);
+        }
     }
 
     pub fn handle_dhcp(&mut self, req: DhcpRequest, now: Instant) -> DhcpDecision {
+        let mut fx = Effects::default();
+        let mac = req.mac();
+        if !self.stations.is_admitted(mac) {
+            // Without a radio the first DHCP message is the join; with one, a station that
+            // hostapd did not report (or that was turned away) gets no address.
+            if self.radio
+                || matches!(
+                    req,
+                    DhcpRequest::Release { .. } | DhcpRequest::Decline { .. }
+                )
+            {
+                return DhcpDecision::default();
+            }
+            self.station_joined(mac, now, &mut fx);
+            if !self.stations.is_admitted(mac) {
+                return DhcpDecision {
+                    effects: fx,
+                    reply: None,
+                };
+            }
+        }
         let d = self.leases.handle(req, self.router, now, &mut self.events);
-        let mut changes: Vec<SetChange> = d.changes.iter().map(|c| SetChange::Lease(*c)).collect();
-        self.forget_departed(&d.changes, now, &mut changes);
+        fx.changes
+            .extend(d.changes.iter().map(|c| SetChange::Lease(*c)));
+        if !self.radio
+            && matches!(req, DhcpRequest::Release { .. })
+            && !self.leases.is_bound(mac, now)
+        {
+            self.station_left(mac, now, &mut fx);
+        }
         DhcpDecision {
-            changes,
+            effects: fx,
             reply: d.reply,
         }
     }
 
-    /// A client whose binding ended keeps nothing it learned.
-    fn forget_departed(
+    /// Opens an on-demand window (`duration` clamped to 5-60 minutes, default from the
+    /// config); returns when it closes.
+    pub fn open_window(
         &mut self,
-        lease_changes: &[LeaseChange],
+        duration: Option<Duration>,
         now: Instant,
-        out: &mut Vec<SetChange>,
-    ) {
-        let mut learn = Vec::new();
-        for c in lease_changes {
+        local: LocalTime,
+        fx: &mut Effects,
+    ) -> Instant {
+        let until = self.window.open(duration, now);
+        self.window_transitions(now, local, fx);
+        until
+    }
+
+    pub fn close_window(&mut self, now: Instant, local: LocalTime, fx: &mut Effects) {
+        self.window.close();
+        self.window_transitions(now, local, fx);
+    }
+
+    /// Whether the window is open, as of the last evaluation.
+    pub fn window_is_open(&self) -> bool {
+        self.window_open.unwrap_or(false)
+    }
+
+    pub fn window_until(&self, now: Instant) -> Option<Instant> {
+        self.window.open_until(now)
+    }
+
+    fn window_transitions(&mut self, now: Instant, local: LocalTime, fx: &mut Effects) {
+        let open = self.window.is_open(now, local);
+        if self.window_open == Some(open) {
+            return;
+        }
+        let first = self.window_open.is_none();
+        self.window_open = Some(open);
+        if open {
+            fx.radio.push(RadioCommand::Enable);
+            self.events.push(Event::WindowOpened {
+                secs: self
+                    .window
+                    .open_until(now)
+                    .map(|u| u.saturating_since(now).as_secs()),
+            });
+        } else {
+            let actions = self.stations.close(now, &mut self.events);
+            self.apply(actions, now, fx);
+            fx.radio.push(RadioCommand::Disable);
+            if !first {
+                self.events.push(Event::WindowClosed);
+            }
+        }
+    }
+
+    /// Called at (or after) [`Core::next_deadline`], and once at start.
+    pub fn handle_timeout(&mut self, now: Instant, local: LocalTime, fx: &mut Effects) {
+        self.window_transitions(now, local, fx);
+        let actions = self.stations.tick(now, &mut self.events);
+        self.apply(actions, now, fx);
+        let ended = self.leases.expire(now, &mut self.events);
+        fx.changes
+            .extend(ended.iter().map(|c| SetChange::Lease(*c)));
+        for c in &ended {
             if let LeaseChange::Unbind { mac, .. } = *c {
-                if !self.leases.is_bound(mac, now) {
+                // Without a radio, a lease that runs out is the station leaving.
+                if !self.radio {
+                    self.station_left(mac, now, fx);
+                } else {
+                    let mut learn = Vec::new();
                     self.learned.forget_client(mac, &mut learn);
+                    fx.changes.extend(learn.into_iter().map(SetChange::Learn));
                 }
             }
         }
-        out.extend(learn.into_iter().map(SetChange::Learn));
-    }
-
-    /// Called at (or after) [`Core::next_deadline`].
-    pub fn handle_timeout(&mut self, now: Instant) -> Vec<SetChange> {
-        let ended = self.leases.expire(now, &mut self.events);
-        let mut changes: Vec<SetChange> = ended.iter().map(|c| SetChange::Lease(*c)).collect();
-        self.forget_departed(&ended, now, &mut changes);
         // The kernel times learned elements out by itself; this only forgets them.
         self.learned.expire(now);
         self.limits.forget_idle(now);
         self.refusals.flush(now, &mut self.events);
-        changes
     }
 
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         [
             self.leases.next_deadline(),
             self.learned.next_deadline(),
             self.refusals.next_deadline(),
+            self.stations.next_deadline(),
+            self.window.next_deadline(now),
         ]
         .into_iter()
         .flatten()
@@ -174,9 +416,11 @@ impl Core {
 
     /// Adopts a new config. Bindings it ends (outside a smaller or moved pool) are revoked,
     /// and so is every learned address whose name the new allow-list no longer grants; both
-    /// leave the kernel when the table is rebuilt from the core's state.
+    /// leave the kernel when the table is rebuilt from the core's state. The next
+    /// [`Core::handle_timeout`] applies the new window and session limits.
     pub fn reconfigure(&mut self, cfg: &Config, now: Instant) {
         self.router = cfg.network.router;
+        self.radio = cfg.radio.is_some();
         let ended = self.leases.reconfigure(
             cfg.dhcp.pool_start,
             cfg.limits.max_clients,
@@ -186,9 +430,11 @@ impl Core {
         for change in &ended {
             if let LeaseChange::Unbind { mac, ip } = *change {
                 self.events.push(Event::LeaseRevoked { mac, ip });
+                self.learned.forget_client(mac, &mut Vec::new());
             }
         }
-        self.forget_departed(&ended, now, &mut Vec::new());
+        self.stations.set_policy(station_policy(cfg));
+        self.window.reconfigure(&cfg.window);
         self.allow = AllowList::new(&cfg.allow);
         self.guard = Guard::new(cfg, &[]);
         self.ttl = TtlPolicy::from_config(cfg);
@@ -196,21 +442,33 @@ impl Core {
         self.learned.revoke(&self.allow, &mut Vec::new());
     }
 
-    /// Live bindings with the time they have left, to carry into a rebuilt table.
-    pub fn bindings(&self, now: Instant) -> Vec<Binding> {
-        self.leases
-            .bound(now)
-            .map(|l| Binding {
-                mac: l.mac,
-                ip: l.ip,
-                remaining: l.expires.saturating_since(now),
-            })
-            .collect()
-    }
-
-    /// Live learned elements, with time left and name, to carry into a rebuilt table.
-    pub fn learned(&self, now: Instant) -> Vec<(LearnKey, std::time::Duration, Arc<str>)> {
-        self.learned.elements(now).collect()
+    /// Everything the kernel's sets should hold now, to carry into a rebuilt table.
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let session = station_policy_session(&self.stations);
+        Snapshot {
+            clients: self
+                .stations
+                .clients()
+                .into_iter()
+                .map(|(mac, since)| {
+                    (
+                        ClientRecord { mac, since },
+                        (since + session).saturating_since(now),
+                    )
+                })
+                .collect(),
+            bans: self.stations.bans(now),
+            leases: self
+                .leases
+                .bound(now)
+                .map(|l| Binding {
+                    mac: l.mac,
+                    ip: l.ip,
+                    remaining: l.expires.saturating_since(now),
+                })
+                .collect(),
+            learned: self.learned.elements(now).collect(),
+        }
     }
 
     /// A DNS question from `client` for `name` (lower case, no trailing dot).
@@ -347,7 +605,7 @@ impl FromStr for MacAddr {
             let p = parts
                 .next()
                 .ok_or_else(|| format!("'{s}' is not a MAC address"))?;
-            if p.len() != 2 {
+            if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(format!("'{s}' is not a MAC address"));
             }
             *b = u8::from_str_radix(p, 16).map_err(|_| format!("'{s}' is not a MAC address"))?;
@@ -363,85 +621,307 @@ impl FromStr for MacAddr {
 mod tests {
     use super::*;
 
-    fn cfg(max_clients: u16) -> Config {
+    const NOON: LocalTime = LocalTime {
+        weekday: 0,
+        minute: 720,
+    };
+
+    fn cfg(extra: &str) -> Config {
         Config::parse(
             "t",
-            &format!("config network\n option interface p\n option wan w\nconfig limits\n option max_clients {max_clients}\n"),
+            &format!(
+                "config network\n option interface p\n option wan w\nconfig dns\n list upstream 1.1.1.1\nconfig allow a\n list domain 'ok.example'\n{extra}"
+            ),
             false,
         )
         .unwrap()
     }
 
+    fn mac(n: u8) -> MacAddr {
+        MacAddr([2, 0, 0, 0, 0, n])
+    }
+
+    fn t(s: u64) -> Instant {
+        Instant::from_millis(1_000_000 + s * 1000)
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    /// A core whose window is open (always), started.
+    fn started(extra: &str) -> Core {
+        let mut core = Core::new(&cfg(&format!(
+            "config window\n option mode always\n{extra}"
+        )));
+        core.handle_timeout(t(0), NOON, &mut Effects::default());
+        core.drain_events().for_each(drop);
+        core
+    }
+
     #[test]
-    fn restore_keeps_what_fits_and_reconfigure_revokes_what_no_longer_does() {
-        let now = Instant::from_millis(1_000_000);
-        let mut core = Core::new(&cfg(2));
-        let b = |n: u8, secs| Binding {
-            mac: MacAddr([2, 0, 0, 0, 0, n]),
-            ip: Ipv4Addr::new(192, 168, 250, n),
-            remaining: std::time::Duration::from_secs(secs),
-        };
-        // The pool is .2 and .3: .9 is outside it.
-        assert_eq!(core.restore(&[b(2, 100), b(3, 50), b(9, 100)], &[], now), 2);
-        let kinds: Vec<_> = core.drain_events().map(|e| e.to_string()).collect();
+    fn a_radio_station_is_admitted_into_the_clients_set_and_evicted_with_everything() {
+        let mut core = started(
+            "config radio\n option hostapd external\nconfig limits\n option max_clients 1\n",
+        );
+        let mut fx = Effects::default();
+        core.station_joined(mac(1), t(0), &mut fx);
         assert_eq!(
-            kinds,
+            fx.changes,
+            [SetChange::Admit {
+                mac: mac(1),
+                session_left: secs(900),
+                since: t(0)
+            }]
+        );
+        // It gets an address.
+        let d = core.handle_dhcp(
+            DhcpRequest::Discover {
+                mac: mac(1),
+                requested: None,
+            },
+            t(1),
+        );
+        let Some(DhcpReply::Offer { ip, .. }) = d.reply else {
+            panic!("no offer")
+        };
+        core.handle_dhcp(
+            DhcpRequest::Request {
+                mac: mac(1),
+                server_id: Some(core.router),
+                requested: Some(ip),
+                ciaddr: None,
+            },
+            t(1),
+        );
+        // A station hostapd did not report gets nothing from DHCP.
+        let d = core.handle_dhcp(
+            DhcpRequest::Discover {
+                mac: mac(9),
+                requested: None,
+            },
+            t(1),
+        );
+        assert_eq!(d, DhcpDecision::default());
+        // A newcomer when full, the first old enough: the first is evicted with its lease,
+        // deauthenticated and banned, in the kernel and in hostapd.
+        let mut fx = Effects::default();
+        core.station_joined(mac(2), t(200), &mut fx);
+        assert_eq!(
+            fx.radio,
             [
-                "event=lease_restored mac=02:00:00:00:00:02 ip=192.168.250.2",
-                "event=lease_restored mac=02:00:00:00:00:03 ip=192.168.250.3",
-                "event=lease_revoked mac=02:00:00:00:00:09 ip=192.168.250.9",
+                RadioCommand::Deauthenticate(mac(1)),
+                RadioCommand::DenyAdd(mac(1))
             ]
         );
-        assert_eq!(core.bindings(now), [b(2, 100), b(3, 50)]);
         assert_eq!(
-            core.next_deadline(),
-            Some(now + std::time::Duration::from_secs(50))
+            fx.changes,
+            [
+                SetChange::Lease(LeaseChange::Unbind { mac: mac(1), ip }),
+                SetChange::Dismiss { mac: mac(1) },
+                SetChange::Ban {
+                    mac: mac(1),
+                    timeout: secs(300)
+                },
+                SetChange::Admit {
+                    mac: mac(2),
+                    session_left: secs(900),
+                    since: t(200)
+                },
+            ]
         );
-        core.reconfigure(&cfg(1), now);
-        let kinds: Vec<_> = core.drain_events().map(|e| e.kind()).collect();
-        assert_eq!(kinds, ["lease_revoked"]);
-        assert_eq!(core.bindings(now), [b(2, 100)]);
+        let kinds: Vec<_> = core.drain_events().map(|e| e.to_string()).collect();
+        assert!(
+            kinds.contains(
+                &"event=evicted mac=02:00:00:00:00:01 reason=make_room age=200".to_owned()
+            ),
+            "{kinds:?}"
+        );
+        // The ban ends: off hostapd's deny list.
+        let mut fx = Effects::default();
+        core.handle_timeout(t(500), NOON, &mut fx);
+        assert_eq!(fx.radio, [RadioCommand::DenyDel(mac(1))]);
     }
 
     #[test]
-    fn mac_round_trip() {
-        let m: MacAddr = "02:00:00:00:00:0A".parse().unwrap();
-        assert_eq!(m.to_string(), "02:00:00:00:00:0a");
-        assert!("02:00:00:00:00".parse::<MacAddr>().is_err());
-        assert!("02:00:00:00:00:00:01".parse::<MacAddr>().is_err());
-        assert!("0g:00:00:00:00:00".parse::<MacAddr>().is_err());
+    fn without_a_radio_dhcp_is_the_join_and_a_lease_ending_is_the_leave() {
+        let mut core = started("config limits\n option max_clients 1\n option cooldown 0\n");
+        let d = core.handle_dhcp(
+            DhcpRequest::Discover {
+                mac: mac(1),
+                requested: None,
+            },
+            t(0),
+        );
+        assert!(matches!(d.reply, Some(DhcpReply::Offer { .. })));
+        assert_eq!(
+            d.effects.changes,
+            [SetChange::Admit {
+                mac: mac(1),
+                session_left: secs(900),
+                since: t(0)
+            }]
+        );
+        assert!(d.effects.radio.is_empty(), "no radio, no radio commands");
+        // Full and young: the second gets no offer.
+        let d = core.handle_dhcp(
+            DhcpRequest::Discover {
+                mac: mac(2),
+                requested: None,
+            },
+            t(1),
+        );
+        assert_eq!(d.reply, None);
+        // The first one's lease runs out (it never requested): it left, the second may come.
+        core.handle_dhcp(
+            DhcpRequest::Request {
+                mac: mac(1),
+                server_id: Some(core.router),
+                requested: Some(Ipv4Addr::new(192, 168, 250, 2)),
+                ciaddr: None,
+            },
+            t(1),
+        );
+        let mut fx = Effects::default();
+        core.handle_timeout(t(302), NOON, &mut fx);
+        assert!(
+            fx.changes.contains(&SetChange::Dismiss { mac: mac(1) }),
+            "{fx:?}"
+        );
+        let d = core.handle_dhcp(
+            DhcpRequest::Discover {
+                mac: mac(2),
+                requested: None,
+            },
+            t(303),
+        );
+        assert!(matches!(d.reply, Some(DhcpReply::Offer { .. })));
     }
-}
 
-#[cfg(test)]
-mod dns_tests {
-    use super::*;
+    #[test]
+    fn the_window_brings_the_ssid_up_and_down_and_closing_disconnects() {
+        let mut core = Core::new(&cfg("config radio\n option hostapd external\n"));
+        let mut fx = Effects::default();
+        core.handle_timeout(t(0), NOON, &mut fx);
+        assert_eq!(
+            fx.radio,
+            [RadioCommand::Disable],
+            "on demand: closed at start"
+        );
+        let mut fx = Effects::default();
+        core.station_joined(mac(1), t(1), &mut fx);
+        assert_eq!(
+            fx.radio,
+            [RadioCommand::Deauthenticate(mac(1))],
+            "turned away while closed"
+        );
+        let mut fx = Effects::default();
+        let until = core.open_window(None, t(10), NOON, &mut fx);
+        assert_eq!(
+            (until, fx.radio.as_slice()),
+            (t(910), &[RadioCommand::Enable][..])
+        );
+        core.station_joined(mac(1), t(11), &mut Effects::default());
+        assert_eq!(core.next_deadline(t(11)), Some(t(910)));
+        let mut fx = Effects::default();
+        core.handle_timeout(t(910), NOON, &mut fx);
+        assert_eq!(
+            fx.radio,
+            [RadioCommand::Deauthenticate(mac(1)), RadioCommand::Disable]
+        );
+        assert!(fx.changes.contains(&SetChange::Dismiss { mac: mac(1) }));
+        let kinds: Vec<_> = core.drain_events().map(|e| e.kind()).collect();
+        assert!(kinds.ends_with(&["evicted", "window_closed"]), "{kinds:?}");
+    }
+
+    #[test]
+    fn restart_keeps_session_clocks_bans_and_bindings_of_clients_only() {
+        let mut core = started("config limits\n option max_clients 2\n");
+        let snap = Snapshot {
+            clients: vec![(
+                ClientRecord {
+                    mac: mac(2),
+                    since: t(0),
+                },
+                secs(800),
+            )],
+            bans: vec![(mac(5), secs(60))],
+            leases: vec![
+                Binding {
+                    mac: mac(2),
+                    ip: Ipv4Addr::new(192, 168, 250, 2),
+                    remaining: secs(100),
+                },
+                // Not a client any more: its binding does not come back.
+                Binding {
+                    mac: mac(3),
+                    ip: Ipv4Addr::new(192, 168, 250, 3),
+                    remaining: secs(100),
+                },
+                // Outside the pool.
+                Binding {
+                    mac: mac(9),
+                    ip: Ipv4Addr::new(192, 168, 250, 9),
+                    remaining: secs(100),
+                },
+            ],
+            learned: vec![],
+        };
+        assert_eq!(core.restore(&snap, t(100)), 1);
+        let after = core.snapshot(t(100));
+        assert_eq!(
+            after.clients,
+            [(
+                ClientRecord {
+                    mac: mac(2),
+                    since: t(0)
+                },
+                secs(800)
+            )]
+        );
+        assert_eq!(after.bans, [(mac(5), secs(60))]);
+        assert_eq!(after.leases.len(), 1);
+        // Restored bans still hold.
+        let d = core.handle_dhcp(
+            DhcpRequest::Discover {
+                mac: mac(5),
+                requested: None,
+            },
+            t(120),
+        );
+        assert_eq!(d.reply, None);
+        // The session still ends 900 s after the first admission.
+        let mut fx = Effects::default();
+        core.handle_timeout(t(900), NOON, &mut fx);
+        assert!(fx.changes.contains(&SetChange::Dismiss { mac: mac(2) }));
+    }
 
     #[test]
     fn a_repeated_refusal_is_reported_once_a_minute_and_summarised() {
-        let cfg = Config::parse(
-            "t",
-            "config network\n option interface p\n option wan w\nconfig dns\n list upstream 1.1.1.1\nconfig allow a\n list domain 'ok.example'\n",
-            false,
-        )
-        .unwrap();
-        let mut core = Core::new(&cfg);
-        let now = Instant::from_millis(1_000_000);
-        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
-        let ip = Ipv4Addr::new(192, 168, 250, 2);
-        core.restore(
-            &[Binding {
-                mac,
-                ip,
-                remaining: std::time::Duration::from_secs(300),
-            }],
-            &[],
-            now,
+        let mut core = started("");
+        let d = core.handle_dhcp(
+            DhcpRequest::Discover {
+                mac: mac(1),
+                requested: None,
+            },
+            t(0),
+        );
+        let Some(DhcpReply::Offer { ip, .. }) = d.reply else {
+            panic!("no offer")
+        };
+        core.handle_dhcp(
+            DhcpRequest::Request {
+                mac: mac(1),
+                server_id: Some(core.router),
+                requested: Some(ip),
+                ciaddr: None,
+            },
+            t(0),
         );
         core.drain_events().for_each(drop);
         for _ in 0..5 {
             assert_eq!(
-                core.dns_question(ip, "bad.example", QTYPE_A, now),
+                core.dns_question(ip, "bad.example", QTYPE_A, t(1)),
                 DnsVerdict::Refused
             );
         }
@@ -452,8 +932,7 @@ mod dns_tests {
                 "event=dns_refused mac=02:00:00:00:00:01 name=bad.example type=A reason=not_allowed threat=violation"
             ]
         );
-        let later = now + ratelimit::REPEAT_PERIOD;
-        core.dns_question(ip, "bad.example", QTYPE_A, later);
+        core.dns_question(ip, "bad.example", QTYPE_A, t(61));
         let events: Vec<_> = core.drain_events().map(|e| e.to_string()).collect();
         assert_eq!(
             events,
@@ -462,5 +941,23 @@ mod dns_tests {
                 "event=dns_refused mac=02:00:00:00:00:01 name=bad.example type=A reason=not_allowed threat=violation"
             ]
         );
+        assert_eq!(
+            core.dns_question(ip, "ok.example", QTYPE_A, t(62)),
+            DnsVerdict::Resolve { mac: mac(1) }
+        );
+        assert_eq!(
+            core.dns_question(ip, "ok.example", QTYPE_AAAA, t(62)),
+            DnsVerdict::NoData
+        );
+    }
+
+    #[test]
+    fn mac_round_trip() {
+        let m: MacAddr = "02:00:00:00:00:0A".parse().unwrap();
+        assert_eq!(m.to_string(), "02:00:00:00:00:0a");
+        assert!("02:00:00:00:00".parse::<MacAddr>().is_err());
+        assert!("02:00:00:00:00:00:01".parse::<MacAddr>().is_err());
+        assert!("0g:00:00:00:00:00".parse::<MacAddr>().is_err());
+        assert!("+8:00:00:00:00:00".parse::<MacAddr>().is_err());
     }
 }

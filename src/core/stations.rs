@@ -60,6 +60,10 @@ impl Stations {
         }
     }
 
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
     pub fn set_policy(&mut self, policy: Policy) {
         self.policy = policy;
     }

@@ -135,8 +135,11 @@ pub fn reply(h: &RequestHeader, reply: DhcpReply, p: &Params) -> (Vec<u8>, Socke
 }
 
 /// A UDP socket on port 67 that only sees the provisioning interface (SO_BINDTODEVICE),
-/// so another DHCP server on the router's other interfaces is not disturbed.
-pub fn socket(interface: &IfName) -> std::io::Result<tokio::net::UdpSocket> {
+/// so another DHCP server on the router's other interfaces is not disturbed. `addr` is the
+/// wildcard (broadcasts from clients without an address) or the router's address (unicast
+/// renewals: a socket bound to the address gets them even when something else, such as
+/// hostapd's wired driver, also listens on the wildcard).
+pub fn socket(interface: &IfName, addr: Ipv4Addr) -> std::io::Result<tokio::net::UdpSocket> {
     let fd = socket::socket(
         AddressFamily::Inet,
         SockType::Datagram,
@@ -145,6 +148,7 @@ pub fn socket(interface: &IfName) -> std::io::Result<tokio::net::UdpSocket> {
     )?;
     socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     socket::setsockopt(&fd, sockopt::Broadcast, &true)?;
+    socket::setsockopt(&fd, sockopt::IpFreebind, &true)?;
     socket::setsockopt(
         &fd,
         sockopt::BindToDevice,
@@ -152,7 +156,7 @@ pub fn socket(interface: &IfName) -> std::io::Result<tokio::net::UdpSocket> {
     )?;
     socket::bind(
         std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 67)),
+        &SockaddrIn::from(SocketAddrV4::new(addr, 67)),
     )?;
     // SAFETY: the fd is a freshly created, owned, non-blocking UDP socket.
     let std = unsafe { std::net::UdpSocket::from_raw_fd(fd.into_raw_fd()) };

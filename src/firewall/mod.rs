@@ -15,7 +15,8 @@ use std::sync::Arc;
 use crate::config::Proto;
 use crate::core::allow::{LearnChange, LearnKey};
 use crate::core::leases::{Binding, LeaseChange};
-use crate::core::{MacAddr, SetChange};
+use crate::core::time::Instant;
+use crate::core::{ClientRecord, MacAddr, SetChange, Snapshot};
 use netlink::{Netlink, NetlinkError, SetOp};
 pub use ruleset::{Ruleset, TABLE};
 
@@ -48,7 +49,17 @@ struct Key {
     len: u8,
 }
 
+/// The sets, in the order a batch touches them.
+const SETS: [&str; 4] = ["clients", "banned", "leases", "learned4"];
+
 impl Key {
+    /// A set of plain `ether_addr`: six bytes (only fields of a concatenation are padded).
+    fn mac(set: &'static str, mac: MacAddr) -> Key {
+        let mut bytes = [0u8; 20];
+        bytes[..6].copy_from_slice(&mac.0);
+        Key { set, bytes, len: 6 }
+    }
+
     fn lease(mac: MacAddr, ip: Ipv4Addr) -> Key {
         let mut bytes = [0u8; 20];
         bytes[..6].copy_from_slice(&mac.0);
@@ -83,6 +94,25 @@ struct Pending {
     key: Key,
     /// `None`: removed.
     add: Option<(Duration, Option<Arc<str>>)>,
+}
+
+fn mac_of_key(key: &[u8]) -> Option<MacAddr> {
+    let b: [u8; 6] = key.get(..6)?.try_into().ok()?;
+    Some(MacAddr(b))
+}
+
+/// `since=<ms on the boot clock>`: when a client was admitted, kept with its element so
+/// that a restart does not reset its session clock.
+fn since_comment(since: Instant) -> Arc<str> {
+    format!("since={}", since.as_millis()).into()
+}
+
+fn parse_since(comment: Option<&str>) -> Option<Instant> {
+    comment?
+        .strip_prefix("since=")?
+        .parse()
+        .ok()
+        .map(Instant::from_millis)
 }
 
 fn decode_learned(key: &[u8]) -> Option<LearnKey> {
@@ -192,28 +222,37 @@ impl Firewall {
         }
     }
 
-    /// The bindings in the kernel's `leases` set, with their remaining time.
-    pub fn leases(&mut self) -> Result<Vec<Binding>, FirewallError> {
-        Ok(self
+    /// Everything the kernel's sets hold, with the time each element has left: what a
+    /// restarted daemon takes over. Empty when there is no table yet.
+    pub fn snapshot(&mut self, now: Instant) -> Result<Snapshot, FirewallError> {
+        let left = |e: &netlink::SetElement| e.expires.or(e.timeout);
+        let clients = self
+            .elements("clients")?
+            .iter()
+            .filter_map(|e| {
+                let mac = mac_of_key(&e.key)?;
+                let since = parse_since(e.comment.as_deref()).unwrap_or(now);
+                Some((ClientRecord { mac, since }, left(e)?))
+            })
+            .collect();
+        let bans = self
+            .elements("banned")?
+            .iter()
+            .filter_map(|e| Some((mac_of_key(&e.key)?, left(e)?)))
+            .collect();
+        let leases = self
             .elements("leases")?
             .iter()
             .filter(|e| e.key.len() == 12)
-            .map(|e| {
-                let mut mac = [0u8; 6];
-                mac.copy_from_slice(&e.key[..6]);
-                Binding {
-                    mac: MacAddr(mac),
+            .filter_map(|e| {
+                Some(Binding {
+                    mac: mac_of_key(&e.key)?,
                     ip: Ipv4Addr::new(e.key[8], e.key[9], e.key[10], e.key[11]),
-                    remaining: e.expires.or(e.timeout).unwrap_or(Duration::ZERO),
-                }
+                    remaining: left(e)?,
+                })
             })
-            .collect())
-    }
-
-    /// The learned addresses in the kernel's `learned4` set, with remaining time and the
-    /// name each was learned for (its comment).
-    pub fn learned(&mut self) -> Result<Vec<(LearnKey, Duration, Arc<str>)>, FirewallError> {
-        Ok(self
+            .collect();
+        let learned = self
             .elements("learned4")?
             .into_iter()
             .filter_map(|e| {
@@ -221,7 +260,13 @@ impl Firewall {
                 let left = e.expires.or(e.timeout)?;
                 Some((key, left, Arc::from(e.comment.unwrap_or_default())))
             })
-            .collect())
+            .collect();
+        Ok(Snapshot {
+            clients,
+            bans,
+            leases,
+            learned,
+        })
     }
 
     /// Applies set changes in one batch (one transaction: all or nothing).
@@ -247,7 +292,22 @@ impl Firewall {
                     (Key::learned(key), Some((*timeout, Some(name.clone()))))
                 }
                 SetChange::Learn(LearnChange::Remove { key }) => (Key::learned(key), None),
+                SetChange::Admit {
+                    mac,
+                    session_left,
+                    since,
+                } => (
+                    Key::mac("clients", *mac),
+                    Some((*session_left, Some(since_comment(*since)))),
+                ),
+                SetChange::Dismiss { mac } => (Key::mac("clients", *mac), None),
+                SetChange::Ban { mac, timeout } => {
+                    (Key::mac("banned", *mac), Some((*timeout, None)))
+                }
+                SetChange::Unban { mac } => (Key::mac("banned", *mac), None),
             };
+            // A zero timeout would be no timeout at all: an element that never ends.
+            let add = add.filter(|(timeout, _)| !timeout.is_zero());
             match self.index.get(&key) {
                 Some(&i) => self.batch[i].add = add,
                 None => {
@@ -258,7 +318,7 @@ impl Firewall {
         }
         let mut ops = Vec::with_capacity(self.batch.len() * 3);
         // Phase by phase, set by set: consecutive ops on one set share a netlink message.
-        for set in ["leases", "learned4"] {
+        for set in SETS {
             // 1: make sure every element exists.
             ops.extend(
                 self.batch
@@ -272,7 +332,7 @@ impl Firewall {
                     }),
             );
         }
-        for set in ["leases", "learned4"] {
+        for set in SETS {
             // 2: delete them all.
             ops.extend(
                 self.batch
@@ -284,7 +344,7 @@ impl Firewall {
                     }),
             );
         }
-        for set in ["leases", "learned4"] {
+        for set in SETS {
             // 3: add back the ones that stay, with their new timeout.
             ops.extend(
                 self.batch

@@ -11,11 +11,9 @@
 use std::fmt::Write;
 
 use crate::config::Config;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::core::allow::LearnKey;
-use crate::core::leases::Binding;
+use crate::core::Snapshot;
 
 pub const TABLE: &str = "provisioner";
 
@@ -102,12 +100,9 @@ const PRIO_FILTER: i32 = 0;
 const PRIO_SRCNAT: i32 = 100;
 
 impl Ruleset {
-    /// The table for `cfg`, carrying the live `leases` and `learned` elements over.
-    pub fn build(
-        cfg: &Config,
-        leases: &[Binding],
-        learned: &[(LearnKey, Duration, Arc<str>)],
-    ) -> Ruleset {
+    /// The table for `cfg`, carrying the live elements of `state` over.
+    pub fn build(cfg: &Config, state: &Snapshot) -> Ruleset {
+        let (leases, learned) = (&state.leases, &state.learned);
         let net = &cfg.network;
         let prov = format!("\"{}\"", net.interface);
         let wan = format!("\"{}\"", net.wan);
@@ -133,7 +128,40 @@ impl Ruleset {
             }
         }
 
+        let ms = |d: &Duration| d.as_millis();
         let sets = vec![
+            // Admitted clients, each until its session ends: the kernel closes the door
+            // then even if the daemon is gone. The comment keeps the admission time.
+            Set {
+                name: "clients",
+                key: "ether_addr",
+                flags: "timeout",
+                elements: state
+                    .clients
+                    .iter()
+                    .filter(|(_, left)| !left.is_zero())
+                    .map(|(c, left)| {
+                        format!(
+                            "{} timeout {}ms comment \"since={}\"",
+                            c.mac,
+                            ms(left),
+                            c.since.as_millis()
+                        )
+                    })
+                    .collect(),
+            },
+            // Evicted, expired and turned-away stations, each until its cooldown ends.
+            Set {
+                name: "banned",
+                key: "ether_addr",
+                flags: "timeout",
+                elements: state
+                    .bans
+                    .iter()
+                    .filter(|(_, left)| !left.is_zero())
+                    .map(|(mac, left)| format!("{mac} timeout {}ms", ms(left)))
+                    .collect(),
+            },
             // Anti-spoofing: the MAC/IP pairs DHCP bound, each timing out with its lease.
             Set {
                 name: "leases",
@@ -202,10 +230,14 @@ impl Ruleset {
                     r(
                         "meta nfproto ipv6 counter drop comment \"IPv6 is off on the provisioning network\"",
                     ),
-                    // DHCP is how a client gets its binding, so it cannot need one.
+                    r("ether saddr @banned counter drop comment \"banned (cooldown)\""),
+                    // DHCP is how a client gets its binding, so it cannot need one. (Without a
+                    // radio it is also how a station joins; with one, the daemon answers only
+                    // admitted stations.)
                     format!(
                         "ip daddr {{ 255.255.255.255, {router} }} udp sport 68 udp dport 67 accept"
                     ),
+                    r("ether saddr != @clients counter drop comment \"not an admitted client\""),
                     r("ether saddr . ip saddr @leases return"),
                     r("counter drop comment \"MAC/IP pair without a lease\""),
                 ],
@@ -343,23 +375,37 @@ config allow 'ntp'
 
     fn ruleset() -> Ruleset {
         let cfg = Config::parse("t", CONFIG, false).unwrap();
+        let mac: crate::core::MacAddr = "02:00:00:00:00:01".parse().unwrap();
         Ruleset::build(
             &cfg,
-            &[Binding {
-                mac: "02:00:00:00:00:01".parse().unwrap(),
-                ip: "192.168.250.2".parse().unwrap(),
-                remaining: Duration::from_millis(290_500),
-            }],
-            &[(
-                LearnKey {
-                    mac: "02:00:00:00:00:01".parse().unwrap(),
-                    ip: "11.1.0.10".parse().unwrap(),
-                    proto: crate::config::Proto::Tcp,
-                    port: 443,
-                },
-                Duration::from_secs(60),
-                "setup.acme.example".into(),
-            )],
+            &Snapshot {
+                clients: vec![(
+                    crate::core::ClientRecord {
+                        mac,
+                        since: crate::core::time::Instant::from_millis(123_456),
+                    },
+                    Duration::from_secs(600),
+                )],
+                bans: vec![(
+                    "02:00:00:00:00:09".parse().unwrap(),
+                    Duration::from_secs(30),
+                )],
+                leases: vec![crate::core::leases::Binding {
+                    mac,
+                    ip: "192.168.250.2".parse().unwrap(),
+                    remaining: Duration::from_millis(290_500),
+                }],
+                learned: vec![(
+                    crate::core::allow::LearnKey {
+                        mac,
+                        ip: "11.1.0.10".parse().unwrap(),
+                        proto: crate::config::Proto::Tcp,
+                        port: 443,
+                    },
+                    Duration::from_secs(60),
+                    "setup.acme.example".into(),
+                )],
+            },
         )
     }
 
@@ -392,6 +438,24 @@ config allow 'ntp'
             leases,
             &["02:00:00:00:00:01 . 192.168.250.2 timeout 290500ms"]
         );
+    }
+
+    #[test]
+    fn clients_and_bans_carry_over() {
+        let r = ruleset();
+        let set = |n| {
+            r.sets
+                .iter()
+                .find(|s| s.name == n)
+                .unwrap()
+                .elements
+                .clone()
+        };
+        assert_eq!(
+            set("clients"),
+            ["02:00:00:00:00:01 timeout 600000ms comment \"since=123456\""]
+        );
+        assert_eq!(set("banned"), ["02:00:00:00:00:09 timeout 30000ms"]);
     }
 
     #[test]

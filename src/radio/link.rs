@@ -1,0 +1,268 @@
+//! The daemon's link to its radio: keeps a hostapd control connection alive (reconnecting
+//! when hostapd restarts, with a keepalive), runs hostapd itself in managed mode, and
+//! carries out the core's radio commands. Holds no policy: what to do after a reconnect
+//! (reconcile the station table, re-deny banned stations) is the core's.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use super::hostapd::{Event, Hostapd, HostapdError};
+use crate::config::{Radio, RadioMode};
+use crate::core::{MacAddr, RadioCommand};
+
+/// How often a lost hostapd is looked for again, and a managed one restarted.
+const RETRY: Duration = Duration::from_secs(1);
+const KEEPALIVE: Duration = Duration::from_secs(5);
+
+pub struct RadioLink {
+    cfg: Radio,
+    /// hostapd's control socket: `<ctrl_interface>/<ifname>`.
+    ctrl: PathBuf,
+    local_dir: PathBuf,
+    conf: PathBuf,
+    max_num_sta: u16,
+    hostapd: Option<Hostapd>,
+    managed: Option<Child>,
+    last_start: Option<Instant>,
+    last_attempt: Option<Instant>,
+    last_ping: Instant,
+    /// The SSID state the window wants; applied again after every reconnect.
+    enabled: Option<bool>,
+}
+
+impl RadioLink {
+    /// `max_clients`: hostapd admits one more station than that, so that the core sees a
+    /// newcomer when the spots are full (and decides whom to evict).
+    pub fn new(cfg: &Radio, max_clients: u16, run_dir: &Path) -> Self {
+        RadioLink {
+            ctrl: cfg.ctrl_interface.join(cfg.ifname.as_str()),
+            local_dir: run_dir.join("hostapd-ctrl"),
+            conf: run_dir.join(format!("hostapd-{}.conf", cfg.ifname)),
+            max_num_sta: max_clients.saturating_add(1),
+            cfg: cfg.clone(),
+            hostapd: None,
+            managed: None,
+            last_start: None,
+            last_attempt: None,
+            last_ping: Instant::now(),
+            enabled: None,
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.hostapd.is_some()
+    }
+
+    /// The next hostapd event; never resolves while there is no connection.
+    pub async fn next_event(&mut self) -> Result<Event, HostapdError> {
+        match self.hostapd.as_mut() {
+            Some(h) => h.next_event().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The connection broke: forget it (the next [`RadioLink::maintain`] reconnects).
+    pub fn lost(&mut self, why: &HostapdError) {
+        if self.hostapd.take().is_some() {
+            warn!(
+                "hostapd at {} went away ({why}); reconnecting",
+                self.ctrl.display()
+            );
+        }
+    }
+
+    /// Called about once a second: starts or restarts a managed hostapd, reconnects, pings.
+    /// Returns the station table after a (re)connect, for the core to reconcile with.
+    pub async fn maintain(&mut self) -> Option<Vec<MacAddr>> {
+        if self.cfg.mode == RadioMode::Managed {
+            self.supervise();
+        }
+        if let Some(h) = self.hostapd.as_mut() {
+            if self.last_ping.elapsed() >= KEEPALIVE {
+                self.last_ping = Instant::now();
+                if let Err(e) = h.ping().await {
+                    self.lost(&e);
+                }
+            }
+            return None;
+        }
+        if self.last_attempt.is_some_and(|t| t.elapsed() < RETRY) {
+            return None;
+        }
+        self.last_attempt = Some(Instant::now());
+        let mut h = match Hostapd::connect(&self.ctrl, &self.local_dir).await {
+            Ok(h) => h,
+            Err(e) => {
+                debug!("hostapd at {}: {e}", self.ctrl.display());
+                return None;
+            }
+        };
+        let stations = match h.stations().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("reading hostapd's station table: {e}");
+                return None;
+            }
+        };
+        info!(
+            "connected to hostapd at {} ({} station(s))",
+            self.ctrl.display(),
+            stations.len()
+        );
+        self.last_ping = Instant::now();
+        self.hostapd = Some(h);
+        if let Some(enabled) = self.enabled {
+            self.set_enabled(enabled).await;
+        }
+        Some(
+            stations
+                .into_iter()
+                .filter(|s| s.authorized)
+                .map(|s| s.mac)
+                .collect(),
+        )
+    }
+
+    /// Runs the core's radio commands; a command hostapd refuses is logged, a lost
+    /// connection ends the batch (the reconnect reconciles).
+    pub async fn apply(&mut self, commands: &[RadioCommand]) {
+        for c in commands {
+            let result = match *c {
+                RadioCommand::Enable => {
+                    self.set_enabled(true).await;
+                    continue;
+                }
+                RadioCommand::Disable => {
+                    self.set_enabled(false).await;
+                    continue;
+                }
+                _ => match self.hostapd.as_mut() {
+                    None => return,
+                    Some(h) => match *c {
+                        RadioCommand::Deauthenticate(mac) => h.deauthenticate(mac).await,
+                        RadioCommand::DenyAdd(mac) => h.deny_acl_add(mac).await,
+                        RadioCommand::DenyDel(mac) => h.deny_acl_del(mac).await,
+                        RadioCommand::Enable | RadioCommand::Disable => Ok(()),
+                    },
+                },
+            };
+            match result {
+                Ok(()) => {}
+                Err(HostapdError::Gone) | Err(HostapdError::Io(_)) => {
+                    self.lost(&HostapdError::Gone);
+                    return;
+                }
+                Err(e) => warn!("hostapd: {c:?}: {e}"),
+            }
+        }
+    }
+
+    /// SSID up (window open) or down (closed), through hostapd's ENABLE / DISABLE.
+    async fn set_enabled(&mut self, on: bool) {
+        self.enabled = Some(on);
+        let Some(h) = self.hostapd.as_mut() else {
+            return;
+        };
+        let result = if on {
+            h.enable().await
+        } else {
+            h.disable().await
+        };
+        match result {
+            Ok(()) => info!("SSID {}", if on { "up" } else { "down" }),
+            Err(HostapdError::Gone) => self.lost(&HostapdError::Gone),
+            // Already in that state: hostapd says FAIL.
+            Err(e) => debug!("hostapd {}: {e}", if on { "ENABLE" } else { "DISABLE" }),
+        }
+    }
+
+    /// Managed mode: hostapd runs as our child with the config we write; restarted if it
+    /// dies, killed when we stop (the SSID goes down with the daemon).
+    fn supervise(&mut self) {
+        if let Some(child) = self.managed.as_mut() {
+            match child.try_wait() {
+                Ok(None) => return,
+                Ok(Some(status)) => warn!("hostapd exited ({status}); restarting it"),
+                Err(e) => warn!("hostapd: {e}; restarting it"),
+            }
+            self.managed = None;
+            self.hostapd = None;
+        }
+        // A hostapd that keeps dying is restarted once per RETRY, not in a loop.
+        if self.last_start.is_some_and(|t| t.elapsed() < RETRY) {
+            return;
+        }
+        self.last_start = Some(Instant::now());
+        if let Err(e) = std::fs::write(&self.conf, self.hostapd_conf()) {
+            warn!("writing {}: {e}", self.conf.display());
+            return;
+        }
+        match Command::new("hostapd")
+            .arg(&self.conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => {
+                info!(
+                    "started hostapd for {} ({})",
+                    self.cfg.ifname,
+                    self.conf.display()
+                );
+                self.managed = Some(child);
+            }
+            Err(e) => warn!("starting hostapd: {e} (is the hostapd package installed?)"),
+        }
+    }
+
+    /// The generated hostapd.conf: hidden, open, isolated, bounded (R1), plus the
+    /// operator's extra lines.
+    pub fn hostapd_conf(&self) -> String {
+        let r = &self.cfg;
+        let mut c = format!(
+            "# Written by provisionerd; changes are overwritten.\n\
+             interface={}\n\
+             driver={}\n\
+             ctrl_interface={}\n\
+             ssid={}\n\
+             ignore_broadcast_ssid=1\n\
+             ap_isolate=1\n\
+             max_num_sta={}\n\
+             macaddr_acl=0\n\
+             auth_algs=1\n\
+             wpa=0\n",
+            r.ifname,
+            r.driver,
+            r.ctrl_interface.display(),
+            r.ssid,
+            self.max_num_sta
+        );
+        if let Some(ch) = r.channel {
+            c.push_str(&format!("channel={ch}\n"));
+        }
+        if let Some(m) = &r.hw_mode {
+            c.push_str(&format!("hw_mode={m}\n"));
+        }
+        if let Some(cc) = &r.country {
+            c.push_str(&format!("country_code={cc}\n"));
+        }
+        for (k, v) in &r.options {
+            c.push_str(&format!("{k}={v}\n"));
+        }
+        c
+    }
+}
+
+impl Drop for RadioLink {
+    /// A managed hostapd goes with the daemon: the SSID is down while nobody enforces it.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.managed.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
