@@ -456,7 +456,7 @@ fn limits(file: &str, s: &Section) -> Result<Limits, ConfigError> {
     let mut o = Options::new(file, s);
     let max_clients = o.scalar("max_clients", |v| value::unsigned(v, 1, 1024))?;
     let min_age = o.scalar("min_age", value::duration)?;
-    let session = o.scalar("session", |v| value::duration_in(v, SECS(60), SECS(86400)))?;
+    let session = o.scalar("session", |v| value::duration_in(v, SECS(10), SECS(86400)))?;
     let cooldown = o.scalar("cooldown", |v| {
         value::duration_in(v, SECS(0), SECS(7 * 86400))
     })?;

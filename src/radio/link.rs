@@ -200,13 +200,23 @@ impl RadioLink {
             warn!("writing {}: {e}", self.conf.display());
             return;
         }
-        match Command::new("hostapd")
-            .arg(&self.conf)
+        let mut cmd = Command::new("hostapd");
+        cmd.arg(&self.conf)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
+            .stderr(Stdio::null());
+        // If the daemon dies, even by SIGKILL, hostapd goes too: no SSID without the daemon
+        // that enforces its limits.
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        match cmd.spawn() {
             Ok(child) => {
                 info!(
                     "started hostapd for {} ({})",

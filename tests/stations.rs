@@ -1,0 +1,363 @@
+//! Stations with a real hostapd (wired driver + 802.1X standing in for the radio) and real
+//! wpa_supplicant clients: admission, eviction of the oldest, turning newcomers away,
+//! session limits, bans and cooldown, the activation window, restarts of the daemon and of
+//! hostapd, and a burst of joins.
+
+mod rig;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use rig::*;
+
+const YES: Duration = Duration::from_secs(5);
+const NO: Duration = Duration::from_millis(1500);
+const LOG: Duration = Duration::from_secs(15);
+
+fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into(), port)
+}
+
+fn mac(i: usize) -> String {
+    format!("02:00:00:00:00:{i:02x}")
+}
+
+/// The rig's config with hostapd (run by the rig: external) and these limits and window.
+fn radio_config(rig: &Rig, limits: &str, window: &str) -> String {
+    config(&format!(
+        "config radio 'radio'\n\toption hostapd 'external'\n\toption ctrl_interface '{}'\n\toption ifname '{PROV_IF}'\n\nconfig limits 'limits'\n{limits}",
+        rig.hostapd_ctrl_dir().display()
+    ))
+    .replace("\toption mode 'always'\n", window)
+}
+
+const ALWAYS: &str = "\toption mode 'always'\n";
+
+fn cloud_ok(rig: &Rig, client: usize, timeout: Duration) -> bool {
+    tcp(rig.client(client), sa(CLOUD_ALLOWED, 443), None, timeout).answered()
+}
+
+/// Associates client `i`, waits for its admission, gets it an address, checks it works.
+fn join_and_use(rig: &Rig, daemon: &Proc, i: usize) -> Proc {
+    let sta = rig.associate(i);
+    daemon
+        .wait_line(&format!("event=admitted mac={}", mac(i)), LOG)
+        .unwrap();
+    rig.dhcp(i).expect("an admitted station gets an address");
+    assert!(cloud_ok(rig, i, YES), "client {i} cannot reach the cloud");
+    sta
+}
+
+/// `"clients":[...]` from `provisionerctl status`, as the list of MACs in it.
+fn status_clients(rig: &Rig) -> Vec<String> {
+    let s = rig.ctl(&["status"]);
+    let clients = s.split("\"clients\":[").nth(1).expect("clients in status");
+    let clients = &clients[..clients.find(']').expect("list ends")];
+    clients
+        .split("\"mac\":\"")
+        .skip(1)
+        .map(|m| m[..17].to_owned())
+        .collect()
+}
+
+#[test]
+fn a_full_network_evicts_the_oldest_old_enough_client_and_bans_it() {
+    let rig = Rig::new(3);
+    let _h = rig.start_hostapd("");
+    let d = rig.start_daemon(&radio_config(
+        &rig,
+        "\toption max_clients '2'\n\toption min_age '2s'\n\toption cooldown '1h'\n",
+        ALWAYS,
+    ));
+    let _s1 = join_and_use(&rig, &d, 1);
+    let _s2 = join_and_use(&rig, &d, 2);
+    // Both are now older than min_age (the admission of client 2 came after 1's DHCP and
+    // probe; wait for 1's age to pass 2 s without sleeping blindly).
+    assert!(wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || {
+            rig.ctl(&["status"]).contains("\"age\":2") || rig.ctl(&["status"]).contains("\"age\":3")
+        }
+    ));
+    let _s3 = rig.associate(3);
+    d.wait_line(
+        &format!("event=evicted mac={} reason=make_room", mac(1)),
+        LOG,
+    )
+    .unwrap();
+    d.wait_line(
+        &format!("event=banned mac={} secs=3600 reason=make_room", mac(1)),
+        LOG,
+    )
+    .unwrap();
+    d.wait_line(&format!("event=admitted mac={}", mac(3)), LOG)
+        .unwrap();
+    // The evicted one is cut off at once, in the kernel; the others are not.
+    assert!(
+        !cloud_ok(&rig, 1, NO),
+        "the evicted client still gets through"
+    );
+    assert!(cloud_ok(&rig, 2, YES));
+    rig.dhcp(3).expect("the newcomer gets an address");
+    assert!(cloud_ok(&rig, 3, YES));
+    let clients = status_clients(&rig);
+    assert_eq!(clients, [mac(2), mac(3)]);
+    let sets = rig
+        .router()
+        .exec_ok(&["nft", "list", "set", "inet", "provisioner", "banned"]);
+    assert!(sets.contains(&mac(1)), "{sets}");
+    // Trying again within the cooldown: turned away.
+    rig.wpa_cli(1, &["reauthenticate"]);
+    d.wait_line(
+        &format!("event=turned_away mac={} reason=banned", mac(1)),
+        LOG,
+    )
+    .unwrap();
+    assert!(!cloud_ok(&rig, 1, NO));
+}
+
+#[test]
+fn a_young_network_turns_the_newcomer_away_and_disturbs_nobody() {
+    let rig = Rig::new(3);
+    let _h = rig.start_hostapd("");
+    let d = rig.start_daemon(&radio_config(
+        &rig,
+        "\toption max_clients '2'\n\toption min_age '10m'\n\toption cooldown '1h'\n",
+        ALWAYS,
+    ));
+    let _s1 = join_and_use(&rig, &d, 1);
+    let _s2 = join_and_use(&rig, &d, 2);
+    let _s3 = rig.associate(3);
+    d.wait_line(
+        &format!("event=turned_away mac={} reason=full", mac(3)),
+        LOG,
+    )
+    .unwrap();
+    d.wait_line(
+        &format!("event=banned mac={} secs=3600 reason=full", mac(3)),
+        LOG,
+    )
+    .unwrap();
+    assert!(rig.dhcp(3).is_err(), "a turned-away station got an address");
+    assert!(cloud_ok(&rig, 1, YES) && cloud_ok(&rig, 2, YES));
+    assert_eq!(status_clients(&rig), [mac(1), mac(2)]);
+}
+
+#[test]
+fn sessions_end_and_the_cooldown_ends_too() {
+    let rig = Rig::new(1);
+    let _h = rig.start_hostapd("");
+    let d = rig.start_daemon(&radio_config(
+        &rig,
+        "\toption min_age '1s'\n\toption session '10s'\n\toption cooldown '5s'\n",
+        ALWAYS,
+    ));
+    let _s1 = join_and_use(&rig, &d, 1);
+    d.wait_line(
+        &format!("event=evicted mac={} reason=session_ended", mac(1)),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert!(!cloud_ok(&rig, 1, NO), "traffic after the session ended");
+    // Within the cooldown hostapd lets it back in (the wired driver ignores the deny
+    // list); the daemon turns it away.
+    rig.wpa_cli(1, &["reauthenticate"]);
+    d.wait_line(
+        &format!("event=turned_away mac={} reason=banned", mac(1)),
+        LOG,
+    )
+    .unwrap();
+    d.wait_line(&format!("event=ban_ended mac={}", mac(1)), LOG)
+        .unwrap();
+    // After the cooldown: a new session.
+    rig.wpa_cli(1, &["reauthenticate"]);
+    d.wait_line(&format!("event=admitted mac={} age=0", mac(1)), LOG)
+        .unwrap();
+    rig.dhcp(1).unwrap();
+    assert!(cloud_ok(&rig, 1, YES));
+}
+
+#[test]
+fn the_window_opens_on_demand_and_closing_it_disconnects() {
+    let rig = Rig::new(1);
+    let h = rig.start_hostapd("");
+    let d = rig.start_daemon(&radio_config(&rig, "", "\toption mode 'on_demand'\n"));
+    d.wait_line("SSID down", LOG).unwrap();
+    assert!(rig.ctl(&["status"]).contains("\"open\":false"));
+    let reply = rig.ctl(&["window", "open", "5"]);
+    assert_eq!(reply, "{\"window\":\"open\",\"secs\":300}");
+    d.wait_line("event=window_opened secs=300", LOG).unwrap();
+    d.wait_line("SSID up", LOG).unwrap();
+    let _s1 = join_and_use(&rig, &d, 1);
+    rig.ctl(&["window", "close"]);
+    d.wait_line(
+        &format!("event=evicted mac={} reason=window_closed", mac(1)),
+        LOG,
+    )
+    .unwrap();
+    d.wait_line("event=window_closed", LOG).unwrap();
+    d.wait_line("SSID down", LOG).unwrap();
+    assert!(!cloud_ok(&rig, 1, NO));
+    // hostapd really took the interface down.
+    assert!(rig.hostapd_cli(&["status"]).contains("state=DISABLED"));
+    drop(h);
+}
+
+#[test]
+fn a_restarted_daemon_keeps_the_session_clock_and_reconciles_with_hostapd() {
+    let rig = Rig::new(2);
+    let _h = rig.start_hostapd("");
+    let cfg = radio_config(
+        &rig,
+        "\toption session '30s'\n\toption min_age '1s'\n",
+        ALWAYS,
+    );
+    let mut d = rig.start_daemon(&cfg);
+    let _s1 = join_and_use(&rig, &d, 1);
+    d.kill9();
+    // While the daemon is down, client 2 joins (hostapd still runs).
+    let _s2 = rig.associate(2);
+    let d = rig.start_daemon(&cfg);
+    d.wait_line(&format!("event=client_restored mac={}", mac(1)), LOG)
+        .unwrap();
+    d.wait_line("connected to hostapd", LOG).unwrap();
+    // Reconciled: the station hostapd has but the daemon did not know is admitted.
+    d.wait_line(&format!("event=admitted mac={}", mac(2)), LOG)
+        .unwrap();
+    assert!(
+        cloud_ok(&rig, 1, YES),
+        "client 1 kept its address and traffic"
+    );
+    // The session clock kept running: it ends 30 s after the first admission, not after
+    // the restart.
+    let line = d
+        .wait_line(
+            &format!("event=evicted mac={} reason=session_ended", mac(1)),
+            Duration::from_secs(40),
+        )
+        .unwrap();
+    let age: u64 = line
+        .split("age=")
+        .nth(1)
+        .and_then(|a| a.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap();
+    assert_eq!(age, 30, "{line}");
+}
+
+#[test]
+fn a_hostapd_restart_is_survived() {
+    let rig = Rig::new(1);
+    let mut h = rig.start_hostapd("");
+    let d = rig.start_daemon(&radio_config(&rig, "", ALWAYS));
+    d.wait_line("connected to hostapd", LOG).unwrap();
+    let _s1 = join_and_use(&rig, &d, 1);
+    h.kill9();
+    let _h2 = rig.start_hostapd("");
+    d.wait_line("went away", LOG).unwrap();
+    d.wait_line("connected to hostapd", LOG).unwrap();
+    // The new hostapd has an empty table: the station left; it comes back when it
+    // re-authenticates, within its session (its clock keeps running).
+    d.wait_line(&format!("event=left mac={}", mac(1)), LOG)
+        .unwrap();
+    rig.wpa_cli(1, &["reauthenticate"]);
+    d.wait_line(&format!("event=admitted mac={}", mac(1)), LOG)
+        .unwrap();
+    rig.dhcp(1).unwrap();
+    assert!(cloud_ok(&rig, 1, YES));
+}
+
+#[test]
+fn a_managed_hostapd_comes_and_goes_with_the_daemon() {
+    let rig = Rig::new(1);
+    // The rig's wired setup, but hostapd started by the daemon from its generated config.
+    rig.router().exec_ok(&[
+        "ip",
+        "link",
+        "set",
+        PROV_IF,
+        "type",
+        "bridge",
+        "group_fwd_mask",
+        "8",
+    ]);
+    let users = rig.dir().join("eap_users");
+    std::fs::write(
+        &users,
+        format!("\"{EAP_IDENTITY}\" MD5 \"{EAP_PASSWORD}\"\n"),
+    )
+    .unwrap();
+    let cfg = config(&format!(
+        "config radio 'radio'\n\toption hostapd 'managed'\n\toption ctrl_interface '{}'\n\toption driver 'wired'\n\tlist hostapd_option 'ieee8021x=1'\n\tlist hostapd_option 'eapol_version=2'\n\tlist hostapd_option 'eap_server=1'\n\tlist hostapd_option 'eap_user_file={}'\n\tlist hostapd_option 'eap_reauth_period=0'\n",
+        rig.hostapd_ctrl_dir().display(),
+        users.display()
+    ));
+    let mut d = rig.start_daemon(&cfg);
+    d.wait_line("started hostapd", LOG).unwrap();
+    d.wait_line("connected to hostapd", LOG).unwrap();
+    let conf = std::fs::read_to_string(rig.dir().join("run/hostapd-prov0.conf")).unwrap();
+    for line in [
+        "ignore_broadcast_ssid=1",
+        "ap_isolate=1",
+        "max_num_sta=9",
+        "wpa=0",
+    ] {
+        assert!(conf.contains(line), "{line} missing in\n{conf}");
+    }
+    let _s1 = join_and_use(&rig, &d, 1);
+    assert!(rig.hostapd_request("PING", NO).is_some());
+    // SIGKILL to the daemon alone (not its process group): hostapd must not outlive it,
+    // since nobody would enforce the SSID's limits.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.pid() as i32), Signal::SIGKILL).unwrap();
+    assert!(
+        wait_until(LOG, Duration::from_millis(100), || {
+            rig.hostapd_request("PING", NO).is_none()
+        }),
+        "hostapd still answers after the daemon was killed"
+    );
+    d.kill9();
+}
+
+#[test]
+fn a_burst_of_250_stations_is_admitted_or_turned_away_correctly() {
+    let rig = Rig::new(250);
+    let _h = rig.start_hostapd("");
+    let d = rig.start_daemon(&radio_config(
+        &rig,
+        "\toption max_clients '200'\n\toption min_age '10m'\n\toption cooldown '1h'\n\toption session '1h'\n",
+        ALWAYS,
+    ));
+    d.wait_line("connected to hostapd", LOG).unwrap();
+    let stations: Vec<Proc> = (1..=250).map(|i| rig.start_supplicant(i)).collect();
+    // Every join is decided: 200 admitted, 50 turned away (all young), nobody evicted.
+    let decided = wait_until(Duration::from_secs(120), Duration::from_millis(500), || {
+        let lines = d.lines();
+        let admitted = lines
+            .iter()
+            .filter(|l| l.contains("event=admitted"))
+            .count();
+        let away = lines
+            .iter()
+            .filter(|l| l.contains("event=turned_away"))
+            .count();
+        admitted + away >= 250
+    });
+    let lines = d.lines();
+    let count = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+    assert!(
+        decided,
+        "only {} decided",
+        count("event=admitted") + count("event=turned_away")
+    );
+    assert_eq!(count("event=admitted"), 200);
+    assert_eq!(count("event=turned_away mac="), 50);
+    assert_eq!(count("event=evicted"), 0);
+    assert_eq!(status_clients(&rig).len(), 200);
+    let clients = rig
+        .router()
+        .exec_ok(&["nft", "list", "set", "inet", "provisioner", "clients"]);
+    assert_eq!(clients.matches("since=").count(), 200);
+    drop(stations);
+}
