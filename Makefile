@@ -42,6 +42,7 @@ bench: deps
 	$(CARGO) build --release
 	PROVISIONER_BIN="$${CARGO_TARGET_DIR:-target}/release/provisioner" \
 		$(CARGO) run --release --features rig --example bench
+	$(CARGO) run --quiet --release --example bench_admission
 
 # Coverage-guided fuzzing of the hand-written and untrusted-input parsers (nightly), built
 # as shipped (-O: no debug assertions; dhcproto debug-asserts on option lengths).
