@@ -42,7 +42,13 @@ fn main() -> ExitCode {
     println!("   cloud: {CLOUD_ALLOWED} (the maker's setup server), {CLOUD_OTHER} (someone else)");
     println!("   home LAN: {HOME_HOST}; router: {ROUTER_PROV} on the provisioning network");
 
-    let cfg = config("");
+    println!("   the setup SSID: hostapd (its wired driver with 802.1X stands in for the radio)");
+    let _hostapd = rig.start_hostapd("");
+    let cfg = config(&format!(
+        "config radio 'radio'\n\toption hostapd 'external'\n\toption ctrl_interface '{}'\n",
+        rig.hostapd_ctrl_dir().display()
+    ))
+    .replace("\toption mode 'always'\n", "\toption mode 'on_demand'\n");
     println!("\n== Starting provisionerd with this config (/etc/config/provisioner):\n");
     for line in cfg.lines().filter(|l| !l.trim().is_empty()) {
         println!("   {line}");
@@ -52,8 +58,26 @@ fn main() -> ExitCode {
         "\n   {}",
         daemon.lines().last().cloned().unwrap_or_default()
     );
+    if let Err(e) = daemon.wait_line("SSID down", Duration::from_secs(10)) {
+        eprintln!("demo: {e}");
+        return ExitCode::FAILURE;
+    }
+    println!("   the window is closed, so the SSID is down");
 
-    println!("\n== The device joins and asks for an address (udhcpc)");
+    println!("\n== The owner opens the activation window: provisionerctl window open 5");
+    println!("   {}", rig.ctl(&["window", "open", "5"]));
+
+    println!(
+        "\n== The device joins the hidden SSID (wpa_supplicant) and asks for an address (udhcpc)"
+    );
+    let _station = rig.associate(1);
+    match daemon.wait_line("event=admitted", Duration::from_secs(10)) {
+        Ok(line) => println!("   {}", &line[line.find("event=").unwrap_or(0)..]),
+        Err(e) => {
+            eprintln!("demo: the device was not admitted: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let ip = match rig.dhcp(1) {
         Ok(ip) => ip,
         Err(e) => {
@@ -68,6 +92,7 @@ fn main() -> ExitCode {
         "leases",
     ]);
     print!("   {leases}");
+    println!("   provisionerctl status: {}", rig.ctl(&["status"]));
 
     let dev = rig.client(1);
     let mut wrong: usize = 0;
