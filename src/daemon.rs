@@ -154,6 +154,9 @@ impl Daemon {
             .snapshot(now)
             .context("reading what a previous run left in the kernel")?;
         let restored = core.restore(&kernel, now);
+        if let Some(until) = read_window(&paths.run_dir) {
+            core.restore_window(until, now);
+        }
         install(&mut fw, &cfg, &core, now)?;
         let (dhcp, dhcp_unicast) = dhcp_sockets(&cfg)?;
         let dns = DnsSockets::open(cfg.network.router)?;
@@ -347,12 +350,14 @@ impl Daemon {
                     local_now(),
                     fx,
                 );
+                write_window(&self.paths.run_dir, Some(until));
                 format!(
                     "{{\"window\":\"open\",\"secs\":{}}}",
                     until.saturating_since(now).as_secs()
                 )
             }
             Request::WindowClose => {
+                write_window(&self.paths.run_dir, None);
                 self.core.close_window(now, local_now(), fx);
                 format!(
                     "{{\"window\":\"{}\"}}",
@@ -527,6 +532,31 @@ fn install(fw: &mut Firewall, cfg: &Config, core: &Core, now: Instant) -> anyhow
     let rs = Ruleset::build(cfg, &core.snapshot(now));
     fw.install(&rs)
         .with_context(|| format!("installing table inet {TABLE}"))
+}
+
+/// Where an on-demand window's end is kept across a restart of the daemon (the run
+/// directory is on tmpfs: a reboot closes the window, as it should).
+fn window_file(run_dir: &Path) -> PathBuf {
+    run_dir.join("window")
+}
+
+fn read_window(run_dir: &Path) -> Option<Instant> {
+    let text = std::fs::read_to_string(window_file(run_dir)).ok()?;
+    text.trim().parse().ok().map(Instant::from_millis)
+}
+
+fn write_window(run_dir: &Path, until: Option<Instant>) {
+    let path = window_file(run_dir);
+    let result = match until {
+        Some(u) => std::fs::write(&path, u.as_millis().to_string()),
+        None => std::fs::remove_file(&path).or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(e),
+        }),
+    };
+    if let Err(e) = result {
+        warn!("{}: {e}; a restart would close the window", path.display());
+    }
 }
 
 /// The DHCP server's sockets: broadcasts, and unicast to the router's address.

@@ -361,3 +361,24 @@ fn a_burst_of_250_stations_is_admitted_or_turned_away_correctly() {
     assert_eq!(clients.matches("since=").count(), 200);
     drop(stations);
 }
+
+#[test]
+fn a_restart_keeps_an_open_window_open() {
+    let rig = Rig::new(1);
+    let _h = rig.start_hostapd("");
+    let cfg = radio_config(&rig, "", "\toption mode 'on_demand'\n");
+    let mut d = rig.start_daemon(&cfg);
+    rig.ctl(&["window", "open", "10"]);
+    let _s1 = join_and_use(&rig, &d, 1);
+    d.kill9();
+    let d = rig.start_daemon(&cfg);
+    d.wait_line("event=window_opened", LOG).unwrap();
+    d.wait_line(&format!("event=client_restored mac={}", mac(1)), LOG)
+        .unwrap();
+    assert!(rig.ctl(&["status"]).contains("\"open\":true"));
+    assert!(
+        cloud_ok(&rig, 1, YES),
+        "the restart disconnected the client"
+    );
+    assert!(!d.lines().iter().any(|l| l.contains("event=evicted")));
+}

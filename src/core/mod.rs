@@ -336,6 +336,12 @@ impl Core {
         until
     }
 
+    /// An on-demand window a previous run opened: it stays open (call before the first
+    /// [`Core::handle_timeout`], so that a restart does not disconnect anyone).
+    pub fn restore_window(&mut self, until: Instant, now: Instant) {
+        self.window.restore(until, now);
+    }
+
     pub fn close_window(&mut self, now: Instant, local: LocalTime, fx: &mut Effects) {
         self.window.close();
         self.window_transitions(now, local, fx);

@@ -75,6 +75,13 @@ impl Window {
         until
     }
 
+    /// Re-opens a window a previous run opened (read back after a restart).
+    pub fn restore(&mut self, until: Instant, now: Instant) {
+        if until > now && self.mode != WindowMode::Always {
+            self.open_until = Some(until.min(now + MAX_WINDOW));
+        }
+    }
+
     /// Closes an on-demand window (a schedule or `always` stays as it is).
     pub fn close(&mut self) {
         self.open_until = None;
@@ -131,6 +138,22 @@ mod tests {
         w.close();
         assert!(!w.is_open(t(1), NOON_MON));
         assert_eq!(w.next_deadline(t(1)), None);
+    }
+
+    #[test]
+    fn a_restored_window_stays_open_until_its_end() {
+        let mut w = Window::new(&cfg(WindowMode::OnDemand, vec![]));
+        w.restore(t(600), t(100));
+        assert!(w.is_open(t(599), NOON_MON) && !w.is_open(t(600), NOON_MON));
+        w.restore(t(50), t(100));
+        assert!(w.is_open(t(100), NOON_MON), "an ended one changes nothing");
+        let mut w = Window::new(&cfg(WindowMode::OnDemand, vec![]));
+        w.restore(t(99_999), t(0));
+        assert_eq!(
+            w.open_until(t(0)),
+            Some(t(3600)),
+            "never longer than the longest window"
+        );
     }
 
     #[test]
