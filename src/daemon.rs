@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn, sockopt};
+use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -21,6 +22,7 @@ use crate::core::window::LocalTime;
 use crate::core::{Core, Effects, RadioCommand};
 use crate::dhcp;
 use crate::dns::{self, Out, Resolver, Route, TcpQuestion};
+use crate::firewall::netlink::Monitor;
 use crate::firewall::{Firewall, Ruleset, TABLE};
 use crate::radio::hostapd::Event as RadioEvent;
 use crate::radio::link::RadioLink;
@@ -129,6 +131,8 @@ struct Daemon {
     dns: DnsSockets,
     resolver: Resolver,
     radio: Option<RadioLink>,
+    /// Announcements of ruleset changes: our table deleted from outside is put back at once.
+    monitor: Option<AsyncFd<Monitor>>,
     orders: mpsc::Receiver<Order>,
     control_task: JoinHandle<()>,
 }
@@ -171,6 +175,20 @@ impl Daemon {
             .with_context(|| format!("opening the control socket {}", paths.control.display()))?;
         let (tx, orders) = mpsc::channel(16);
         let control_task = tokio::spawn(control::serve(listener, tx));
+        // SAFETY: the Monitor owns its fd for as long as it lives, and the AsyncFd owns it.
+        let register = |m| unsafe { AsyncFd::register(m) }.map_err(|e| e.into_parts().1);
+        let monitor = match Monitor::open()
+            .map_err(std::io::Error::other)
+            .and_then(register)
+        {
+            Ok(m) => Some(m),
+            Err(e) => {
+                warn!(
+                    "cannot watch the ruleset ({e}); a deleted table is noticed within {TABLE_CHECK:?}"
+                );
+                None
+            }
+        };
         let mut d = Daemon {
             paths,
             cfg,
@@ -181,6 +199,7 @@ impl Daemon {
             dns,
             resolver,
             radio,
+            monitor,
             orders,
             control_task,
         };
@@ -246,13 +265,16 @@ impl Daemon {
                     self.resolver.upstream_done(&mut self.core, done, Instant::now(), &mut out);
                 }
                 ev = next_radio_event(&mut self.radio) => self.on_radio_event(ev, &mut fx),
+                deleted = table_deleted(&mut self.monitor) => if deleted {
+                    self.ensure_table("announced by the kernel");
+                },
                 Some(order) = self.orders.recv() => self.on_order(order, &mut fx),
                 _ = tokio::time::sleep(wake) => {
                     self.core.handle_timeout(Instant::now(), local_now(), &mut fx);
                 }
                 _ = hup.recv() => self.reload(),
                 _ = check.tick() => {
-                    self.ensure_table();
+                    self.ensure_table("found missing");
                     self.maintain_radio(&mut fx).await;
                 }
                 _ = term.recv() => break,
@@ -502,13 +524,20 @@ impl Daemon {
         info!("reloaded {}", self.paths.config.display());
     }
 
-    fn ensure_table(&mut self) {
+    /// Puts the table back if someone removed it. `how`: what made us look.
+    fn ensure_table(&mut self, how: &str) {
         match self.fw.table_exists() {
             Ok(true) => {}
             Ok(false) => {
-                warn!("table inet {TABLE} was removed from outside (fw4 flush?); restoring it");
-                if let Err(e) = install(&mut self.fw, &self.cfg, &self.core, Instant::now()) {
-                    error!("restoring table inet {TABLE}: {e:#}");
+                let started = std::time::Instant::now();
+                match install(&mut self.fw, &self.cfg, &self.core, Instant::now()) {
+                    Ok(()) => warn!(
+                        "table inet {TABLE} was removed from outside (fw4 flush?; {how}); restored with its elements in {} ms",
+                        started.elapsed().as_millis()
+                    ),
+                    Err(e) => error!(
+                        "table inet {TABLE} was removed from outside ({how}); restoring it: {e:#}"
+                    ),
                 }
             }
             Err(e) => warn!("checking table inet {TABLE}: {e}"),
@@ -571,6 +600,27 @@ fn dhcp_sockets(cfg: &Config) -> anyhow::Result<(UdpSocket, UdpSocket)> {
         })
     };
     Ok((open(Ipv4Addr::UNSPECIFIED)?, open(net.router)?))
+}
+
+/// Waits for ruleset announcements; true if our table may have been deleted. Never
+/// resolves without a monitor.
+async fn table_deleted(monitor: &mut Option<AsyncFd<Monitor>>) -> bool {
+    let Some(fd) = monitor.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else {
+            return std::future::pending().await;
+        };
+        match guard.try_io(|m| m.get_mut().read(TABLE)) {
+            Ok(Ok(deleted)) => return deleted,
+            Ok(Err(e)) => {
+                warn!("ruleset monitor: {e}");
+                return false;
+            }
+            Err(_would_block) => continue,
+        }
+    }
 }
 
 /// The next hostapd event, or never when there is no radio.
