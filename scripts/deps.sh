@@ -1,7 +1,52 @@
 #!/bin/sh
 # Install what `make test`, `make demo` and `make bench` need on a fresh Debian/Ubuntu
 # machine. Idempotent: a second run installs nothing and takes a second.
+#
+# `scripts/deps.sh cross` instead installs what the OpenWrt cross builds need (`make cross`,
+# `make cross-test`, `make size`), also idempotently: nightly with rust-src (every target
+# is built with -Z build-std), zig (PyPI `ziglang`) as linker and libc, cargo-zigbuild and
+# qemu-user-static. Versions are pinned here; CROSS_TARGETS limits the qemu check.
 set -eu
+
+if [ "${1:-}" = cross ]; then
+    ZIGLANG_VERSION=0.15.2
+    ZIGBUILD_VERSION=0.24.1
+    targets=${CROSS_TARGETS:-"mipsel-unknown-linux-musl mips-unknown-linux-musl armv7-unknown-linux-musleabihf aarch64-unknown-linux-musl"}
+    # Every target is built by nightly with -Z build-std: MIPS is tier 3 (no prebuilt std),
+    # and a std built with the binary is smaller (see `make size`).
+    rustup run nightly rustc --version >/dev/null 2>&1 ||
+        rustup toolchain install nightly --profile minimal --component rust-src
+    rustup component list --toolchain nightly --installed | grep -q '^rust-src' ||
+        rustup component add rust-src --toolchain nightly
+    # zig from PyPI (cargo-zigbuild falls back to `python3 -m ziglang` without a `zig`).
+    if ! python3 -m ziglang version 2>/dev/null | grep -qx "$ZIGLANG_VERSION"; then
+        python3 -m pip install -q --root-user-action=ignore "ziglang==$ZIGLANG_VERSION"
+    fi
+    if ! cargo-zigbuild --version 2>/dev/null | grep -q " $ZIGBUILD_VERSION\$"; then
+        cargo install -q --locked --version "$ZIGBUILD_VERSION" cargo-zigbuild
+    fi
+    pkgs=""
+    for t in $targets; do
+        case $t in
+        mipsel-*) q=mipsel ;; mips-*) q=mips ;; armv7-*) q=arm ;; aarch64-*) q=aarch64 ;;
+        *) continue ;;
+        esac
+        command -v "qemu-$q-static" >/dev/null 2>&1 || pkgs=qemu-user-static
+    done
+    if [ -n "$pkgs" ]; then
+        if [ "$(id -u)" != 0 ]; then
+            echo "deps.sh: need root to install: $pkgs" >&2
+            exit 1
+        fi
+        echo "deps.sh: installing $pkgs"
+        export DEBIAN_FRONTEND=noninteractive
+        if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null | head -n1)" ]; then
+            apt-get update -qq
+        fi
+        apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+    fi
+    exit 0
+fi
 
 # Debian package -> a command it provides (checked before calling apt at all).
 need_pkgs=""
@@ -16,6 +61,7 @@ want iperf3          iperf3
 want dnsperf         dnsperf
 want bind9-dnsutils  dig
 want procps          sysctl
+want conntrack       conntrack
 
 if [ -n "$need_pkgs" ]; then
     if [ "$(id -u)" != 0 ]; then

@@ -251,3 +251,34 @@ fn without_a_radio_dhcp_admits_up_to_the_client_limit() {
     );
     assert_eq!(rig.dhcp(3).expect("room after the release"), a);
 }
+
+#[test]
+fn a_client_that_leaves_takes_its_connections_with_it() {
+    let rig = Rig::new(1);
+    let daemon = rig.start_daemon(
+        &config("").replace("\toption mode 'always'\n", "\toption mode 'on_demand'\n"),
+    );
+    rig.ctl(&["window", "open", "5"]);
+    let ip = rig.dhcp(1).expect("lease").to_string();
+    let flows = || {
+        let out = rig.router().exec(&["conntrack", "-L", "-s", &ip]);
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    // A UDP exchange and a TCP connection leave conntrack entries behind.
+    assert!(udp(rig.client(1), sa(CLOUD_ALLOWED, 123), YES).answered());
+    assert!(cloud_ok(&rig, 1));
+    assert!(flows() >= 2, "conntrack shows {} entries for {ip}", flows());
+    // The window closes: the client is disconnected, and its connections end with it.
+    rig.ctl(&["window", "close"]);
+    daemon
+        .wait_line(
+            "event=evicted mac=02:00:00:00:00:01 reason=window_closed",
+            LOG,
+        )
+        .expect("evicted");
+    assert!(
+        wait_until(LOG, Duration::from_millis(50), || flows() == 0),
+        "{} conntrack entries of {ip} outlived its binding",
+        flows()
+    );
+}

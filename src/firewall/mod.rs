@@ -361,6 +361,22 @@ impl Firewall {
             );
         }
         self.nl.apply(TABLE, &ops)?;
+        // A connection may not outlive the binding it was opened under: the conntrack
+        // entries of an address whose binding ended go too (also tearing down flows an
+        // offload flowtable would carry past our chains).
+        for p in self
+            .batch
+            .iter()
+            .filter(|p| p.key.set == "leases" && p.add.is_none())
+        {
+            let b = &p.key.bytes;
+            let ip = Ipv4Addr::new(b[8], b[9], b[10], b[11]);
+            match self.nl.forget_flows(ip) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!("ended {n} connection(s) of {ip}"),
+                Err(e) => tracing::warn!("ending the connections of {ip}: {e}"),
+            }
+        }
         Ok(())
     }
 

@@ -96,6 +96,13 @@ const NETLINK_EXT_ACK: libc::c_int = 11;
 
 const NFNETLINK_V0: u8 = 0;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_GET: u16 = 1;
+const IPCTNL_MSG_CT_DELETE: u16 = 2;
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_ZONE: u16 = 18;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 
@@ -599,6 +606,84 @@ impl Netlink {
                 }
             }
         }
+    }
+
+    /// Ends every IPv4 connection whose original source is `ip` (a client that is gone):
+    /// its conntrack entries are deleted, so no reply of an old flow reaches it any more,
+    /// a NAT mapping back to it is gone, and an offloaded flow (fw4's flowtable, which
+    /// bypasses our chains) is torn down. Returns how many were deleted.
+    pub fn forget_flows(&mut self, ip: std::net::Ipv4Addr) -> Result<usize, NetlinkError> {
+        // Dump the IPv4 conntrack table and keep the original tuples (and zones) to delete.
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        self.send.clear();
+        let start = begin_msg(
+            &mut self.send,
+            (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            libc::AF_INET as u8,
+            0,
+        );
+        end_msg(&mut self.send, start);
+        let mut doomed: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let want = ip.octets();
+        self.dump(seq, "dump conntrack", |msg| {
+            if let Some(found) = flow_from(msg.payload, want)? {
+                doomed.push(found);
+            }
+            Ok(())
+        })?;
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        // Then one delete per entry, all in one send; an entry that ended meanwhile is fine.
+        self.send.clear();
+        let first = self.seq;
+        for (tuple, zone) in &doomed {
+            let start = begin_msg(
+                &mut self.send,
+                (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE,
+                NLM_F_REQUEST | NLM_F_ACK,
+                self.seq,
+                libc::AF_INET as u8,
+                0,
+            );
+            self.seq = self.seq.wrapping_add(1);
+            put_attr(&mut self.send, CTA_TUPLE_ORIG | NLA_F_NESTED, tuple);
+            if let Some(zone) = zone {
+                put_attr(&mut self.send, CTA_ZONE, zone);
+            }
+            end_msg(&mut self.send, start);
+        }
+        self.reserve_buffers(self.send.len(), doomed.len())?;
+        self.drain_stale();
+        self.send_request()?;
+        let (mut acked, mut deleted) = (0, 0);
+        while acked < doomed.len() {
+            let len = self.recv_datagram()?;
+            for msg in Msgs::new(&self.recv[..len]) {
+                let msg = msg?;
+                if msg.ty != NLMSG_ERROR || msg.seq.wrapping_sub(first) as usize >= doomed.len() {
+                    continue;
+                }
+                acked += 1;
+                match parse_ack(&msg)? {
+                    (0, _) => deleted += 1,
+                    (libc::ENOENT, _) => {}
+                    (errno, message) => {
+                        self.dirty = acked < doomed.len();
+                        return Err(NetlinkError::Kernel {
+                            errno,
+                            op: "delete conntrack entry",
+                            message,
+                        });
+                    }
+                }
+            }
+        }
+        self.dirty = false;
+        Ok(deleted)
     }
 
     /// Encodes a single (non-batch) request for `inet` into the send buffer; returns its seq.
@@ -1199,6 +1284,33 @@ fn parse_ack(msg: &Msg<'_>) -> Result<(i32, Option<String>), NetlinkError> {
     Ok((error.wrapping_neg(), message))
 }
 
+/// A conntrack dump message: its original tuple (nested attributes, to delete it by) and
+/// zone, if its original source address is `src`. Pure; never panics.
+fn flow_from(
+    payload: &[u8],
+    src: [u8; 4],
+) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>, NetlinkError> {
+    let attrs = payload
+        .get(4..)
+        .ok_or(NetlinkError::Malformed("message shorter than nfgenmsg"))?;
+    let t = attr_table::<19>(attrs)?;
+    let Some(tuple) = t[usize::from(CTA_TUPLE_ORIG)] else {
+        return Ok(None);
+    };
+    let ip = attr_table::<2>(tuple)?[usize::from(CTA_TUPLE_IP)];
+    let Some(ip) = ip else {
+        return Ok(None);
+    };
+    let source = attr_table::<2>(ip)?[usize::from(CTA_IP_V4_SRC)];
+    if source != Some(&src[..]) {
+        return Ok(None);
+    }
+    Ok(Some((
+        tuple.to_vec(),
+        t[usize::from(CTA_ZONE)].map(<[u8]>::to_vec),
+    )))
+}
+
 /// Appends the elements of one NEWSETELEM dump message. Elements without a key (catch-all)
 /// are skipped.
 fn parse_setelem_msg(payload: &[u8], out: &mut Vec<SetElement>) -> Result<(), NetlinkError> {
@@ -1713,6 +1825,29 @@ mod tests {
     }
 
     #[test]
+    fn conntrack_entries_are_matched_by_original_source() {
+        // nfgenmsg, CTA_TUPLE_ORIG { CTA_TUPLE_IP { CTA_IP_V4_SRC 192.168.250.2 } }, CTA_ZONE
+        let nest = |ty: u16, inner: &[u8]| {
+            let mut a = Vec::new();
+            put_attr(&mut a, ty | NLA_F_NESTED, inner);
+            a
+        };
+        let mut src = Vec::new();
+        put_attr(&mut src, CTA_IP_V4_SRC, &[192, 168, 250, 2]);
+        let tuple = nest(CTA_TUPLE_IP, &src);
+        let mut payload = vec![2, 0, 0, 0];
+        payload.extend(nest(CTA_TUPLE_ORIG, &tuple));
+        put_attr(&mut payload, CTA_ZONE, &[0, 5]);
+        let (got, zone) = flow_from(&payload, [192, 168, 250, 2]).unwrap().unwrap();
+        assert_eq!(got, tuple);
+        assert_eq!(zone.as_deref(), Some(&[0u8, 5][..]));
+        assert!(flow_from(&payload, [192, 168, 250, 3]).unwrap().is_none());
+        for cut in 0..payload.len() {
+            let _ = flow_from(&payload[..cut], [192, 168, 250, 2]);
+        }
+    }
+
+    #[test]
     fn deletion_announcements_are_recognised() {
         // nlmsghdr + nfgenmsg(inet) + NFTA_TABLE_NAME "provisioner\0"
         let msg = |ty: u16, family: u8, name: &str| {
@@ -1733,11 +1868,27 @@ mod tests {
             m.extend_from_slice(&attr);
             m
         };
-        assert!(announces_deletion(&msg(NFT_MSG_DELTABLE, FAMILY_INET, "provisioner"), "provisioner"));
-        assert!(!announces_deletion(&msg(NFT_MSG_DELTABLE, FAMILY_INET, "fw4"), "provisioner"));
-        assert!(!announces_deletion(&msg(NFT_MSG_DELTABLE, 2, "provisioner"), "provisioner"));
-        assert!(!announces_deletion(&msg(0, FAMILY_INET, "provisioner"), "provisioner"));
-        let two = [msg(0, FAMILY_INET, "x"), msg(NFT_MSG_DELTABLE, FAMILY_INET, "provisioner")].concat();
+        assert!(announces_deletion(
+            &msg(NFT_MSG_DELTABLE, FAMILY_INET, "provisioner"),
+            "provisioner"
+        ));
+        assert!(!announces_deletion(
+            &msg(NFT_MSG_DELTABLE, FAMILY_INET, "fw4"),
+            "provisioner"
+        ));
+        assert!(!announces_deletion(
+            &msg(NFT_MSG_DELTABLE, 2, "provisioner"),
+            "provisioner"
+        ));
+        assert!(!announces_deletion(
+            &msg(0, FAMILY_INET, "provisioner"),
+            "provisioner"
+        ));
+        let two = [
+            msg(0, FAMILY_INET, "x"),
+            msg(NFT_MSG_DELTABLE, FAMILY_INET, "provisioner"),
+        ]
+        .concat();
         assert!(announces_deletion(&two, "provisioner"));
         for cut in 0..two.len() {
             let _ = announces_deletion(&two[..cut], "provisioner");
