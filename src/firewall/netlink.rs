@@ -626,7 +626,7 @@ impl Netlink {
             0,
         );
         end_msg(&mut self.send, start);
-        let mut doomed: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let mut doomed: Vec<Flow> = Vec::new();
         let want = ip.octets();
         self.dump(seq, "dump conntrack", |msg| {
             if let Some(found) = flow_from(msg.payload, want)? {
@@ -1284,12 +1284,12 @@ fn parse_ack(msg: &Msg<'_>) -> Result<(i32, Option<String>), NetlinkError> {
     Ok((error.wrapping_neg(), message))
 }
 
-/// A conntrack dump message: its original tuple (nested attributes, to delete it by) and
-/// zone, if its original source address is `src`. Pure; never panics.
-fn flow_from(
-    payload: &[u8],
-    src: [u8; 4],
-) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>, NetlinkError> {
+/// A conntrack entry to delete: its original tuple (nested attributes) and its zone.
+type Flow = (Vec<u8>, Option<Vec<u8>>);
+
+/// A conntrack dump message as a [`Flow`], if its original source address is `src`. Pure;
+/// never panics.
+fn flow_from(payload: &[u8], src: [u8; 4]) -> Result<Option<Flow>, NetlinkError> {
     let attrs = payload
         .get(4..)
         .ok_or(NetlinkError::Malformed("message shorter than nfgenmsg"))?;
