@@ -45,8 +45,9 @@ fn main() -> ExitCode {
     println!("   the setup SSID: hostapd (its wired driver with 802.1X stands in for the radio)");
     let _hostapd = rig.start_hostapd("");
     let cfg = config(&format!(
-        "config radio 'radio'\n\toption hostapd 'external'\n\toption ctrl_interface '{}'\n",
-        rig.hostapd_ctrl_dir().display()
+        "config radio 'radio'\n\toption hostapd 'external'\n\toption ctrl_interface '{}'\n\toption ssid_command '{}'\n",
+        rig.hostapd_ctrl_dir().display(),
+        rig.ssid_script().display()
     ))
     .replace("\toption mode 'always'\n", "\toption mode 'on_demand'\n");
     println!("\n== Starting provisionerd with this config (/etc/config/provisioner):\n");
@@ -58,7 +59,7 @@ fn main() -> ExitCode {
         "\n   {}",
         daemon.lines().last().cloned().unwrap_or_default()
     );
-    if let Err(e) = daemon.wait_line("SSID down", Duration::from_secs(10)) {
+    if let Err(e) = daemon.wait_line("SSID down: running", Duration::from_secs(10)) {
         eprintln!("demo: {e}");
         return ExitCode::FAILURE;
     }

@@ -182,14 +182,21 @@ fn sessions_end_and_the_cooldown_ends_too() {
 #[test]
 fn the_window_opens_on_demand_and_closing_it_disconnects() {
     let rig = Rig::new(1);
-    let h = rig.start_hostapd("");
-    let d = rig.start_daemon(&radio_config(&rig, "", "\toption mode 'on_demand'\n"));
-    d.wait_line("SSID down", LOG).unwrap();
+    let _h = rig.start_hostapd("");
+    let cfg = radio_config(&rig, "", "\toption mode 'on_demand'\n").replace(
+        "\toption hostapd 'external'\n",
+        &format!(
+            "\toption hostapd 'external'\n\toption ssid_command '{}'\n",
+            rig.ssid_script().display()
+        ),
+    );
+    let d = rig.start_daemon(&cfg);
+    d.wait_line("SSID down: running", LOG).unwrap();
     assert!(rig.ctl(&["status"]).contains("\"open\":false"));
     let reply = rig.ctl(&["window", "open", "5"]);
     assert_eq!(reply, "{\"window\":\"open\",\"secs\":300}");
     d.wait_line("event=window_opened secs=300", LOG).unwrap();
-    d.wait_line("SSID up", LOG).unwrap();
+    d.wait_line("SSID up: running", LOG).unwrap();
     let _s1 = join_and_use(&rig, &d, 1);
     rig.ctl(&["window", "close"]);
     d.wait_line(
@@ -198,11 +205,18 @@ fn the_window_opens_on_demand_and_closing_it_disconnects() {
     )
     .unwrap();
     d.wait_line("event=window_closed", LOG).unwrap();
-    d.wait_line("SSID down", LOG).unwrap();
+    d.wait_line("SSID down: running", LOG).unwrap();
     assert!(!cloud_ok(&rig, 1, NO));
-    // hostapd really took the interface down.
-    assert!(rig.hostapd_cli(&["status"]).contains("state=DISABLED"));
-    drop(h);
+    // The SSID went down through the command (hostapd's own DISABLE would take every SSID
+    // of an OpenWrt radio down), and hostapd's interface is really down.
+    assert!(
+        wait_until(LOG, Duration::from_millis(50), || {
+            rig.ssid_calls() == ["down", "up", "down"]
+                && rig.hostapd_cli(&["status"]).contains("state=DISABLED")
+        }),
+        "{:?}",
+        rig.ssid_calls()
+    );
 }
 
 #[test]

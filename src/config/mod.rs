@@ -78,6 +78,10 @@ pub struct Radio {
     pub country: Option<String>,
     /// Extra `key=value` lines for the generated hostapd.conf.
     pub options: Vec<(String, String)>,
+    /// External only: run as `<command> up` / `<command> down` when the window opens and
+    /// closes (on OpenWrt: the wifi-iface's `disabled` and `wifi reload`). hostapd's own
+    /// DISABLE would take down every SSID of the radio, the home network's too.
+    pub ssid_command: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -316,6 +316,13 @@ fn radio(file: &str, s: &Section, net: &Network) -> Result<Radio, ConfigError> {
             Err(format!("'{v}' is not a country code (two capital letters)"))
         }
     })?;
+    let ssid_command = o.scalar("ssid_command", |v| {
+        if v.starts_with('/') && !v.contains(['\n', '\0']) {
+            Ok(std::path::PathBuf::from(v))
+        } else {
+            Err(format!("'{v}' is not an absolute path to a program"))
+        }
+    })?;
     let options = o.list("hostapd_option", |v| {
         let (k, val) = v
             .split_once('=')
@@ -346,6 +353,13 @@ fn radio(file: &str, s: &Section, net: &Network) -> Result<Radio, ConfigError> {
             "is required in section radio (external or managed)".into(),
         ));
     };
+    if let (RadioMode::Managed, Some((_, line))) = (mode, &ssid_command) {
+        return Err(o.error(
+            *line,
+            "ssid_command",
+            "only applies with hostapd 'external' (a managed hostapd is ours to enable and disable)".into(),
+        ));
+    }
     if mode == RadioMode::External {
         for (name, line) in [
             ("ssid", ssid.as_ref().map(|v| v.1)),
@@ -375,6 +389,7 @@ fn radio(file: &str, s: &Section, net: &Network) -> Result<Radio, ConfigError> {
         hw_mode: hw_mode.map(|v| v.0),
         country: country.map(|v| v.0),
         options: options.into_iter().map(|(kv, _)| kv).collect(),
+        ssid_command: ssid_command.map(|(p, _)| p),
     })
 }
 
@@ -966,6 +981,18 @@ config allow
         assert_eq!((e.line, e.option.as_deref()), (6, Some("ssid")), "{e}");
         let e = bad(" option hostapd managed\n list hostapd_option 'ignore_broadcast_ssid=0'\n");
         assert!(e.message.contains("set by provisionerd"), "{e}");
+        let c = uci(&format!(
+            "{base}config radio\n option hostapd external\n option ssid_command '/usr/libexec/provisioner-ssid'\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.radio.unwrap().ssid_command.as_deref(),
+            Some(std::path::Path::new("/usr/libexec/provisioner-ssid"))
+        );
+        let e = bad(" option hostapd managed\n option ssid_command '/bin/true'\n");
+        assert_eq!(e.option.as_deref(), Some("ssid_command"), "{e}");
+        let e = bad(" option hostapd external\n option ssid_command 'relative'\n");
+        assert!(e.message.contains("absolute"), "{e}");
         let e = bad(" option ssid x\n");
         assert!(e.message.contains("required"), "{e}");
         let e = bad(

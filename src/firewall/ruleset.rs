@@ -97,6 +97,15 @@ fn nft_net(n: &ipnet::Ipv4Net) -> String {
 const PRIO_RAW: i32 = -300;
 const PRIO_DSTNAT: i32 = -100;
 const PRIO_FILTER: i32 = 0;
+/// Our forward chain runs just before the router's (fw4's, at `filter`), so that the mark
+/// below is set by the time fw4 looks.
+const PRIO_FORWARD: i32 = PRIO_FILTER - 10;
+
+/// The firewall mark bit set on every packet this table lets out of the provisioning
+/// network. On OpenWrt, fw4 forwards provisioning traffic to the WAN only with this bit set,
+/// so without our table (not installed yet, flushed on purpose) nothing gets out: closed at
+/// both levels.
+pub const ALLOW_MARK: u32 = 0x4000_0000;
 const PRIO_SRCNAT: i32 = 100;
 
 impl Ruleset {
@@ -115,6 +124,7 @@ impl Ruleset {
             })
         };
         let r = |s: &str| s.to_owned();
+        let allowed = format!("meta mark set meta mark | {ALLOW_MARK:#x} accept");
 
         let mut allow: Vec<String> = Vec::new();
         for entry in &cfg.allow {
@@ -269,7 +279,7 @@ impl Ruleset {
             },
             Chain {
                 name: "forward",
-                base: base("filter", Hook::Forward, PRIO_FILTER),
+                base: base("filter", Hook::Forward, PRIO_FORWARD),
                 rules: vec![
                     format!("iifname {prov} jump forward_from_prov"),
                     format!("oifname {prov} jump forward_to_prov"),
@@ -283,8 +293,8 @@ impl Ruleset {
                     format!("oifname != {wan} counter drop comment \"not towards the WAN\""),
                     r("ip daddr @protect4 counter drop comment \"protected network\""),
                     r("ct state established,related accept"),
-                    r("ip daddr . meta l4proto . th dport @allow4_net accept"),
-                    r("ether saddr . ip daddr . meta l4proto . th dport @learned4 accept"),
+                    format!("ip daddr . meta l4proto . th dport @allow4_net {allowed}"),
+                    format!("ether saddr . ip daddr . meta l4proto . th dport @learned4 {allowed}"),
                     r("counter drop comment \"not allow-listed\""),
                 ],
             },
@@ -493,6 +503,8 @@ config allow 'ntp'
             assert!(line.contains("table inet provisioner"), "{line}");
         }
         assert!(s.contains("iifname \"prov0\" jump guard"));
+        assert!(s.contains("@allow4_net meta mark set meta mark | 0x40000000 accept"));
+        assert!(s.contains("type filter hook forward priority -10; policy accept;"));
         assert!(s.contains("oifname \"wan0\" ip saddr 192.168.250.0/24 masquerade"));
         assert!(s.contains("ip daddr 192.168.250.1 meta l4proto { tcp, udp } th dport 53 accept"));
     }

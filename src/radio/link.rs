@@ -31,6 +31,8 @@ pub struct RadioLink {
     last_ping: Instant,
     /// The SSID state the window wants; applied again after every reconnect.
     enabled: Option<bool>,
+    /// A running `ssid_command`, and what it was asked to do.
+    ssid_command: Option<(Child, &'static str)>,
 }
 
 impl RadioLink {
@@ -49,6 +51,7 @@ impl RadioLink {
             last_attempt: None,
             last_ping: Instant::now(),
             enabled: None,
+            ssid_command: None,
         }
     }
 
@@ -77,6 +80,7 @@ impl RadioLink {
     /// Called about once a second: starts or restarts a managed hostapd, reconnects, pings.
     /// Returns the station table after a (re)connect, for the core to reconcile with.
     pub async fn maintain(&mut self) -> Option<Vec<MacAddr>> {
+        self.reap_ssid_command();
         if self.cfg.mode == RadioMode::Managed {
             self.supervise();
         }
@@ -114,7 +118,8 @@ impl RadioLink {
         );
         self.last_ping = Instant::now();
         self.hostapd = Some(h);
-        if let Some(enabled) = self.enabled {
+        // A new hostapd starts enabled: tell it again (an external SSID's state is UCI's).
+        if let (Some(enabled), RadioMode::Managed) = (self.enabled, self.cfg.mode) {
             self.set_enabled(enabled).await;
         }
         Some(
@@ -160,9 +165,27 @@ impl RadioLink {
         }
     }
 
-    /// SSID up (window open) or down (closed), through hostapd's ENABLE / DISABLE.
+    /// SSID up (window open) or down (closed). A managed hostapd is ours: ENABLE /
+    /// DISABLE. An external one serves other SSIDs on the same radio, which DISABLE would
+    /// take down too: the operator's `ssid_command` does it (on OpenWrt, through UCI), or,
+    /// without one, the SSID stays up and the core turns everyone away.
     async fn set_enabled(&mut self, on: bool) {
+        if self.enabled == Some(on) && self.cfg.mode == RadioMode::External {
+            return;
+        }
         self.enabled = Some(on);
+        let word = if on { "up" } else { "down" };
+        if self.cfg.mode == RadioMode::External {
+            match &self.cfg.ssid_command {
+                Some(cmd) => self.run_ssid_command(cmd.clone(), word),
+                None => info!(
+                    "window {}: the SSID stays as it is (radio ssid_command is not set); stations are {}",
+                    if on { "open" } else { "closed" },
+                    if on { "admitted" } else { "turned away" }
+                ),
+            }
+            return;
+        }
         let Some(h) = self.hostapd.as_mut() else {
             return;
         };
@@ -172,11 +195,43 @@ impl RadioLink {
             h.disable().await
         };
         match result {
-            Ok(()) => info!("SSID {}", if on { "up" } else { "down" }),
+            Ok(()) => info!("SSID {word}"),
             Err(HostapdError::Gone) => self.lost(&HostapdError::Gone),
             // Already in that state: hostapd says FAIL.
             Err(e) => debug!("hostapd {}: {e}", if on { "ENABLE" } else { "DISABLE" }),
         }
+    }
+
+    /// Runs `<ssid_command> up|down` without waiting (a `wifi reload` takes seconds); its
+    /// exit is collected by [`RadioLink::maintain`].
+    fn run_ssid_command(&mut self, cmd: PathBuf, word: &'static str) {
+        self.reap_ssid_command();
+        match Command::new(&cmd)
+            .arg(word)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => {
+                info!("SSID {word}: running {} {word}", cmd.display());
+                self.ssid_command = Some((child, word));
+            }
+            Err(e) => warn!("SSID {word}: cannot run {}: {e}", cmd.display()),
+        }
+    }
+
+    fn reap_ssid_command(&mut self) {
+        let Some((child, word)) = self.ssid_command.as_mut() else {
+            return;
+        };
+        match child.try_wait() {
+            Ok(None) => return,
+            Ok(Some(status)) if status.success() => {}
+            Ok(Some(status)) => warn!("SSID {word}: the ssid_command failed ({status})"),
+            Err(e) => warn!("SSID {word}: {e}"),
+        }
+        self.ssid_command = None;
     }
 
     /// Managed mode: hostapd runs as our child with the config we write; restarted if it

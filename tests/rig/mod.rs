@@ -715,6 +715,30 @@ impl Rig {
         p
     }
 
+    /// An `ssid_command` for the rig's hostapd, as the OpenWrt package's does through UCI:
+    /// `up` enables and `down` disables hostapd's interface; every call is appended to
+    /// `ssid.log` in the rig dir.
+    pub fn ssid_script(&self) -> PathBuf {
+        let path = self.dir.join("ssid");
+        let script = format!(
+            "#!/bin/sh\necho \"$1\" >> {log}\ncase \"$1\" in up) c=enable ;; down) c=disable ;; *) exit 2 ;; esac\nexec hostapd_cli -p {ctrl} -i {PROV_IF} $c >/dev/null\n",
+            log = self.dir.join("ssid.log").display(),
+            ctrl = self.dir.join("hostapd").display(),
+        );
+        fs::write(&path, script).expect("write ssid script");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+        path
+    }
+
+    /// What the rig's `ssid_command` was asked so far, in order.
+    pub fn ssid_calls(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.join("ssid.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The daemon's control socket (for `provisionerctl -s`).
     pub fn control_socket(&self) -> PathBuf {
         self.dir.join("control.sock")
