@@ -396,3 +396,43 @@ fn a_restart_keeps_an_open_window_open() {
     );
     assert!(!d.lines().iter().any(|l| l.contains("event=evicted")));
 }
+
+#[test]
+fn ssid_commands_run_one_at_a_time_in_order() {
+    let rig = Rig::new(0);
+    let _h = rig.start_hostapd("");
+    // A slow command (like a `wifi reload`), logging when each run starts and ends.
+    let log = rig.dir().join("slow.log");
+    let script = rig.dir().join("slow-ssid");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"start $1\" >> {l}\nsleep 0.5\necho \"end $1\" >> {l}\n",
+            l = log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cfg = radio_config(&rig, "", "\toption mode 'on_demand'\n").replace(
+        "\toption hostapd 'external'\n",
+        &format!(
+            "\toption hostapd 'external'\n\toption ssid_command '{}'\n",
+            script.display()
+        ),
+    );
+    let _d = rig.start_daemon(&cfg);
+    // down (start), then up and down again while the first still runs.
+    rig.ctl(&["window", "open", "5"]);
+    rig.ctl(&["window", "close"]);
+    let runs = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(LOG, Duration::from_millis(100), || runs().lines().count()
+            >= 4),
+        "{}",
+        runs()
+    );
+    // The last request wins and nothing overlaps: the first run ends before the next starts.
+    let lines: Vec<String> = runs().lines().map(str::to_owned).collect();
+    assert_eq!(lines[..2], ["start down", "end down"], "{lines:?}");
+    assert_eq!(lines[2..4], ["start down", "end down"], "{lines:?}");
+}

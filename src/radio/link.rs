@@ -33,6 +33,8 @@ pub struct RadioLink {
     enabled: Option<bool>,
     /// A running `ssid_command`, and what it was asked to do.
     ssid_command: Option<(Child, &'static str)>,
+    /// What to ask it next, once the running one is done.
+    ssid_next: Option<&'static str>,
 }
 
 impl RadioLink {
@@ -52,6 +54,7 @@ impl RadioLink {
             last_ping: Instant::now(),
             enabled: None,
             ssid_command: None,
+            ssid_next: None,
         }
     }
 
@@ -203,9 +206,15 @@ impl RadioLink {
     }
 
     /// Runs `<ssid_command> up|down` without waiting (a `wifi reload` takes seconds); its
-    /// exit is collected by [`RadioLink::maintain`].
+    /// exit is collected by [`RadioLink::maintain`]. One run at a time, in order: while one
+    /// runs, the latest request waits for it (two overlapping runs could both read the old
+    /// state).
     fn run_ssid_command(&mut self, cmd: PathBuf, word: &'static str) {
         self.reap_ssid_command();
+        if self.ssid_command.is_some() {
+            self.ssid_next = Some(word);
+            return;
+        }
         match Command::new(&cmd)
             .arg(word)
             .stdin(Stdio::null())
@@ -232,6 +241,9 @@ impl RadioLink {
             Err(e) => warn!("SSID {word}: {e}"),
         }
         self.ssid_command = None;
+        if let (Some(next), Some(cmd)) = (self.ssid_next.take(), self.cfg.ssid_command.clone()) {
+            self.run_ssid_command(cmd, next);
+        }
     }
 
     /// Managed mode: hostapd runs as our child with the config we write; restarted if it
