@@ -2,7 +2,7 @@
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build release test lint unit rig demo bench fuzz clean
+.PHONY: all deps build release test lint unit rig demo bench fuzz ipk clean
 
 all: build
 
@@ -50,6 +50,13 @@ fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
 	cd fuzz && for t in uci config_toml dhcp dns; do \
 		$(CARGO) +nightly fuzz run -O $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+
+# The OpenWrt package (.ipk) from a `make cross` binary, without the SDK (README.md,
+# "Installing on a router"): make ipk ARCH=mipsel_24kc|mips_24kc|arm_cortex-a7_neon-vfpv4|
+# aarch64_cortex-a53. Writes target/ipk/provisioner_<version>_<ARCH>.ipk.
+ipk:
+	@test -n "$(ARCH)" || { echo "usage: make ipk ARCH=mipsel_24kc|mips_24kc|arm_cortex-a7_neon-vfpv4|aarch64_cortex-a53" >&2; exit 2; }
+	./scripts/ipk.sh $(ARCH)
 
 clean:
 	$(CARGO) clean

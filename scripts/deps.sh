@@ -62,6 +62,9 @@ want dnsperf         dnsperf
 want bind9-dnsutils  dig
 want procps          sysctl
 want conntrack       conntrack
+# tests/package.rs: lint the OpenWrt package's scripts, and run them in busybox's ash too.
+want shellcheck      shellcheck
+want busybox         busybox
 
 if [ -n "$need_pkgs" ]; then
     if [ "$(id -u)" != 0 ]; then
