@@ -665,6 +665,29 @@ mod tests {
         core
     }
 
+    /// DISCOVER and REQUEST for `m` at `now`: the address it was given.
+    fn lease(core: &mut Core, m: MacAddr, now: Instant) -> Ipv4Addr {
+        let d = core.handle_dhcp(
+            DhcpRequest::Discover {
+                mac: m,
+                requested: None,
+            },
+            now,
+        );
+        let Some(DhcpReply::Offer { ip, .. }) = d.reply else {
+            panic!("no offer for {m}: {d:?}")
+        };
+        let request = DhcpRequest::Request {
+            mac: m,
+            server_id: Some(core.router),
+            requested: Some(ip),
+            ciaddr: None,
+        };
+        let d = core.handle_dhcp(request, now);
+        assert!(matches!(d.reply, Some(DhcpReply::Ack { .. })), "{d:?}");
+        ip
+    }
+
     #[test]
     fn a_radio_station_is_admitted_into_the_clients_set_and_evicted_with_everything() {
         let mut core = started(
@@ -681,25 +704,7 @@ mod tests {
             }]
         );
         // It gets an address.
-        let d = core.handle_dhcp(
-            DhcpRequest::Discover {
-                mac: mac(1),
-                requested: None,
-            },
-            t(1),
-        );
-        let Some(DhcpReply::Offer { ip, .. }) = d.reply else {
-            panic!("no offer")
-        };
-        core.handle_dhcp(
-            DhcpRequest::Request {
-                mac: mac(1),
-                server_id: Some(core.router),
-                requested: Some(ip),
-                ciaddr: None,
-            },
-            t(1),
-        );
+        let ip = lease(&mut core, mac(1), t(1));
         // A station hostapd did not report gets nothing from DHCP.
         let d = core.handle_dhcp(
             DhcpRequest::Discover {
@@ -905,25 +910,7 @@ mod tests {
     #[test]
     fn a_repeated_refusal_is_reported_once_a_minute_and_summarised() {
         let mut core = started("");
-        let d = core.handle_dhcp(
-            DhcpRequest::Discover {
-                mac: mac(1),
-                requested: None,
-            },
-            t(0),
-        );
-        let Some(DhcpReply::Offer { ip, .. }) = d.reply else {
-            panic!("no offer")
-        };
-        core.handle_dhcp(
-            DhcpRequest::Request {
-                mac: mac(1),
-                server_id: Some(core.router),
-                requested: Some(ip),
-                ciaddr: None,
-            },
-            t(0),
-        );
+        let ip = lease(&mut core, mac(1), t(0));
         core.drain_events().for_each(drop);
         for _ in 0..5 {
             assert_eq!(
