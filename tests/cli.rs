@@ -2,8 +2,21 @@
 
 use std::process::Command;
 
+/// The binary; under `make cross-test` through the emulator named by
+/// PROVISIONER_TEST_RUNNER (e.g. `qemu-mips-static`), as this test itself runs.
+fn provisioner() -> Command {
+    match std::env::var_os("PROVISIONER_TEST_RUNNER") {
+        Some(runner) if !runner.is_empty() => {
+            let mut c = Command::new(runner);
+            c.arg(env!("CARGO_BIN_EXE_provisioner"));
+            c
+        }
+        _ => Command::new(env!("CARGO_BIN_EXE_provisioner")),
+    }
+}
+
 fn provisionerd(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_provisioner"))
+    provisioner()
         .arg("provisionerd")
         .args(args)
         .output()
@@ -73,11 +86,9 @@ fn print_ruleset_shows_the_one_table() {
 
 #[test]
 fn applet_is_chosen_by_name_or_first_argument() {
-    let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
-        .output()
-        .unwrap();
+    let out = provisioner().output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = Command::new(env!("CARGO_BIN_EXE_provisioner"))
+    let out = provisioner()
         .args(["provisionerctl", "--help"])
         .output()
         .unwrap();

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use governor::clock::Clock;
@@ -12,6 +12,8 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::HashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
+// 32-bit MIPS has no 64-bit atomics; there this is a lock (what governor uses, too).
+use portable_atomic::AtomicU64;
 
 use super::MacAddr;
 use super::events::Event;

@@ -34,7 +34,7 @@ use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::UnixDatagram;
@@ -59,7 +59,7 @@ const MAX_WALK_STEPS: usize = 64 * 1024;
 /// Our socket files are `hostapd-<pid>-<n>-<role>` in the caller's directory.
 const SOCKET_PREFIX: &str = "hostapd-";
 
-static NEXT_SOCKET: AtomicU64 = AtomicU64::new(0);
+static NEXT_SOCKET: AtomicUsize = AtomicUsize::new(0);
 
 /// What an event datagram means to us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -690,7 +690,7 @@ mod tests {
 
     impl TempDir {
         fn new() -> TempDir {
-            static N: AtomicU64 = AtomicU64::new(0);
+            static N: AtomicUsize = AtomicUsize::new(0);
             let dir = std::env::temp_dir().join(format!(
                 "provisioner-hostapd-test-{}-{}",
                 std::process::id(),
