@@ -2,7 +2,7 @@
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build release test lint unit rig demo bench fuzz ipk clean
+.PHONY: all deps build release test lint unit rig demo bench fuzz ipk cross cross-test size clean
 
 all: build
 
@@ -18,6 +18,7 @@ release:
 # Everything: formatting, lints, unit and property tests, and the netns rig (needs root).
 test: deps lint
 	$(CARGO) test --features rig
+	$(MAKE) cross-test TARGETS=mips-unknown-linux-musl
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -51,12 +52,44 @@ fuzz:
 	cd fuzz && for t in uci config_toml dhcp dns; do \
 		$(CARGO) +nightly fuzz run -O $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 
-# The OpenWrt package (.ipk) from a `make cross` binary, without the SDK (README.md,
-# "Installing on a router"): make ipk ARCH=mipsel_24kc|mips_24kc|arm_cortex-a7_neon-vfpv4|
-# aarch64_cortex-a53. Writes target/ipk/provisioner_<version>_<ARCH>.ipk.
+# The OpenWrt package (.ipk) without the SDK (README.md, "Installing on a router"): builds
+# the target's release binary (as make cross) and packs it. make ipk ARCH=mipsel_24kc|
+# mips_24kc|arm_cortex-a7_neon-vfpv4|aarch64_cortex-a53 writes
+# target/ipk/provisioner_<version>_<ARCH>.ipk.
+IPK_ARCHS = mipsel_24kc mips_24kc arm_cortex-a7_neon-vfpv4 aarch64_cortex-a53
+triple_mipsel_24kc = mipsel-unknown-linux-musl
+triple_mips_24kc = mips-unknown-linux-musl
+triple_arm_cortex-a7_neon-vfpv4 = armv7-unknown-linux-musleabihf
+triple_aarch64_cortex-a53 = aarch64-unknown-linux-musl
+
 ipk:
-	@test -n "$(ARCH)" || { echo "usage: make ipk ARCH=mipsel_24kc|mips_24kc|arm_cortex-a7_neon-vfpv4|aarch64_cortex-a53" >&2; exit 2; }
+	@test -n "$(triple_$(ARCH))" || { echo "usage: make ipk ARCH=$(firstword $(IPK_ARCHS))|..., one of: $(IPK_ARCHS)" >&2; exit 2; }
+	@CROSS_TARGETS="$(triple_$(ARCH))" ./scripts/deps.sh cross
+	./scripts/cross.sh build $(triple_$(ARCH))
 	./scripts/ipk.sh $(ARCH)
+
+# OpenWrt cross builds (scripts/cross.sh; scripts/deps.sh cross installs the tools: nightly
+# with rust-src for -Z build-std, zig and cargo-zigbuild, qemu-user-static). One target:
+# make cross-test TARGETS=mips-unknown-linux-musl.
+TARGETS ?= mipsel-unknown-linux-musl mips-unknown-linux-musl \
+	armv7-unknown-linux-musleabihf aarch64-unknown-linux-musl
+
+# Release binaries: target/<triple>/release/provisioner.
+cross:
+	@CROSS_TARGETS="$(TARGETS)" ./scripts/deps.sh cross
+	./scripts/cross.sh build $(TARGETS)
+
+# Unit, core and parser tests (--lib) and tests/cli.rs, built for each target and run under
+# qemu-user: big-endian MIPS and 32-bit ARM catch byte-order and word-size bugs.
+cross-test:
+	@CROSS_TARGETS="$(TARGETS)" ./scripts/deps.sh cross
+	./scripts/cross.sh test $(TARGETS)
+
+# The flash budget: builds (or reuses) the release binaries, prints each stripped size and
+# fails over 2 MiB (SIZE_LIMIT).
+size:
+	@CROSS_TARGETS="$(TARGETS)" ./scripts/deps.sh cross
+	./scripts/cross.sh size $(TARGETS)
 
 clean:
 	$(CARGO) clean

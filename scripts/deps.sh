@@ -8,6 +8,22 @@
 # qemu-user-static. Versions are pinned here; CROSS_TARGETS limits the qemu check.
 set -eu
 
+# apt_install PKG...: installs the packages named (none: nothing to do).
+apt_install() {
+    [ $# -gt 0 ] || return 0
+    if [ "$(id -u)" != 0 ]; then
+        echo "deps.sh: need root to install: $*" >&2
+        exit 1
+    fi
+    echo "deps.sh: installing $*"
+    export DEBIAN_FRONTEND=noninteractive
+    # Only refresh the index when it is missing or stale (> 1 day).
+    if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null | head -n1)" ]; then
+        apt-get update -qq
+    fi
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 if [ "${1:-}" = cross ]; then
     ZIGLANG_VERSION=0.15.2
     ZIGBUILD_VERSION=0.24.1
@@ -33,18 +49,7 @@ if [ "${1:-}" = cross ]; then
         esac
         command -v "qemu-$q-static" >/dev/null 2>&1 || pkgs=qemu-user-static
     done
-    if [ -n "$pkgs" ]; then
-        if [ "$(id -u)" != 0 ]; then
-            echo "deps.sh: need root to install: $pkgs" >&2
-            exit 1
-        fi
-        echo "deps.sh: installing $pkgs"
-        export DEBIAN_FRONTEND=noninteractive
-        if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null | head -n1)" ]; then
-            apt-get update -qq
-        fi
-        apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
-    fi
+    apt_install $pkgs
     exit 0
 fi
 
@@ -66,20 +71,8 @@ want conntrack       conntrack
 want shellcheck      shellcheck
 want busybox         busybox
 
-if [ -n "$need_pkgs" ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "deps.sh: need root to install:$need_pkgs" >&2
-        exit 1
-    fi
-    echo "deps.sh: installing$need_pkgs"
-    export DEBIAN_FRONTEND=noninteractive
-    # Only refresh the index when it is missing or stale (> 1 day).
-    if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null | head -n1)" ]; then
-        apt-get update -qq
-    fi
-    # shellcheck disable=SC2086
-    apt-get install -y -qq --no-install-recommends $need_pkgs >/dev/null
-fi
+# shellcheck disable=SC2086 # a list of words
+apt_install $need_pkgs
 
 # The packaged daemons must not run on the host: the rig starts its own copies in namespaces.
 for svc in hostapd wpa_supplicant dnsmasq; do
