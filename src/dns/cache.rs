@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::Record;
 
+use super::wire::Rr;
 use crate::core::time::Instant;
 
 /// How long a negative answer (NXDOMAIN, or no records) is kept.
@@ -18,7 +18,7 @@ const NEGATIVE_TTL: u32 = 30;
 #[derive(Clone, Debug)]
 struct Entry {
     rcode: ResponseCode,
-    records: Arc<[Record]>,
+    records: Arc<[Rr]>,
     stored: Instant,
     /// The shortest TTL in the answer: the entry dies with its first record.
     ttl: u32,
@@ -28,7 +28,7 @@ struct Entry {
 #[derive(Clone, Debug)]
 pub struct Hit {
     pub rcode: ResponseCode,
-    pub records: Arc<[Record]>,
+    pub records: Arc<[Rr]>,
     pub age: u32,
 }
 
@@ -74,7 +74,7 @@ impl Cache {
         name: Arc<str>,
         qtype: u16,
         rcode: ResponseCode,
-        records: &[Record],
+        records: &[Rr],
         now: Instant,
     ) {
         let ttl = match rcode {
@@ -127,14 +127,14 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::rr::rdata::{A, CNAME};
-    use hickory_proto::rr::{Name, RData};
+    use hickory_proto::rr::Name;
+    use std::net::Ipv4Addr;
 
-    fn rec(ttl: u32) -> Record {
-        Record::from_rdata(
+    fn rec(ttl: u32) -> Rr {
+        Rr::a(
             Name::from_ascii("a.example.").unwrap(),
             ttl,
-            RData::A(A::new(11, 1, 0, 10)),
+            Ipv4Addr::new(11, 1, 0, 10),
         )
     }
 
@@ -146,10 +146,10 @@ mod tests {
     fn ttls_count_down_and_the_shortest_ends_the_entry() {
         let mut c = Cache::new(10);
         let name: Arc<str> = "a.example".into();
-        let cname = Record::from_rdata(
+        let cname = Rr::cname(
             Name::from_ascii("a.example.").unwrap(),
             300,
-            RData::CNAME(CNAME(Name::from_ascii("b.example.").unwrap())),
+            Name::from_ascii("b.example.").unwrap(),
         );
         c.put(
             name.clone(),

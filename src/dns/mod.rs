@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{Name, RData, Record};
+use hickory_proto::rr::Name;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -33,7 +33,7 @@ use crate::config::Config;
 use crate::core::time::Instant;
 use crate::core::{Core, DnsVerdict, MacAddr, SetChange};
 use cache::Cache;
-use wire::{Parsed, Question};
+use wire::{Parsed, Question, Rr, RrData};
 
 /// How long one upstream resolver gets before the next is asked.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -234,8 +234,8 @@ impl Resolver {
         match done.result {
             Ok(answer) => {
                 self.preferred = answer.server;
-                let rcode = answer.message.metadata.response_code;
-                let mut records = answer.message.answers;
+                let rcode = answer.reply.rcode;
+                let mut records = answer.reply.answers;
                 records.truncate(MAX_RECORDS);
                 self.cache.put(done.key.0, done.key.1, rcode, &records, now);
                 for w in waiters {
@@ -246,12 +246,7 @@ impl Resolver {
                 warn!("upstream DNS failed for {}: {e}", done.key.0);
                 for w in waiters {
                     out.replies.push(Reply {
-                        bytes: wire::respond(
-                            &w.q,
-                            ResponseCode::ServFail,
-                            Vec::new(),
-                            w.route.is_tcp(),
-                        ),
+                        bytes: wire::respond(&w.q, ResponseCode::ServFail, &[], w.route.is_tcp()),
                         route: w.route,
                         servfail: None,
                     });
@@ -269,7 +264,7 @@ impl Resolver {
         core: &mut Core,
         w: Waiter,
         rcode: ResponseCode,
-        records: &[Record],
+        records: &[Rr],
         age: u32,
         now: Instant,
         out: &mut Out,
@@ -278,7 +273,7 @@ impl Resolver {
         self.addrs.clear();
         self.addrs
             .extend(records.iter().filter_map(|r| match &r.data {
-                RData::A(a) if in_chain(&chain, &r.name) => Some((a.0, r.ttl.saturating_sub(age))),
+                RrData::A(a) if in_chain(&chain, &r.name) => Some((*a, r.ttl.saturating_sub(age))),
                 _ => None,
             }));
         let before = out.changes.len();
@@ -291,13 +286,12 @@ impl Resolver {
             &mut out.changes,
         );
         let mut kept = self.keep.iter();
-        let answers: Vec<Record> = records
+        let answers: Vec<Rr> = records
             .iter()
             .filter(|r| in_chain(&chain, &r.name))
             .filter(|r| match &r.data {
-                RData::CNAME(_) => true,
-                RData::A(_) => *kept.next().unwrap_or(&false),
-                _ => false,
+                RrData::Cname(_) => true,
+                RrData::A(_) => *kept.next().unwrap_or(&false),
             })
             .map(|r| {
                 let mut r = r.clone();
@@ -307,9 +301,9 @@ impl Resolver {
             .collect();
         let tcp = w.route.is_tcp();
         let servfail = (out.changes.len() > before)
-            .then(|| wire::respond(&w.q, ResponseCode::ServFail, Vec::new(), tcp));
+            .then(|| wire::respond(&w.q, ResponseCode::ServFail, &[], tcp));
         out.replies.push(Reply {
-            bytes: wire::respond(&w.q, rcode, answers, tcp),
+            bytes: wire::respond(&w.q, rcode, &answers, tcp),
             route: w.route,
             servfail,
         });
@@ -317,13 +311,13 @@ impl Resolver {
 }
 
 /// The question's name and every name a CNAME in the answer leads to from it.
-fn cname_chain(qname: &Name, records: &[Record]) -> Vec<Name> {
+fn cname_chain(qname: &Name, records: &[Rr]) -> Vec<Name> {
     let mut chain = vec![qname.clone()];
     // A chain longer than the answer is a loop.
     for _ in 0..records.len().min(8) {
         let next = records.iter().find_map(|r| match &r.data {
-            RData::CNAME(t) if r.name.eq_ignore_root(chain.last().expect("not empty")) => {
-                Some(t.0.clone())
+            RrData::Cname(t) if r.name.eq_ignore_root(chain.last().expect("not empty")) => {
+                Some(t.clone())
             }
             _ => None,
         });
@@ -399,7 +393,6 @@ async fn connection(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::rr::rdata::{A, CNAME};
 
     fn n(s: &str) -> Name {
         Name::from_ascii(s).unwrap()
@@ -408,19 +401,11 @@ mod tests {
     #[test]
     fn chain_follows_cnames_from_the_question_only() {
         let records = vec![
-            Record::from_rdata(
-                n("a.example."),
-                60,
-                RData::CNAME(CNAME(n("b.cdn.example."))),
-            ),
-            Record::from_rdata(
-                n("b.cdn.example."),
-                60,
-                RData::CNAME(CNAME(n("c.cdn.example."))),
-            ),
-            Record::from_rdata(n("c.cdn.example."), 60, RData::A(A::new(11, 1, 0, 10))),
+            Rr::cname(n("a.example."), 60, n("b.cdn.example.")),
+            Rr::cname(n("b.cdn.example."), 60, n("c.cdn.example.")),
+            Rr::a(n("c.cdn.example."), 60, Ipv4Addr::new(11, 1, 0, 10)),
             // Not on the chain: must not be learned under a.example's grant.
-            Record::from_rdata(n("other.example."), 60, RData::A(A::new(11, 1, 0, 20))),
+            Rr::a(n("other.example."), 60, Ipv4Addr::new(11, 1, 0, 20)),
         ];
         let chain = cname_chain(&n("A.Example."), &records);
         assert_eq!(chain.len(), 3);
@@ -428,8 +413,8 @@ mod tests {
         assert!(!in_chain(&chain, &n("other.example.")));
         // A loop ends.
         let looped = vec![
-            Record::from_rdata(n("x.example."), 60, RData::CNAME(CNAME(n("y.example.")))),
-            Record::from_rdata(n("y.example."), 60, RData::CNAME(CNAME(n("x.example.")))),
+            Rr::cname(n("x.example."), 60, n("y.example.")),
+            Rr::cname(n("y.example."), 60, n("x.example.")),
         ];
         assert_eq!(cname_chain(&n("x.example."), &looped).len(), 2);
     }

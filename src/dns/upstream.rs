@@ -5,17 +5,17 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
-use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::Name;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::timeout;
 
-use super::wire;
+use super::wire::{self, UpstreamReply};
 
 #[derive(Debug)]
 pub struct Answer {
-    pub message: Message,
+    pub reply: UpstreamReply,
     /// Which resolver answered (index into the list), to ask it first next time.
     pub server: usize,
 }
@@ -34,17 +34,12 @@ pub async fn exchange(
     for i in 0..servers.len() {
         let server = (first + i) % servers.len();
         match ask(servers[server], qname, qtype, each).await {
-            Ok(message)
-                if matches!(
-                    message.metadata.response_code,
-                    ResponseCode::NoError | ResponseCode::NXDomain
-                ) =>
-            {
-                return Ok(Answer { message, server });
+            Ok(reply) if matches!(reply.rcode, ResponseCode::NoError | ResponseCode::NXDomain) => {
+                return Ok(Answer { reply, server });
             }
-            Ok(message) => {
-                last_error = format!("{}: {}", servers[server], message.metadata.response_code);
-                last_answer = Some(Answer { message, server });
+            Ok(reply) => {
+                last_error = format!("{}: {}", servers[server], reply.rcode);
+                last_answer = Some(Answer { reply, server });
             }
             Err(e) => last_error = format!("{}: {e}", servers[server]),
         }
@@ -64,13 +59,13 @@ async fn ask(
     qname: &Name,
     qtype: u16,
     each: Duration,
-) -> Result<Message, String> {
+) -> Result<UpstreamReply, String> {
     let id = random_id();
     let query = wire::upstream_query(id, qname, qtype);
     let reply = timeout(each, udp(server, &query, id, qname, qtype))
         .await
         .map_err(|_| "timed out".to_owned())??;
-    if !reply.metadata.truncation {
+    if !reply.truncated {
         return Ok(reply);
     }
     timeout(each, tcp(server, &query, id, qname, qtype))
@@ -84,7 +79,7 @@ async fn udp(
     id: u16,
     qname: &Name,
     qtype: u16,
-) -> Result<Message, String> {
+) -> Result<UpstreamReply, String> {
     let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
         .await
         .map_err(|e| e.to_string())?;
@@ -97,10 +92,8 @@ async fn udp(
     loop {
         let n = sock.recv(&mut buf).await.map_err(|e| e.to_string())?;
         // Anything that does not answer exactly our question is ignored, not trusted.
-        if let Ok(m) = Message::from_vec(&buf[..n]) {
-            if wire::answers(&m, id, qname, qtype) {
-                return Ok(m);
-            }
+        if let Some(reply) = wire::parse_reply(&buf[..n], id, qname, qtype) {
+            return Ok(reply);
         }
     }
 }
@@ -111,7 +104,7 @@ async fn tcp(
     id: u16,
     qname: &Name,
     qtype: u16,
-) -> Result<Message, String> {
+) -> Result<UpstreamReply, String> {
     let mut s = TcpStream::connect(server)
         .await
         .map_err(|e| e.to_string())?;
@@ -124,10 +117,6 @@ async fn tcp(
     s.read_exact(&mut len).await.map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
     s.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-    let m = Message::from_vec(&buf).map_err(|e| e.to_string())?;
-    if wire::answers(&m, id, qname, qtype) {
-        Ok(m)
-    } else {
-        Err("answer does not match the question".into())
-    }
+    wire::parse_reply(&buf, id, qname, qtype)
+        .ok_or_else(|| "malformed answer, or not to the question".into())
 }

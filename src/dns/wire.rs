@@ -1,14 +1,25 @@
-//! DNS messages in and out (hickory-proto's wire format): what a client asked, and the
-//! answers we send back.
+//! DNS messages in and out: what a client asked, what an upstream answered, and the
+//! replies we send. hickory-proto reads and writes the header, the question and names
+//! (with compression); the records are the few kinds we handle (A, CNAME, OPT), so the
+//! binary carries none of hickory's general record parsers and printers (a full `Message`
+//! drags in every RDATA type, CAA's URL parser and IDNA tables with it: ~115 KB on mipsel).
 
-use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+use std::net::Ipv4Addr;
+
+use hickory_proto::op::{Header, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
 /// Largest UDP answer we send when the client says nothing (RFC 1035), and the most we
 /// offer with EDNS (the DNS flag day 2020 value, safe from fragmentation).
 pub const CLASSIC_UDP: usize = 512;
 pub const EDNS_UDP: u16 = 1232;
+
+const TYPE_A: u16 = 1;
+const TYPE_CNAME: u16 = 5;
+const TYPE_OPT: u16 = 41;
+const CLASS_IN: u16 = 1;
+const HEADER_LEN: usize = 12;
 
 /// A client's question, reduced to what answering it needs.
 #[derive(Clone, Debug)]
@@ -31,6 +42,48 @@ pub enum Parsed {
     Reply(Vec<u8>),
     /// Not even a header: drop it.
     Drop,
+}
+
+/// A record of an upstream answer that we keep: an A question is answered with the
+/// CNAMEs that lead to its A records, and nothing else.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rr {
+    pub name: Name,
+    pub ttl: u32,
+    pub data: RrData,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RrData {
+    A(Ipv4Addr),
+    Cname(Name),
+}
+
+impl Rr {
+    pub fn a(name: Name, ttl: u32, addr: Ipv4Addr) -> Rr {
+        Rr {
+            name,
+            ttl,
+            data: RrData::A(addr),
+        }
+    }
+
+    pub fn cname(name: Name, ttl: u32, target: Name) -> Rr {
+        Rr {
+            name,
+            ttl,
+            data: RrData::Cname(target),
+        }
+    }
+}
+
+/// An upstream's reply to our question: its rcode, TC flag and the answer section's A and
+/// CNAME records of class IN (other records are skipped).
+#[derive(Clone, Debug)]
+pub struct UpstreamReply {
+    pub rcode: ResponseCode,
+    pub truncated: bool,
+    pub answers: Vec<Rr>,
 }
 
 /// Writes a name as the allow-list and the log see it: lower case, no trailing dot,
@@ -60,8 +113,37 @@ pub fn normalize(name: &Name) -> String {
     out
 }
 
-/// Reads a client's message: the header and the one question, and the additional
-/// section only for an EDNS OPT record. (The question path builds no full `Message`.)
+/// A resource record's fixed part; the decoder is left after its data.
+struct RawRr<'a> {
+    name: Name,
+    rtype: u16,
+    class: u16,
+    ttl: u32,
+    /// Where the data starts in the message (names in it may point back).
+    rdata_at: usize,
+    rdata: &'a [u8],
+}
+
+fn read_rr<'a>(d: &mut BinDecoder<'a>) -> Option<RawRr<'a>> {
+    let name = Name::read(d).ok()?;
+    let rtype = d.read_u16().ok()?.unverified();
+    let class = d.read_u16().ok()?.unverified();
+    let ttl = d.read_u32().ok()?.unverified();
+    let len = d.read_u16().ok()?.unverified();
+    let rdata_at = d.index();
+    let rdata = d.read_slice(usize::from(len)).ok()?.unverified();
+    Some(RawRr {
+        name,
+        rtype,
+        class,
+        ttl,
+        rdata_at,
+        rdata,
+    })
+}
+
+/// Reads a client's message: the header and the one question, and the records after it
+/// only to find an EDNS OPT record.
 pub fn parse(bytes: &[u8]) -> Parsed {
     let mut d = BinDecoder::new(bytes);
     let Ok(header) = Header::read(&mut d) else {
@@ -87,13 +169,11 @@ pub fn parse(bytes: &[u8]) -> Parsed {
         + u32::from(header.counts.authorities)
         + u32::from(header.counts.additionals);
     for _ in 0..records {
-        match Record::<RData>::read(&mut d) {
-            Ok(r) => {
-                if let DNSClass::OPT(payload) = r.dns_class {
-                    edns = Some(payload.max(CLASSIC_UDP as u16));
-                }
-            }
-            Err(_) => return formerr(),
+        match read_rr(&mut d) {
+            // An OPT record's class is the UDP payload the client takes.
+            Some(r) if r.rtype == TYPE_OPT => edns = Some(r.class.max(CLASSIC_UDP as u16)),
+            Some(_) => {}
+            None => return formerr(),
         }
     }
     if q.query_class != DNSClass::IN {
@@ -109,6 +189,83 @@ pub fn parse(bytes: &[u8]) -> Parsed {
     })
 }
 
+/// Reads an upstream's reply if it answers exactly our query `id` for (`qname`,
+/// `qtype`): a forged, stray or malformed datagram is `None`.
+pub fn parse_reply(bytes: &[u8], id: u16, qname: &Name, qtype: u16) -> Option<UpstreamReply> {
+    let mut d = BinDecoder::new(bytes);
+    let header = Header::read(&mut d).ok()?;
+    let md = header.metadata;
+    if md.id != id || md.message_type != MessageType::Response || header.counts.queries != 1 {
+        return None;
+    }
+    let q = Query::read(&mut d).ok()?;
+    if !q.name.eq_ignore_root(qname) || u16::from(q.query_type) != qtype {
+        return None;
+    }
+    let mut answers = Vec::new();
+    for _ in 0..header.counts.answers {
+        let r = read_rr(&mut d)?;
+        if r.class != CLASS_IN {
+            continue;
+        }
+        let data = match (r.rtype, r.rdata) {
+            (TYPE_A, &[a, b, c, e]) => RrData::A(Ipv4Addr::new(a, b, c, e)),
+            (TYPE_A, _) => return None,
+            (TYPE_CNAME, _) => {
+                // The target may point back into the message, so it is read in place.
+                let mut rd = d.clone(u16::try_from(r.rdata_at).ok()?);
+                let target = Name::read(&mut rd).ok()?;
+                if rd.index() != r.rdata_at + r.rdata.len() {
+                    return None;
+                }
+                RrData::Cname(target)
+            }
+            _ => continue,
+        };
+        answers.push(Rr {
+            name: r.name,
+            ttl: r.ttl,
+            data,
+        });
+    }
+    Some(UpstreamReply {
+        rcode: md.response_code,
+        truncated: md.truncation,
+        answers,
+    })
+}
+
+/// A message header: `flags` are the second 16 bits (QR, opcode, AA, TC, RD, RA, rcode).
+fn put_header(
+    out: &mut Vec<u8>,
+    id: u16,
+    flags: u16,
+    questions: u16,
+    answers: u16,
+    additionals: u16,
+) {
+    for v in [id, flags, questions, answers, 0, additionals] {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
+/// Our OPT record: root name, type OPT, class = our UDP payload, TTL (extended rcode,
+/// version, flags) 0, no options.
+fn put_opt(out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0, 0, TYPE_OPT as u8]);
+    out.extend_from_slice(&EDNS_UDP.to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+}
+
+const QR: u16 = 0x8000;
+const TC: u16 = 0x0200;
+const RD: u16 = 0x0100;
+const RA: u16 = 0x0080;
+
+fn rcode_bits(rcode: ResponseCode) -> u16 {
+    u16::from(rcode.low())
+}
+
 /// A reply without records (REFUSED, an empty NOERROR, SERVFAIL) to `request`, which `q`
 /// was parsed from: its header and question reused as they are, flags and counts set, and
 /// an OPT record if the client sent one.
@@ -117,80 +274,96 @@ pub fn empty_reply(request: &[u8], q: &Question, rcode: ResponseCode) -> Vec<u8>
     out.extend_from_slice(&request[..q.question_end]);
     // QR, the request's opcode and RD; RA; the rcode. One question, nothing else.
     out[2] = 0x80 | (request[2] & 0x79);
-    out[3] = 0x80 | (u16::from(rcode) as u8 & 0x0f);
+    out[3] = 0x80 | (rcode.low() & 0x0f);
     out[6..12].fill(0);
     if q.edns.is_some() {
         out[11] = 1;
-        // Root name, type OPT, class = our UDP payload, TTL (extended rcode, version,
-        // flags) 0, no options.
-        out.extend_from_slice(&[0, 0, 41]);
-        out.extend_from_slice(&EDNS_UDP.to_be_bytes());
-        out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        put_opt(&mut out);
     }
     out
 }
 
+/// A header-only reply (FORMERR, NOTIMP, REFUSED) to a message we do not take apart.
 fn error_reply(id: u16, op: OpCode, rcode: ResponseCode) -> Vec<u8> {
-    Message::error_msg(id, op, rcode)
-        .to_vec()
-        .unwrap_or_default()
+    let mut out = Vec::with_capacity(HEADER_LEN);
+    let op = (u16::from(u8::from(op)) & 0x0f) << 11;
+    put_header(&mut out, id, QR | op | rcode_bits(rcode), 0, 0, 0);
+    out
+}
+
+/// Header, question and (with `edns`) the OPT record; the records go in between.
+fn message(
+    id: u16,
+    flags: u16,
+    qname: &Name,
+    qtype: u16,
+    answers: &[Rr],
+    edns: bool,
+) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(CLASSIC_UDP);
+    let count = u16::try_from(answers.len()).ok()?;
+    put_header(&mut out, id, flags, 1, count, u16::from(edns));
+    {
+        let mut e = BinEncoder::with_offset(&mut out, HEADER_LEN as u32);
+        qname.emit(&mut e).ok()?;
+        e.emit_u16(qtype).ok()?;
+        e.emit_u16(CLASS_IN).ok()?;
+        for r in answers {
+            r.name.emit(&mut e).ok()?;
+            let rtype = match r.data {
+                RrData::A(_) => TYPE_A,
+                RrData::Cname(_) => TYPE_CNAME,
+            };
+            e.emit_u16(rtype).ok()?;
+            e.emit_u16(CLASS_IN).ok()?;
+            e.emit_u32(r.ttl).ok()?;
+            let len = e.place::<u16>().ok()?;
+            match &r.data {
+                RrData::A(a) => e.emit_vec(&a.octets()).ok()?,
+                RrData::Cname(target) => target.emit(&mut e).ok()?,
+            }
+            let n = u16::try_from(e.len_since_place(&len)).ok()?;
+            len.replace(&mut e, n).ok()?;
+        }
+    }
+    if edns {
+        put_opt(&mut out);
+    }
+    Some(out)
 }
 
 /// Encodes an answer to `q`. Over UDP, an answer larger than the client takes is sent
 /// truncated (TC, no records) so that it retries over TCP.
-pub fn respond(q: &Question, rcode: ResponseCode, answers: Vec<Record>, tcp: bool) -> Vec<u8> {
-    let mut m = Message::new(q.id, MessageType::Response, OpCode::Query);
-    m.metadata.recursion_desired = q.recursion_desired;
-    m.metadata.recursion_available = true;
-    m.metadata.response_code = rcode;
-    let mut query = Query::query(q.qname.clone(), RecordType::from(q.qtype));
-    query.query_class = DNSClass::IN;
-    m.add_query(query);
-    if q.edns.is_some() {
-        let mut e = Edns::new();
-        e.set_max_payload(EDNS_UDP);
-        m.set_edns(e);
-    }
-    m.answers = answers;
-    let bytes = m.to_vec().unwrap_or_default();
+pub fn respond(q: &Question, rcode: ResponseCode, answers: &[Rr], tcp: bool) -> Vec<u8> {
+    let rd = if q.recursion_desired { RD } else { 0 };
+    let flags = QR | rd | RA | rcode_bits(rcode);
+    let edns = q.edns.is_some();
     let limit = q.edns.map_or(CLASSIC_UDP, |p| usize::from(p.min(EDNS_UDP)));
-    if tcp || bytes.len() <= limit {
-        return bytes;
+    match message(q.id, flags, &q.qname, q.qtype, answers, edns) {
+        Some(bytes) if tcp || bytes.len() <= limit => bytes,
+        // Too big for UDP (or, over TCP, beyond 64 KiB or a count: never from one
+        // upstream answer): TC, so that the client asks again over TCP.
+        _ => message(q.id, flags | TC, &q.qname, q.qtype, &[], edns).unwrap_or_default(),
     }
-    m.answers.clear();
-    m.metadata.truncation = true;
-    m.to_vec().unwrap_or_default()
 }
 
 /// The query we send upstream for `q`: a fresh id, recursion desired, EDNS so that big
 /// answers come over UDP.
 pub fn upstream_query(id: u16, qname: &Name, qtype: u16) -> Vec<u8> {
-    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
-    m.metadata.recursion_desired = true;
-    let mut query = Query::query(qname.clone(), RecordType::from(qtype));
-    query.query_class = DNSClass::IN;
-    m.add_query(query);
-    let mut e = Edns::new();
-    e.set_max_payload(EDNS_UDP);
-    m.set_edns(e);
-    m.to_vec().unwrap_or_default()
-}
-
-/// Whether `reply` answers the query with `id` for (`qname`, `qtype`): a forged or stray
-/// datagram must match all three.
-pub fn answers(reply: &Message, id: u16, qname: &Name, qtype: u16) -> bool {
-    reply.metadata.id == id
-        && reply.metadata.message_type == MessageType::Response
-        && matches!(reply.queries.as_slice(), [q] if q.name.eq_ignore_root(qname)
-            && u16::from(q.query_type) == qtype)
+    message(id, RD, qname, qtype, &[], true).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::rr::RData;
-    use hickory_proto::rr::rdata::A;
+    use hickory_proto::op::{Edns, Message};
+    use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, TXT};
+    use hickory_proto::rr::{RData, Record, RecordType};
     use proptest::prelude::*;
+
+    fn n(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
 
     fn query(name: &str, qtype: RecordType, edns: bool) -> Vec<u8> {
         let mut m = Message::new(0x4242, MessageType::Query, OpCode::Query);
@@ -263,7 +436,7 @@ mod tests {
                 assert!(m.answers.is_empty() && m.authorities.is_empty());
                 assert_eq!(m.edns.map(|e| e.max_payload()), edns.then_some(EDNS_UDP));
                 // The same as the full encoder would say.
-                let full = Message::from_vec(&respond(&q, rcode, vec![], false)).unwrap();
+                let full = Message::from_vec(&respond(&q, rcode, &[], false)).unwrap();
                 assert_eq!(full.metadata, m.metadata);
                 assert_eq!(full.queries, m.queries);
             }
@@ -273,43 +446,208 @@ mod tests {
     #[test]
     fn big_answers_are_truncated_over_udp_only() {
         let q = question(&query("a.example", RecordType::A, false));
-        let many: Vec<Record> = (0..60)
-            .map(|i| Record::from_rdata(q.qname.clone(), 60, RData::A(A::new(11, 1, 0, i))))
+        let many: Vec<Rr> = (0..60)
+            .map(|i| Rr::a(q.qname.clone(), 60, Ipv4Addr::new(11, 1, 0, i)))
             .collect();
-        let udp =
-            Message::from_vec(&respond(&q, ResponseCode::NoError, many.clone(), false)).unwrap();
+        let udp = Message::from_vec(&respond(&q, ResponseCode::NoError, &many, false)).unwrap();
         assert!(udp.metadata.truncation);
         assert!(udp.answers.is_empty());
-        let tcp =
-            Message::from_vec(&respond(&q, ResponseCode::NoError, many.clone(), true)).unwrap();
+        let tcp = Message::from_vec(&respond(&q, ResponseCode::NoError, &many, true)).unwrap();
         assert_eq!(tcp.answers.len(), 60);
         // With EDNS the client takes more.
         let q = question(&query("a.example", RecordType::A, true));
-        let edns = Message::from_vec(&respond(&q, ResponseCode::NoError, many, false)).unwrap();
+        let edns = Message::from_vec(&respond(&q, ResponseCode::NoError, &many, false)).unwrap();
         assert!(!edns.metadata.truncation);
         assert_eq!(edns.answers.len(), 60);
     }
 
+    /// What an upstream might send for `a.example. A`: a CNAME chain (names compressed
+    /// against each other), records of other types and classes, an authority and EDNS.
+    fn upstream_reply(id: u16) -> Message {
+        let mut m = Message::new(id, MessageType::Response, OpCode::Query);
+        m.metadata.recursion_desired = true;
+        m.metadata.recursion_available = true;
+        let mut q = Query::query(n("A.Example."), RecordType::A);
+        q.query_class = DNSClass::IN;
+        m.add_query(q);
+        m.answers = vec![
+            Record::from_rdata(
+                n("a.example."),
+                300,
+                RData::CNAME(CNAME(n("b.cdn.example."))),
+            ),
+            Record::from_rdata(n("b.cdn.example."), 20, RData::A(A::new(11, 1, 0, 10))),
+            Record::from_rdata(
+                n("b.cdn.example."),
+                20,
+                RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+            ),
+            Record::from_rdata(
+                n("b.cdn.example."),
+                20,
+                RData::TXT(TXT::new(vec!["x".into()])),
+            ),
+            Record::from_rdata(n("b.cdn.example."), 20, RData::A(A::new(11, 1, 0, 11))),
+        ];
+        let mut chaos = Record::from_rdata(n("b.cdn.example."), 20, RData::A(A::new(1, 2, 3, 4)));
+        chaos.dns_class = DNSClass::CH;
+        m.answers.push(chaos);
+        m.authorities = vec![Record::from_rdata(
+            n("cdn.example."),
+            60,
+            RData::SOA(SOA::new(
+                n("ns.cdn.example."),
+                n("h.cdn.example."),
+                1,
+                2,
+                3,
+                4,
+                5,
+            )),
+        )];
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        m.set_edns(e);
+        m
+    }
+
     #[test]
-    fn replies_must_match_id_and_question() {
-        let qname = Name::from_ascii("a.example.").unwrap();
-        let bytes = upstream_query(7, &qname, 1);
-        let mut reply = Message::from_vec(&bytes).unwrap();
-        reply.metadata.message_type = MessageType::Response;
-        assert!(answers(
-            &reply,
-            7,
-            &Name::from_ascii("A.Example.").unwrap(),
-            1
-        ));
-        assert!(!answers(&reply, 8, &qname, 1));
-        assert!(!answers(&reply, 7, &qname, 28));
-        assert!(!answers(
-            &reply,
-            7,
-            &Name::from_ascii("b.example.").unwrap(),
-            1
-        ));
+    fn upstream_replies_keep_their_a_and_cname_records() {
+        let bytes = upstream_reply(7).to_vec().unwrap();
+        let r = parse_reply(&bytes, 7, &n("a.example."), 1).expect("our answer");
+        assert_eq!(r.rcode, ResponseCode::NoError);
+        assert!(!r.truncated);
+        assert_eq!(
+            r.answers,
+            [
+                Rr::cname(n("a.example."), 300, n("b.cdn.example.")),
+                Rr::a(n("b.cdn.example."), 20, Ipv4Addr::new(11, 1, 0, 10)),
+                Rr::a(n("b.cdn.example."), 20, Ipv4Addr::new(11, 1, 0, 11)),
+            ]
+        );
+        let mut nx = upstream_reply(7);
+        nx.metadata.response_code = ResponseCode::NXDomain;
+        nx.metadata.truncation = true;
+        nx.answers.clear();
+        let r = parse_reply(&nx.to_vec().unwrap(), 7, &n("a.example."), 1).unwrap();
+        assert_eq!(
+            (r.rcode, r.truncated, r.answers.len()),
+            (ResponseCode::NXDomain, true, 0)
+        );
+    }
+
+    #[test]
+    fn upstream_replies_must_match_id_and_question() {
+        let bytes = upstream_reply(7).to_vec().unwrap();
+        assert!(
+            parse_reply(&bytes, 7, &n("a.example"), 1).is_some(),
+            "case and root aside"
+        );
+        assert!(parse_reply(&bytes, 8, &n("a.example."), 1).is_none());
+        assert!(parse_reply(&bytes, 7, &n("a.example."), 28).is_none());
+        assert!(parse_reply(&bytes, 7, &n("b.example."), 1).is_none());
+        // A query is no answer, even with the right id and question.
+        let query = upstream_query(7, &n("a.example."), 1);
+        assert!(parse_reply(&query, 7, &n("a.example."), 1).is_none());
+        // And our query is what a resolver reads as one.
+        let m = Message::from_vec(&query).unwrap();
+        assert_eq!(m.metadata.id, 7);
+        assert!(m.metadata.recursion_desired);
+        assert_eq!(m.queries[0].name, n("a.example."));
+        assert_eq!(m.queries[0].query_type, RecordType::A);
+        assert_eq!(m.edns.map(|e| e.max_payload()), Some(EDNS_UDP));
+    }
+
+    #[test]
+    fn malformed_upstream_records_spoil_the_reply() {
+        let good = upstream_reply(7).to_vec().unwrap();
+        let qname = n("a.example.");
+        // Every truncation of the answer is refused, not half read.
+        let whole = parse_reply(&good, 7, &qname, 1).unwrap().answers.len();
+        for cut in 12..good.len() {
+            if let Some(r) = parse_reply(&good[..cut], 7, &qname, 1) {
+                assert_eq!(r.answers.len(), whole, "cut at {cut} read a partial answer");
+            }
+        }
+        // An A record of 3 bytes, and a CNAME whose name runs past its length.
+        let a_short = {
+            let mut b = Vec::new();
+            put_header(&mut b, 7, QR | RD | RA, 1, 1, 0);
+            b.extend_from_slice(&[1, b'a', 7]);
+            b.extend_from_slice(b"example");
+            b.extend_from_slice(&[0, 0, 1, 0, 1]);
+            // a.example. A IN, TTL 60, RDLENGTH 3.
+            b.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 3, 11, 1, 0]);
+            b
+        };
+        assert!(parse_reply(&a_short, 7, &qname, 1).is_none());
+        let cname_long = {
+            let mut b = Vec::new();
+            put_header(&mut b, 7, QR | RD | RA, 1, 1, 0);
+            b.extend_from_slice(&[1, b'a', 7]);
+            b.extend_from_slice(b"example");
+            b.extend_from_slice(&[0, 0, 1, 0, 1]);
+            // a.example. CNAME IN, TTL 60, RDLENGTH 2 but the name b.example. takes 4.
+            b.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 2, 1, b'b', 0xc0, 14]);
+            b
+        };
+        assert!(parse_reply(&cname_long, 7, &qname, 1).is_none());
+        let mut fixed = cname_long.clone();
+        let at = fixed.len() - 5;
+        fixed[at] = 4;
+        let r = parse_reply(&fixed, 7, &qname, 1).expect("the same with RDLENGTH 4");
+        assert_eq!(r.answers, [Rr::cname(n("a.example."), 60, n("b.example."))]);
+    }
+
+    #[test]
+    fn our_answers_read_back_the_same_by_a_full_decoder() {
+        let q = question(&query("A.Example.", RecordType::A, true));
+        let records = vec![
+            Rr::cname(n("a.example."), 300, n("b.cdn.example.")),
+            Rr::a(n("b.cdn.example."), 20, Ipv4Addr::new(11, 1, 0, 10)),
+            Rr::a(n("b.cdn.example."), 19, Ipv4Addr::new(11, 1, 0, 11)),
+        ];
+        let bytes = respond(&q, ResponseCode::NoError, &records, false);
+        let m = Message::from_vec(&bytes).unwrap();
+        assert_eq!(m.metadata.id, 0x4242);
+        assert_eq!(m.metadata.message_type, MessageType::Response);
+        assert!(m.metadata.recursion_desired && m.metadata.recursion_available);
+        assert!(!m.metadata.truncation && !m.metadata.authoritative);
+        assert_eq!(m.queries[0].name.to_ascii(), "A.Example.");
+        let back: Vec<Rr> = m
+            .answers
+            .iter()
+            .map(|r| match &r.data {
+                RData::A(a) => Rr::a(r.name.clone(), r.ttl, a.0),
+                RData::CNAME(c) => Rr::cname(r.name.clone(), r.ttl, c.0.clone()),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(back, records);
+        assert!(m.answers.iter().all(|r| r.dns_class == DNSClass::IN));
+        assert_eq!(m.edns.map(|e| e.max_payload()), Some(EDNS_UDP));
+        // Names are compressed: the repeated ones cost two bytes each.
+        let uncompressed = 12 + 11 + 4 + (11 + 10 + 15) + 2 * (15 + 10 + 4) + 11;
+        assert!(bytes.len() < uncompressed - 30, "{} bytes", bytes.len());
+        // And through our own reader, as a client's resolver of ours would see it.
+        let mut as_reply = bytes.clone();
+        as_reply[0..2].copy_from_slice(&7u16.to_be_bytes());
+        let r = parse_reply(&as_reply, 7, &n("a.example."), 1).unwrap();
+        assert_eq!(r.answers, records);
+    }
+
+    #[test]
+    fn error_replies_echo_id_and_opcode() {
+        let mut m = Message::from_vec(&query("a.example", RecordType::A, false)).unwrap();
+        m.metadata.op_code = OpCode::Status;
+        let Parsed::Reply(r) = parse(&m.to_vec().unwrap()) else {
+            panic!("NOTIMP expected")
+        };
+        let r = Message::from_vec(&r).unwrap();
+        assert_eq!(r.metadata.id, 0x4242);
+        assert_eq!(r.metadata.message_type, MessageType::Response);
+        assert_eq!(r.metadata.op_code, OpCode::Status);
+        assert_eq!(r.metadata.response_code, ResponseCode::NotImp);
     }
 
     proptest! {
@@ -323,8 +661,25 @@ mod tests {
             let mut q = query("setup.acme.example", RecordType::A, true);
             if flip < q.len() { q[flip] = byte; }
             if let Parsed::Question(parsed) = parse(&q) {
-                let _ = respond(&parsed, ResponseCode::Refused, vec![], false);
+                let _ = respond(&parsed, ResponseCode::Refused, &[], false);
                 let _ = empty_reply(&q, &parsed, ResponseCode::Refused);
+            }
+        }
+
+        #[test]
+        fn parse_reply_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = parse_reply(&bytes, 7, &n("a.example."), 1);
+        }
+
+        #[test]
+        fn mutated_replies_never_panic(flips in proptest::collection::vec((0usize..200, any::<u8>()), 1..4)) {
+            let mut b = upstream_reply(7).to_vec().unwrap();
+            for (at, byte) in flips {
+                if at < b.len() { b[at] = byte; }
+            }
+            if let Some(r) = parse_reply(&b, 7, &n("a.example."), 1) {
+                let q = question(&query("a.example", RecordType::A, false));
+                let _ = respond(&q, r.rcode, &r.answers, false);
             }
         }
     }
