@@ -1,13 +1,14 @@
 //! The I/O loop: turns packets, signals and timers into core inputs and carries out what the
 //! core returns. It holds no policy of its own.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn, sockopt};
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::signal::unix::{SignalKind, signal};
@@ -21,6 +22,7 @@ use crate::core::time::Instant;
 use crate::core::window::LocalTime;
 use crate::core::{Core, Effects, RadioCommand};
 use crate::dhcp;
+use crate::dns::datagrams::{Inbox, Outbox};
 use crate::dns::{self, Out, Resolver, Route, TcpQuestion};
 use crate::firewall::netlink::Monitor;
 use crate::firewall::{Firewall, Ruleset, TABLE};
@@ -30,8 +32,6 @@ use crate::radio::link::RadioLink;
 /// How often the daemon checks that its table is still there (an `fw4 flush` or a
 /// hand-typed `nft flush ruleset` removes it) and puts it back.
 const TABLE_CHECK: Duration = Duration::from_secs(1);
-/// DNS datagrams taken in one loop turn: their set changes go to the kernel as one batch.
-const DNS_BATCH: usize = 64;
 
 /// Where things are.
 #[derive(Clone, Debug)]
@@ -69,6 +69,7 @@ fn local_now() -> LocalTime {
 /// The DNS server's sockets on the router's provisioning address.
 struct DnsSockets {
     udp: UdpSocket,
+    outbox: Outbox,
     tcp_rx: mpsc::Receiver<TcpQuestion>,
     tcp_task: JoinHandle<()>,
 }
@@ -89,6 +90,7 @@ impl DnsSockets {
         let tcp_task = tokio::spawn(dns::serve_tcp(tcp, tx));
         Ok(DnsSockets {
             udp,
+            outbox: Outbox::default(),
             tcp_rx,
             tcp_task,
         })
@@ -219,7 +221,7 @@ impl Daemon {
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = vec![0u8; 1500];
         let mut buf2 = vec![0u8; 1500];
-        let mut dns_buf = vec![0u8; 4096];
+        let mut inbox = Inbox::default();
         // The window's first state: SSID up or down, and who may stay.
         let mut fx = Effects::default();
         self.core
@@ -244,18 +246,23 @@ impl Daemon {
                     Ok((n, _)) => self.on_dhcp(&buf2[..n]).await,
                     Err(e) => warn!("DHCP socket: {e}"),
                 },
-                r = self.dns.udp.recv_from(&mut dns_buf) => {
+                r = self.dns.udp.readable() => {
                     let now = Instant::now();
-                    let mut next = r.map_err(|e| warn!("DNS socket: {e}")).ok();
-                    // Take what else is waiting (up to a batch), so that its set changes
-                    // share one transaction; the rest waits for the next turn, unread.
-                    for taken in 1..=DNS_BATCH {
-                        let Some((n, src)) = next else { break };
-                        self.resolver.question(&mut self.core, &dns_buf[..n], src, Route::Udp(src), now, &mut out);
-                        if taken == DNS_BATCH {
-                            break;
+                    // Everything waiting, up to a batch, in one call: its set changes share
+                    // one transaction, and its replies one sendmmsg. The rest waits, unread.
+                    let udp = &self.dns.udp;
+                    let got = r.and_then(|()| {
+                        udp.try_io(Interest::READABLE, || inbox.recv(udp.as_raw_fd()))
+                    });
+                    match got {
+                        Ok(_) => {
+                            for (bytes, src) in inbox.iter() {
+                                let src = SocketAddr::V4(src);
+                                self.resolver.question(&mut self.core, bytes, src, Route::Udp(src), now, &mut out);
+                            }
                         }
-                        next = self.dns.udp.try_recv_from(&mut dns_buf).ok();
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => warn!("DNS socket: {e}"),
                     }
                 }
                 Some(q) = self.dns.tcp_rx.recv() => {
@@ -304,19 +311,46 @@ impl Daemon {
         if let Some(r) = self.radio.as_mut() {
             r.apply(&fx.radio).await;
         }
+        let mut datagrams = Vec::new();
         for r in out.replies {
             let bytes = match (applied, r.servfail) {
                 (false, Some(servfail)) => servfail,
                 _ => r.bytes,
             };
             match r.route {
-                Route::Udp(to) => {
-                    if let Err(e) = self.dns.udp.send_to(&bytes, to).await {
-                        debug!("DNS reply to {to}: {e}");
-                    }
-                }
+                Route::Udp(SocketAddr::V4(to)) => datagrams.push((bytes, to)),
+                Route::Udp(SocketAddr::V6(_)) => {}
                 Route::Tcp(conn) => {
                     let _ = conn.send(bytes);
+                }
+            }
+        }
+        self.send_dns(&datagrams).await;
+    }
+
+    /// Sends UDP replies, a batch per system call. When the socket's buffer is full the
+    /// next reply waits for room; a reply the kernel refuses is dropped (the client asks
+    /// again).
+    async fn send_dns(&mut self, datagrams: &[(Vec<u8>, SocketAddrV4)]) {
+        let msgs: Vec<(&[u8], SocketAddrV4)> = datagrams
+            .iter()
+            .map(|(b, to)| (b.as_slice(), *to))
+            .collect();
+        let (udp, outbox) = (&self.dns.udp, &mut self.dns.outbox);
+        let mut sent = 0;
+        while sent < msgs.len() {
+            let rest = &msgs[sent..];
+            match udp.try_io(Interest::WRITABLE, || outbox.send(udp.as_raw_fd(), rest)) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Err(e) = udp.send_to(rest[0].0, rest[0].1).await {
+                        debug!("DNS reply to {}: {e}", rest[0].1);
+                    }
+                    sent += 1;
+                }
+                Err(e) => {
+                    debug!("DNS reply to {}: {e}", rest[0].1);
+                    sent += 1;
                 }
             }
         }

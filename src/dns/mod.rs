@@ -13,6 +13,7 @@
 //! batch per turn that makes concurrent answers cheap. hickory-proto does the wire format.
 
 pub mod cache;
+pub mod datagrams;
 pub mod upstream;
 pub mod wire;
 
