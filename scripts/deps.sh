@@ -36,7 +36,9 @@ if [ "${1:-}" = cross ]; then
         rustup component add rust-src --toolchain nightly
     # zig from PyPI (cargo-zigbuild falls back to `python3 -m ziglang` without a `zig`).
     if ! python3 -m ziglang version 2>/dev/null | grep -qx "$ZIGLANG_VERSION"; then
-        python3 -m pip install -q --root-user-action=ignore "ziglang==$ZIGLANG_VERSION"
+        # A distribution's own Python refuses (PEP 668) unless told; a private one does not.
+        python3 -m pip install -q --root-user-action=ignore "ziglang==$ZIGLANG_VERSION" 2>/dev/null ||
+            python3 -m pip install -q --root-user-action=ignore --break-system-packages "ziglang==$ZIGLANG_VERSION"
     fi
     if ! cargo-zigbuild --version 2>/dev/null | grep -q " $ZIGBUILD_VERSION\$"; then
         cargo install -q --locked --version "$ZIGBUILD_VERSION" cargo-zigbuild
