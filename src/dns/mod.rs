@@ -317,7 +317,7 @@ fn cname_chain(qname: &Name, records: &[Rr]) -> Vec<Name> {
     // A chain longer than the answer is a loop.
     for _ in 0..records.len().min(8) {
         let next = records.iter().find_map(|r| match &r.data {
-            RrData::Cname(t) if r.name.eq_ignore_root(chain.last().expect("not empty")) => {
+            RrData::Cname(t) if wire::same_name(&r.name, chain.last().expect("not empty")) => {
                 Some(t.clone())
             }
             _ => None,
@@ -331,7 +331,7 @@ fn cname_chain(qname: &Name, records: &[Rr]) -> Vec<Name> {
 }
 
 fn in_chain(chain: &[Name], name: &Name) -> bool {
-    chain.iter().any(|n| n.eq_ignore_root(name))
+    chain.iter().any(|n| wire::same_name(n, name))
 }
 
 /// Accepts TCP connections and hands their questions to the daemon loop.

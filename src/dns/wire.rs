@@ -107,6 +107,16 @@ pub fn normalize_into(name: &Name, out: &mut String) {
     }
 }
 
+/// The same name, whatever the case (and with or without the root): label by label, on
+/// the bytes, as they came off the wire (hickory's `eq_ignore_root` rebuilds each label
+/// to compare it).
+pub fn same_name(a: &Name, b: &Name) -> bool {
+    a.num_labels() == b.num_labels()
+        && a.iter()
+            .zip(b.iter())
+            .all(|(x, y)| x.eq_ignore_ascii_case(y))
+}
+
 pub fn normalize(name: &Name) -> String {
     let mut out = String::with_capacity(name.len());
     normalize_into(name, &mut out);
@@ -199,7 +209,7 @@ pub fn parse_reply(bytes: &[u8], id: u16, qname: &Name, qtype: u16) -> Option<Up
         return None;
     }
     let q = Query::read(&mut d).ok()?;
-    if !q.name.eq_ignore_root(qname) || u16::from(q.query_type) != qtype {
+    if !same_name(&q.name, qname) || u16::from(q.query_type) != qtype {
         return None;
     }
     let mut answers = Vec::new();
@@ -382,6 +392,18 @@ mod tests {
             Parsed::Question(q) => q,
             _ => panic!("not a question"),
         }
+    }
+
+    #[test]
+    fn names_compare_without_case_or_root() {
+        assert!(same_name(&n("A.Example."), &n("a.example")));
+        assert!(!same_name(&n("a.example."), &n("a.example.com.")));
+        assert!(!same_name(&n("a.example."), &n("b.example.")));
+        assert!(!same_name(&n("example."), &n("a.example.")));
+        // Bytes, not text: a label with a dot in it is not two labels.
+        let dotted = Name::from_labels(vec![b"a.b".to_vec(), b"example".to_vec()]).unwrap();
+        assert!(!same_name(&dotted, &n("a.b.example.")));
+        assert!(same_name(&Name::root(), &Name::root()));
     }
 
     #[test]
