@@ -584,35 +584,30 @@ mod tests {
     fn malformed_upstream_records_spoil_the_reply() {
         let good = upstream_reply(7).to_vec().unwrap();
         let qname = n("a.example.");
-        // Every truncation of the answer is refused, not half read.
+        // Cut anywhere in the answer section, a reply is refused, never half read (cut
+        // after it, in what we do not read, its answers are all there).
         let whole = parse_reply(&good, 7, &qname, 1).unwrap().answers.len();
         for cut in 12..good.len() {
             if let Some(r) = parse_reply(&good[..cut], 7, &qname, 1) {
                 assert_eq!(r.answers.len(), whole, "cut at {cut} read a partial answer");
             }
         }
-        // An A record of 3 bytes, and a CNAME whose name runs past its length.
-        let a_short = {
+        // `a.example. A?` answered by one record, given from its type on (the owner name
+        // points at the question's).
+        let one_answer = |record: &[u8]| {
             let mut b = Vec::new();
             put_header(&mut b, 7, QR | RD | RA, 1, 1, 0);
             b.extend_from_slice(&[1, b'a', 7]);
             b.extend_from_slice(b"example");
-            b.extend_from_slice(&[0, 0, 1, 0, 1]);
-            // a.example. A IN, TTL 60, RDLENGTH 3.
-            b.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 3, 11, 1, 0]);
+            b.extend_from_slice(&[0, 0, 1, 0, 1, 0xc0, 12]);
+            b.extend_from_slice(record);
             b
         };
+        // An A record of 3 bytes (A IN, TTL 60, RDLENGTH 3).
+        let a_short = one_answer(&[0, 1, 0, 1, 0, 0, 0, 60, 0, 3, 11, 1, 0]);
         assert!(parse_reply(&a_short, 7, &qname, 1).is_none());
-        let cname_long = {
-            let mut b = Vec::new();
-            put_header(&mut b, 7, QR | RD | RA, 1, 1, 0);
-            b.extend_from_slice(&[1, b'a', 7]);
-            b.extend_from_slice(b"example");
-            b.extend_from_slice(&[0, 0, 1, 0, 1]);
-            // a.example. CNAME IN, TTL 60, RDLENGTH 2 but the name b.example. takes 4.
-            b.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 2, 1, b'b', 0xc0, 14]);
-            b
-        };
+        // A CNAME of RDLENGTH 2 whose name, b.example., takes 4.
+        let cname_long = one_answer(&[0, 5, 0, 1, 0, 0, 0, 60, 0, 2, 1, b'b', 0xc0, 14]);
         assert!(parse_reply(&cname_long, 7, &qname, 1).is_none());
         let mut fixed = cname_long.clone();
         let at = fixed.len() - 5;
