@@ -341,7 +341,8 @@ impl Daemon {
         while sent < msgs.len() {
             let rest = &msgs[sent..];
             match udp.try_io(Interest::WRITABLE, || outbox.send(udp.as_raw_fd(), rest)) {
-                Ok(n) => sent += n,
+                // (At least one: sendmmsg reports no empty success, and a loop must end.)
+                Ok(n) => sent += n.max(1),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if let Err(e) = udp.send_to(rest[0].0, rest[0].1).await {
                         debug!("DNS reply to {}: {e}", rest[0].1);
