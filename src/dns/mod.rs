@@ -10,7 +10,8 @@
 //!
 //! Serving is a small loop on tokio sockets rather than hickory-server: hickory-server
 //! hands every request to its own task with its own response handle, which defeats the one
-//! batch per turn that makes concurrent answers cheap. hickory-proto does the wire format.
+//! batch per turn that makes concurrent answers cheap. The wire format is in [`wire`], on
+//! hickory-proto's codecs; UDP datagrams come and go by the batch ([`datagrams`]).
 
 pub mod cache;
 pub mod datagrams;
