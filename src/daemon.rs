@@ -22,7 +22,7 @@ use crate::core::time::Instant;
 use crate::core::window::LocalTime;
 use crate::core::{Core, Effects, RadioCommand};
 use crate::dhcp;
-use crate::dns::datagrams::{Inbox, Outbox};
+use crate::dns::datagrams::{self, Inbox};
 use crate::dns::{self, Out, Resolver, Route, TcpQuestion};
 use crate::firewall::netlink::Monitor;
 use crate::firewall::{Firewall, Ruleset, TABLE};
@@ -69,7 +69,6 @@ fn local_now() -> LocalTime {
 /// The DNS server's sockets on the router's provisioning address.
 struct DnsSockets {
     udp: UdpSocket,
-    outbox: Outbox,
     tcp_rx: mpsc::Receiver<TcpQuestion>,
     tcp_task: JoinHandle<()>,
 }
@@ -90,7 +89,6 @@ impl DnsSockets {
         let tcp_task = tokio::spawn(dns::serve_tcp(tcp, tx));
         Ok(DnsSockets {
             udp,
-            outbox: Outbox::default(),
             tcp_rx,
             tcp_task,
         })
@@ -336,11 +334,13 @@ impl Daemon {
             .iter()
             .map(|(b, to)| (b.as_slice(), *to))
             .collect();
-        let (udp, outbox) = (&self.dns.udp, &mut self.dns.outbox);
+        let udp = &self.dns.udp;
         let mut sent = 0;
         while sent < msgs.len() {
             let rest = &msgs[sent..];
-            match udp.try_io(Interest::WRITABLE, || outbox.send(udp.as_raw_fd(), rest)) {
+            match udp.try_io(Interest::WRITABLE, || {
+                datagrams::send(udp.as_raw_fd(), rest)
+            }) {
                 // (At least one: sendmmsg reports no empty success, and a loop must end.)
                 Ok(n) => sent += n.max(1),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
