@@ -45,11 +45,18 @@ pub struct Paths {
 
 pub fn run(paths: Paths) -> anyhow::Result<()> {
     let cfg = Config::load(&paths.config)?;
+    warn_not_enforced(&cfg);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the event loop")?;
     rt.block_on(async { Daemon::start(paths, cfg)?.run().await })
+}
+
+fn warn_not_enforced(cfg: &Config) {
+    for option in cfg.not_enforced() {
+        warn!("{option} is set but not enforced by this version (daily quotas are planned)");
+    }
 }
 
 /// Local wall-clock time, for schedules.
@@ -554,6 +561,7 @@ impl Daemon {
             self.dns = d;
         }
         self.resolver.reconfigure(&new);
+        warn_not_enforced(&new);
         self.core = core;
         self.cfg = new;
         info!("reloaded {}", self.paths.config.display());

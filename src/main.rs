@@ -13,7 +13,7 @@ use provisioner::core::time::Instant;
 use provisioner::daemon;
 use provisioner::firewall::{Firewall, Ruleset};
 
-/// The provisioning network's daemon: DHCP, the nftables table, and (later) DNS and stations.
+/// The provisioning network's daemon: stations, DHCP, DNS and the nftables table.
 #[derive(Parser)]
 #[command(name = "provisionerd", version)]
 struct DaemonArgs {
@@ -123,7 +123,13 @@ fn provisionerd(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         .init();
     if let Some(path) = args.check {
         return Ok(match Config::load(&path) {
-            Ok(_) => {
+            Ok(cfg) => {
+                for option in cfg.not_enforced() {
+                    eprintln!(
+                        "{}: warning: {option} is set but not enforced by this version",
+                        path.display()
+                    );
+                }
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS
             }

@@ -41,7 +41,24 @@ fn check_accepts_the_shipped_examples() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{f}: ok\n"));
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{f}: no warnings");
     }
+}
+
+#[test]
+fn check_warns_of_options_not_enforced() {
+    let p = write(
+        "daily",
+        "config network\n\toption interface 'prov0'\n\toption wan 'wan0'\nconfig limits\n\toption client_daily '50MB'\n",
+    );
+    let out = provisionerd(&["--check", p.to_str().unwrap()]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: limits client_daily is set but not enforced"),
+        "{err}"
+    );
+    assert!(!err.contains("total_daily"), "{err}");
 }
 
 #[test]

@@ -170,6 +170,19 @@ pub struct AllowEntry {
 }
 
 impl Config {
+    /// Options this version reads and checks but does not act on yet, for a warning: a
+    /// limit that silently does nothing would be worse than none.
+    pub fn not_enforced(&self) -> Vec<&'static str> {
+        let l = &self.limits;
+        [
+            (l.client_daily.is_some(), "limits client_daily"),
+            (l.total_daily.is_some(), "limits total_daily"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect()
+    }
+
     /// Reads and validates a config file; TOML if the name ends in `.toml`, UCI otherwise.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();

@@ -11,6 +11,7 @@
 use std::fmt::Write;
 
 use crate::config::Config;
+use crate::config::value::Rate;
 use std::time::Duration;
 
 use crate::core::Snapshot;
@@ -58,6 +59,8 @@ pub struct Set {
     pub name: &'static str,
     pub key: &'static str,
     pub flags: &'static str,
+    /// More of the definition (`size`, `timeout`), a line each.
+    pub settings: &'static [&'static str],
     pub elements: Vec<String>,
 }
 
@@ -108,6 +111,59 @@ const PRIO_FORWARD: i32 = PRIO_FILTER - 10;
 pub const ALLOW_MARK: u32 = 0x4000_0000;
 const PRIO_SRCNAT: i32 = 100;
 
+/// R11: provisioning traffic goes at a lower priority than the home's, both ways. DSCP
+/// CS1 is what Wi-Fi (WMM) sends as background and SQM/cake (diffserv) queues as bulk.
+const LOWER_EFFORT: &str = "ip dscp set cs1";
+
+/// R10: the rate rules for traffic from (upload) and to (download) the provisioning
+/// network, each client's (by its address) before the whole network's, so that a client
+/// over its own rate takes nothing from the others. Over a rate, packets are dropped
+/// (policing: TCP slows down to it). The kernel's bucket holds a second's worth plus the
+/// burst, a quarter second's worth here (at least 16 KB): after a pause a device may send
+/// that much at once, then the rate holds.
+fn rate_rules(cfg: &Config) -> (Vec<String>, Vec<String>) {
+    let l = &cfg.limits;
+    let limit = |r: Rate| {
+        let burst = (r.bytes_per_sec / 4).max(16_000);
+        format!(
+            "limit rate over {} bytes/second burst {burst} bytes",
+            r.bytes_per_sec
+        )
+    };
+    let rules = |client: Option<Rate>, total: Option<Rate>, set: &str, addr: &str, way: &str| {
+        let mut v = Vec::new();
+        if let Some(r) = client {
+            v.push(format!(
+                "update @{set} {{ ip {addr} {} }} counter drop comment \"over the client's {way} rate\"",
+                limit(r)
+            ));
+        }
+        if let Some(r) = total {
+            v.push(format!(
+                "{} counter drop comment \"over the network's {way} rate\"",
+                limit(r)
+            ));
+        }
+        v
+    };
+    (
+        rules(
+            l.client_rate_up,
+            l.total_rate_up,
+            "rate_up",
+            "saddr",
+            "upload",
+        ),
+        rules(
+            l.client_rate_down,
+            l.total_rate_down,
+            "rate_down",
+            "daddr",
+            "download",
+        ),
+    )
+}
+
 impl Ruleset {
     /// The table for `cfg`, carrying the live elements of `state` over.
     pub fn build(cfg: &Config, state: &Snapshot) -> Ruleset {
@@ -139,13 +195,15 @@ impl Ruleset {
         }
 
         let ms = |d: &Duration| d.as_millis();
-        let sets = vec![
+        let (up, down) = rate_rules(cfg);
+        let mut sets = vec![
             // Admitted clients, each until its session ends: the kernel closes the door
             // then even if the daemon is gone. The comment keeps the admission time.
             Set {
                 name: "clients",
                 key: "ether_addr",
                 flags: "timeout",
+                settings: &[],
                 elements: state
                     .clients
                     .iter()
@@ -165,6 +223,7 @@ impl Ruleset {
                 name: "banned",
                 key: "ether_addr",
                 flags: "timeout",
+                settings: &[],
                 elements: state
                     .bans
                     .iter()
@@ -177,6 +236,7 @@ impl Ruleset {
                 name: "leases",
                 key: "ether_addr . ipv4_addr",
                 flags: "timeout",
+                settings: &[],
                 elements: leases
                     .iter()
                     .filter(|l| !l.remaining.is_zero())
@@ -188,6 +248,7 @@ impl Ruleset {
                 name: "allow4_net",
                 key: "ipv4_addr . inet_proto . inet_service",
                 flags: "interval",
+                settings: &[],
                 elements: allow,
             },
             // Addresses learned from DNS answers, per client: this MAC may reach this
@@ -197,6 +258,7 @@ impl Ruleset {
                 name: "learned4",
                 key: "ether_addr . ipv4_addr . inet_proto . inet_service",
                 flags: "timeout",
+                settings: &[],
                 elements: learned
                     .iter()
                     .filter(|(_, left, _)| !left.is_zero())
@@ -218,6 +280,7 @@ impl Ruleset {
                 name: "protect4",
                 key: "ipv4_addr",
                 flags: "interval",
+                settings: &[],
                 elements: net
                     .protect
                     .iter()
@@ -225,6 +288,22 @@ impl Ruleset {
                     .collect(),
             },
         ];
+        // Each client's rate, by its address, in a set the rules fill as packets pass
+        // (an element leaves a minute after the client's last packet).
+        for (name, per_client) in [
+            ("rate_up", cfg.limits.client_rate_up),
+            ("rate_down", cfg.limits.client_rate_down),
+        ] {
+            if per_client.is_some() {
+                sets.push(Set {
+                    name,
+                    key: "ipv4_addr",
+                    flags: "dynamic,timeout",
+                    settings: &["size 4096", "timeout 1m"],
+                    elements: Vec::new(),
+                });
+            }
+        }
 
         let chains = vec![
             // Before conntrack: spoofed and IPv6 packets never create state or reach NAT.
@@ -288,25 +367,37 @@ impl Ruleset {
             Chain {
                 name: "forward_from_prov",
                 base: None,
-                rules: vec![
+                rules: [
                     // Out the WAN only: not the home LAN, not back to another client.
                     format!("oifname != {wan} counter drop comment \"not towards the WAN\""),
                     r("ip daddr @protect4 counter drop comment \"protected network\""),
+                ]
+                .into_iter()
+                .chain(up)
+                .chain([
+                    r(LOWER_EFFORT),
                     r("ct state established,related accept"),
                     format!("ip daddr . meta l4proto . th dport @allow4_net {allowed}"),
                     format!("ether saddr . ip daddr . meta l4proto . th dport @learned4 {allowed}"),
                     r("counter drop comment \"not allow-listed\""),
-                ],
+                ])
+                .collect(),
             },
             // Inbound: replies to what a client opened, from the WAN, and nothing else.
             Chain {
                 name: "forward_to_prov",
                 base: None,
-                rules: vec![
-                    format!("iifname != {wan} counter drop comment \"not from the WAN\""),
+                rules: [format!(
+                    "iifname != {wan} counter drop comment \"not from the WAN\""
+                )]
+                .into_iter()
+                .chain(down)
+                .chain([
+                    r(LOWER_EFFORT),
                     r("ct state established,related accept"),
                     r("counter drop comment \"unsolicited inbound\""),
-                ],
+                ])
+                .collect(),
             },
             // No IPv6 of the router's own (router advertisements, DHCPv6) onto the network.
             Chain {
@@ -333,6 +424,9 @@ impl Ruleset {
             let _ = writeln!(s, "\tset {} {{", set.name);
             let _ = writeln!(s, "\t\ttype {}", set.key);
             let _ = writeln!(s, "\t\tflags {}", set.flags);
+            for line in set.settings {
+                let _ = writeln!(s, "\t\t{line}");
+            }
             if !set.elements.is_empty() {
                 let _ = writeln!(s, "\t\telements = {{ {} }}", set.elements.join(",\n\t\t\t"));
             }
@@ -484,6 +578,65 @@ config allow 'ntp'
             ]
         );
         assert_eq!(nft_comment("a\"b"), "");
+    }
+
+    #[test]
+    fn rates_police_each_client_before_the_network_and_everything_goes_lower_effort() {
+        let chain = |rs: &Ruleset, name: &str| {
+            rs.chains
+                .iter()
+                .find(|c| c.name == name)
+                .unwrap()
+                .rules
+                .clone()
+        };
+        let pos = |rules: &[String], what: &str| {
+            rules
+                .iter()
+                .position(|r| r.contains(what))
+                .unwrap_or_else(|| panic!("no rule with {what:?} in {rules:#?}"))
+        };
+        // Unlimited: no rate rule or set, and still the lower priority both ways.
+        let plain = ruleset();
+        assert!(!plain.script().contains("limit rate"));
+        assert!(!plain.sets.iter().any(|s| s.name.starts_with("rate_")));
+        for name in ["forward_from_prov", "forward_to_prov"] {
+            let rules = chain(&plain, name);
+            assert!(pos(&rules, LOWER_EFFORT) < pos(&rules, "ct state established"));
+        }
+
+        let limited = format!(
+            "{CONFIG}config limits\n\toption client_rate_up '1mbit'\n\toption total_rate_up '4mbit'\n\toption client_rate_down '2mbit'\n"
+        );
+        let cfg = Config::parse("t", &limited, false).unwrap();
+        let rs = Ruleset::build(&cfg, &Snapshot::default());
+        let up = chain(&rs, "forward_from_prov");
+        let client = pos(
+            &up,
+            "update @rate_up { ip saddr limit rate over 125000 bytes/second",
+        );
+        let total = pos(&up, "limit rate over 500000 bytes/second");
+        // Nothing the policer drops is let out by the accepts, and a client over its own
+        // rate spends none of the network's.
+        assert!(pos(&up, "@protect4") < client && client < total);
+        assert!(total < pos(&up, "ct state established"));
+        assert!(total < pos(&up, "@allow4_net"));
+        let down = chain(&rs, "forward_to_prov");
+        let client = pos(
+            &down,
+            "update @rate_down { ip daddr limit rate over 250000 bytes/second",
+        );
+        assert!(client < pos(&down, "ct state established"));
+        assert!(
+            !down.iter().any(|r| r.starts_with("limit rate")),
+            "no total_rate_down"
+        );
+        let sets: Vec<_> = rs.sets.iter().map(|s| s.name).collect();
+        assert!(sets.contains(&"rate_up") && sets.contains(&"rate_down"));
+        assert!(
+            rs.script()
+                .contains("flags dynamic,timeout\n\t\tsize 4096\n\t\ttimeout 1m")
+        );
     }
 
     #[test]
