@@ -37,13 +37,17 @@ demo: deps
 	$(CARGO) build
 	$(CARGO) run --quiet --features rig --example demo
 
-# Our DNS resolver against dnsmasq --nftset under dnsperf on the netns rig, both release
-# builds, one run side by side (about two minutes). Prints figures and ratios; not a test.
+# On the netns rig, release builds, side by side (about three minutes): our DNS resolver
+# against dnsmasq --nftset under dnsperf; join-to-admitted latency; TCP forwarding through
+# our table against conntrack + masquerade alone (iperf3). Prints figures and ratios; not
+# a test.
 bench: deps
 	$(CARGO) build --release
 	PROVISIONER_BIN="$${CARGO_TARGET_DIR:-target}/release/provisioner" \
 		$(CARGO) run --release --features rig --example bench
 	$(CARGO) run --quiet --release --example bench_admission
+	PROVISIONER_BIN="$${CARGO_TARGET_DIR:-target}/release/provisioner" \
+		$(CARGO) run --quiet --release --features rig --example bench_forward
 
 # Coverage-guided fuzzing of the hand-written and untrusted-input parsers (nightly), built
 # as shipped (-O: no debug assertions; dhcproto debug-asserts on option lengths).

@@ -1,0 +1,318 @@
+//! `make bench` (third part): what our table costs forwarded traffic. iperf3 TCP from a
+//! provisioning client (allowed bulk traffic) and from a home host (traffic our table only
+//! glances at) to the cloud through the router, each way, side by side on the netns rig:
+//!
+//! - anchor: no table of ours; the router does what any router does (conntrack and
+//!   masquerade, in a table of the bench's own, there in every variant as fw4 is);
+//! - ours: our table, the client admitted and leased: every packet of the client passes
+//!   the guard (admission and anti-spoof sets), the forward chains, the allow-list set
+//!   lookup (first packet) and the masquerade;
+//! - ours with rates: the same with per-client and network rate rules on both ways, set so
+//!   high that they never drop: the cost of the per-client rate set and the token buckets.
+//!
+//! The variants take turns, round after round, each put in place by one `nft -f`: the
+//! table is what `provisionerd --print-ruleset` makes of the config, with the client's
+//! admission and lease elements the daemon would have added (the daemon itself is never
+//! in the path of forwarded traffic, so it is not running). Then all again with 1500-byte
+//! frames. Not a test: nothing passes or fails on the figures. `BENCH_SECONDS` sets each
+//! run's length (default 3).
+
+#[path = "../tests/rig/mod.rs"]
+mod rig;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use rig::*;
+
+const PORT: u16 = 5201;
+const ROUNDS: usize = 3;
+/// The client's address, set by hand (no daemon runs: no DHCP).
+const CLIENT_IP: &str = "192.168.250.50";
+
+fn seconds() -> u64 {
+    std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Anchor,
+    Ours,
+    OursRated,
+}
+
+fn daemon_config(rates: bool) -> String {
+    let limits = if rates {
+        "config limits 'limits'
+\toption client_rate_up '100gbit'
+\toption client_rate_down '100gbit'
+\toption total_rate_up '100gbit'
+\toption total_rate_down '100gbit'
+"
+    } else {
+        ""
+    };
+    config(&format!(
+        "
+config allow 'bulk'
+\tlist address '{CLOUD_ALLOWED}'
+\tlist port '{PORT}'
+
+{limits}"
+    ))
+}
+
+/// The router's own firewall, there in every variant (as fw4 is on OpenWrt): conntrack,
+/// and masquerade of everything out of the WAN.
+fn router_nat() -> String {
+    format!(
+        "table inet benchnat {{\n\
+         \tchain post {{ type nat hook postrouting priority srcnat; oifname \"{WAN_IF}\" masquerade; }}\n\
+         \tchain forward {{ type filter hook forward priority filter; ct state established,related accept; }}\n\
+         }}\n"
+    )
+}
+
+/// The nft script that puts variant `which` in place of the others, in one transaction.
+fn variant_script(rig: &Rig, which: Variant) -> Result<String, String> {
+    let mut s = String::from("table inet provisioner {}\ndelete table inet provisioner\n");
+    if which == Variant::Anchor {
+        return Ok(s);
+    }
+    let cfg = rig.dir().join("bench.conf");
+    std::fs::write(&cfg, daemon_config(which == Variant::OursRated)).map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(daemon_bin())
+        .args([
+            "provisionerd",
+            "-c",
+            cfg.to_str().ok_or("path")?,
+            "--print-ruleset",
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let script = String::from_utf8_lossy(&out.stdout);
+    // Its own first two lines (create, delete) are already above.
+    s.extend(script.lines().skip(2).map(|l| format!("{l}\n")));
+    // What the daemon would have put there for the client: admitted, leased.
+    let mac = Rig::client_mac(1)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    s.push_str(&format!(
+        "add element inet provisioner clients {{ {mac} timeout 1h }}\n\
+         add element inet provisioner leases {{ {mac} . {CLIENT_IP} timeout 1h }}\n"
+    ));
+    Ok(s)
+}
+
+/// Gbit/s received by one iperf3 run from `from` to the cloud (`reverse`: the cloud
+/// sends).
+fn iperf(from: &Ns, reverse: bool) -> Result<f64, String> {
+    let secs = seconds().to_string();
+    let server = CLOUD_ALLOWED.to_string();
+    let port = PORT.to_string();
+    let mut args = vec![
+        "iperf3",
+        "-c",
+        &server,
+        "-p",
+        &port,
+        "-t",
+        &secs,
+        "-J",
+        "--connect-timeout",
+        "3000",
+    ];
+    if reverse {
+        args.push("-R");
+    }
+    let out = from.exec(&args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "iperf3 {args:?} in {}: {text}{}",
+            from.name,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    // "sum_received": { ... "bits_per_second": N ... }: the receiver's figure.
+    let at = text
+        .find("\"sum_received\"")
+        .ok_or("iperf3 printed no sum_received")?;
+    let rest = &text[at..];
+    let at = rest
+        .find("\"bits_per_second\":")
+        .ok_or("iperf3 printed no bits_per_second")?;
+    let number: String = rest[at + "\"bits_per_second\":".len()..]
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | '+'))
+        .collect();
+    number
+        .parse::<f64>()
+        .map(|b| b / 1e9)
+        .map_err(|e| format!("iperf3 bits_per_second {number:?}: {e}"))
+}
+
+/// Gbit/s (upload, download) of one variant: the medians.
+#[derive(Clone, Copy)]
+struct Figures {
+    client: (f64, f64),
+    /// The home host's (None: not measured for that variant).
+    home: Option<(f64, f64)>,
+}
+
+/// Rounds of runs per variant, in turn, so that whatever else the machine does weighs on
+/// all alike: the medians. The home host's traffic is measured with the anchor and with
+/// our table (rate rules apply to provisioning traffic only).
+fn rounds(rig: &Rig, scripts: &[PathBuf]) -> Result<Vec<Figures>, String> {
+    let mut runs = vec![[Vec::new(), Vec::new(), Vec::new(), Vec::new()]; scripts.len()];
+    for _ in 0..ROUNDS {
+        for (i, path) in scripts.iter().enumerate() {
+            rig.router()
+                .exec_ok(&["nft", "-f", path.to_str().ok_or("path")?]);
+            runs[i][0].push(iperf(rig.client(1), false)?);
+            runs[i][1].push(iperf(rig.client(1), true)?);
+            if i < 2 {
+                runs[i][2].push(iperf(rig.home(), false)?);
+                runs[i][3].push(iperf(rig.home(), true)?);
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    Ok(runs
+        .iter_mut()
+        .map(|[cu, cd, hu, hd]| Figures {
+            client: (median(cu).unwrap_or(0.0), median(cd).unwrap_or(0.0)),
+            home: median(hu).zip(median(hd)),
+        })
+        .collect())
+}
+
+/// Segmentation offloads off on every link of the path: each sender cuts its own
+/// 1500-byte frames and nobody merges them on the way.
+fn real_frames(rig: &Rig) {
+    let off = ["tso", "off", "gso", "off", "gro", "off"];
+    for ns in [rig.client(1), rig.home()] {
+        ns.exec_ok(&[&["ethtool", "-K", HOST_IF][..], &off].concat());
+    }
+    rig.cloud()
+        .exec_ok(&[&["ethtool", "-K", ISP_IF][..], &off].concat());
+    let links = rig.router().exec_ok(&["ip", "-o", "link", "show"]);
+    for name in links.lines().filter_map(|l| {
+        let name = l.split(": ").nth(1)?.split('@').next()?;
+        (name != "lo").then_some(name)
+    }) {
+        // A bridge or veth that has no such feature to turn off says so; that is fine.
+        rig.router()
+            .exec(&[&["ethtool", "-K", name][..], &off].concat());
+    }
+}
+
+fn print(title: &str, figures: &[Figures]) {
+    let c0 = figures[0].client;
+    let h0 = figures[0].home.unwrap_or((1.0, 1.0));
+    println!(
+        "\n  {title}\n  {:<48} {:>8} {:>8}   {:>9} {:>9}",
+        "", "upload", "download", "up/anchor", "down/anch"
+    );
+    let row = |what: &str, (u, d): (f64, f64), (bu, bd): (f64, f64)| {
+        println!(
+            "  {what:<48} {u:>8.2} {d:>8.2}   {:>8.2}x {:>8.2}x",
+            u / bu,
+            d / bd
+        );
+    };
+    row("provisioning client, no table of ours (anchor)", c0, c0);
+    row(
+        "provisioning client through our table",
+        figures[1].client,
+        c0,
+    );
+    row(
+        "... with rate rules (never over their rates)",
+        figures[2].client,
+        c0,
+    );
+    row("home host, no table of ours (anchor)", h0, h0);
+    if let Some(h) = figures[1].home {
+        row("home host, our table in place", h, h0);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let rig = Rig::new(1);
+    let _server = rig.spawn(
+        rig.cloud(),
+        &[
+            "iperf3",
+            "-s",
+            "-B",
+            &CLOUD_ALLOWED.to_string(),
+            "-p",
+            &PORT.to_string(),
+        ],
+    );
+    let client = rig.client(1);
+    let with_prefix = format!("{CLIENT_IP}/24");
+    client.exec_ok(&["ip", "addr", "add", &with_prefix, "dev", HOST_IF]);
+    let gateway = ROUTER_PROV.to_string();
+    client.exec_ok(&["ip", "route", "add", "default", "via", &gateway]);
+    let nat = rig.dir().join("nat.nft");
+    std::fs::write(&nat, router_nat()).map_err(|e| e.to_string())?;
+    rig.router()
+        .exec_ok(&["nft", "-f", nat.to_str().ok_or("path")?]);
+
+    let mut scripts = Vec::new();
+    for (i, v) in [Variant::Anchor, Variant::Ours, Variant::OursRated]
+        .into_iter()
+        .enumerate()
+    {
+        let path = rig.dir().join(format!("variant{i}.nft"));
+        std::fs::write(&path, variant_script(&rig, v)?).map_err(|e| e.to_string())?;
+        scripts.push(path);
+    }
+    let big = rounds(&rig, &scripts)?;
+    real_frames(&rig);
+    let small = rounds(&rig, &scripts)?;
+    rig.router()
+        .exec_ok(&["nft", "delete", "table", "inet", "provisioner"]);
+
+    println!(
+        "\n== Forwarding: TCP through the router, iperf3, {} s per run, median of {ROUNDS} rounds, Gbit/s",
+        seconds()
+    );
+    println!("   (the router's own conntrack + masquerade in every run, as fw4's on OpenWrt)");
+    print(
+        "64 KB segments (veth with TSO/GSO, as the rig's links come)",
+        &big,
+    );
+    print(
+        "1500-byte frames (TSO, GSO and GRO off on the path)",
+        &small,
+    );
+    println!(
+        "\n  The iperf3 client and server share the host's CPUs with the forwarding: the ratios,\n  not the absolute figures, are the cost of the table."
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench_forward: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
