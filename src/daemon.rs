@@ -55,7 +55,7 @@ pub fn run(paths: Paths) -> anyhow::Result<()> {
 
 fn warn_not_enforced(cfg: &Config) {
     for option in cfg.not_enforced() {
-        warn!("{option} is set but not enforced by this version (daily quotas are planned)");
+        warn!("{}", Config::not_enforced_warning(option));
     }
 }
 
@@ -336,11 +336,7 @@ impl Daemon {
     /// Sends UDP replies, a batch per system call. When the socket's buffer is full the
     /// next reply waits for room; a reply the kernel refuses is dropped (the client asks
     /// again).
-    async fn send_dns(&mut self, datagrams: &[(Vec<u8>, SocketAddrV4)]) {
-        let msgs: Vec<(&[u8], SocketAddrV4)> = datagrams
-            .iter()
-            .map(|(b, to)| (b.as_slice(), *to))
-            .collect();
+    async fn send_dns(&mut self, msgs: &[(Vec<u8>, SocketAddrV4)]) {
         let udp = &self.dns.udp;
         let mut sent = 0;
         while sent < msgs.len() {
@@ -351,7 +347,7 @@ impl Daemon {
                 // (At least one: sendmmsg reports no empty success, and a loop must end.)
                 Ok(n) => sent += n.max(1),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if let Err(e) = udp.send_to(rest[0].0, rest[0].1).await {
+                    if let Err(e) = udp.send_to(&rest[0].0, rest[0].1).await {
                         debug!("DNS reply to {}: {e}", rest[0].1);
                     }
                     sent += 1;

@@ -126,8 +126,9 @@ fn provisionerd(args: DaemonArgs) -> anyhow::Result<ExitCode> {
             Ok(cfg) => {
                 for option in cfg.not_enforced() {
                     eprintln!(
-                        "{}: warning: {option} is set but not enforced by this version",
-                        path.display()
+                        "{}: warning: {}",
+                        path.display(),
+                        Config::not_enforced_warning(option)
                     );
                 }
                 println!("{}: ok", path.display());

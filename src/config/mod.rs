@@ -183,6 +183,11 @@ impl Config {
         .collect()
     }
 
+    /// What the daemon and `--check` say of an option [`Config::not_enforced`] names.
+    pub fn not_enforced_warning(option: &str) -> String {
+        format!("{option} is set but not enforced by this version (daily quotas are planned)")
+    }
+
     /// Reads and validates a config file; TOML if the name ends in `.toml`, UCI otherwise.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();

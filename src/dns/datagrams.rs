@@ -72,7 +72,7 @@ impl Inbox {
 /// many went (at least one), or the error of the first (WouldBlock when the buffer is
 /// full). Straight on libc: nix's `sendmmsg` tells how many went only through an iterator
 /// that reads an address slot per message, which a send never fills.
-pub fn send(fd: RawFd, msgs: &[(&[u8], SocketAddrV4)]) -> io::Result<usize> {
+pub fn send<B: AsRef<[u8]>>(fd: RawFd, msgs: &[(B, SocketAddrV4)]) -> io::Result<usize> {
     let n = msgs.len().min(BATCH);
     // SAFETY: all-zero is a valid value of these plain C structs.
     let mut names: [libc::sockaddr_in; BATCH] = unsafe { std::mem::zeroed() };
@@ -82,6 +82,7 @@ pub fn send(fd: RawFd, msgs: &[(&[u8], SocketAddrV4)]) -> io::Result<usize> {
         names[i].sin_family = libc::AF_INET as libc::sa_family_t;
         names[i].sin_port = to.port().to_be();
         names[i].sin_addr.s_addr = u32::from_ne_bytes(to.ip().octets());
+        let bytes = bytes.as_ref();
         iovs[i].iov_base = bytes.as_ptr().cast_mut().cast();
         iovs[i].iov_len = bytes.len();
     }
@@ -180,11 +181,9 @@ mod tests {
                 .take(70)
                 .map(|(d, s)| (d.iter().map(|x| x ^ 0xff).collect(), *s))
                 .collect();
-            let msgs: Vec<(&[u8], SocketAddrV4)> =
-                replies.iter().map(|(d, s)| (d.as_slice(), *s)).collect();
             let mut sent = 0;
-            while sent < msgs.len() {
-                sent += send(server.as_raw_fd(), &msgs[sent..]).unwrap();
+            while sent < replies.len() {
+                sent += send(server.as_raw_fd(), &replies[sent..]).unwrap();
             }
             let mut buf = [0u8; 256];
             for (i, (d, s)) in replies.iter().enumerate() {
