@@ -75,8 +75,24 @@ want ethtool         ethtool
 want shellcheck      shellcheck
 want busybox         busybox
 
+# The OpenWrt kit (../shared/openwrt: OpenWrt's own uci, firewall4, ubus, rpcd, built from
+# upstream source) for the tests against real OpenWrt components: its build dependencies.
+KIT=${OPENWRT_KIT:-$(cd "$(dirname "$0")/.." && pwd)/../shared/openwrt}
+if [ -x "$KIT/build.sh" ]; then
+    want cmake cmake
+    want pkg-config pkg-config
+    pkg-config --exists json-c 2>/dev/null || need_pkgs="$need_pkgs libjson-c-dev"
+fi
+
 # shellcheck disable=SC2086 # a list of words
 apt_install $need_pkgs
+
+# ...and the kit itself, into target/openwrt (idempotent: a second run builds nothing).
+if [ -x "$KIT/build.sh" ]; then
+    top=$(cd "$(dirname "$0")/.." && pwd)
+    "$KIT/build.sh" "$top/target/openwrt" >/dev/null ||
+        { echo "deps.sh: building the OpenWrt kit ($KIT/build.sh) failed" >&2; exit 1; }
+fi
 
 # The packaged daemons must not run on the host: the rig starts its own copies in namespaces.
 for svc in hostapd wpa_supplicant dnsmasq; do
