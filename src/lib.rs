@@ -12,4 +12,6 @@ pub mod daemon;
 pub mod dhcp;
 pub mod dns;
 pub mod firewall;
+pub mod net;
+mod netlink;
 pub mod radio;
