@@ -2,6 +2,7 @@
 //! to verify, and updated through set elements in batches over one netlink socket.
 
 pub mod netlink;
+pub mod nflog;
 pub mod ruleset;
 
 use std::io::Write;
@@ -18,7 +19,7 @@ use crate::core::leases::{Binding, LeaseChange};
 use crate::core::time::Instant;
 use crate::core::{ClientRecord, MacAddr, SetChange, Snapshot};
 use netlink::{Netlink, NetlinkError, SetOp};
-pub use ruleset::{Ruleset, TABLE};
+pub use ruleset::{Family, Ruleset, TABLE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {
@@ -151,8 +152,17 @@ impl Firewall {
     }
 
     pub fn verify(&mut self, rs: &Ruleset) -> Result<(), FirewallError> {
-        let Some(t) = self.nl.describe_table(TABLE)? else {
-            return Err(FirewallError::Verify("the table is missing".into()));
+        for table in rs.tables() {
+            self.verify_table(table)?;
+        }
+        Ok(())
+    }
+
+    fn verify_table(&mut self, want: &ruleset::Table) -> Result<(), FirewallError> {
+        let family = want.family.name();
+        let fail = |what: String| FirewallError::Verify(format!("{family}: {what}"));
+        let Some(t) = self.nl.describe_table(want.family.number(), TABLE)? else {
+            return Err(fail("the table is missing".into()));
         };
         // Inline sets in rules (`{ tcp, udp }`) are anonymous sets of their own; skip them.
         let named: Vec<_> = t
@@ -160,38 +170,32 @@ impl Firewall {
             .iter()
             .filter(|s| s.flags & netlink::SET_F_ANONYMOUS == 0)
             .collect();
-        for set in &rs.sets {
+        for set in &want.sets {
             if !named.iter().any(|s| s.name == set.name) {
-                return Err(FirewallError::Verify(format!(
-                    "set {} is missing",
-                    set.name
-                )));
+                return Err(fail(format!("set {} is missing", set.name)));
             }
         }
-        if named.len() != rs.sets.len() {
-            return Err(FirewallError::Verify(format!(
+        if named.len() != want.sets.len() {
+            return Err(fail(format!(
                 "{} sets, expected {}",
                 named.len(),
-                rs.sets.len()
+                want.sets.len()
             )));
         }
-        for chain in &rs.chains {
+        for chain in &want.chains {
             let Some(got) = t.chains.iter().find(|c| c.name == chain.name) else {
-                return Err(FirewallError::Verify(format!(
-                    "chain {} is missing",
-                    chain.name
-                )));
+                return Err(fail(format!("chain {} is missing", chain.name)));
             };
             let hook = chain.base.as_ref().map(|b| b.hook as u32);
             let prio = chain.base.as_ref().map(|b| b.priority);
             if got.hook != hook || got.priority != prio {
-                return Err(FirewallError::Verify(format!(
+                return Err(fail(format!(
                     "chain {}: hook {:?} priority {:?}, expected {hook:?} {prio:?}",
                     chain.name, got.hook, got.priority
                 )));
             }
             if got.rules != chain.rules.len() {
-                return Err(FirewallError::Verify(format!(
+                return Err(fail(format!(
                     "chain {}: {} rules, expected {}",
                     chain.name,
                     got.rules,
@@ -199,19 +203,24 @@ impl Firewall {
                 )));
             }
         }
-        if t.chains.len() != rs.chains.len() {
-            return Err(FirewallError::Verify(format!(
+        if t.chains.len() != want.chains.len() {
+            return Err(fail(format!(
                 "{} chains, expected {}",
                 t.chains.len(),
-                rs.chains.len()
+                want.chains.len()
             )));
         }
         Ok(())
     }
 
-    /// Whether the table is there at all (it survives the daemon; see [`Firewall::flush`]).
+    /// Whether all our tables are there (they survive the daemon; see [`Firewall::flush`]).
     pub fn table_exists(&mut self) -> Result<bool, FirewallError> {
-        Ok(self.nl.describe_table(TABLE)?.is_some())
+        for family in [Family::Inet, Family::Arp] {
+            if self.nl.describe_table(family.number(), TABLE)?.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     fn elements(&mut self, set: &str) -> Result<Vec<netlink::SetElement>, FirewallError> {
@@ -360,7 +369,16 @@ impl Firewall {
                     }),
             );
         }
-        self.nl.apply(TABLE, &ops)?;
+        // The ARP table's copy of the bindings changes in the same transaction.
+        let arp: Vec<SetOp> = ops
+            .iter()
+            .filter(|op| op.set() == "leases")
+            .copied()
+            .collect();
+        self.nl.apply_families(
+            TABLE,
+            &[(Family::Inet.number(), &ops), (Family::Arp.number(), &arp)],
+        )?;
         // A connection may not outlive the binding it was opened under: the conntrack
         // entries of an address whose binding ended go too (also tearing down flows an
         // offload flowtable would carry past our chains).
@@ -380,9 +398,14 @@ impl Firewall {
         Ok(())
     }
 
-    /// Removes the table: the one deliberate way to open what the daemon closed.
+    /// Removes our tables: the one deliberate way to open what the daemon closed. True if
+    /// any was there.
     pub fn flush(&mut self) -> Result<bool, FirewallError> {
-        Ok(self.nl.delete_table(TABLE)?)
+        let mut any = false;
+        for family in [Family::Inet, Family::Arp] {
+            any |= self.nl.delete_table(family.number(), TABLE)?;
+        }
+        Ok(any)
     }
 }
 

@@ -41,6 +41,8 @@ use crate::netlink::*;
 
 /// `NFPROTO_INET`: the only family the daemon uses.
 pub const FAMILY_INET: u8 = 1;
+/// `NFPROTO_ARP`: the ARP table (the router's own ARP input).
+pub const FAMILY_ARP: u8 = 3;
 
 /// Netfilter hook numbers as reported in [`ChainInfo::hook`] (`enum nf_inet_hooks`).
 pub const HOOK_PREROUTING: u32 = 0;
@@ -159,7 +161,7 @@ pub enum SetOp<'a> {
 }
 
 impl<'a> SetOp<'a> {
-    fn set(&self) -> &'a str {
+    pub fn set(&self) -> &'a str {
         match *self {
             SetOp::Add { set, .. } | SetOp::Delete { set, .. } => set,
         }
@@ -235,13 +237,15 @@ pub struct TableInfo {
 /// The nf_tables multicast group: every committed ruleset change is announced on it.
 const NFNLGRP_NFTABLES: u32 = 7;
 
-/// Whether a datagram from [`Monitor`] announces that `table` (inet) was deleted. Pure, for
+/// Whether a datagram from [`Monitor`] announces that `table` (inet or arp) was deleted. Pure, for
 /// tests and fuzzing; never panics.
 pub fn announces_deletion(datagram: &[u8], table: &str) -> bool {
     let want = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELTABLE;
     Msgs::new(datagram).flatten().any(|m| {
         m.ty == want
-            && m.payload.first() == Some(&FAMILY_INET)
+            && m.payload
+                .first()
+                .is_some_and(|f| *f == FAMILY_INET || *f == FAMILY_ARP)
             && nft_attrs(m.payload)
                 .and_then(attr_table::<2>)
                 .is_ok_and(|t| t[usize::from(NFTA_TABLE_NAME)].map(cstr) == Some(table.as_bytes()))
@@ -356,12 +360,26 @@ impl Netlink {
     /// Runs of consecutive ops of the same kind on the same set share one message; the kernel
     /// handles the elements of a message in order, so this keeps the exact op order.
     pub fn apply(&mut self, table: &str, ops: &[SetOp]) -> Result<(), NetlinkError> {
-        if ops.is_empty() {
+        self.apply_families(table, &[(FAMILY_INET, ops)])
+    }
+
+    /// Like [`Netlink::apply`], for the tables named `table` of several families (`inet`,
+    /// `arp`) in ONE batch: one transaction, so the tables never disagree.
+    pub fn apply_families(
+        &mut self,
+        table: &str,
+        groups: &[(u8, &[SetOp])],
+    ) -> Result<(), NetlinkError> {
+        if groups.iter().all(|(_, ops)| ops.is_empty()) {
             return Ok(());
         }
-        validate_ops(table, ops)?;
+        for (_, ops) in groups {
+            validate_ops(table, ops)?;
+        }
         let mut batch = BatchWriter::new(&mut self.send, &mut self.batch_ops, self.seq);
-        encode_set_ops(&mut batch, table, ops);
+        for &(family, ops) in groups {
+            encode_set_ops(&mut batch, family, table, ops);
+        }
         let (begin, used) = batch.finish();
         self.seq = self.seq.wrapping_add(used);
         self.transact(begin)
@@ -379,7 +397,7 @@ impl Netlink {
         let mut out = Vec::new();
         for _ in 0..DUMP_ATTEMPTS {
             out.clear();
-            let seq = self.request(NFT_MSG_GETSETELEM, NLM_F_DUMP, |buf| {
+            let seq = self.request(FAMILY_INET, NFT_MSG_GETSETELEM, NLM_F_DUMP, |buf| {
                 put_str(buf, NFTA_SET_ELEM_LIST_TABLE, table);
                 put_str(buf, NFTA_SET_ELEM_LIST_SET, set);
             });
@@ -399,17 +417,21 @@ impl Netlink {
     /// Read back the table: its chains (hook, priority, policy, number of rules, via GETCHAIN
     /// and GETRULE dumps filtered to the table) and sets. `Ok(None)` if the table does not
     /// exist.
-    pub fn describe_table(&mut self, table: &str) -> Result<Option<TableInfo>, NetlinkError> {
+    pub fn describe_table(
+        &mut self,
+        family: u8,
+        table: &str,
+    ) -> Result<Option<TableInfo>, NetlinkError> {
         check_name(table)?;
         let tname = table.as_bytes();
         'attempt: for _ in 0..DUMP_ATTEMPTS {
-            if !self.table_exists(table)? {
+            if !self.table_exists(family, table)? {
                 return Ok(None);
             }
 
             let mut chains: Vec<ChainInfo> = Vec::new();
             // The kernel ignores a table filter on chain dumps: it lists every inet chain.
-            let seq = self.request(NFT_MSG_GETCHAIN, NLM_F_DUMP, |buf| {
+            let seq = self.request(family, NFT_MSG_GETCHAIN, NLM_F_DUMP, |buf| {
                 put_str(buf, NFTA_CHAIN_TABLE, table)
             });
             let intr = self.dump(seq, "list chains", |msg| {
@@ -422,7 +444,7 @@ impl Netlink {
                 continue 'attempt;
             }
 
-            let seq = self.request(NFT_MSG_GETRULE, NLM_F_DUMP, |buf| {
+            let seq = self.request(family, NFT_MSG_GETRULE, NLM_F_DUMP, |buf| {
                 put_str(buf, NFTA_RULE_TABLE, table)
             });
             let intr = self.dump(seq, "list rules", |msg| {
@@ -442,7 +464,7 @@ impl Netlink {
             }
 
             let mut sets = Vec::new();
-            let seq = self.request(NFT_MSG_GETSET, NLM_F_DUMP, |buf| {
+            let seq = self.request(family, NFT_MSG_GETSET, NLM_F_DUMP, |buf| {
                 put_str(buf, NFTA_SET_TABLE, table)
             });
             let res = self.dump(seq, "list sets", |msg| {
@@ -463,10 +485,10 @@ impl Netlink {
     }
 
     /// Delete the table (and everything in it) in one batch. `Ok(false)` if it did not exist.
-    pub fn delete_table(&mut self, table: &str) -> Result<bool, NetlinkError> {
+    pub fn delete_table(&mut self, family: u8, table: &str) -> Result<bool, NetlinkError> {
         check_name(table)?;
         let mut batch = BatchWriter::new(&mut self.send, &mut self.batch_ops, self.seq);
-        let start = batch.msg(NFT_MSG_DELTABLE, 0, "delete table");
+        let start = batch.msg(family, NFT_MSG_DELTABLE, 0, "delete table");
         put_str(batch.buf, NFTA_TABLE_NAME, table);
         end_msg(batch.buf, start);
         let (begin, used) = batch.finish();
@@ -479,8 +501,8 @@ impl Netlink {
     }
 
     /// `NFT_MSG_GETTABLE` for one table: a single reply, or `ENOENT`.
-    fn table_exists(&mut self, table: &str) -> Result<bool, NetlinkError> {
-        let seq = self.request(NFT_MSG_GETTABLE, 0, |buf| {
+    fn table_exists(&mut self, family: u8, table: &str) -> Result<bool, NetlinkError> {
+        let seq = self.request(family, NFT_MSG_GETTABLE, 0, |buf| {
             put_str(buf, NFTA_TABLE_NAME, table)
         });
         self.drain_stale();
@@ -594,8 +616,14 @@ impl Netlink {
         Ok(deleted)
     }
 
-    /// Encodes a single (non-batch) request for `inet` into the send buffer; returns its seq.
-    fn request(&mut self, cmd: u16, flags: u16, attrs: impl FnOnce(&mut Vec<u8>)) -> u32 {
+    /// Encodes a single (non-batch) request into the send buffer; returns its seq.
+    fn request(
+        &mut self,
+        family: u8,
+        cmd: u16,
+        flags: u16,
+        attrs: impl FnOnce(&mut Vec<u8>),
+    ) -> u32 {
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
         self.send.clear();
@@ -604,7 +632,7 @@ impl Netlink {
             nft_type(cmd),
             NLM_F_REQUEST | flags,
             seq,
-            FAMILY_INET,
+            family,
             0,
         );
         attrs(&mut self.send);
@@ -821,12 +849,12 @@ impl<'a> BatchWriter<'a> {
         BatchWriter { buf, ops, begin }
     }
 
-    /// Starts an acked nf_tables message for `inet`; `op` names it in errors.
-    fn msg(&mut self, cmd: u16, flags: u16, op: &'static str) -> usize {
+    /// Starts an acked nf_tables message; `op` names it in errors.
+    fn msg(&mut self, family: u8, cmd: u16, flags: u16, op: &'static str) -> usize {
         self.ops.push(op);
         let seq = self.begin.wrapping_add(self.ops.len() as u32);
         let flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        begin_msg(self.buf, nft_type(cmd), flags, seq, FAMILY_INET, 0)
+        begin_msg(self.buf, nft_type(cmd), flags, seq, family, 0)
     }
 
     /// Appends `BATCH_END`; returns (seq of `BATCH_BEGIN`, number of seqs used).
@@ -869,7 +897,7 @@ fn validate_ops(table: &str, ops: &[SetOp]) -> Result<(), NetlinkError> {
 /// NEWSETELEM/DELSETELEM messages for `ops` (already validated). Consecutive ops of the same
 /// kind on the same set share a message, split where the elements nest (whose length is a
 /// u16) would overflow.
-fn encode_set_ops(batch: &mut BatchWriter<'_>, table: &str, ops: &[SetOp]) {
+fn encode_set_ops(batch: &mut BatchWriter<'_>, family: u8, table: &str, ops: &[SetOp]) {
     const NEST_MAX: usize = u16::MAX as usize;
     let mut i = 0;
     while i < ops.len() {
@@ -880,7 +908,7 @@ fn encode_set_ops(batch: &mut BatchWriter<'_>, table: &str, ops: &[SetOp]) {
         } else {
             (NFT_MSG_DELSETELEM, 0, "delete set element")
         };
-        let msg = batch.msg(cmd, flags, op);
+        let msg = batch.msg(family, cmd, flags, op);
         let buf = &mut *batch.buf;
         put_str(buf, NFTA_SET_ELEM_LIST_TABLE, table);
         put_str(buf, NFTA_SET_ELEM_LIST_SET, first.set());
@@ -1102,7 +1130,7 @@ mod tests {
         let (mut buf, mut names) = (Vec::new(), Vec::new());
         validate_ops(table, ops).unwrap();
         let mut batch = BatchWriter::new(&mut buf, &mut names, 100);
-        encode_set_ops(&mut batch, table, ops);
+        encode_set_ops(&mut batch, FAMILY_INET, table, ops);
         let (begin, used) = batch.finish();
         assert_eq!((begin, used as usize), (100, names.len() + 2));
         (buf, names)
@@ -2052,7 +2080,10 @@ table inet other {
     #[test]
     fn kernel_describe_table() {
         in_netns("kernel_describe_table", |nl| {
-            let mut info = nl.describe_table(TABLE).unwrap().expect("table exists");
+            let mut info = nl
+                .describe_table(FAMILY_INET, TABLE)
+                .unwrap()
+                .expect("table exists");
             info.chains.sort_by(|a, b| a.name.cmp(&b.name));
             info.sets.sort_by(|a, b| a.name.cmp(&b.name));
             let chain = |name: &str, hook, priority, policy, rules| ChainInfo {
@@ -2093,8 +2124,8 @@ table inet other {
                 info.sets
             );
 
-            assert_eq!(nl.describe_table("nosuchtable").unwrap(), None);
-            let other = nl.describe_table("other").unwrap().unwrap();
+            assert_eq!(nl.describe_table(FAMILY_INET, "nosuchtable").unwrap(), None);
+            let other = nl.describe_table(FAMILY_INET, "other").unwrap().unwrap();
             assert_eq!(other.chains.len(), 1);
             assert_eq!(other.chains[0].rules, 1);
             assert_eq!(other.sets[0].key_len, 4);
@@ -2106,13 +2137,13 @@ table inet other {
         in_netns("kernel_delete_table", |nl| {
             let k = lease_key(mac(1), [10, 0, 0, 1]);
             nl.apply(TABLE, &[add("leases", &k, 60)]).unwrap();
-            assert!(nl.delete_table(TABLE).unwrap());
-            assert_eq!(nl.describe_table(TABLE).unwrap(), None);
-            assert!(!nl.delete_table(TABLE).unwrap());
+            assert!(nl.delete_table(FAMILY_INET, TABLE).unwrap());
+            assert_eq!(nl.describe_table(FAMILY_INET, TABLE).unwrap(), None);
+            assert!(!nl.delete_table(FAMILY_INET, TABLE).unwrap());
             let err = nl.apply(TABLE, &[add("leases", &k, 60)]).unwrap_err();
             assert_eq!(err.errno(), Some(libc::ENOENT));
             assert!(
-                nl.describe_table("other").unwrap().is_some(),
+                nl.describe_table(FAMILY_INET, "other").unwrap().is_some(),
                 "only our table goes"
             );
         });

@@ -15,6 +15,7 @@ use crate::config::value::Rate;
 use std::time::Duration;
 
 use crate::core::Snapshot;
+use crate::firewall::nflog;
 
 pub const TABLE: &str = "provisioner";
 
@@ -64,12 +65,47 @@ pub struct Set {
     pub elements: Vec<String>,
 }
 
-/// The table as data: rendered to an nft script to install, and compared with what the
-/// kernel reports to verify.
+/// An nftables address family our tables live in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4 and IPv6: admission, anti-spoofing, the allow-list, NAT.
+    Inet,
+    /// The router's ARP input: only ARP whose sender a lease binds reaches its neighbour
+    /// table.
+    Arp,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Inet => "inet",
+            Family::Arp => "arp",
+        }
+    }
+
+    /// `NFPROTO_*`, as netlink carries it.
+    pub fn number(self) -> u8 {
+        match self {
+            Family::Inet => crate::firewall::netlink::FAMILY_INET,
+            Family::Arp => crate::firewall::netlink::FAMILY_ARP,
+        }
+    }
+}
+
+/// One of our tables as data: rendered to an nft script to install, and compared with what
+/// the kernel reports to verify.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ruleset {
+pub struct Table {
+    pub family: Family,
     pub sets: Vec<Set>,
     pub chains: Vec<Chain>,
+}
+
+/// Our tables, all named [`TABLE`]: installed, verified and restored together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ruleset {
+    pub inet: Table,
+    pub arp: Table,
 }
 
 /// ` comment "name"` for an element, if the name is safe to quote (DNS names as the
@@ -180,7 +216,23 @@ impl Ruleset {
             })
         };
         let r = |s: &str| s.to_owned();
-        let allowed = format!("meta mark set meta mark | {ALLOW_MARK:#x} accept");
+        // What we accept as new is marked twice: the packet, for fw4 (below), and the
+        // connection, so that later packets are accepted as ours (see `ours`).
+        let allowed = format!(
+            "ct mark set ct mark | {ALLOW_MARK:#x} meta mark set meta mark | {ALLOW_MARK:#x} accept"
+        );
+        // Established traffic is accepted only for connections one of our rules accepted
+        // (or the router opened): a flow that began while our table was missing (flushed,
+        // not yet restored) stays unmarked and is judged as if new, so a restored table
+        // stops it at once. Related traffic only as ICMP errors about such a connection: a
+        // conntrack helper's expectation (FTP data, SIP media) must pass the allow-list
+        // like any connection.
+        let ours = [
+            format!("ct state established ct mark & {ALLOW_MARK:#x} == {ALLOW_MARK:#x} accept"),
+            format!(
+                "ct state related meta l4proto icmp ct mark & {ALLOW_MARK:#x} == {ALLOW_MARK:#x} accept"
+            ),
+        ];
 
         let mut allow: Vec<String> = Vec::new();
         for entry in &cfg.allow {
@@ -232,17 +284,7 @@ impl Ruleset {
                     .collect(),
             },
             // Anti-spoofing: the MAC/IP pairs DHCP bound, each timing out with its lease.
-            Set {
-                name: "leases",
-                key: "ether_addr . ipv4_addr",
-                flags: "timeout",
-                settings: &[],
-                elements: leases
-                    .iter()
-                    .filter(|l| !l.remaining.is_zero())
-                    .map(|l| format!("{} . {} timeout {}ms", l.mac, l.ip, l.remaining.as_millis()))
-                    .collect(),
-            },
+            leases_set(leases),
             // Static allow-list entries: address or CIDR, protocol, port or range.
             Set {
                 name: "allow4_net",
@@ -349,12 +391,16 @@ impl Ruleset {
             Chain {
                 name: "input_prov",
                 base: None,
-                rules: vec![
-                    r("ct state established,related accept"),
+                rules: [
                     r("udp sport 68 udp dport 67 accept"),
                     format!("ip daddr {router} meta l4proto {{ tcp, udp }} th dport 53 accept"),
-                    r("counter drop comment \"router service not offered to provisionees\""),
-                ],
+                ]
+                .into_iter()
+                .chain(ours.iter().cloned())
+                .chain([r(
+                    "counter drop comment \"router service not offered to provisionees\"",
+                )])
+                .collect(),
             },
             Chain {
                 name: "forward",
@@ -374,9 +420,9 @@ impl Ruleset {
                 ]
                 .into_iter()
                 .chain(up)
+                .chain([r(LOWER_EFFORT)])
+                .chain(ours.iter().cloned())
                 .chain([
-                    r(LOWER_EFFORT),
-                    r("ct state established,related accept"),
                     format!("ip daddr . meta l4proto . th dport @allow4_net {allowed}"),
                     format!("ether saddr . ip daddr . meta l4proto . th dport @learned4 {allowed}"),
                     r("counter drop comment \"not allow-listed\""),
@@ -392,18 +438,20 @@ impl Ruleset {
                 )]
                 .into_iter()
                 .chain(down)
-                .chain([
-                    r(LOWER_EFFORT),
-                    r("ct state established,related accept"),
-                    r("counter drop comment \"unsolicited inbound\""),
-                ])
+                .chain([r(LOWER_EFFORT)])
+                .chain(ours.iter().cloned())
+                .chain([r("counter drop comment \"unsolicited inbound\"")])
                 .collect(),
             },
-            // No IPv6 of the router's own (router advertisements, DHCPv6) onto the network.
+            // No IPv6 of the router's own (router advertisements, DHCPv6) onto the network;
+            // a connection the router opens to a client (an operator's ping) is ours.
             Chain {
                 name: "output",
                 base: base("filter", Hook::Output, PRIO_FILTER),
-                rules: vec![format!("oifname {prov} meta nfproto ipv6 drop")],
+                rules: vec![
+                    format!("oifname {prov} meta nfproto ipv6 drop"),
+                    format!("oifname {prov} ct state new ct mark set ct mark | {ALLOW_MARK:#x}"),
+                ],
             },
             Chain {
                 name: "srcnat",
@@ -411,15 +459,82 @@ impl Ruleset {
                 rules: vec![format!("oifname {wan} ip saddr {} masquerade", net.subnet)],
             },
         ];
-        Ruleset { sets, chains }
+        let arp = Table {
+            family: Family::Arp,
+            sets: vec![
+                leases_set(leases),
+                // Senders whose refused ARP was logged lately: at most a few a second each
+                // reach the daemon, and at most 64 a second in all.
+                Set {
+                    name: "arp_logged",
+                    key: "ether_addr",
+                    flags: "dynamic,timeout",
+                    settings: &["size 1024", "timeout 1m"],
+                    elements: Vec::new(),
+                },
+            ],
+            chains: vec![
+                Chain {
+                    name: "input",
+                    base: base("filter", Hook::Input, PRIO_FILTER),
+                    rules: vec![format!("iifname {prov} jump arp_from_prov")],
+                },
+                Chain {
+                    name: "arp_from_prov",
+                    base: None,
+                    rules: vec![
+                        // An address probe (RFC 5227) claims nothing.
+                        r("arp saddr ip 0.0.0.0 accept"),
+                        // The frame's source and the ARP sender are both the MAC that the
+                        // lease of the sender address binds (one lease per address: the
+                        // same MAC).
+                        r(
+                            "ether saddr . arp saddr ip @leases arp saddr ether . arp saddr ip @leases accept",
+                        ),
+                        format!(
+                            "update @arp_logged {{ ether saddr limit rate 2/second burst 4 packets }} limit rate 64/second log prefix \"{}\" group {}",
+                            nflog::PREFIX_ARP,
+                            nflog::GROUP
+                        ),
+                        r("counter drop comment \"ARP sender without a lease\""),
+                    ],
+                },
+            ],
+        };
+        Ruleset {
+            inet: Table {
+                family: Family::Inet,
+                sets,
+                chains,
+            },
+            arp,
+        }
     }
 
-    /// The nft script that replaces the table atomically: create-if-missing, delete, define.
+    pub fn tables(&self) -> [&Table; 2] {
+        [&self.inet, &self.arp]
+    }
+
+    /// The nft script that replaces the tables atomically: create-if-missing, delete,
+    /// define, all in one transaction.
     pub fn script(&self) -> String {
         let mut s = String::with_capacity(4096);
-        let _ = writeln!(s, "table inet {TABLE} {{}}");
-        let _ = writeln!(s, "delete table inet {TABLE}");
-        let _ = writeln!(s, "table inet {TABLE} {{");
+        for t in self.tables() {
+            let _ = writeln!(s, "table {} {TABLE} {{}}", t.family.name());
+        }
+        for t in self.tables() {
+            let _ = writeln!(s, "delete table {} {TABLE}", t.family.name());
+        }
+        for t in self.tables() {
+            t.define(&mut s);
+        }
+        s
+    }
+}
+
+impl Table {
+    fn define(&self, s: &mut String) {
+        let _ = writeln!(s, "table {} {TABLE} {{", self.family.name());
         for set in &self.sets {
             let _ = writeln!(s, "\tset {} {{", set.name);
             let _ = writeln!(s, "\t\ttype {}", set.key);
@@ -449,7 +564,21 @@ impl Ruleset {
             let _ = writeln!(s, "\t}}");
         }
         let _ = writeln!(s, "}}");
-        s
+    }
+}
+
+/// The MAC/IP pairs DHCP bound, each timing out with its lease: one set in each table.
+fn leases_set(leases: &[crate::core::leases::Binding]) -> Set {
+    Set {
+        name: "leases",
+        key: "ether_addr . ipv4_addr",
+        flags: "timeout",
+        settings: &[],
+        elements: leases
+            .iter()
+            .filter(|l| !l.remaining.is_zero())
+            .map(|l| format!("{} . {} timeout {}ms", l.mac, l.ip, l.remaining.as_millis()))
+            .collect(),
     }
 }
 
@@ -517,6 +646,7 @@ config allow 'ntp'
     fn allow_list_elements_are_deduplicated_cidrs_and_ranges() {
         let r = ruleset();
         let allow = &r
+            .inet
             .sets
             .iter()
             .find(|s| s.name == "allow4_net")
@@ -537,7 +667,13 @@ config allow 'ntp'
     #[test]
     fn leases_carry_over_with_remaining_time() {
         let r = ruleset();
-        let leases = &r.sets.iter().find(|s| s.name == "leases").unwrap().elements;
+        let leases = &r
+            .inet
+            .sets
+            .iter()
+            .find(|s| s.name == "leases")
+            .unwrap()
+            .elements;
         assert_eq!(
             leases,
             &["02:00:00:00:00:01 . 192.168.250.2 timeout 290500ms"]
@@ -548,7 +684,8 @@ config allow 'ntp'
     fn clients_and_bans_carry_over() {
         let r = ruleset();
         let set = |n| {
-            r.sets
+            r.inet
+                .sets
                 .iter()
                 .find(|s| s.name == n)
                 .unwrap()
@@ -566,6 +703,7 @@ config allow 'ntp'
     fn learned_elements_carry_over_with_their_name() {
         let r = ruleset();
         let learned = &r
+            .inet
             .sets
             .iter()
             .find(|s| s.name == "learned4")
@@ -583,7 +721,8 @@ config allow 'ntp'
     #[test]
     fn rates_police_each_client_before_the_network_and_everything_goes_lower_effort() {
         let chain = |rs: &Ruleset, name: &str| {
-            rs.chains
+            rs.inet
+                .chains
                 .iter()
                 .find(|c| c.name == name)
                 .unwrap()
@@ -598,8 +737,15 @@ config allow 'ntp'
         };
         // Unlimited: no rate rule or set, and still the lower priority both ways.
         let plain = ruleset();
-        assert!(!plain.script().contains("limit rate"));
-        assert!(!plain.sets.iter().any(|s| s.name.starts_with("rate_")));
+        assert!(
+            !plain
+                .inet
+                .chains
+                .iter()
+                .flat_map(|c| &c.rules)
+                .any(|r| r.contains("limit rate"))
+        );
+        assert!(!plain.inet.sets.iter().any(|s| s.name.starts_with("rate_")));
         for name in ["forward_from_prov", "forward_to_prov"] {
             let rules = chain(&plain, name);
             assert!(pos(&rules, LOWER_EFFORT) < pos(&rules, "ct state established"));
@@ -631,7 +777,7 @@ config allow 'ntp'
             !down.iter().any(|r| r.starts_with("limit rate")),
             "no total_rate_down"
         );
-        let sets: Vec<_> = rs.sets.iter().map(|s| s.name).collect();
+        let sets: Vec<_> = rs.inet.sets.iter().map(|s| s.name).collect();
         assert!(sets.contains(&"rate_up") && sets.contains(&"rate_down"));
         assert!(
             rs.script()
@@ -642,29 +788,102 @@ config allow 'ntp'
     #[test]
     fn script_replaces_the_table_in_one_file() {
         let s = ruleset().script();
-        let lines: Vec<_> = s.lines().take(3).collect();
+        let lines: Vec<_> = s.lines().take(5).collect();
         assert_eq!(
             lines,
             [
                 "table inet provisioner {}",
+                "table arp provisioner {}",
                 "delete table inet provisioner",
+                "delete table arp provisioner",
                 "table inet provisioner {"
             ]
         );
-        // Only our table is ever named.
+        assert!(s.contains("\ntable arp provisioner {\n"));
+        // Only our tables are ever named.
         for line in s.lines().filter(|l| l.contains("table ")) {
-            assert!(line.contains("table inet provisioner"), "{line}");
+            assert!(
+                line.contains("table inet provisioner") || line.contains("table arp provisioner"),
+                "{line}"
+            );
         }
         assert!(s.contains("iifname \"prov0\" jump guard"));
-        assert!(s.contains("@allow4_net meta mark set meta mark | 0x40000000 accept"));
+        assert!(s.contains(
+            "@allow4_net ct mark set ct mark | 0x40000000 meta mark set meta mark | 0x40000000 accept"
+        ));
         assert!(s.contains("type filter hook forward priority -10; policy accept;"));
         assert!(s.contains("oifname \"wan0\" ip saddr 192.168.250.0/24 masquerade"));
         assert!(s.contains("ip daddr 192.168.250.1 meta l4proto { tcp, udp } th dport 53 accept"));
     }
 
+    fn rules(t: &Table, name: &str) -> Vec<String> {
+        t.chains
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no chain {name}"))
+            .rules
+            .clone()
+    }
+
+    #[test]
+    fn established_traffic_is_accepted_only_for_connections_we_marked() {
+        let r = ruleset();
+        for name in ["forward_from_prov", "forward_to_prov", "input_prov"] {
+            let chain = rules(&r.inet, name);
+            for rule in chain.iter().filter(|r| r.contains("ct state")) {
+                // Every ct-state accept demands our connection mark, and related traffic
+                // is only ICMP: a helper's expectation is judged like a new connection.
+                assert!(
+                    rule.contains("ct mark & 0x40000000 == 0x40000000"),
+                    "{name}: {rule}"
+                );
+                if rule.contains("related") {
+                    assert!(!rule.contains("established"), "{name}: {rule}");
+                    assert!(rule.contains("meta l4proto icmp"), "{name}: {rule}");
+                }
+            }
+            assert_eq!(chain.iter().filter(|r| r.contains("ct state")).count(), 2);
+        }
+        // Whatever the allow-list accepts marks its connection; the router's own new
+        // connections onto the network are marked too.
+        let from = rules(&r.inet, "forward_from_prov");
+        assert!(
+            from.iter()
+                .filter(|r| r.contains("@allow4_net") || r.contains("@learned4"))
+                .all(|r| r.contains("ct mark set ct mark | 0x40000000"))
+        );
+        let out = rules(&r.inet, "output");
+        assert!(out.contains(
+            &"oifname \"prov0\" ct state new ct mark set ct mark | 0x40000000".to_owned()
+        ));
+    }
+
+    #[test]
+    fn arp_from_the_network_is_accepted_only_from_bound_senders() {
+        let r = ruleset();
+        assert_eq!(r.arp.family, Family::Arp);
+        // The ARP table's bindings are the same elements as the inet table's.
+        let leases = |t: &Table| t.sets.iter().find(|s| s.name == "leases").unwrap().clone();
+        assert_eq!(leases(&r.arp), leases(&r.inet));
+        assert_eq!(
+            rules(&r.arp, "input"),
+            ["iifname \"prov0\" jump arp_from_prov"]
+        );
+        let chain = rules(&r.arp, "arp_from_prov");
+        assert_eq!(chain[0], "arp saddr ip 0.0.0.0 accept");
+        assert!(chain[1].contains("ether saddr . arp saddr ip @leases"));
+        assert!(chain[1].contains("arp saddr ether . arp saddr ip @leases accept"));
+        // Then: logged (rate-limited per sender and in all) and dropped.
+        assert!(
+            chain[2].contains("limit rate 2/second") && chain[2].contains("limit rate 64/second")
+        );
+        assert!(chain[2].contains(&format!("group {}", nflog::GROUP)));
+        assert!(chain[3].contains("drop"));
+    }
+
     #[test]
     fn every_base_chain_accepts_by_default_and_only_provisioning_traffic_is_judged() {
-        for c in ruleset().chains {
+        for c in ruleset().tables().iter().flat_map(|t| t.chains.clone()) {
             if c.base.is_some() {
                 // A base chain's rules all match on the provisioning interface (or the WAN
                 // for masquerade), so the rest of the router's traffic is not ours to judge.

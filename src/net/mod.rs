@@ -17,7 +17,7 @@ pub mod monitor;
 pub mod neighbours;
 mod rtnl;
 
-pub use rtnl::Rtnl;
+pub use rtnl::{Rtnl, ifindex};
 
 /// Against the kernel, each test in a network namespace of its own (root: `make test` runs
 /// them with `--features rig`; without it they are reported as ignored, not passed).
