@@ -20,12 +20,15 @@ use crate::config::{Config, IfName};
 use crate::control::{self, Order, Request, json_str};
 use crate::core::time::Instant;
 use crate::core::window::LocalTime;
-use crate::core::{Core, Effects, RadioCommand};
+use crate::core::{Core, DhcpSender, Effects, RadioCommand, SetChange};
 use crate::dhcp;
 use crate::dns::datagrams::{self, Inbox};
 use crate::dns::{self, Out, Resolver, Route, TcpQuestion};
 use crate::firewall::netlink::Monitor;
+use crate::firewall::nflog::{self, Nflog};
 use crate::firewall::{Firewall, Ruleset, TABLE};
+use crate::net::Segment;
+use crate::net::monitor::LinkMonitor;
 use crate::radio::hostapd::Event as RadioEvent;
 use crate::radio::link::RadioLink;
 
@@ -132,9 +135,16 @@ struct Daemon {
     cfg: Config,
     core: Core,
     fw: Firewall,
+    /// DHCP replies leave by this socket...
     dhcp: UdpSocket,
-    /// Unicast DHCP (renewals) to the router's address.
-    dhcp_unicast: UdpSocket,
+    /// ...and requests come in by this one, with the frame's source and port.
+    dhcp_in: AsyncFd<dhcp::Listener>,
+    /// The bridge's ports (isolated) and the router's neighbour entries for clients.
+    segment: Segment,
+    /// Link announcements: a port that joins the bridge is isolated at once.
+    links: Option<AsyncFd<LinkMonitor>>,
+    /// What our drop rules logged (refused ARP).
+    nflog: Option<AsyncFd<Nflog>>,
     dns: DnsSockets,
     resolver: Resolver,
     radio: Option<RadioLink>,
@@ -169,7 +179,13 @@ impl Daemon {
             core.restore_window(until, now);
         }
         install(&mut fw, &cfg, &core, now)?;
-        let (dhcp, dhcp_unicast) = dhcp_sockets(&cfg)?;
+        let mut segment = Segment::open(cfg.network.interface.as_str())
+            .context("opening the rtnetlink socket")?;
+        isolate_ports(&mut segment);
+        if let Err(e) = segment.reconcile(&core.snapshot(now).leases) {
+            warn!("pinning the clients' neighbour entries: {e}");
+        }
+        let (dhcp, dhcp_in) = dhcp_sockets(&cfg)?;
         let dns = DnsSockets::open(cfg.network.router)?;
         let resolver = Resolver::new(&cfg);
         std::fs::create_dir_all(&paths.run_dir)
@@ -196,13 +212,26 @@ impl Daemon {
                 None
             }
         };
+        let links = watch(
+            "link announcements",
+            LinkMonitor::open,
+            "a port joining the bridge is isolated within a second",
+        );
+        let nflog = watch(
+            "the kernel's log of refused ARP",
+            || Nflog::open(nflog::GROUP),
+            "spoofed ARP is dropped but not reported",
+        );
         let mut d = Daemon {
             paths,
             cfg,
             core,
             fw,
             dhcp,
-            dhcp_unicast,
+            dhcp_in,
+            segment,
+            links,
+            nflog,
             dns,
             resolver,
             radio,
@@ -224,8 +253,8 @@ impl Daemon {
         let mut int = signal(SignalKind::interrupt())?;
         let mut check = tokio::time::interval(TABLE_CHECK);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut buf = vec![0u8; 1500];
-        let mut buf2 = vec![0u8; 1500];
+        let mut buf = vec![0u8; 1600];
+        let mut logged = Vec::new();
         let mut inbox = Inbox::default();
         // The window's first state: SSID up or down, and who may stay.
         let mut fx = Effects::default();
@@ -243,14 +272,15 @@ impl Daemon {
             let mut out = Out::default();
             let mut fx = Effects::default();
             tokio::select! {
-                r = self.dhcp.recv_from(&mut buf) => match r {
-                    Ok((n, _)) => self.on_dhcp(&buf[..n]).await,
+                r = self.dhcp_in.readable() => match r {
+                    Ok(ready) => {
+                        drop(ready);
+                        self.drain_dhcp(&mut buf).await;
+                    }
                     Err(e) => warn!("DHCP socket: {e}"),
                 },
-                r = self.dhcp_unicast.recv_from(&mut buf2) => match r {
-                    Ok((n, _)) => self.on_dhcp(&buf2[..n]).await,
-                    Err(e) => warn!("DHCP socket: {e}"),
-                },
+                _ = announced(&mut self.links) => self.on_links(),
+                _ = announced(&mut self.nflog) => self.on_logged(&mut logged),
                 r = self.dns.udp.readable() => {
                     let now = Instant::now();
                     // Everything waiting, up to a batch, in one call: its set changes share
@@ -287,6 +317,7 @@ impl Daemon {
                 _ = hup.recv() => self.reload(),
                 _ = check.tick() => {
                     self.ensure_table("found missing");
+                    isolate_ports(&mut self.segment);
                     self.maintain_radio(&mut fx).await;
                 }
                 _ = term.recv() => break,
@@ -313,6 +344,9 @@ impl Daemon {
                 false
             }
         };
+        if applied {
+            self.follow_leases(&changes);
+        }
         if let Some(r) = self.radio.as_mut() {
             r.apply(&fx.radio).await;
         }
@@ -478,19 +512,26 @@ impl Daemon {
         )
     }
 
-    async fn on_dhcp(&mut self, packet: &[u8]) {
-        let Some((req, header)) = dhcp::parse(packet) else {
+    async fn on_dhcp(&mut self, buf: &[u8], frame: dhcp::Frame) {
+        let Some(msg) = dhcp::parse(&buf[frame.payload.clone()]) else {
             return;
         };
-        let decision = self.core.handle_dhcp(req, Instant::now());
+        let from = DhcpSender {
+            frame: frame.src,
+            port: frame.port,
+            client_id: msg.client_id,
+        };
+        let decision = self.core.handle_dhcp(msg.request, from, Instant::now());
+        self.log_events();
         // The binding must be in the kernel before the client learns its address.
         if let Err(e) = self.fw.apply(&decision.effects.changes) {
             error!(
                 "updating the lease set for {}: {e}; not answering, the client will retry",
-                header.chaddr
+                msg.header.chaddr
             );
             return;
         }
+        self.follow_leases(&decision.effects.changes);
         if let Some(r) = self.radio.as_mut() {
             r.apply(&decision.effects.radio).await;
         }
@@ -499,9 +540,75 @@ impl Daemon {
                 router: self.cfg.network.router,
                 subnet: self.cfg.network.subnet,
             };
-            let (bytes, dest) = dhcp::reply(&header, reply, &params);
+            let (bytes, dest) = dhcp::reply(&msg.header, reply, &params);
             if let Err(e) = self.dhcp.send_to(&bytes, dest).await {
-                warn!("sending a DHCP reply to {} at {dest}: {e}", header.chaddr);
+                warn!(
+                    "sending a DHCP reply to {} at {dest}: {e}",
+                    msg.header.chaddr
+                );
+            }
+        }
+    }
+
+    /// Serves the DHCP requests waiting (a bounded number per turn, so that nothing else
+    /// waits behind a flood), one at a time: each may need its binding in the kernel before
+    /// its reply leaves.
+    async fn drain_dhcp(&mut self, buf: &mut [u8]) {
+        for _ in 0..64 {
+            let got = match self.dhcp_in.readable().await {
+                Ok(mut ready) => match ready.try_io(|fd| fd.get_ref().recv(buf)) {
+                    Ok(got) => got,
+                    Err(_would_block) => return,
+                },
+                Err(e) => Err(e),
+            };
+            match got {
+                Ok(Some(frame)) => self.on_dhcp(buf, frame).await,
+                Ok(None) => {}
+                Err(e) => {
+                    warn!("DHCP socket: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The router's neighbour entries follow the bindings the kernel just took.
+    fn follow_leases(&mut self, changes: &[SetChange]) {
+        if let Err(e) = self.segment.follow_leases(changes) {
+            warn!("pinning the clients' neighbour entries: {e}");
+        }
+    }
+
+    /// Links changed: isolate any port that joined the bridge.
+    fn on_links(&mut self) {
+        let Some(fd) = self.links.as_mut() else {
+            return;
+        };
+        match fd.get_mut().read() {
+            Ok(false) => {}
+            Ok(true) => isolate_ports(&mut self.segment),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => warn!("reading link announcements: {e}"),
+        }
+    }
+
+    /// What our drop rules logged: refused ARP is a spoofing attempt to grade.
+    fn on_logged(&mut self, logged: &mut Vec<nflog::Logged>) {
+        let Some(fd) = self.nflog.as_mut() else {
+            return;
+        };
+        logged.clear();
+        if let Err(e) = fd.get_mut().read(logged) {
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                warn!("reading the kernel's log: {e}");
+            }
+        }
+        let now = Instant::now();
+        for l in logged.iter().filter(|l| l.prefix == nflog::PREFIX_ARP) {
+            if let Some(arp) = nflog::Arp::parse(&l.payload) {
+                self.core
+                    .arp_refused(l.src, arp.sender_mac, arp.sender_ip, now);
             }
         }
     }
@@ -535,7 +642,11 @@ impl Daemon {
         {
             match prepare_interface(&new.network.interface, new.network.router)
                 .and_then(|_| dhcp_sockets(&new))
-            {
+                .and_then(|s| {
+                    let segment = Segment::open(new.network.interface.as_str())
+                        .context("opening the rtnetlink socket")?;
+                    Ok((s, segment))
+                }) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     error!("reload: {e:#}; keeping the last good configuration");
@@ -549,9 +660,14 @@ impl Daemon {
             error!("reload: {e:#}; keeping the last good configuration");
             return;
         }
-        if let Some((any, unicast)) = socket {
-            self.dhcp = any;
-            self.dhcp_unicast = unicast;
+        if let Some(((out, listener), segment)) = socket {
+            self.dhcp = out;
+            self.dhcp_in = listener;
+            self.segment = segment;
+            isolate_ports(&mut self.segment);
+            if let Err(e) = self.segment.reconcile(&self.core.snapshot(now).leases) {
+                warn!("pinning the clients' neighbour entries: {e}");
+            }
         }
         if let Some(d) = dns {
             self.dns = d;
@@ -627,18 +743,63 @@ fn write_window(run_dir: &Path, until: Option<Instant>) {
     }
 }
 
-/// The DHCP server's sockets: broadcasts, and unicast to the router's address.
-fn dhcp_sockets(cfg: &Config) -> anyhow::Result<(UdpSocket, UdpSocket)> {
+/// The DHCP server's sockets: replies out, requests in.
+fn dhcp_sockets(cfg: &Config) -> anyhow::Result<(UdpSocket, AsyncFd<dhcp::Listener>)> {
     let net = &cfg.network;
-    let open = |addr| {
-        dhcp::socket(&net.interface, addr).with_context(|| {
-            format!(
-                "opening the DHCP server socket ({addr}:67) on {}",
-                net.interface
-            )
-        })
+    let context = || format!("opening the DHCP server (port 67) on {}", net.interface);
+    let out = dhcp::socket(&net.interface).with_context(context)?;
+    let listener = dhcp::Listener::open(&net.interface)
+        .and_then(register)
+        .with_context(context)?;
+    Ok((out, listener))
+}
+
+/// Isolates the bridge ports that are not yet; failures are logged (and retried by the
+/// next check).
+fn isolate_ports(segment: &mut Segment) {
+    match segment.isolate_ports() {
+        Ok(ports) => {
+            for port in ports {
+                info!(target: "audit", "event=port_isolated port={port}");
+            }
+        }
+        Err(e) => warn!("isolating the provisioning bridge's ports: {e}"),
+    }
+}
+
+/// Opens a non-blocking netlink listener for the loop; without it the daemon still works,
+/// and says what is lost.
+fn watch<T: std::os::fd::AsRawFd>(
+    what: &str,
+    open: impl FnOnce() -> Result<T, crate::netlink::NetlinkError>,
+    without: &str,
+) -> Option<AsyncFd<T>> {
+    match open().map_err(std::io::Error::other).and_then(register) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            warn!("cannot watch {what} ({e}): {without}");
+            None
+        }
+    }
+}
+
+/// Hands `fd` to the event loop.
+fn register<T: std::os::fd::AsRawFd>(fd: T) -> std::io::Result<AsyncFd<T>> {
+    // SAFETY: every T here owns its descriptor for as long as it lives, and the AsyncFd
+    // owns the T: the descriptor is neither closed nor replaced while registered.
+    unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}
+
+/// Waits until a listener has something (the caller then reads all of it); never
+/// resolves without one.
+async fn announced<T: std::os::fd::AsRawFd>(fd: &mut Option<AsyncFd<T>>) {
+    let Some(fd) = fd.as_mut() else {
+        return std::future::pending().await;
     };
-    Ok((open(Ipv4Addr::UNSPECIFIED)?, open(net.router)?))
+    match fd.readable_mut().await {
+        Ok(mut guard) => guard.clear_ready(),
+        Err(_) => std::future::pending().await,
+    }
 }
 
 /// Waits for ruleset announcements; true if our table may have been deleted. Never

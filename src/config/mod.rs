@@ -101,8 +101,11 @@ pub struct Network {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dhcp {
     pub lease_time: Duration,
-    /// First address of the pool; the pool holds `limits.max_clients` addresses.
+    /// First address of the pool: `limits.max_clients` addresses for clients, and up to
+    /// [`crate::core::stations::MAX_WAITING`] more (as the subnet has room) offered only to
+    /// newcomers that wait for a spot.
     pub pool_start: Ipv4Addr,
+    pub pool_size: u16,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,6 +127,9 @@ pub struct Limits {
     pub min_age: Duration,
     pub session: Duration,
     pub cooldown: Duration,
+    /// The shortest time between two evictions to make room (a burst of newcomers, real or
+    /// forged, displaces at most one client per interval).
+    pub evict_interval: Duration,
     pub client_rate_up: Option<Rate>,
     pub client_rate_down: Option<Rate>,
     pub total_rate_up: Option<Rate>,

@@ -475,6 +475,9 @@ fn limits(file: &str, s: &Section) -> Result<Limits, ConfigError> {
     let cooldown = o.scalar("cooldown", |v| {
         value::duration_in(v, SECS(0), SECS(7 * 86400))
     })?;
+    let evict_interval = o.scalar("evict_interval", |v| {
+        value::duration_in(v, SECS(0), SECS(3600))
+    })?;
     let client_rate_up = o.scalar("client_rate_up", value::rate)?;
     let client_rate_down = o.scalar("client_rate_down", value::rate)?;
     let total_rate_up = o.scalar("total_rate_up", value::rate)?;
@@ -490,6 +493,7 @@ fn limits(file: &str, s: &Section) -> Result<Limits, ConfigError> {
         min_age: Options::or(min_age, SECS(120)),
         session: Options::or(session, SECS(900)),
         cooldown: Options::or(cooldown, SECS(300)),
+        evict_interval: Options::or(evict_interval, SECS(10)),
         client_rate_up: client_rate_up.map(|v| v.0),
         client_rate_down: client_rate_down.map(|v| v.0),
         total_rate_up: total_rate_up.map(|v| v.0),
@@ -578,9 +582,15 @@ fn dhcp(
             ),
         ));
     }
+    // The addresses for waiting newcomers follow, as far as the subnet has room.
+    let spare = (last + 1..)
+        .take_while(|&a| a != router && is_host_in(net.subnet, Ipv4Addr::from(a)))
+        .take(crate::core::stations::MAX_WAITING)
+        .count() as u16;
     Ok(Dhcp {
         lease_time: Options::or(lease_time, SECS(300)),
         pool_start,
+        pool_size: limits.max_clients + spare,
     })
 }
 

@@ -178,6 +178,11 @@ impl Guard {
         }
     }
 
+    /// Whether `ip` is one of the router's own addresses.
+    pub fn is_router(&self, ip: Ipv4Addr) -> bool {
+        self.router.contains(&ip)
+    }
+
     pub fn check(&self, ip: Ipv4Addr) -> Result<(), Unsafe> {
         if ip.is_unspecified() {
             return Err(Unsafe::Unspecified);

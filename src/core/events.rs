@@ -51,6 +51,15 @@ impl DnsRefusal {
     }
 }
 
+/// A DHCP message's claim that does not match the frame it came in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DhcpClaim {
+    /// `chaddr` is another MAC than the frame's source.
+    Chaddr(MacAddr),
+    /// The client identifier (hardware type 1) is another MAC than the frame's source.
+    ClientId(MacAddr),
+}
+
 /// Why a station was turned away, evicted or banned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StationReason {
@@ -62,6 +71,10 @@ pub enum StationReason {
     WindowClosed,
     /// Still in its cooldown.
     Banned,
+    /// Full, and as many newcomers as may wait for a spot already do.
+    Busy,
+    /// Waited for a spot without completing DHCP.
+    NoDhcp,
 }
 
 impl StationReason {
@@ -72,6 +85,8 @@ impl StationReason {
             StationReason::SessionEnded => "session_ended",
             StationReason::WindowClosed => "window_closed",
             StationReason::Banned => "banned",
+            StationReason::Busy => "busy",
+            StationReason::NoDhcp => "no_dhcp",
         }
     }
 }
@@ -180,6 +195,42 @@ pub enum Event {
         mac: MacAddr,
         refused: u32,
     },
+    /// A newcomer would have to evict someone: it waits until it completes DHCP.
+    Waiting {
+        mac: MacAddr,
+    },
+    /// A DHCP message (`msg`: discover, request, release, decline, inform) sent by `mac`
+    /// (the frame's source) on bridge port `port` that speaks for another MAC.
+    DhcpSpoofed {
+        mac: MacAddr,
+        claim: DhcpClaim,
+        msg: &'static str,
+        ip: Option<Ipv4Addr>,
+        port: u32,
+    },
+    /// ARP from `mac` (the frame's source) claiming `ip` for `sender` (the ARP sender MAC),
+    /// though no lease binds them: `owner` is whom the address belongs to (the router, a
+    /// client, or nobody). Dropped in the kernel; seen from its log.
+    ArpSpoofed {
+        mac: MacAddr,
+        sender: MacAddr,
+        ip: Ipv4Addr,
+        owner: Option<MacAddr>,
+        router: bool,
+    },
+    /// More new MACs from one bridge port than a port of real devices brings: flooding
+    /// (e.g. DHCP starvation with random MACs). `mac` and later newcomers on the port are
+    /// ignored for a while.
+    MacFlood {
+        mac: MacAddr,
+        port: u32,
+        macs: usize,
+    },
+    /// Spoofing reports of the last minute that were not reported one by one.
+    SpoofingSuppressed {
+        mac: MacAddr,
+        count: u32,
+    },
     /// A client may now reach `addr` (for `ttl` seconds as it was told).
     AddressLearned {
         mac: MacAddr,
@@ -216,6 +267,11 @@ impl Event {
             Event::DnsRebinding { .. } => "dns_rebinding",
             Event::DnsRateLimited { .. } => "dns_rate_limited",
             Event::AddressLearned { .. } => "address_learned",
+            Event::Waiting { .. } => "waiting",
+            Event::DhcpSpoofed { .. } => "dhcp_spoofed",
+            Event::ArpSpoofed { .. } => "arp_spoofed",
+            Event::MacFlood { .. } => "mac_flood",
+            Event::SpoofingSuppressed { .. } => "spoofing_more",
         }
     }
 
@@ -224,7 +280,10 @@ impl Event {
             Event::DnsRefused { .. }
             | Event::DnsRefusalsSuppressed { .. }
             | Event::DnsRebinding { .. } => Threat::Violation,
-            Event::DnsRateLimited { .. } => Threat::Abuse,
+            Event::DnsRateLimited { .. } | Event::MacFlood { .. } => Threat::Abuse,
+            Event::DhcpSpoofed { .. }
+            | Event::ArpSpoofed { .. }
+            | Event::SpoofingSuppressed { .. } => Threat::Spoofing,
             _ => Threat::Routine,
         }
     }
@@ -253,7 +312,12 @@ impl Event {
             | Event::DnsRefusalsSuppressed { mac, .. }
             | Event::DnsRebinding { mac, .. }
             | Event::DnsRateLimited { mac, .. }
-            | Event::AddressLearned { mac, .. } => *mac,
+            | Event::AddressLearned { mac, .. }
+            | Event::Waiting { mac }
+            | Event::DhcpSpoofed { mac, .. }
+            | Event::ArpSpoofed { mac, .. }
+            | Event::MacFlood { mac, .. }
+            | Event::SpoofingSuppressed { mac, .. } => *mac,
         })
     }
 
@@ -339,6 +403,40 @@ impl fmt::Display for Event {
             Event::AddressLearned {
                 name, addr, ttl, ..
             } => write!(f, " name={name} addr={addr} ttl={ttl}")?,
+            Event::Waiting { .. } => {}
+            Event::DhcpSpoofed {
+                claim,
+                msg,
+                ip,
+                port,
+                ..
+            } => {
+                match claim {
+                    DhcpClaim::Chaddr(m) => write!(f, " chaddr={m}")?,
+                    DhcpClaim::ClientId(m) => write!(f, " client_id={m}")?,
+                }
+                write!(f, " msg={msg}")?;
+                if let Some(ip) = ip {
+                    write!(f, " ip={ip}")?;
+                }
+                write!(f, " port={port}")?;
+            }
+            Event::ArpSpoofed {
+                sender,
+                ip,
+                owner,
+                router,
+                ..
+            } => {
+                write!(f, " sender={sender} ip={ip}")?;
+                match (router, owner) {
+                    (true, _) => write!(f, " owner=router")?,
+                    (false, Some(o)) => write!(f, " owner={o}")?,
+                    (false, None) => write!(f, " owner=none")?,
+                }
+            }
+            Event::MacFlood { port, macs, .. } => write!(f, " port={port} macs={macs}")?,
+            Event::SpoofingSuppressed { count, .. } => write!(f, " count={count}")?,
         }
         if self.threat() != Threat::Routine {
             write!(f, " threat={}", self.threat().as_str())?;

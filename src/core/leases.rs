@@ -4,8 +4,9 @@
 //! the `leases` set *before* the ACK leaves, so a client can never use an address the kernel
 //! does not yet tie to its MAC.
 //!
-//! The pool holds exactly `max_clients` addresses (R2: the pool is bounded by the client
-//! limit). Follows RFC 2131 §4.3 for the server's side of DISCOVER/REQUEST/RELEASE/DECLINE.
+//! The pool holds `max_clients` addresses and a few more for newcomers waiting for a spot
+//! (R2: the pool is bounded by the client limit; only admitted clients are bound, so at most
+//! `max_clients` addresses are ever in use). Follows RFC 2131 §4.3 for the server's side of DISCOVER/REQUEST/RELEASE/DECLINE.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -42,6 +43,11 @@ pub enum DhcpRequest {
         mac: MacAddr,
         requested: Ipv4Addr,
     },
+    /// Asks for configuration only. Not served (a provisioning client gets everything with
+    /// its lease), but its sender is checked like any other's.
+    Inform {
+        mac: MacAddr,
+    },
 }
 
 impl DhcpRequest {
@@ -50,7 +56,32 @@ impl DhcpRequest {
             DhcpRequest::Discover { mac, .. }
             | DhcpRequest::Request { mac, .. }
             | DhcpRequest::Release { mac, .. }
-            | DhcpRequest::Decline { mac, .. } => mac,
+            | DhcpRequest::Decline { mac, .. }
+            | DhcpRequest::Inform { mac } => mac,
+        }
+    }
+
+    /// The message's name, for the log.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DhcpRequest::Discover { .. } => "discover",
+            DhcpRequest::Request { .. } => "request",
+            DhcpRequest::Release { .. } => "release",
+            DhcpRequest::Decline { .. } => "decline",
+            DhcpRequest::Inform { .. } => "inform",
+        }
+    }
+
+    /// The address it is about, if any.
+    pub fn ip(&self) -> Option<Ipv4Addr> {
+        match *self {
+            DhcpRequest::Discover { requested, .. } => requested,
+            DhcpRequest::Request {
+                requested, ciaddr, ..
+            } => requested.or(ciaddr),
+            DhcpRequest::Release { ciaddr, .. } => Some(ciaddr),
+            DhcpRequest::Decline { requested, .. } => Some(requested),
+            DhcpRequest::Inform { .. } => None,
         }
     }
 }
@@ -218,6 +249,17 @@ impl Leases {
         })
     }
 
+    /// Whether `ip` is on offer to `mac`.
+    pub fn offered(&self, mac: MacAddr, ip: Ipv4Addr, now: Instant) -> bool {
+        self.offered_slot(mac, now)
+            .is_some_and(|i| self.ip(i) == ip)
+    }
+
+    /// The address `mac` had last (bound now or not).
+    pub fn previous_ip(&self, mac: MacAddr) -> Option<Ipv4Addr> {
+        self.previous.get(&mac).copied()
+    }
+
     pub fn is_bound(&self, mac: MacAddr, now: Instant) -> bool {
         self.bound_slot(mac, now).is_some()
     }
@@ -265,6 +307,7 @@ impl Leases {
                 }
                 d
             }
+            DhcpRequest::Inform { .. } => Decision::default(),
             DhcpRequest::Decline { mac, requested } => {
                 let mut d = Decision::default();
                 if let Some(i) = self.slot(requested) {

@@ -4,6 +4,7 @@
 pub mod allow;
 pub mod events;
 pub mod leases;
+pub mod ports;
 pub mod ratelimit;
 pub mod stations;
 pub mod time;
@@ -18,8 +19,9 @@ use std::time::Duration;
 
 use crate::config::Config;
 use allow::{AllowList, Guard, LearnChange, LearnKey, Learned, TtlPolicy};
-use events::{DnsRefusal, Event};
+use events::{DhcpClaim, DnsRefusal, Event};
 use leases::{Binding, DhcpReply, DhcpRequest, LeaseChange, Leases};
+use ports::Ports;
 use ratelimit::{DnsLimits, Repeats};
 use stations::{Action, Policy, Stations};
 use time::Instant;
@@ -133,7 +135,24 @@ pub struct Core {
     learned: Learned,
     limits: DnsLimits,
     refusals: Repeats,
+    /// New MACs per bridge port (without a radio).
+    ports: Ports,
+    /// Spoofing reports, once per sender and claim a minute.
+    spoofs: Repeats,
     events: Vec<Event>,
+}
+
+/// Who sent a DHCP message, as the frame it came in says (the DHCP edge reads it from the
+/// packet socket: the message itself can claim anything).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DhcpSender {
+    /// The frame's source MAC.
+    pub frame: MacAddr,
+    /// The interface (bridge port) it came in on.
+    pub port: u32,
+    /// The client identifier option, when it is a MAC (hardware type 1). Other forms
+    /// (RFC 4361 DUIDs) say nothing checkable and are left alone.
+    pub client_id: Option<MacAddr>,
 }
 
 fn station_policy(cfg: &Config) -> Policy {
@@ -142,6 +161,7 @@ fn station_policy(cfg: &Config) -> Policy {
         min_age: cfg.limits.min_age,
         session: cfg.limits.session,
         cooldown: cfg.limits.cooldown,
+        evict_interval: cfg.limits.evict_interval,
     }
 }
 
@@ -150,11 +170,7 @@ impl Core {
         Core {
             router: cfg.network.router,
             radio: cfg.radio.is_some(),
-            leases: Leases::new(
-                cfg.dhcp.pool_start,
-                cfg.limits.max_clients,
-                cfg.dhcp.lease_time,
-            ),
+            leases: Leases::new(cfg.dhcp.pool_start, cfg.dhcp.pool_size, cfg.dhcp.lease_time),
             stations: Stations::new(station_policy(cfg)),
             window: Window::new(&cfg.window),
             window_open: None,
@@ -163,7 +179,9 @@ impl Core {
             ttl: TtlPolicy::from_config(cfg),
             learned: Learned::default(),
             limits: DnsLimits::new(cfg.dns.client_qps, cfg.dns.total_qps),
-            refusals: Repeats::default(),
+            refusals: Repeats::new(|mac, count| Event::DnsRefusalsSuppressed { mac, count }),
+            ports: Ports::default(),
+            spoofs: Repeats::new(|mac, count| Event::SpoofingSuppressed { mac, count }),
             events: Vec::new(),
         }
     }
@@ -226,6 +244,11 @@ impl Core {
                     fx.changes.extend(learn.into_iter().map(SetChange::Learn));
                     fx.changes.push(SetChange::Dismiss { mac });
                 }
+                Action::TurnAway(mac) => {
+                    if self.radio {
+                        fx.radio.push(RadioCommand::Deauthenticate(mac));
+                    }
+                }
                 Action::Ban { mac, timeout } => {
                     fx.changes.push(SetChange::Ban { mac, timeout });
                     if self.radio {
@@ -257,9 +280,21 @@ impl Core {
 
     /// A station associated (hostapd), or, without a radio, asked for DHCP.
     pub fn station_joined(&mut self, mac: MacAddr, now: Instant, fx: &mut Effects) {
+        self.station_joined_on(mac, None, now, fx);
+    }
+
+    fn station_joined_on(
+        &mut self,
+        mac: MacAddr,
+        port: Option<u32>,
+        now: Instant,
+        fx: &mut Effects,
+    ) {
         let was = self.stations.is_admitted(mac);
         let open = self.window_open.unwrap_or(false);
-        let actions = self.stations.join(mac, open, now, &mut self.events);
+        let actions = self
+            .stations
+            .join_on(mac, port, open, now, &mut self.events);
         self.apply(actions, now, fx);
         if !was && self.stations.is_admitted(mac) {
             self.admit(mac, now, fx);
@@ -285,10 +320,45 @@ impl Core {
         }
     }
 
-    pub fn handle_dhcp(&mut self, req: DhcpRequest, now: Instant) -> DhcpDecision {
-        let mut fx = Effects::default();
+    /// A DHCP message from `from`. Only a message that speaks for the MAC it came from is
+    /// served: one whose `chaddr` (or MAC client identifier) names another is spoofing (a
+    /// RELEASE or DECLINE for someone else would end their binding) and changes nothing.
+    pub fn handle_dhcp(
+        &mut self,
+        req: DhcpRequest,
+        from: DhcpSender,
+        now: Instant,
+    ) -> DhcpDecision {
         let mac = req.mac();
-        if !self.stations.is_admitted(mac) {
+        let claim = if mac != from.frame {
+            Some(DhcpClaim::Chaddr(mac))
+        } else {
+            from.client_id
+                .filter(|&id| id != mac)
+                .map(DhcpClaim::ClientId)
+        };
+        if let Some(claim) = claim {
+            if self.spoofs.report(
+                from.frame,
+                (req.name(), mac, from.client_id),
+                now,
+                &mut self.events,
+            ) {
+                self.events.push(Event::DhcpSpoofed {
+                    mac: from.frame,
+                    claim,
+                    msg: req.name(),
+                    ip: req.ip(),
+                    port: from.port,
+                });
+            }
+            return DhcpDecision::default();
+        }
+        if matches!(req, DhcpRequest::Inform { .. }) {
+            return DhcpDecision::default();
+        }
+        let mut fx = Effects::default();
+        if !self.stations.is_admitted(mac) && !self.stations.is_waiting(mac) {
             // Without a radio the first DHCP message is the join; with one, a station that
             // hostapd did not report (or that was turned away) gets no address.
             if self.radio
@@ -296,17 +366,27 @@ impl Core {
                     req,
                     DhcpRequest::Release { .. } | DhcpRequest::Decline { .. }
                 )
+                || !self.ports.newcomer(from.port, mac, now, &mut self.events)
             {
                 return DhcpDecision::default();
             }
-            self.station_joined(mac, now, &mut fx);
-            if !self.stations.is_admitted(mac) {
-                return DhcpDecision {
-                    effects: fx,
-                    reply: None,
-                };
-            }
+            self.station_joined_on(mac, Some(from.port), now, &mut fx);
         }
+        if self.stations.is_waiting(mac) {
+            return self.dhcp_while_waiting(req, now, fx);
+        }
+        if !self.stations.is_admitted(mac) {
+            return DhcpDecision {
+                effects: fx,
+                reply: None,
+            };
+        }
+        self.serve_dhcp(req, now, fx)
+    }
+
+    /// An admitted client's DHCP.
+    fn serve_dhcp(&mut self, req: DhcpRequest, now: Instant, mut fx: Effects) -> DhcpDecision {
+        let mac = req.mac();
         let d = self.leases.handle(req, self.router, now, &mut self.events);
         fx.changes
             .extend(d.changes.iter().map(|c| SetChange::Lease(*c)));
@@ -320,6 +400,87 @@ impl Core {
             effects: fx,
             reply: d.reply,
         }
+    }
+
+    /// A newcomer waiting for a spot may DISCOVER (it is offered one of the spare
+    /// addresses) and then REQUEST that offer: completing DHCP is what lets it take a spot,
+    /// evicting someone if it must. Anything else gets nothing (a REQUEST that selects no
+    /// offer of ours a NAK, so that it starts over with a DISCOVER).
+    fn dhcp_while_waiting(
+        &mut self,
+        req: DhcpRequest,
+        now: Instant,
+        mut fx: Effects,
+    ) -> DhcpDecision {
+        let mac = req.mac();
+        match req {
+            DhcpRequest::Discover { .. } => {
+                let d = self.leases.handle(req, self.router, now, &mut self.events);
+                DhcpDecision {
+                    effects: fx,
+                    reply: d.reply,
+                }
+            }
+            DhcpRequest::Request {
+                server_id: Some(id),
+                requested: Some(ip),
+                ..
+            } if id == self.router && self.leases.offered(mac, ip, now) => {
+                let mut actions = Vec::new();
+                let admitted = self
+                    .stations
+                    .confirm(mac, now, &mut self.events, &mut actions);
+                self.apply(actions, now, &mut fx);
+                if !admitted {
+                    return DhcpDecision {
+                        effects: fx,
+                        reply: None,
+                    };
+                }
+                self.admit(mac, now, &mut fx);
+                self.serve_dhcp(req, now, fx)
+            }
+            DhcpRequest::Request { .. } => DhcpDecision {
+                effects: fx,
+                reply: Some(DhcpReply::Nak),
+            },
+            _ => DhcpDecision {
+                effects: fx,
+                reply: None,
+            },
+        }
+    }
+
+    /// ARP that the kernel refused (its sender is bound by no lease) and logged; `frame`:
+    /// the frame's source MAC. Claiming the router's address, another client's, or any
+    /// address from a MAC other than the frame's is spoofing; a client still announcing the
+    /// address it had before its lease ended is not worth an alarm.
+    pub fn arp_refused(
+        &mut self,
+        frame: Option<MacAddr>,
+        sender: MacAddr,
+        ip: Ipv4Addr,
+        now: Instant,
+    ) {
+        let mac = frame.unwrap_or(sender);
+        let router = ip == self.router || self.guard.is_router(ip);
+        let owner = self.leases.mac_of(ip, now);
+        let stale =
+            !router && owner.is_none() && mac == sender && self.leases.previous_ip(mac) == Some(ip);
+        if stale
+            || !self
+                .spoofs
+                .report(mac, ("arp", sender, ip), now, &mut self.events)
+        {
+            return;
+        }
+        self.events.push(Event::ArpSpoofed {
+            mac,
+            sender,
+            ip,
+            owner,
+            router,
+        });
     }
 
     /// Opens an on-demand window (`duration` clamped to 5-60 minutes, default from the
@@ -405,6 +566,8 @@ impl Core {
         self.learned.expire(now);
         self.limits.forget_idle(now);
         self.refusals.flush(now, &mut self.events);
+        self.spoofs.flush(now, &mut self.events);
+        self.ports.expire(now);
     }
 
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
@@ -412,6 +575,7 @@ impl Core {
             self.leases.next_deadline(),
             self.learned.next_deadline(),
             self.refusals.next_deadline(),
+            self.spoofs.next_deadline(),
             self.stations.next_deadline(),
             self.window.next_deadline(now),
         ]
@@ -429,7 +593,7 @@ impl Core {
         self.radio = cfg.radio.is_some();
         let ended = self.leases.reconfigure(
             cfg.dhcp.pool_start,
-            cfg.limits.max_clients,
+            cfg.dhcp.pool_size,
             cfg.dhcp.lease_time,
             now,
         );
@@ -647,6 +811,16 @@ mod tests {
         MacAddr([2, 0, 0, 0, 0, n])
     }
 
+    /// A DHCP message sent by the MAC it names, on port 1.
+    fn dhcp(core: &mut Core, req: DhcpRequest, now: Instant) -> DhcpDecision {
+        let from = DhcpSender {
+            frame: req.mac(),
+            port: 1,
+            client_id: None,
+        };
+        core.handle_dhcp(req, from, now)
+    }
+
     fn t(s: u64) -> Instant {
         Instant::from_millis(1_000_000 + s * 1000)
     }
@@ -667,7 +841,8 @@ mod tests {
 
     /// DISCOVER and REQUEST for `m` at `now`: the address it was given.
     fn lease(core: &mut Core, m: MacAddr, now: Instant) -> Ipv4Addr {
-        let d = core.handle_dhcp(
+        let d = dhcp(
+            core,
             DhcpRequest::Discover {
                 mac: m,
                 requested: None,
@@ -683,7 +858,7 @@ mod tests {
             requested: Some(ip),
             ciaddr: None,
         };
-        let d = core.handle_dhcp(request, now);
+        let d = dhcp(core, request, now);
         assert!(matches!(d.reply, Some(DhcpReply::Ack { .. })), "{d:?}");
         ip
     }
@@ -706,7 +881,8 @@ mod tests {
         // It gets an address.
         let ip = lease(&mut core, mac(1), t(1));
         // A station hostapd did not report gets nothing from DHCP.
-        let d = core.handle_dhcp(
+        let d = dhcp(
+            &mut core,
             DhcpRequest::Discover {
                 mac: mac(9),
                 requested: None,
@@ -714,10 +890,54 @@ mod tests {
             t(1),
         );
         assert_eq!(d, DhcpDecision::default());
-        // A newcomer when full, the first old enough: the first is evicted with its lease,
-        // deauthenticated and banned, in the kernel and in hostapd.
+        // A newcomer when full, the first old enough: associating alone evicts nobody, the
+        // newcomer waits and may DISCOVER (a spare address is offered)...
         let mut fx = Effects::default();
         core.station_joined(mac(2), t(200), &mut fx);
+        assert_eq!(fx, Effects::default());
+        let d = dhcp(
+            &mut core,
+            DhcpRequest::Discover {
+                mac: mac(2),
+                requested: None,
+            },
+            t(200),
+        );
+        let Some(DhcpReply::Offer { ip: offered, .. }) = d.reply else {
+            panic!("no offer for the waiting newcomer: {d:?}")
+        };
+        assert_ne!(offered, ip);
+        assert_eq!(d.effects, Effects::default());
+        // ...a REQUEST for another address is refused...
+        let router = core.router;
+        let d = dhcp(
+            &mut core,
+            DhcpRequest::Request {
+                mac: mac(2),
+                server_id: None,
+                requested: Some(ip),
+                ciaddr: None,
+            },
+            t(200),
+        );
+        assert_eq!(
+            (d.reply, d.effects),
+            (Some(DhcpReply::Nak), Effects::default())
+        );
+        // ...and once it requests its offer, the first is evicted with its lease,
+        // deauthenticated and banned, in the kernel and in hostapd, before the ACK.
+        let d = dhcp(
+            &mut core,
+            DhcpRequest::Request {
+                mac: mac(2),
+                server_id: Some(router),
+                requested: Some(offered),
+                ciaddr: None,
+            },
+            t(200),
+        );
+        assert!(matches!(d.reply, Some(DhcpReply::Ack { ip, .. }) if ip == offered));
+        let fx = d.effects;
         assert_eq!(
             fx.radio,
             [
@@ -739,6 +959,11 @@ mod tests {
                     session_left: secs(900),
                     since: t(200)
                 },
+                SetChange::Lease(LeaseChange::Bind {
+                    mac: mac(2),
+                    ip: offered,
+                    timeout: secs(300)
+                }),
             ]
         );
         let kinds: Vec<_> = core.drain_events().map(|e| e.to_string()).collect();
@@ -757,7 +982,8 @@ mod tests {
     #[test]
     fn without_a_radio_dhcp_is_the_join_and_a_lease_ending_is_the_leave() {
         let mut core = started("config limits\n option max_clients 1\n option cooldown 0\n");
-        let d = core.handle_dhcp(
+        let d = dhcp(
+            &mut core,
             DhcpRequest::Discover {
                 mac: mac(1),
                 requested: None,
@@ -775,7 +1001,8 @@ mod tests {
         );
         assert!(d.effects.radio.is_empty(), "no radio, no radio commands");
         // Full and young: the second gets no offer.
-        let d = core.handle_dhcp(
+        let d = dhcp(
+            &mut core,
             DhcpRequest::Discover {
                 mac: mac(2),
                 requested: None,
@@ -784,10 +1011,12 @@ mod tests {
         );
         assert_eq!(d.reply, None);
         // The first one's lease runs out (it never requested): it left, the second may come.
-        core.handle_dhcp(
+        let router = core.router;
+        dhcp(
+            &mut core,
             DhcpRequest::Request {
                 mac: mac(1),
-                server_id: Some(core.router),
+                server_id: Some(router),
                 requested: Some(Ipv4Addr::new(192, 168, 250, 2)),
                 ciaddr: None,
             },
@@ -799,7 +1028,8 @@ mod tests {
             fx.changes.contains(&SetChange::Dismiss { mac: mac(1) }),
             "{fx:?}"
         );
-        let d = core.handle_dhcp(
+        let d = dhcp(
+            &mut core,
             DhcpRequest::Discover {
                 mac: mac(2),
                 requested: None,
@@ -893,7 +1123,8 @@ mod tests {
         assert_eq!(after.bans, [(mac(5), secs(60))]);
         assert_eq!(after.leases.len(), 1);
         // Restored bans still hold.
-        let d = core.handle_dhcp(
+        let d = dhcp(
+            &mut core,
             DhcpRequest::Discover {
                 mac: mac(5),
                 requested: None,
@@ -941,6 +1172,203 @@ mod tests {
         assert_eq!(
             core.dns_question(ip, "ok.example", QTYPE_AAAA, t(62)),
             DnsVerdict::NoData
+        );
+    }
+
+    #[test]
+    fn dhcp_that_speaks_for_another_mac_is_spoofing_and_changes_nothing() {
+        let mut core = started("");
+        let victim = lease(&mut core, mac(2), t(0));
+        let _ = lease(&mut core, mac(1), t(0));
+        core.drain_events().for_each(drop);
+        let forged = |core: &mut Core, req: DhcpRequest, client_id| {
+            core.handle_dhcp(
+                req,
+                DhcpSender {
+                    frame: mac(1),
+                    port: 3,
+                    client_id,
+                },
+                t(1),
+            )
+        };
+        // A RELEASE, DECLINE, REQUEST and INFORM for the victim, sent from the attacker's
+        // own MAC: nothing reaches the kernel, nothing is answered.
+        for req in [
+            DhcpRequest::Release {
+                mac: mac(2),
+                ciaddr: victim,
+            },
+            DhcpRequest::Decline {
+                mac: mac(2),
+                requested: victim,
+            },
+            DhcpRequest::Request {
+                mac: mac(2),
+                server_id: None,
+                requested: None,
+                ciaddr: Some(victim),
+            },
+            DhcpRequest::Inform { mac: mac(2) },
+        ] {
+            assert_eq!(forged(&mut core, req, None), DhcpDecision::default());
+        }
+        // Its own chaddr, but the victim's client identifier: the same.
+        let d = forged(
+            &mut core,
+            DhcpRequest::Release {
+                mac: mac(1),
+                ciaddr: Ipv4Addr::new(192, 168, 250, 3),
+            },
+            Some(mac(2)),
+        );
+        assert_eq!(d, DhcpDecision::default());
+        let events: Vec<_> = core.drain_events().map(|e| e.to_string()).collect();
+        assert_eq!(
+            events,
+            [
+                format!("event=dhcp_spoofed mac=02:00:00:00:00:01 chaddr=02:00:00:00:00:02 msg=release ip={victim} port=3 threat=spoofing"),
+                format!("event=dhcp_spoofed mac=02:00:00:00:00:01 chaddr=02:00:00:00:00:02 msg=decline ip={victim} port=3 threat=spoofing"),
+                format!("event=dhcp_spoofed mac=02:00:00:00:00:01 chaddr=02:00:00:00:00:02 msg=request ip={victim} port=3 threat=spoofing"),
+                "event=dhcp_spoofed mac=02:00:00:00:00:01 chaddr=02:00:00:00:00:02 msg=inform port=3 threat=spoofing".to_owned(),
+                "event=dhcp_spoofed mac=02:00:00:00:00:01 client_id=02:00:00:00:00:02 msg=release ip=192.168.250.3 port=3 threat=spoofing".to_owned(),
+            ]
+        );
+        assert_eq!(core.leases.mac_of(victim, t(2)), Some(mac(2)));
+        // The victim's own release ends its binding.
+        let d = dhcp(
+            &mut core,
+            DhcpRequest::Release {
+                mac: mac(2),
+                ciaddr: victim,
+            },
+            t(2),
+        );
+        assert!(
+            d.effects
+                .changes
+                .contains(&SetChange::Lease(LeaseChange::Unbind {
+                    mac: mac(2),
+                    ip: victim
+                }))
+        );
+    }
+
+    #[test]
+    fn refused_arp_is_graded_by_what_it_claims() {
+        let mut core = started("");
+        let a = lease(&mut core, mac(1), t(0));
+        let b = lease(&mut core, mac(2), t(0));
+        core.drain_events().for_each(drop);
+        // Claiming another client's address, the router's, and an address nobody has.
+        core.arp_refused(Some(mac(1)), mac(1), b, t(1));
+        core.arp_refused(Some(mac(1)), mac(1), core.router, t(1));
+        core.arp_refused(Some(mac(1)), mac(1), Ipv4Addr::new(192, 168, 250, 99), t(1));
+        // A forged sender MAC for its own address.
+        core.arp_refused(Some(mac(1)), mac(7), a, t(1));
+        // The same claim again within the minute is not reported again.
+        core.arp_refused(Some(mac(1)), mac(1), b, t(2));
+        let events: Vec<_> = core.drain_events().map(|e| e.to_string()).collect();
+        assert_eq!(
+            events,
+            [
+                format!("event=arp_spoofed mac=02:00:00:00:00:01 sender=02:00:00:00:00:01 ip={b} owner=02:00:00:00:00:02 threat=spoofing"),
+                "event=arp_spoofed mac=02:00:00:00:00:01 sender=02:00:00:00:00:01 ip=192.168.250.1 owner=router threat=spoofing".to_owned(),
+                "event=arp_spoofed mac=02:00:00:00:00:01 sender=02:00:00:00:00:01 ip=192.168.250.99 owner=none threat=spoofing".to_owned(),
+                format!("event=arp_spoofed mac=02:00:00:00:00:01 sender=02:00:00:00:00:07 ip={a} owner=02:00:00:00:00:01 threat=spoofing"),
+            ]
+        );
+        // A client whose lease ended still announcing its old address: no alarm.
+        dhcp(
+            &mut core,
+            DhcpRequest::Release {
+                mac: mac(2),
+                ciaddr: b,
+            },
+            t(3),
+        );
+        core.drain_events().for_each(drop);
+        core.arp_refused(Some(mac(2)), mac(2), b, t(4));
+        assert_eq!(core.drain_events().count(), 0);
+        // After the minute, the summary of what was not reported one by one.
+        let mut fx = Effects::default();
+        core.handle_timeout(t(70), NOON, &mut fx);
+        let events: Vec<_> = core.drain_events().map(|e| e.to_string()).collect();
+        assert!(
+            events.contains(
+                &"event=spoofing_more mac=02:00:00:00:00:01 count=1 threat=spoofing".to_owned()
+            ),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn without_a_radio_a_burst_of_discovers_from_one_port_evicts_nobody() {
+        let mut core = started(
+            "config limits
+ option max_clients 2
+ option min_age 10s
+",
+        );
+        let _ = lease(&mut core, mac(1), t(0));
+        let _ = lease(&mut core, mac(2), t(0));
+        core.drain_events().for_each(drop);
+        // Sixteen DISCOVERs with random MACs from one port, both clients old enough.
+        for n in 100..116 {
+            let d = dhcp(
+                &mut core,
+                DhcpRequest::Discover {
+                    mac: mac(n),
+                    requested: None,
+                },
+                t(60),
+            );
+            assert!(
+                d.effects.changes.is_empty() && d.effects.radio.is_empty(),
+                "{d:?}"
+            );
+        }
+        let kinds: Vec<_> = core.drain_events().map(|e| e.to_string()).collect();
+        assert!(!kinds.iter().any(|k| k.contains("evicted")), "{kinds:?}");
+        assert!(
+            kinds.contains(
+                &"event=mac_flood mac=02:00:00:00:00:68 port=1 macs=5 threat=abuse".to_owned()
+            ),
+            "{kinds:?}"
+        );
+        assert_eq!(core.stations.clients().len(), 2);
+        // A real newcomer on another port completes DHCP: it evicts the oldest.
+        let from = DhcpSender {
+            frame: mac(50),
+            port: 2,
+            client_id: None,
+        };
+        let d = core.handle_dhcp(
+            DhcpRequest::Discover {
+                mac: mac(50),
+                requested: None,
+            },
+            from,
+            t(61),
+        );
+        let Some(DhcpReply::Offer { ip, .. }) = d.reply else {
+            panic!("{d:?}")
+        };
+        let d = core.handle_dhcp(
+            DhcpRequest::Request {
+                mac: mac(50),
+                server_id: Some(core.router),
+                requested: Some(ip),
+                ciaddr: None,
+            },
+            from,
+            t(62),
+        );
+        assert!(matches!(d.reply, Some(DhcpReply::Ack { .. })), "{d:?}");
+        assert!(
+            d.effects
+                .changes
+                .contains(&SetChange::Dismiss { mac: mac(1) })
         );
     }
 

@@ -111,12 +111,18 @@ impl DnsLimits {
 /// each distinct question is reported (up to [`DISTINCT_REPORTED`] of them); repeats and
 /// anything beyond are counted and reported as one summary when the minute is over. A
 /// device retrying a forbidden name, or a flood of random names, costs at most a few dozen
-/// lines a minute, and memory stays bounded by the number of clients.
-#[derive(Clone, Debug, Default)]
+/// lines a minute, and memory stays bounded by the number of clients (and by
+/// [`MAX_TRACKED`] senders: beyond that, a flood of forged MACs is not reported one by one).
+#[derive(Clone, Debug)]
 pub struct Repeats {
     hasher: std::hash::RandomState,
     clients: HashMap<MacAddr, Period>,
+    /// The event that sums up what a client's period did not report.
+    summary: fn(MacAddr, u32) -> Event,
 }
+
+/// Senders tracked at once; reports of others are dropped until periods end.
+pub const MAX_TRACKED: usize = 256;
 
 #[derive(Clone, Debug)]
 struct Period {
@@ -131,6 +137,14 @@ pub const REPEAT_PERIOD: Duration = Duration::from_secs(60);
 pub const DISTINCT_REPORTED: usize = 32;
 
 impl Repeats {
+    pub fn new(summary: fn(MacAddr, u32) -> Event) -> Self {
+        Repeats {
+            hasher: Default::default(),
+            clients: HashMap::new(),
+            summary,
+        }
+    }
+
     /// Whether this refusal of `mac`'s `question` is to be reported; pushes the summary of
     /// the client's previous period onto `events` when that has ended.
     pub fn report(
@@ -142,6 +156,9 @@ impl Repeats {
     ) -> bool {
         use std::hash::BuildHasher;
         let h = self.hasher.hash_one(question);
+        if self.clients.len() >= MAX_TRACKED && !self.clients.contains_key(&mac) {
+            return false;
+        }
         let p = self.clients.entry(mac).or_insert_with(|| Period {
             start: now,
             seen: Vec::new(),
@@ -149,10 +166,7 @@ impl Repeats {
         });
         if now.saturating_since(p.start) >= REPEAT_PERIOD {
             if p.suppressed > 0 {
-                events.push(Event::DnsRefusalsSuppressed {
-                    mac,
-                    count: p.suppressed,
-                });
+                events.push((self.summary)(mac, p.suppressed));
             }
             *p = Period {
                 start: now,
@@ -171,15 +185,13 @@ impl Repeats {
 
     /// Reports and forgets the periods that are over.
     pub fn flush(&mut self, now: Instant, events: &mut Vec<Event>) {
+        let summary = self.summary;
         self.clients.retain(|mac, p| {
             if now.saturating_since(p.start) < REPEAT_PERIOD {
                 return true;
             }
             if p.suppressed > 0 {
-                events.push(Event::DnsRefusalsSuppressed {
-                    mac: *mac,
-                    count: p.suppressed,
-                });
+                events.push(summary(*mac, p.suppressed));
             }
             false
         });
@@ -262,7 +274,7 @@ mod tests {
 
     #[test]
     fn refusals_are_reported_once_per_question_and_period() {
-        let mut r = Repeats::default();
+        let mut r = Repeats::new(|mac, count| Event::DnsRefusalsSuppressed { mac, count });
         let t0 = Instant::from_millis(1_000_000);
         let ev = &mut vec![];
         assert!(r.report(mac(1), "a", t0, ev));

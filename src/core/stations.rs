@@ -1,20 +1,33 @@
 //! Stations: who is admitted, who is evicted and why, when a session ends, when a ban ends
 //! (R7, R8, R9). A pure state machine over an injected clock.
 //!
-//! * At most `max_clients` at once. A newcomer when the spots are full evicts the oldest
+//! * At most `max_clients` at once. A newcomer when the spots are full may evict the oldest
 //!   client connected longer than `min_age`; if none is that old (they may be mid-setup),
 //!   nobody is disturbed and the newcomer is turned away.
+//! * Evicting is the rule for a real newcomer, not for a burst of identities: a newcomer
+//!   that would evict first *waits* until it has shown it is real, by completing DHCP (a
+//!   REQUEST for the address it was offered; with a radio it has associated too), and
+//!   evictions to make room happen at most once every `evict_interval`. At most
+//!   [`MAX_WAITING`] wait at once, and one per bridge port (one host making up identities
+//!   holds at most one of those places); one that does not complete DHCP within
+//!   [`WAIT_HOLD`] is turned away. So DISCOVERs from random MACs evict nobody, and an attacker that completes
+//!   DHCP with many identities displaces at most one old client per interval.
 //! * A session ends after `session`; the client is disconnected.
 //! * Evicted, expired and turned-away clients are banned for `cooldown`.
 //! * A client that leaves and comes back within its session keeps its original admission
 //!   time: reconnecting (or crashing the daemon) does not reset the session clock.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use super::MacAddr;
 use super::events::{Event, StationReason};
 use super::time::Instant;
+
+/// Newcomers that may wait at once for a spot (each holds an offered address meanwhile).
+pub const MAX_WAITING: usize = 4;
+/// How long a waiting newcomer has to complete DHCP.
+pub const WAIT_HOLD: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -22,6 +35,8 @@ pub struct Policy {
     pub min_age: Duration,
     pub session: Duration,
     pub cooldown: Duration,
+    /// The shortest time between two evictions to make room.
+    pub evict_interval: Duration,
 }
 
 /// What the edges must do for a decision.
@@ -30,6 +45,8 @@ pub enum Action {
     /// Disconnect the station (hostapd DEAUTHENTICATE) and end its lease and everything it
     /// learned.
     Disconnect(MacAddr),
+    /// A station that was never admitted goes: deauthenticated, nothing else to end.
+    TurnAway(MacAddr),
     /// Keep it off until `until`: the nft `banned` set and hostapd's deny list.
     Ban { mac: MacAddr, timeout: Duration },
     /// The ban is over: off hostapd's deny list (the set element times out by itself).
@@ -48,6 +65,9 @@ pub struct Stations {
     bans: HashMap<MacAddr, Instant>,
     /// Admission times of clients that left before their session ended.
     departed: HashMap<MacAddr, Instant>,
+    /// Newcomers that would evict someone: since when they wait, and on which port.
+    waiting: BTreeMap<MacAddr, (Instant, Option<u32>)>,
+    last_eviction: Option<Instant>,
 }
 
 impl Stations {
@@ -57,6 +77,8 @@ impl Stations {
             clients: HashMap::new(),
             bans: HashMap::new(),
             departed: HashMap::new(),
+            waiting: BTreeMap::new(),
+            last_eviction: None,
         }
     }
 
@@ -70,6 +92,11 @@ impl Stations {
 
     pub fn is_admitted(&self, mac: MacAddr) -> bool {
         self.clients.contains_key(&mac)
+    }
+
+    /// Whether `mac` waits for a spot (see [`Stations::confirm`]).
+    pub fn is_waiting(&self, mac: MacAddr) -> bool {
+        self.waiting.contains_key(&mac)
     }
 
     pub fn is_banned(&self, mac: MacAddr, now: Instant) -> bool {
@@ -137,47 +164,31 @@ impl Stations {
         }
     }
 
-    /// A station joined (hostapd: associated and authorized; without hostapd: its first
-    /// DHCP message). `window_open`: whether the provisioning network is accepting clients.
-    pub fn join(
-        &mut self,
+    fn turn_away(
         mac: MacAddr,
-        window_open: bool,
-        now: Instant,
+        reason: StationReason,
+        out: &mut Vec<Action>,
         events: &mut Vec<Event>,
-    ) -> Vec<Action> {
-        let mut out = Vec::new();
-        if self.clients.contains_key(&mac) {
-            return out;
-        }
-        let turn_away = |reason, out: &mut Vec<Action>, events: &mut Vec<Event>| {
-            events.push(Event::TurnedAway { mac, reason });
-            out.push(Action::Disconnect(mac));
-        };
-        if self.is_banned(mac, now) {
-            turn_away(StationReason::Banned, &mut out, events);
-            return out;
-        }
-        if !window_open {
-            turn_away(StationReason::WindowClosed, &mut out, events);
-            return out;
-        }
-        if self.clients.len() >= usize::from(self.policy.max_clients) {
-            let oldest = self
-                .clients
-                .iter()
-                .filter(|(_, c)| now.saturating_since(c.admitted) >= self.policy.min_age)
-                .min_by_key(|&(m, c)| (c.admitted, *m))
-                .map(|(m, _)| *m);
-            match oldest {
-                Some(old) => self.evict(old, StationReason::MakeRoom, now, &mut out, events),
-                None => {
-                    turn_away(StationReason::Full, &mut out, events);
-                    self.ban(mac, StationReason::Full, now, &mut out, events);
-                    return out;
-                }
-            }
-        }
+    ) {
+        events.push(Event::TurnedAway { mac, reason });
+        out.push(Action::TurnAway(mac));
+    }
+
+    fn full(&self) -> bool {
+        self.clients.len() >= usize::from(self.policy.max_clients)
+    }
+
+    /// The client a newcomer would evict: the oldest connected longer than `min_age`.
+    fn eviction_candidate(&self, now: Instant) -> Option<MacAddr> {
+        self.clients
+            .iter()
+            .filter(|(_, c)| now.saturating_since(c.admitted) >= self.policy.min_age)
+            .min_by_key(|&(m, c)| (c.admitted, *m))
+            .map(|(m, _)| *m)
+    }
+
+    fn admit(&mut self, mac: MacAddr, now: Instant, events: &mut Vec<Event>) {
+        self.waiting.remove(&mac);
         // Back within its session: the clock keeps running from the first admission.
         let admitted = self
             .departed
@@ -189,11 +200,102 @@ impl Stations {
             mac,
             age: now.saturating_since(admitted).as_secs(),
         });
+    }
+
+    /// A station joined (hostapd: associated and authorized; without hostapd: its first
+    /// DHCP message). `window_open`: whether the provisioning network is accepting clients.
+    /// A newcomer that would have to evict someone is not admitted yet but waits (see
+    /// [`Stations::confirm`]).
+    pub fn join(
+        &mut self,
+        mac: MacAddr,
+        window_open: bool,
+        now: Instant,
+        events: &mut Vec<Event>,
+    ) -> Vec<Action> {
+        self.join_on(mac, None, window_open, now, events)
+    }
+
+    /// [`Stations::join`] for a station on bridge port `port` (without a radio, the port
+    /// its DHCP came in on).
+    pub fn join_on(
+        &mut self,
+        mac: MacAddr,
+        port: Option<u32>,
+        window_open: bool,
+        now: Instant,
+        events: &mut Vec<Event>,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.clients.contains_key(&mac) || self.waiting.contains_key(&mac) {
+            return out;
+        }
+        if self.is_banned(mac, now) {
+            Self::turn_away(mac, StationReason::Banned, &mut out, events);
+            return out;
+        }
+        if !window_open {
+            Self::turn_away(mac, StationReason::WindowClosed, &mut out, events);
+            return out;
+        }
+        if self.full() {
+            if self.eviction_candidate(now).is_none() {
+                Self::turn_away(mac, StationReason::Full, &mut out, events);
+                self.ban(mac, StationReason::Full, now, &mut out, events);
+            } else if self.waiting.len() >= MAX_WAITING
+                || port.is_some() && self.waiting.values().any(|&(_, p)| p == port)
+            {
+                // Not banned: a burst of identities must not fill the ban list either.
+                Self::turn_away(mac, StationReason::Busy, &mut out, events);
+            } else {
+                self.waiting.insert(mac, (now, port));
+                events.push(Event::Waiting { mac });
+            }
+            return out;
+        }
+        self.admit(mac, now, events);
         out
+    }
+
+    /// A waiting newcomer completed DHCP: now it may take a spot, evicting the oldest client
+    /// older than `min_age` if it must, at most once every `evict_interval` (until then it
+    /// keeps waiting: its DHCP client asks again). Whether it is admitted now.
+    pub fn confirm(
+        &mut self,
+        mac: MacAddr,
+        now: Instant,
+        events: &mut Vec<Event>,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        if self.clients.contains_key(&mac) {
+            return true;
+        }
+        if !self.waiting.contains_key(&mac) {
+            return false;
+        }
+        if self.full() {
+            let Some(old) = self.eviction_candidate(now) else {
+                self.waiting.remove(&mac);
+                Self::turn_away(mac, StationReason::Full, out, events);
+                self.ban(mac, StationReason::Full, now, out, events);
+                return false;
+            };
+            if self
+                .last_eviction
+                .is_some_and(|t| now.saturating_since(t) < self.policy.evict_interval)
+            {
+                return false;
+            }
+            self.last_eviction = Some(now);
+            self.evict(old, StationReason::MakeRoom, now, out, events);
+        }
+        self.admit(mac, now, events);
+        true
     }
 
     /// A station left on its own (disassociated, or its lease ended).
     pub fn leave(&mut self, mac: MacAddr, now: Instant, events: &mut Vec<Event>) -> Vec<Action> {
+        self.waiting.remove(&mac);
         if let Some(c) = self.clients.remove(&mac) {
             events.push(Event::Left {
                 mac,
@@ -219,11 +321,14 @@ impl Stations {
                 out.push(Action::Disconnect(mac));
             }
         }
+        for mac in std::mem::take(&mut self.waiting).into_keys() {
+            Self::turn_away(mac, StationReason::WindowClosed, &mut out, events);
+        }
         self.departed.clear();
         out
     }
 
-    /// Ends sessions and bans whose time is up.
+    /// Ends sessions, bans and waits whose time is up.
     pub fn tick(&mut self, now: Instant, events: &mut Vec<Event>) -> Vec<Action> {
         let mut out = Vec::new();
         let expired: Vec<MacAddr> = self
@@ -246,6 +351,16 @@ impl Stations {
             events.push(Event::BanEnded { mac });
             out.push(Action::Unban(mac));
         }
+        let lapsed: Vec<MacAddr> = self
+            .waiting
+            .iter()
+            .filter(|&(_, &(since, _))| now.saturating_since(since) >= WAIT_HOLD)
+            .map(|(m, _)| *m)
+            .collect();
+        for mac in lapsed {
+            self.waiting.remove(&mac);
+            Self::turn_away(mac, StationReason::NoDhcp, &mut out, events);
+        }
         let session = self.policy.session;
         self.departed
             .retain(|_, &mut t| now.saturating_since(t) < session);
@@ -258,7 +373,8 @@ impl Stations {
             .values()
             .map(|c| c.admitted + self.policy.session);
         let bans = self.bans.values().copied();
-        sessions.chain(bans).min()
+        let waits = self.waiting.values().map(|&(since, _)| since + WAIT_HOLD);
+        sessions.chain(bans).chain(waits).min()
     }
 
     /// Re-creates a client after a restart, with its original admission time.
@@ -280,6 +396,7 @@ mod tests {
     const MIN_AGE: Duration = Duration::from_secs(120);
     const SESSION: Duration = Duration::from_secs(900);
     const COOLDOWN: Duration = Duration::from_secs(300);
+    const EVICT_INTERVAL: Duration = Duration::from_secs(10);
 
     fn policy(max: u16) -> Policy {
         Policy {
@@ -287,6 +404,7 @@ mod tests {
             min_age: MIN_AGE,
             session: SESSION,
             cooldown: COOLDOWN,
+            evict_interval: EVICT_INTERVAL,
         }
     }
     fn mac(n: u8) -> MacAddr {
@@ -302,8 +420,13 @@ mod tests {
         let ev = &mut vec![];
         assert!(s.join(mac(1), true, t(0), ev).is_empty());
         assert!(s.join(mac(2), true, t(10), ev).is_empty());
-        // At 200 s both are old enough: the oldest (1) goes, banned.
-        let out = s.join(mac(3), true, t(200), ev);
+        // At 200 s both are old enough, but joining alone evicts nobody: 3 waits.
+        assert!(s.join(mac(3), true, t(200), ev).is_empty());
+        assert!(s.is_waiting(mac(3)) && !s.is_admitted(mac(3)) && s.is_admitted(mac(1)));
+        assert_eq!(ev.last(), Some(&Event::Waiting { mac: mac(3) }));
+        // It completes DHCP: the oldest (1) goes, banned.
+        let mut out = Vec::new();
+        assert!(s.confirm(mac(3), t(201), ev, &mut out));
         assert_eq!(
             out,
             [
@@ -315,12 +438,10 @@ mod tests {
             ]
         );
         assert!(s.is_admitted(mac(3)) && s.is_admitted(mac(2)) && !s.is_admitted(mac(1)));
-        assert!(ev.iter().any(|e| matches!(e, Event::Evicted { mac: m, reason: StationReason::MakeRoom, age: 200 } if *m == mac(1))));
+        assert!(!s.is_waiting(mac(3)));
+        assert!(ev.iter().any(|e| matches!(e, Event::Evicted { mac: m, reason: StationReason::MakeRoom, age: 201 } if *m == mac(1))));
         // The evicted client is kept off until the cooldown ends.
-        assert_eq!(
-            s.join(mac(1), true, t(300), ev),
-            [Action::Disconnect(mac(1))]
-        );
+        assert_eq!(s.join(mac(1), true, t(300), ev), [Action::TurnAway(mac(1))]);
         assert!(!s.is_admitted(mac(1)));
     }
 
@@ -335,7 +456,7 @@ mod tests {
         assert_eq!(
             out,
             [
-                Action::Disconnect(mac(3)),
+                Action::TurnAway(mac(3)),
                 Action::Ban {
                     mac: mac(3),
                     timeout: COOLDOWN
@@ -345,8 +466,77 @@ mod tests {
         assert!(s.is_admitted(mac(1)) && s.is_admitted(mac(2)) && !s.is_admitted(mac(3)));
         // Only 1 is old enough at 125 s: it is the one evicted even though 2 is... younger.
         ev.clear();
-        let out = s.join(mac(4), true, t(125), ev);
+        assert!(s.join(mac(4), true, t(125), ev).is_empty());
+        let mut out = Vec::new();
+        assert!(s.confirm(mac(4), t(126), ev, &mut out));
         assert_eq!(out[0], Action::Disconnect(mac(1)));
+    }
+
+    #[test]
+    fn a_burst_of_identities_evicts_nobody_and_real_newcomers_at_a_bounded_rate() {
+        let mut s = Stations::new(policy(2));
+        let ev = &mut vec![];
+        s.join(mac(1), true, t(0), ev);
+        s.join(mac(2), true, t(1), ev);
+        // Sixteen newcomers that never complete DHCP: four wait, the rest are turned away
+        // unbanned, and nobody is evicted.
+        let mut out = Vec::new();
+        for n in 10..26 {
+            out.extend(s.join(mac(n), true, t(300), ev));
+        }
+        assert_eq!(s.clients().len(), 2);
+        assert!(s.is_admitted(mac(1)) && s.is_admitted(mac(2)));
+        assert_eq!(
+            (10..26).filter(|&n| s.is_waiting(mac(n))).count(),
+            MAX_WAITING
+        );
+        assert!(
+            out.iter()
+                .all(|a| matches!(a, Action::TurnAway(m) if m.0[5] >= 14))
+        );
+        assert!(s.bans(t(300)).is_empty());
+        // Two complete DHCP at once: one evicts now, the other waits out the interval.
+        let mut out = Vec::new();
+        assert!(s.confirm(mac(10), t(301), ev, &mut out));
+        assert!(!s.confirm(mac(11), t(302), ev, &mut out));
+        assert!(s.is_waiting(mac(11)));
+        assert!(s.confirm(mac(11), t(311), ev, &mut out));
+        assert_eq!(
+            s.clients().iter().map(|c| c.0).collect::<Vec<_>>(),
+            [mac(10), mac(11)]
+        );
+        // The others never completed DHCP: turned away when their wait lapses.
+        let out = s.tick(t(360), ev);
+        assert_eq!(out, [Action::TurnAway(mac(12)), Action::TurnAway(mac(13))]);
+        assert!(ev.contains(&Event::TurnedAway {
+            mac: mac(12),
+            reason: StationReason::NoDhcp
+        }));
+        // A station that does not wait is not admitted by confirming.
+        assert!(!s.confirm(mac(40), t(361), ev, &mut Vec::new()));
+    }
+
+    #[test]
+    fn a_waiting_newcomer_is_admitted_without_eviction_once_a_spot_frees() {
+        let mut s = Stations::new(policy(1));
+        let ev = &mut vec![];
+        s.join(mac(1), true, t(0), ev);
+        s.join(mac(2), true, t(200), ev);
+        assert!(s.is_waiting(mac(2)));
+        s.leave(mac(1), t(201), ev);
+        let mut out = Vec::new();
+        assert!(s.confirm(mac(2), t(202), ev, &mut out));
+        assert!(out.is_empty(), "nobody to evict: {out:?}");
+        // If instead everyone became too young meanwhile, the waiting one is turned away.
+        let mut s = Stations::new(policy(1));
+        s.join(mac(1), true, t(0), ev);
+        s.join(mac(2), true, t(200), ev);
+        s.leave(mac(1), t(201), ev);
+        s.join(mac(3), true, t(202), ev);
+        let mut out = Vec::new();
+        assert!(!s.confirm(mac(2), t(203), ev, &mut out));
+        assert_eq!(out[0], Action::TurnAway(mac(2)));
+        assert!(s.is_banned(mac(2), t(204)));
     }
 
     #[test]
@@ -396,10 +586,7 @@ mod tests {
     fn closed_window_turns_away_and_closing_disconnects_everyone_without_bans() {
         let mut s = Stations::new(policy(4));
         let ev = &mut vec![];
-        assert_eq!(
-            s.join(mac(1), false, t(0), ev),
-            [Action::Disconnect(mac(1))]
-        );
+        assert_eq!(s.join(mac(1), false, t(0), ev), [Action::TurnAway(mac(1))]);
         s.join(mac(2), true, t(0), ev);
         s.join(mac(3), true, t(1), ev);
         assert_eq!(
@@ -415,6 +602,7 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Join(u8),
+        Confirm(u8),
         Leave(u8),
         Tick(u16),
     }
@@ -422,6 +610,7 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             4 => (0..12u8).prop_map(Op::Join),
+            3 => (0..12u8).prop_map(Op::Confirm),
             1 => (0..12u8).prop_map(Op::Leave),
             3 => (1..400u16).prop_map(Op::Tick),
         ]
@@ -433,6 +622,8 @@ mod tests {
         clients: Vec<(MacAddr, Instant)>, // admission order is not kept: sorted when needed
         bans: Vec<(MacAddr, Instant)>,
         departed: Vec<(MacAddr, Instant)>,
+        waiting: Vec<(MacAddr, Instant)>,
+        last_eviction: Option<Instant>,
     }
 
     impl Model {
@@ -443,29 +634,65 @@ mod tests {
             self.bans.retain(|&(b, _)| b != m);
             self.bans.push((m, now + COOLDOWN));
         }
+        fn admitted(&self, m: MacAddr) -> bool {
+            self.clients.iter().any(|&(c, _)| c == m)
+        }
+        fn waits(&self, m: MacAddr) -> bool {
+            self.waiting.iter().any(|&(w, _)| w == m)
+        }
+        fn oldest_old_enough(&self, now: Instant) -> Option<MacAddr> {
+            let mut old: Vec<_> = self
+                .clients
+                .iter()
+                .copied()
+                .filter(|&(_, t)| now.saturating_since(t) >= MIN_AGE)
+                .collect();
+            old.sort_by_key(|&(c, t)| (t, c));
+            old.first().map(|&(c, _)| c)
+        }
         fn join(&mut self, m: MacAddr, now: Instant, max: usize) {
-            if self.clients.iter().any(|&(c, _)| c == m) || self.banned(m, now) {
+            if self.admitted(m) || self.waits(m) || self.banned(m, now) {
                 return;
             }
             if self.clients.len() >= max {
-                let mut old: Vec<_> = self
-                    .clients
-                    .iter()
-                    .copied()
-                    .filter(|&(_, t)| now.saturating_since(t) >= MIN_AGE)
-                    .collect();
-                old.sort_by_key(|&(c, t)| (t, c));
-                match old.first() {
-                    Some(&(victim, _)) => {
-                        self.clients.retain(|&(c, _)| c != victim);
-                        self.ban(victim, now);
-                    }
+                if self.oldest_old_enough(now).is_none() {
+                    self.ban(m, now);
+                } else if self.waiting.len() < MAX_WAITING {
+                    self.waiting.push((m, now));
+                }
+                return;
+            }
+            self.admit(m, now);
+        }
+        fn confirm(&mut self, m: MacAddr, now: Instant, max: usize) {
+            if !self.waits(m) {
+                return;
+            }
+            if self.clients.len() >= max {
+                match self.oldest_old_enough(now) {
                     None => {
+                        self.waiting.retain(|&(w, _)| w != m);
                         self.ban(m, now);
                         return;
                     }
+                    Some(_)
+                        if self
+                            .last_eviction
+                            .is_some_and(|t| now.saturating_since(t) < EVICT_INTERVAL) =>
+                    {
+                        return;
+                    }
+                    Some(victim) => {
+                        self.last_eviction = Some(now);
+                        self.clients.retain(|&(c, _)| c != victim);
+                        self.ban(victim, now);
+                    }
                 }
             }
+            self.admit(m, now);
+        }
+        fn admit(&mut self, m: MacAddr, now: Instant) {
+            self.waiting.retain(|&(w, _)| w != m);
             let back = self
                 .departed
                 .iter()
@@ -475,6 +702,7 @@ mod tests {
             self.clients.push((m, back.unwrap_or(now)));
         }
         fn leave(&mut self, m: MacAddr) {
+            self.waiting.retain(|&(w, _)| w != m);
             if let Some(i) = self.clients.iter().position(|&(c, _)| c == m) {
                 let (_, t) = self.clients.remove(i);
                 self.departed.retain(|&(d, _)| d != m);
@@ -495,6 +723,8 @@ mod tests {
             self.bans.retain(|&(_, until)| until > now);
             self.departed
                 .retain(|&(_, t)| now.saturating_since(t) < SESSION);
+            self.waiting
+                .retain(|&(_, t)| now.saturating_since(t) < WAIT_HOLD);
         }
     }
 
@@ -511,6 +741,7 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Join(n) => { s.join(mac(n), true, now, ev); m.join(mac(n), now, usize::from(max)); }
+                    Op::Confirm(n) => { s.confirm(mac(n), now, ev, &mut Vec::new()); m.confirm(mac(n), now, usize::from(max)); }
                     Op::Leave(n) => { s.leave(mac(n), now, ev); m.leave(mac(n)); }
                     Op::Tick(secs) => {
                         now = now + Duration::from_secs(u64::from(secs));
@@ -525,10 +756,16 @@ mod tests {
                 let got: HashSet<_> = s.bans(now).into_iter().map(|(b, _)| b).collect();
                 let want: HashSet<_> = m.bans.iter().filter(|&&(_, u)| u > now).map(|&(b, _)| b).collect();
                 prop_assert_eq!(got, want);
-                // Nobody is both admitted and banned.
+                // Nobody is both admitted and banned, or admitted and waiting.
                 for (c, _) in s.clients() {
                     prop_assert!(!s.is_banned(c, now));
+                    prop_assert!(!s.is_waiting(c));
                 }
+                let mut waiting: Vec<_> = (0..12).map(mac).filter(|&w| s.is_waiting(w)).collect();
+                let mut want: Vec<_> = m.waiting.iter().map(|&(w, _)| w).collect();
+                waiting.sort();
+                want.sort();
+                prop_assert_eq!(waiting, want);
             }
         }
     }

@@ -3,7 +3,7 @@
 //! translates.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use dhcproto::v4::{
     DhcpOption, DhcpOptions, Flags, HType, Message, MessageType, Opcode, OptionCode,
@@ -25,9 +25,18 @@ pub struct RequestHeader {
     pub ciaddr: Ipv4Addr,
 }
 
-/// Reads a client's message; `None` for anything that is not a client request we serve
-/// (replies, relayed messages, non-Ethernet, INFORM, garbage).
-pub fn parse(buf: &[u8]) -> Option<(DhcpRequest, RequestHeader)> {
+/// A client's message, reduced to what the core decides on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientMessage {
+    pub request: DhcpRequest,
+    pub header: RequestHeader,
+    /// The client identifier (option 61) when it is a MAC (hardware type 1).
+    pub client_id: Option<MacAddr>,
+}
+
+/// Reads a client's message; `None` for anything that is not a client message (replies,
+/// relayed messages, non-Ethernet, garbage).
+pub fn parse(buf: &[u8]) -> Option<ClientMessage> {
     let msg = Message::from_bytes(buf).ok()?;
     if msg.opcode() != Opcode::BootRequest
         || msg.htype() != HType::Eth
@@ -51,7 +60,7 @@ pub fn parse(buf: &[u8]) -> Option<(DhcpRequest, RequestHeader)> {
     };
     let requested = opt_ip(OptionCode::RequestedIpAddress);
     let ciaddr = Some(msg.ciaddr()).filter(|a| !a.is_unspecified());
-    let req = match msg.opts().msg_type()? {
+    let request = match msg.opts().msg_type()? {
         MessageType::Discover => DhcpRequest::Discover { mac, requested },
         MessageType::Request => DhcpRequest::Request {
             mac,
@@ -67,17 +76,25 @@ pub fn parse(buf: &[u8]) -> Option<(DhcpRequest, RequestHeader)> {
             mac,
             requested: requested?,
         },
+        MessageType::Inform => DhcpRequest::Inform { mac },
         _ => return None,
     };
-    Some((
-        req,
-        RequestHeader {
+    let client_id = match msg.opts().get(OptionCode::ClientIdentifier) {
+        Some(DhcpOption::ClientIdentifier(id)) if id.len() == 7 && id[0] == 1 => {
+            Some(MacAddr(id[1..].try_into().ok()?))
+        }
+        _ => None,
+    };
+    Some(ClientMessage {
+        request,
+        header: RequestHeader {
             xid: msg.xid(),
             flags: msg.flags(),
             chaddr: mac,
             ciaddr: msg.ciaddr(),
         },
-    ))
+        client_id,
+    })
 }
 
 /// The network parameters every offer and ack carries.
@@ -134,12 +151,11 @@ pub fn reply(h: &RequestHeader, reply: DhcpReply, p: &Params) -> (Vec<u8>, Socke
     (bytes, SocketAddrV4::new(dest, 68))
 }
 
-/// A UDP socket on port 67 that only sees the provisioning interface (SO_BINDTODEVICE),
-/// so another DHCP server on the router's other interfaces is not disturbed. `addr` is the
-/// wildcard (broadcasts from clients without an address) or the router's address (unicast
-/// renewals: a socket bound to the address gets them even when something else, such as
-/// hostapd's wired driver, also listens on the wildcard).
-pub fn socket(interface: &IfName, addr: Ipv4Addr) -> std::io::Result<tokio::net::UdpSocket> {
+/// The UDP socket replies leave by: port 67 on the provisioning interface
+/// (SO_BINDTODEVICE), broadcasts allowed. It receives nothing (a filter drops everything
+/// queued to it: requests come in through the [`Listener`], which sees who sent them); it
+/// holds the port so that requests are not answered with ICMP port unreachable.
+pub fn socket(interface: &IfName) -> std::io::Result<tokio::net::UdpSocket> {
     let fd = socket::socket(
         AddressFamily::Inet,
         SockType::Datagram,
@@ -154,13 +170,195 @@ pub fn socket(interface: &IfName, addr: Ipv4Addr) -> std::io::Result<tokio::net:
         sockopt::BindToDevice,
         &std::ffi::OsString::from(interface.as_str()),
     )?;
+    attach_filter(&fd, &DROP_ALL)?;
     socket::bind(
         std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrIn::from(SocketAddrV4::new(addr, 67)),
+        &SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 67)),
     )?;
     // SAFETY: the fd is a freshly created, owned, non-blocking UDP socket.
     let std = unsafe { std::net::UdpSocket::from_raw_fd(fd.into_raw_fd()) };
     tokio::net::UdpSocket::from_std(std)
+}
+
+/// Classic BPF: accept nothing.
+const DROP_ALL: [libc::sock_filter; 1] = [bpf(0x06, 0, 0, 0)];
+
+/// Classic BPF over an IPv4 packet (a packet socket of type SOCK_DGRAM starts at the
+/// network header): accept unfragmented UDP to port 67, nothing else, so the daemon never
+/// sees the rest of the network's traffic.
+const DHCP_ONLY: [libc::sock_filter; 9] = [
+    bpf(0x30, 0, 0, 9),      // ldb [9]: protocol
+    bpf(0x15, 0, 5, 17),     // jeq UDP, else drop
+    bpf(0x28, 0, 0, 6),      // ldh [6]: flags, fragment offset
+    bpf(0x45, 3, 0, 0x1fff), // jset fragment offset: drop
+    bpf(0xb1, 0, 0, 0),      // ldxb 4*([0]&0xf): header length
+    bpf(0x48, 0, 0, 2),      // ldh [x+2]: destination port
+    bpf(0x15, 1, 0, 67),     // jeq 67: accept
+    bpf(0x06, 0, 0, 0),      // drop
+    bpf(0x06, 0, 0, 0xffff), // accept
+];
+
+const fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+fn attach_filter(fd: &impl AsRawFd, prog: &[libc::sock_filter]) -> std::io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr().cast_mut(),
+    };
+    // SAFETY: fprog points at `prog`, which outlives the call; the kernel copies it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `PACKET_ORIGDEV`: report the interface a frame came in on (the bridge port), not the
+/// bridge that passed it up.
+const PACKET_ORIGDEV: libc::c_int = 9;
+const PACKET_OUTGOING: u8 = 4;
+
+/// Where DHCP requests come in: a packet socket on the provisioning interface, so that each
+/// request arrives with the frame's source MAC and the port it came in on, which the
+/// message itself cannot forge. Non-blocking.
+#[derive(Debug)]
+pub struct Listener {
+    fd: OwnedFd,
+}
+
+/// A request as it came in: who sent the frame, on which port, and the DHCP payload's
+/// place in the buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub src: MacAddr,
+    pub port: u32,
+    pub payload: std::ops::Range<usize>,
+}
+
+impl Listener {
+    pub fn open(interface: &IfName) -> std::io::Result<Listener> {
+        let index = nix::net::if_::if_nametoindex(interface.as_str())?;
+        let proto = (libc::ETH_P_IP as u16).to_be();
+        // SAFETY: plain syscall; on success we own the new descriptor.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                i32::from(proto),
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // Filter before binding: nothing else is ever queued.
+        attach_filter(&fd, &DHCP_ONLY)?;
+        let one: libc::c_int = 1;
+        // SAFETY: `one` outlives the call and the length matches its type.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                PACKET_ORIGDEV,
+                (&one as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = index as i32;
+        // SAFETY: sll is a valid sockaddr_ll of the stated size.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Listener { fd })
+    }
+
+    /// The next request waiting, read into `buf`; `Ok(None)` for a frame that is not one
+    /// (outgoing, not from an Ethernet source, a malformed header). `WouldBlock` when
+    /// nothing waits.
+    pub fn recv(&self, buf: &mut [u8]) -> std::io::Result<Option<Frame>> {
+        // SAFETY: as above.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: buf and sll are valid for the lengths given.
+        let n = unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+                (&mut sll as *mut libc::sockaddr_ll).cast(),
+                &mut len,
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if sll.sll_pkttype == PACKET_OUTGOING || sll.sll_halen != 6 {
+            return Ok(None);
+        }
+        let mut src = [0u8; 6];
+        src.copy_from_slice(&sll.sll_addr[..6]);
+        Ok(udp_payload(&buf[..n as usize]).map(|payload| Frame {
+            src: MacAddr(src),
+            port: sll.sll_ifindex as u32,
+            payload,
+        }))
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Where the payload of an unfragmented IPv4 UDP datagram to port 67 sits in `packet`
+/// (which starts at the IPv4 header). Pure; never panics.
+pub fn udp_payload(packet: &[u8]) -> Option<std::ops::Range<usize>> {
+    let &v_ihl = packet.first()?;
+    let ihl = usize::from(v_ihl & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]));
+    let frag = u16::from_be_bytes([*packet.get(6)?, *packet.get(7)?]);
+    if v_ihl >> 4 != 4 || ihl < 20 || total < ihl + 8 || total > packet.len() {
+        return None;
+    }
+    // More fragments, or an offset: not a whole datagram.
+    if frag & 0x3fff != 0 || *packet.get(9)? != 17 {
+        return None;
+    }
+    let udp = &packet[ihl..total];
+    let dport = u16::from_be_bytes([udp[2], udp[3]]);
+    let ulen = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+    if dport != 67 || ulen < 8 || ulen > udp.len() {
+        return None;
+    }
+    Some(ihl + 8..ihl + ulen)
 }
 
 #[cfg(test)]
@@ -197,7 +395,7 @@ mod tests {
             Ipv4Addr::UNSPECIFIED,
         );
         assert_eq!(
-            parse(&d).unwrap().0,
+            parse(&d).unwrap().request,
             DhcpRequest::Discover {
                 mac: MAC,
                 requested: Some(IP)
@@ -211,7 +409,11 @@ mod tests {
             ],
             Ipv4Addr::UNSPECIFIED,
         );
-        let (req, h) = parse(&r).unwrap();
+        let ClientMessage {
+            request: req,
+            header: h,
+            ..
+        } = parse(&r).unwrap();
         assert_eq!(
             req,
             DhcpRequest::Request {
@@ -224,7 +426,7 @@ mod tests {
         assert_eq!(h.xid, 0x1234_5678);
         let rel = client_msg(MessageType::Release, &[], IP);
         assert_eq!(
-            parse(&rel).unwrap().0,
+            parse(&rel).unwrap().request,
             DhcpRequest::Release {
                 mac: MAC,
                 ciaddr: IP
@@ -236,14 +438,20 @@ mod tests {
             Ipv4Addr::UNSPECIFIED,
         );
         assert_eq!(
-            parse(&dec).unwrap().0,
+            parse(&dec).unwrap().request,
             DhcpRequest::Decline {
                 mac: MAC,
                 requested: IP
             }
         );
-        // Not served: INFORM, a release without an address, server messages.
-        assert!(parse(&client_msg(MessageType::Inform, &[], IP)).is_none());
+        // INFORM is read (its sender is checked like any other), not served.
+        assert_eq!(
+            parse(&client_msg(MessageType::Inform, &[], IP))
+                .unwrap()
+                .request,
+            DhcpRequest::Inform { mac: MAC }
+        );
+        // Not client messages: a release without an address, garbage.
         assert!(
             parse(&client_msg(
                 MessageType::Release,
@@ -340,8 +548,8 @@ mod tests {
         fn mutated_requests(flip in 0usize..300, byte in any::<u8>()) {
             let mut r = client_msg(MessageType::Request, &[DhcpOption::RequestedIpAddress(IP)], Ipv4Addr::UNSPECIFIED);
             if flip < r.len() { r[flip] = byte; }
-            if let Some((_, h)) = parse(&r) {
-                prop_assert_eq!(h.chaddr.0[0] & 1, 0);
+            if let Some(m) = parse(&r) {
+                prop_assert_eq!(m.header.chaddr.0[0] & 1, 0);
             }
         }
     }

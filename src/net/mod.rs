@@ -19,6 +19,84 @@ mod rtnl;
 
 pub use rtnl::{Rtnl, ifindex};
 
+use std::net::Ipv4Addr;
+
+use crate::core::leases::{Binding, LeaseChange};
+use crate::core::{MacAddr, SetChange};
+use crate::netlink::NetlinkError;
+
+/// The setup segment as the router holds it: the provisioning interface's bridge ports and
+/// the router's neighbour entries there.
+#[derive(Debug)]
+pub struct Segment {
+    rtnl: Rtnl,
+    interface: String,
+}
+
+impl Segment {
+    pub fn open(interface: &str) -> Result<Self, NetlinkError> {
+        Ok(Segment {
+            rtnl: Rtnl::open()?,
+            interface: interface.to_owned(),
+        })
+    }
+
+    fn index(&self) -> Result<u32, NetlinkError> {
+        ifindex(&self.interface).ok_or(NetlinkError::Invalid(
+            "the provisioning interface does not exist",
+        ))
+    }
+
+    /// Isolates every port of the provisioning bridge that is not yet; returns their names
+    /// (none when the interface is no bridge).
+    pub fn isolate_ports(&mut self) -> Result<Vec<String>, NetlinkError> {
+        let bridge = self.index()?;
+        let mut done = Vec::new();
+        for port in self.rtnl.bridge_ports(bridge)? {
+            if !port.isolated {
+                self.rtnl.isolate_port(port.index)?;
+                done.push(port.name);
+            }
+        }
+        Ok(done)
+    }
+
+    /// Pins and unpins neighbour entries as bindings begin and end.
+    pub fn follow_leases(&mut self, changes: &[SetChange]) -> Result<(), NetlinkError> {
+        let mut index = None;
+        for c in changes {
+            let SetChange::Lease(l) = c else { continue };
+            let ifindex = match index {
+                Some(i) => i,
+                None => *index.insert(self.index()?),
+            };
+            match *l {
+                LeaseChange::Bind { mac, ip, .. } => self.rtnl.pin_neighbour(ifindex, ip, mac)?,
+                LeaseChange::Unbind { ip, .. } => self.rtnl.unpin_neighbour(ifindex, ip)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the pinned entries exactly the bindings (after a restart, or a recreated
+    /// interface): stale ones go, missing ones come.
+    pub fn reconcile(&mut self, bindings: &[Binding]) -> Result<(), NetlinkError> {
+        let ifindex = self.index()?;
+        let pinned: Vec<(Ipv4Addr, MacAddr)> = self.rtnl.pinned_neighbours(ifindex)?;
+        for &(ip, mac) in &pinned {
+            if !bindings.iter().any(|b| b.ip == ip && b.mac == mac) {
+                self.rtnl.unpin_neighbour(ifindex, ip)?;
+            }
+        }
+        for b in bindings {
+            if !pinned.contains(&(b.ip, b.mac)) {
+                self.rtnl.pin_neighbour(ifindex, b.ip, b.mac)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Against the kernel, each test in a network namespace of its own (root: `make test` runs
 /// them with `--features rig`; without it they are reported as ignored, not passed).
 #[cfg(test)]
