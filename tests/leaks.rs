@@ -343,21 +343,35 @@ fn spoofed_source_ip_and_mac() {
     let (r, cl1) = (rig.router(), rig.client(1));
     let mac1 = "02:00:00:00:00:01";
     // What admission and DHCP would have done for this pair: the MAC admitted, the pair
-    // bound.
+    // bound (in both tables: the arp table lets only bound senders answer the router).
     let bind = |mac: &str, ip: &str| {
-        let add = |set: &str, element: String| {
+        let add = |family: &str, set: &str, element: String| {
             r.exec_ok(&[
                 "nft",
                 "add",
                 "element",
-                "inet",
+                family,
                 "provisioner",
                 set,
                 &element,
             ]);
         };
-        add("clients", format!("{{ {mac} timeout 60s }}"));
-        add("leases", format!("{{ {mac} . {ip} timeout 60s }}"));
+        add("inet", "clients", format!("{{ {mac} timeout 60s }}"));
+        add("inet", "leases", format!("{{ {mac} . {ip} timeout 60s }}"));
+        add("arp", "leases", format!("{{ {mac} . {ip} timeout 60s }}"));
+        // ...and the router's neighbour entry for the address pinned to the MAC.
+        r.exec_ok(&[
+            "ip",
+            "neigh",
+            "replace",
+            ip,
+            "lladdr",
+            mac,
+            "nud",
+            "permanent",
+            "dev",
+            PROV_IF,
+        ]);
     };
     // The router must ask again who has the address, as it would after a cache timeout.
     let forget = || r.exec_ok(&["ip", "neigh", "flush", "dev", PROV_IF]);

@@ -81,7 +81,12 @@ fn a_full_network_evicts_the_oldest_old_enough_client_and_bans_it() {
             rig.ctl(&["status"]).contains("\"age\":2") || rig.ctl(&["status"]).contains("\"age\":3")
         }
     ));
+    // Associating alone evicts nobody: the newcomer waits until it completes DHCP.
     let _s3 = rig.associate(3);
+    d.wait_line(&format!("event=waiting mac={}", mac(3)), LOG)
+        .unwrap();
+    assert!(cloud_ok(&rig, 1, YES), "nobody is evicted before the DHCP");
+    rig.dhcp(3).expect("the newcomer gets an address");
     d.wait_line(
         &format!("event=evicted mac={} reason=make_room", mac(1)),
         LOG,
@@ -100,7 +105,6 @@ fn a_full_network_evicts_the_oldest_old_enough_client_and_bans_it() {
         "the evicted client still gets through"
     );
     assert!(cloud_ok(&rig, 2, YES));
-    rig.dhcp(3).expect("the newcomer gets an address");
     assert!(cloud_ok(&rig, 3, YES));
     let clients = status_clients(&rig);
     assert_eq!(clients, [mac(2), mac(3)]);

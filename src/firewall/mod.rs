@@ -186,7 +186,7 @@ impl Firewall {
             let Some(got) = t.chains.iter().find(|c| c.name == chain.name) else {
                 return Err(fail(format!("chain {} is missing", chain.name)));
             };
-            let hook = chain.base.as_ref().map(|b| b.hook as u32);
+            let hook = chain.base.as_ref().map(|b| b.hook.number());
             let prio = chain.base.as_ref().map(|b| b.priority);
             if got.hook != hook || got.priority != prio {
                 return Err(fail(format!(

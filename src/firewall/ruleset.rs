@@ -19,24 +19,39 @@ use crate::firewall::nflog;
 
 pub const TABLE: &str = "provisioner";
 
-/// Netfilter hook numbers (`enum nf_inet_hooks`), as the kernel reports them on read-back.
+/// Netfilter hooks of our base chains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
-    Prerouting = 0,
-    Input = 1,
-    Forward = 2,
-    Output = 3,
-    Postrouting = 4,
+    Prerouting,
+    Input,
+    Forward,
+    Output,
+    Postrouting,
+    /// The arp family's input (`NF_ARP_IN`).
+    ArpInput,
 }
 
 impl Hook {
     fn name(self) -> &'static str {
         match self {
             Hook::Prerouting => "prerouting",
-            Hook::Input => "input",
+            Hook::Input | Hook::ArpInput => "input",
             Hook::Forward => "forward",
             Hook::Output => "output",
             Hook::Postrouting => "postrouting",
+        }
+    }
+
+    /// The hook's number as the kernel reports it on read-back (`enum nf_inet_hooks`,
+    /// `NF_ARP_*`).
+    pub fn number(self) -> u32 {
+        match self {
+            Hook::Prerouting => 0,
+            Hook::Input => 1,
+            Hook::Forward => 2,
+            Hook::Output => 3,
+            Hook::Postrouting => 4,
+            Hook::ArpInput => 0,
         }
     }
 }
@@ -476,7 +491,7 @@ impl Ruleset {
             chains: vec![
                 Chain {
                     name: "input",
-                    base: base("filter", Hook::Input, PRIO_FILTER),
+                    base: base("filter", Hook::ArpInput, PRIO_FILTER),
                     rules: vec![format!("iifname {prov} jump arp_from_prov")],
                 },
                 Chain {
