@@ -34,10 +34,12 @@ impl std::fmt::Display for ConfigError {
         if self.line > 0 {
             write!(f, ":{}", self.line)?;
         }
+        // Values are quoted into messages as written: a BOM or a control byte in them must
+        // show, not be printed raw into a terminal or a log line.
         if let Some(o) = &self.option {
-            write!(f, ": option '{o}'")?;
+            write!(f, ": option '{}'", uci::visible(o.as_bytes()))?;
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": {}", uci::visible(self.message.as_bytes()))
     }
 }
 

@@ -1006,6 +1006,11 @@ config allow
 
     #[test]
     fn errors_show_invisible_characters_escaped() {
+        let e = uci("config network\n option interface 'a\u{feff}b'\n option wan w\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/config/provisioner:2: option 'interface': 'a\\u{feff}b' is not an interface name (1-15 of letters, digits, '-', '_', '.', '@')"
+        );
         let e = Config::parse_bytes(
             "f",
             b"config network\n option interface '\x01\xff'\n",
