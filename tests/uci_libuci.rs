@@ -20,8 +20,8 @@
 //! rejects values that are not UTF-8, naming line and option, where `uci::load` agrees with
 //! libuci byte for byte.
 //!
-//! Inputs: every file in `tests/uci/corpus` (hand-written tricky cases) and
-//! `etc/provisioner.uci`, then generated files (proptest; `UCI_DIFF_CASES`, default 5000).
+//! Inputs: every file in `tests/uci/corpus` (hand-written tricky cases), the shipped configs
+//! and the OpenWrt-like ones in `tests/openwrt/config`, then generated files (proptest; `UCI_DIFF_CASES`, default 5000).
 
 mod kit;
 
@@ -309,7 +309,14 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
         .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
         .collect();
     files.sort();
+    // Real configs too: ours as shipped, and the OpenWrt-like ones the package tests use.
     files.push(root.join("etc/provisioner.uci"));
+    files.push(root.join("openwrt/files/provisioner.config"));
+    let mut openwrt: Vec<_> = std::fs::read_dir(root.join("tests/openwrt/config"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    openwrt.sort();
+    files.extend(openwrt);
     files
         .into_iter()
         .map(|p| {
