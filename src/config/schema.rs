@@ -43,7 +43,9 @@ impl<'a> Options<'a> {
         self.section.entries.iter().filter(move |e| e.name == name)
     }
 
-    /// A single-valued option, parsed; `None` if absent. Given twice or as a list is an error.
+    /// A single-valued option, parsed; `None` if absent. As a list is an error, and so is
+    /// twice (which neither reader produces: a later UCI option replaces the earlier one, as
+    /// in libuci, and TOML rejects a repeated key).
     fn scalar<T>(
         &mut self,
         name: &'static str,

@@ -20,7 +20,10 @@
 //!   backslash-newline (or backslash-CRLF) joins lines with nothing in between, and a word
 //!   ends there if the next line starts with whitespace (so `a\` + ` b` is two words);
 //! - `'...'` is literal, `"..."` and unquoted text take `\x` as `x`; adjacent pieces join;
-//! - `#` outside quotes ends the line, also inside a word (`443#https` is `443`);
+//! - `#` outside quotes ends the line, also inside a word (`443#https` is `443`); inside
+//!   quotes it is text. Comments may hold any bytes;
+//! - whitespace is C's `isspace` (so `\v`, `\f` and a CRLF's `\r` separate words); a UTF-8
+//!   byte-order mark is no whitespace, so a file starting with one is an invalid command;
 //! - the keyword is split off at a space or tab only (`config\n` is an invalid command) and
 //!   may be abbreviated to its first letter (`c`, `o`, `l`, `p`);
 //! - `;` ends a command, but if it directly follows an unquoted word libuci overwrites it
