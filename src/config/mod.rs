@@ -30,7 +30,7 @@ pub struct ConfigError {
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.file)?;
+        write!(f, "{}", uci::visible(self.file.as_bytes()))?;
         if self.line > 0 {
             write!(f, ":{}", self.line)?;
         }
