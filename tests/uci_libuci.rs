@@ -601,7 +601,39 @@ fn generated_files_read_as_libuci_reads_them() {
         failure_persistence: None,
         ..PropConfig::default()
     });
-    let result = runner.run(&file(), |text| {
+    // One file in five is raw token soup rather than statements, for what the statement
+    // shapes above do not think of.
+    let soup = proptest::collection::vec(
+        pick(&[
+            b"config ",
+            b"option ",
+            b"list ",
+            b"package ",
+            b"c ",
+            b"o ",
+            b"\n",
+            b"\r\n",
+            b"\\\n",
+            b"\\",
+            b"'",
+            b"\"",
+            b"#",
+            b";",
+            b" ",
+            b"\t",
+            b"\x0b",
+            b"x",
+            b"ab_1",
+            b"\xff",
+            b"\r",
+            b"-",
+            b"cfg01b606 ",
+            b"\xef\xbb\xbf",
+        ]),
+        0..60,
+    )
+    .prop_map(concat);
+    let result = runner.run(&prop_oneof![4 => file(), 1 => soup], |text| {
         let reason = agree(&mut libuci.borrow_mut(), &text).map_err(TestCaseError::fail)?;
         *reasons
             .borrow_mut()
