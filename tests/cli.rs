@@ -92,6 +92,49 @@ fn check_names_file_line_and_option() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/provisioner: cannot read"));
 }
 
+/// `--check` reads the file as `uci` does (see tests/uci_libuci.rs): it rejects files uci
+/// cannot load, accepts comments that are not UTF-8 (uci ignores them), and a repeated
+/// option means its last value.
+#[test]
+fn check_reads_the_file_as_uci_does() {
+    let base = "config network 'network'\n\toption interface 'prov0'\n\toption wan 'wan0'\n";
+    let check = |name: &str, text: &[u8]| {
+        let dir = std::env::temp_dir().join(format!("provisioner-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        let out = provisionerd(&["--check", p.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr).replace(p.to_str().unwrap(), "F");
+        (out.status.success(), err)
+    };
+    let dash = format!("{base}config allow 'acme-iot'\n\tlist address 11.0.0.1\n");
+    assert_eq!(
+        check("dash", dash.as_bytes()),
+        (
+            false,
+            "F:4: invalid section name 'acme-iot' (letters, digits and _ only)\n".into()
+        )
+    );
+    let (ok, err) = check("bom", format!("\u{feff}{base}").as_bytes());
+    assert!(!ok);
+    assert!(
+        err.starts_with("F:1: the file starts with a byte-order mark (\\u{feff})"),
+        "{err}"
+    );
+    let latin1 = [&b"# r\xe9seau\n"[..], base.as_bytes()].concat();
+    let (ok, err) = check("latin1", &latin1);
+    assert!(ok, "{err}");
+    // The later `option wan` replaces the first, so the WAN is now the interface.
+    let twice = format!("{base}\toption wan 'prov0'\n");
+    assert_eq!(
+        check("twice", twice.as_bytes()),
+        (
+            false,
+            "F:2: option 'interface': 'prov0' is also the WAN; they must differ\n".into()
+        )
+    );
+}
+
 #[test]
 fn print_ruleset_shows_the_one_table() {
     let out = provisionerd(&["--print-ruleset", "-c", "etc/provisioner.uci"]);

@@ -30,14 +30,16 @@ pub struct ConfigError {
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.file)?;
+        write!(f, "{}", uci::visible(self.file.as_bytes()))?;
         if self.line > 0 {
             write!(f, ":{}", self.line)?;
         }
+        // Values are quoted into messages as written: a BOM or a control byte in them must
+        // show, not be printed raw into a terminal or a log line.
         if let Some(o) = &self.option {
-            write!(f, ": option '{o}'")?;
+            write!(f, ": option '{}'", uci::visible(o.as_bytes()))?;
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": {}", uci::visible(self.message.as_bytes()))
     }
 }
 
@@ -197,29 +199,45 @@ impl Config {
     /// Reads and validates a config file; TOML if the name ends in `.toml`, UCI otherwise.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        // Bytes, not a String: libuci reads any bytes, and a comment that is not UTF-8 is no
+        // reason to reject a file `uci` reads.
+        let text = std::fs::read(path).map_err(|e| ConfigError {
             file: file.clone(),
             line: 0,
             option: None,
             message: format!("cannot read: {e}"),
         })?;
         let toml = path.extension().is_some_and(|e| e == "toml");
-        Config::parse(&file, &text, toml)
+        Config::parse_bytes(&file, &text, toml)
     }
 
     /// Parses config text; `file` is only used in errors.
     pub fn parse(file: &str, text: &str, toml: bool) -> Result<Config, ConfigError> {
-        let doc = if toml {
-            tomlfile::parse(text)
-        } else {
-            uci::parse(text).map_err(|e| (e.line, e.message))
-        }
-        .map_err(|(line, message)| ConfigError {
+        Config::parse_bytes(file, text.as_bytes(), toml)
+    }
+
+    /// Parses a config file's bytes; `file` is only used in errors. UCI as libuci reads it
+    /// ([`uci`]); TOML must be UTF-8.
+    pub fn parse_bytes(file: &str, text: &[u8], toml: bool) -> Result<Config, ConfigError> {
+        let error = |line, option, message| ConfigError {
             file: file.to_owned(),
             line,
-            option: None,
+            option,
             message,
-        })?;
+        };
+        let doc = if toml {
+            let text = std::str::from_utf8(text).map_err(|e| {
+                let line = text[..e.valid_up_to()]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1;
+                error(line, None, "not UTF-8 text (TOML files must be)".to_owned())
+            })?;
+            tomlfile::parse(text).map_err(|(line, message)| error(line, None, message))?
+        } else {
+            uci::parse(text).map_err(|e| error(e.line, e.option, e.message))?
+        };
         schema::build(file, &doc)
     }
 

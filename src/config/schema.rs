@@ -43,7 +43,9 @@ impl<'a> Options<'a> {
         self.section.entries.iter().filter(move |e| e.name == name)
     }
 
-    /// A single-valued option, parsed; `None` if absent. Given twice or as a list is an error.
+    /// A single-valued option, parsed; `None` if absent. As a list is an error, and so is
+    /// twice (which neither reader produces: a later UCI option replaces the earlier one, as
+    /// in libuci, and TOML rejects a repeated key).
     fn scalar<T>(
         &mut self,
         name: &'static str,
@@ -878,12 +880,6 @@ config allow
                 "unknown option in section network",
             ),
             (
-                "config network\n option interface prov0\n option interface prov1\n option wan w\n",
-                3,
-                Some("interface"),
-                "given twice",
-            ),
-            (
                 "config network\n list interface prov0\n option wan w\n",
                 2,
                 Some("interface"),
@@ -927,10 +923,13 @@ config allow
         let e = with("config allow 'x'\n list domain 'a.example.com'\n");
         assert_eq!((e.line, e.option.as_deref()), (5, Some("domain")), "{e}");
         assert!(e.message.contains("upstream"), "{e}");
-        let e = with(
-            "config allow 'x'\n list address 1.2.3.4\nconfig allow 'x'\n list address 1.2.3.5\n",
-        );
-        assert_eq!(e.line, 6, "{e}");
+        // Two sections named 'x' are one, as in uci.
+        let c = uci(&format!(
+            "{base}config allow 'x'\n list address 1.2.3.4\nconfig allow 'x'\n list address 1.2.3.5\n"
+        ))
+        .unwrap();
+        assert_eq!(c.allow.len(), 1);
+        assert_eq!(c.allow[0].nets.len(), 2);
         let e = with("config limits\n option max_clients 300\n");
         assert_eq!(
             (e.line, e.option.as_deref()),
@@ -958,6 +957,94 @@ config allow
         assert!(e.message.contains("unknown section type"), "{e}");
         let e = with("config network\n");
         assert!(e.message.contains("given twice"), "{e}");
+    }
+
+    /// What `uci show` shows is what is enforced: a later `option` replaces the earlier
+    /// value (or list), a `list` after an `option` appends, sections of one name merge, and
+    /// an empty option changes nothing (libuci's rules, see `uci.rs`).
+    #[test]
+    fn repeated_options_mean_what_uci_shows() {
+        let base =
+            "config network 'n'\n option interface prov0\n option interface prov1\n option wan w\n";
+        let c = uci(base).unwrap();
+        assert_eq!(c.network.interface.as_str(), "prov1");
+        let ports = |extra: &str| {
+            let c = uci(&format!(
+                "{base}config allow 'a'\n list address 11.0.0.1\n{extra}"
+            ))
+            .unwrap();
+            let a = &c.allow[0];
+            a.ports
+                .iter()
+                .map(|p| (p.first, p.last))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ports(" option port '443'\n option port '8883'\n"),
+            [(8883, 8883)]
+        );
+        assert_eq!(
+            ports(" list port '443'\n list port '80'\n option port '8883'\n"),
+            [(8883, 8883)]
+        );
+        assert_eq!(
+            ports(" option port '443'\n list port '8883'\n"),
+            [(443, 443), (8883, 8883)]
+        );
+        assert_eq!(
+            ports(" option port '8883'\n option port ''\n"),
+            [(8883, 8883)]
+        );
+        assert_eq!(ports(" list port 443#https\n"), [(443, 443)]);
+        assert_eq!(
+            ports(
+                " list port 1\nconfig allow 'b'\n list address 11.0.0.2\nconfig allow 'a'\n list port 2\n"
+            ),
+            [(1, 1), (2, 2)]
+        );
+        // The merged option's error points at the line the bad value came from.
+        let e = uci(&format!(
+            "{base}config allow 'a'\n list address 11.0.0.1\n list port 1\nconfig allow 'a'\n list port 99999\n"
+        ))
+        .unwrap_err();
+        assert_eq!((e.line, e.option.as_deref()), (9, Some("port")), "{e}");
+        // An option after a list of the same name replaces it, and is still one value.
+        let e = uci(&format!(
+            "{base}config dns\n list upstream 1.1.1.1\n option upstream 'x'\n"
+        ))
+        .unwrap_err();
+        assert_eq!((e.line, e.option.as_deref()), (7, Some("upstream")), "{e}");
+    }
+
+    #[test]
+    fn errors_show_invisible_characters_escaped() {
+        let e = uci("config network\n option interface 'a\u{feff}b'\n option wan w\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/config/provisioner:2: option 'interface': 'a\\u{feff}b' is not an interface name (1-15 of letters, digits, '-', '_', '.', '@')"
+        );
+        let e = Config::parse_bytes(
+            "f",
+            b"config network\n option interface '\x01\xff'\n",
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "f:2: option 'interface': '\\u{1}\\xff' is not UTF-8 text (uci accepts any bytes, provisioner reads text)"
+        );
+        let e = Config::parse_bytes("f", b"\xef\xbb\xbfconfig network\n", false).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("f:1: the file starts with a byte-order mark (\\u{feff})"),
+            "{e}"
+        );
+        let e = Config::parse_bytes("f.toml", b"[network]\n\ninterface = \"\xff\"\n", true)
+            .unwrap_err();
+        assert_eq!(
+            (e.line, e.message.as_str()),
+            (3, "not UTF-8 text (TOML files must be)")
+        );
     }
 
     #[test]
