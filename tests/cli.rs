@@ -136,11 +136,13 @@ fn check_reads_the_file_as_uci_does() {
 }
 
 #[test]
-fn print_ruleset_shows_the_one_table() {
+fn print_ruleset_shows_our_tables_only() {
     let out = provisionerd(&["--print-ruleset", "-c", "etc/provisioner.uci"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("table inet provisioner {}\ndelete table inet provisioner\n"));
+    assert!(text.starts_with(
+        "table inet provisioner {}\ntable arp provisioner {}\ndelete table inet provisioner\ndelete table arp provisioner\n"
+    ));
     assert!(text.contains("11.1.0.10 . tcp . 8883"));
 }
 
