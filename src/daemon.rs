@@ -516,9 +516,14 @@ impl Daemon {
         let Some(msg) = dhcp::parse(&buf[frame.payload.clone()]) else {
             return;
         };
+        // The bridge learned the frame's port from the frame itself, before passing it up.
+        let port = self.segment.port_of(frame.src).unwrap_or_else(|e| {
+            debug!("looking up the bridge port of {}: {e}", frame.src);
+            frame.port
+        });
         let from = DhcpSender {
             frame: frame.src,
-            port: frame.port,
+            port,
             client_id: msg.client_id,
         };
         let decision = self.core.handle_dhcp(msg.request, from, Instant::now());

@@ -125,6 +125,8 @@ fn join(rig: &Rig, rt: &Runtime, h: &mut Hostapd, client: usize) -> (Proc, Durat
 #[test]
 fn stations_join_are_listed_and_leave() {
     let rig = Rig::new(3);
+    // hostapd alone: stations isolated as a Wi-Fi AP would (the daemon does this itself).
+    rig.isolate_ports();
     let _hostapd = rig.start_hostapd("");
     let rt = runtime();
     let mut h = connect(&rt, &rig);
@@ -212,6 +214,8 @@ fn a_silently_dead_supplicant_stays_authorized() {
 #[test]
 fn deny_acl_disconnects_but_does_not_refuse_with_the_wired_driver() {
     let rig = Rig::new(2);
+    // hostapd alone: stations isolated as a Wi-Fi AP would (the daemon does this itself).
+    rig.isolate_ports();
     let _hostapd = rig.start_hostapd("");
     let rt = runtime();
     let mut h = connect(&rt, &rig);
@@ -260,6 +264,8 @@ fn deny_acl_disconnects_but_does_not_refuse_with_the_wired_driver() {
 #[test]
 fn hostapd_restarts_and_keepalive() {
     let rig = Rig::new(2);
+    // hostapd alone: stations isolated as a Wi-Fi AP would (the daemon does this itself).
+    rig.isolate_ports();
     let mut hostapd = rig.start_hostapd("");
     let rt = runtime();
     let mut h = connect(&rt, &rig);
@@ -354,6 +360,8 @@ fn a_burst_of_clients_joins_at_once() {
         .unwrap_or(50);
     let start = Instant::now();
     let rig = Rig::new(n);
+    // hostapd alone: stations isolated as a Wi-Fi AP would (the daemon does this itself).
+    rig.isolate_ports();
     eprintln!("rig with {n} clients: {:?}", start.elapsed());
     let _hostapd = rig.start_hostapd("");
     let rt = runtime();

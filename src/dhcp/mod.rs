@@ -224,20 +224,18 @@ fn attach_filter(fd: &impl AsRawFd, prog: &[libc::sock_filter]) -> std::io::Resu
     }
 }
 
-/// `PACKET_ORIGDEV`: report the interface a frame came in on (the bridge port), not the
-/// bridge that passed it up.
-const PACKET_ORIGDEV: libc::c_int = 9;
 const PACKET_OUTGOING: u8 = 4;
 
 /// Where DHCP requests come in: a packet socket on the provisioning interface, so that each
-/// request arrives with the frame's source MAC and the port it came in on, which the
-/// message itself cannot forge. Non-blocking.
+/// request arrives with the frame's source MAC, which the message itself cannot forge.
+/// (Not the bridge port: a bridge passes frames up as its own; the bridge's forwarding
+/// database says which port, see `net::Segment::port_of`.) Non-blocking.
 #[derive(Debug)]
 pub struct Listener {
     fd: OwnedFd,
 }
 
-/// A request as it came in: who sent the frame, on which port, and the DHCP payload's
+/// A request as it came in: who sent the frame, on which interface, and the DHCP payload's
 /// place in the buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
@@ -265,20 +263,6 @@ impl Listener {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // Filter before binding: nothing else is ever queued.
         attach_filter(&fd, &DHCP_ONLY)?;
-        let one: libc::c_int = 1;
-        // SAFETY: `one` outlives the call and the length matches its type.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                PACKET_ORIGDEV,
-                (&one as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;

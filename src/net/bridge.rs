@@ -10,6 +10,7 @@
 //! every kernel has, and the table would be a hook on every frame of the home LAN's
 //! bridge too.
 
+use crate::core::MacAddr;
 use crate::netlink::*;
 
 use super::rtnl::{IFINFOMSG_LEN, Rtnl, msg_index, put_ifinfomsg};
@@ -22,6 +23,10 @@ const IFLA_IFNAME: u16 = 3;
 const IFLA_MASTER: u16 = 10;
 const IFLA_PROTINFO: u16 = 12;
 const IFLA_BRPORT_ISOLATED: u16 = 33;
+const RTM_NEWNEIGH: u16 = 28;
+const RTM_GETNEIGH: u16 = 30;
+const NDA_LLADDR: u16 = 2;
+const NDA_MASTER: u16 = 9;
 
 /// A port of a bridge, as the kernel reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,12 +51,47 @@ impl Rtnl {
         Ok(ports)
     }
 
+    /// The port of bridge `bridge` that the bridge last saw `mac` on (its forwarding
+    /// database, learned from the frame itself before the bridge passed it up): which port
+    /// a request came in on. `None` if the bridge does not know it (or is no bridge).
+    pub fn port_of(&mut self, bridge: u32, mac: MacAddr) -> Result<Option<u32>, NetlinkError> {
+        let start = self.begin(RTM_GETNEIGH, 0);
+        put_fdb_get(&mut self.buf, bridge, mac);
+        let mut port = None;
+        let r = self.get(start, "look up a bridge fdb entry", |ty, payload| {
+            if ty == RTM_NEWNEIGH {
+                port = msg_index(payload).map(|i| i as u32);
+            }
+        });
+        match r {
+            Ok(()) => Ok(port),
+            Err(e)
+                if matches!(
+                    e.errno(),
+                    Some(libc::ENOENT | libc::EINVAL | libc::EOPNOTSUPP)
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Isolates the bridge port with index `port`.
     pub fn isolate_port(&mut self, port: u32) -> Result<(), NetlinkError> {
         let start = self.begin(RTM_SETLINK, NLM_F_ACK);
         put_isolate(&mut self.buf, port);
         self.ack(start, "isolate bridge port")
     }
+}
+
+/// `bridge fdb get MAC br BRIDGE`: an `ndmsg` of the bridge family, the MAC and the bridge.
+fn put_fdb_get(buf: &mut Vec<u8>, bridge: u32, mac: MacAddr) {
+    buf.extend_from_slice(&[AF_BRIDGE, 0, 0, 0]);
+    buf.extend_from_slice(&0i32.to_ne_bytes());
+    buf.extend_from_slice(&[0; 4]); // state, flags, type
+    put_attr(buf, NDA_LLADDR, &mac.0);
+    put_attr(buf, NDA_MASTER, &bridge.to_ne_bytes());
 }
 
 fn put_isolate(buf: &mut Vec<u8>, port: u32) {

@@ -61,6 +61,13 @@ impl Segment {
         Ok(done)
     }
 
+    /// The bridge port `mac` was last seen on (its index); the interface itself when it is
+    /// no bridge or the bridge does not know the MAC.
+    pub fn port_of(&mut self, mac: MacAddr) -> Result<u32, NetlinkError> {
+        let bridge = self.index()?;
+        Ok(self.rtnl.port_of(bridge, mac)?.unwrap_or(bridge))
+    }
+
     /// Pins and unpins neighbour entries as bindings begin and end.
     pub fn follow_leases(&mut self, changes: &[SetChange]) -> Result<(), NetlinkError> {
         let mut index = None;

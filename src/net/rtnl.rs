@@ -72,6 +72,34 @@ impl Rtnl {
         }
     }
 
+    /// Sends a (non-dump) get request and feeds its one reply's type and payload to `f`.
+    pub(super) fn get(
+        &mut self,
+        start: usize,
+        op: &'static str,
+        mut f: impl FnMut(u16, &[u8]),
+    ) -> Result<(), NetlinkError> {
+        end_msg(&mut self.buf, start);
+        self.send()?;
+        loop {
+            let len = self.recv()?;
+            for msg in Msgs::new(&self.recv[..len]) {
+                let msg = msg?;
+                if msg.seq != self.seq {
+                    continue;
+                }
+                if msg.ty == NLMSG_ERROR {
+                    return match parse_ack(&msg)? {
+                        (0, _) => Ok(()),
+                        (errno, message) => Err(NetlinkError::Kernel { errno, op, message }),
+                    };
+                }
+                f(msg.ty, msg.payload);
+                return Ok(());
+            }
+        }
+    }
+
     /// Sends the dump request and feeds each reply message's type and payload to `f`.
     pub(super) fn dump(
         &mut self,

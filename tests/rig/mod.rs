@@ -1,5 +1,5 @@
 //! Network-namespace test rig (root only): a router namespace between a fake internet
-//! ("cloud"), a home LAN and a provisioning bridge with isolated clients, plus the
+//! ("cloud"), a home LAN and a provisioning bridge with a port per client, plus the
 //! servers and probes that leak tests need. See [`Rig::new`] for the topology.
 //!
 //! Every link is created inside a namespace, so the host's interfaces, routes and
@@ -35,6 +35,8 @@ use nix::sys::socket::{
     AddressFamily, SockFlag, SockType, SockaddrStorage, bind, connect, getsockopt, socket, sockopt,
 };
 use nix::unistd::Pid;
+
+pub mod l2;
 
 // ---- Topology -------------------------------------------------------------------------
 
@@ -175,9 +177,12 @@ impl Rig {
     ///  isp0 11.0.0.1/30 ----- wan0 11.0.0.2/30        lan0 192.168.1.1 ----- eth0 192.168.1.10
     ///       2001:db8::1/64         2001:db8::2/64
     ///  lo: 11.1.0.10 .20 .53-.55   prov0 (bridge) 192.168.250.1/24, 2001:db8:2::1/64
-    ///      2001:db8:1::10           |-- prov0-c1 (isolated) ----- client 1 eth0 02:00:00:00:00:01
-    ///                               |-- prov0-c2 (isolated) ----- client 2 eth0 02:00:00:00:00:02
+    ///      2001:db8:1::10           |-- prov0-c1 ----- client 1 eth0 02:00:00:00:00:01
+    ///                               |-- prov0-c2 ----- client 2 eth0 02:00:00:00:00:02
     /// ```
+    ///
+    /// The bridge's ports are not isolated (the daemon isolates them; a test of hostapd alone
+    /// calls [`Rig::isolate_ports`]), so clients reach each other at layer 2 until then.
     ///
     /// The cloud has no route to 192.168.0.0/16, so only masqueraded IPv4 gets answers;
     /// it does route 2001:db8:2::/64 back via the router, so IPv6 leaks would work.
@@ -256,9 +261,9 @@ impl Rig {
                 "link add {port} type veth peer name {HOST_IF} address {mac} netns {}",
                 c.name
             ));
+            // As a router's bridge is before anyone isolates it: ports forward to each
+            // other (the daemon's job is to stop that; see Rig::isolate_ports).
             links.push(format!("link set {port} master {PROV_IF}"));
-            // Like a Wi-Fi AP with client isolation: no port-to-port forwarding.
-            links.push(format!("link set {port} type bridge_slave isolated on"));
         }
         ip_batch(r, &links);
 
@@ -424,6 +429,32 @@ impl Rig {
         assert!((1..=254).contains(&i), "client index {i} out of range");
         [0x02, 0, 0, 0, 0, i as u8]
     }
+    /// Isolates every client port of prov0 from the others, as a Wi-Fi AP's client isolation
+    /// would: for tests of hostapd on its own, without the daemon (which isolates them).
+    pub fn isolate_ports(&self) {
+        let lines: Vec<String> = (1..=self.clients.len())
+            .map(|i| {
+                format!(
+                    "link set {} type bridge_slave isolated on",
+                    Rig::client_port(i)
+                )
+            })
+            .collect();
+        ip_batch(&self.router.name, &lines);
+    }
+
+    /// Takes client `i`'s port off the bridge (`false`) or puts it back (`true`), as netifd
+    /// does when an interface comes and goes.
+    pub fn attach_port(&self, i: usize, attached: bool) {
+        let port = Rig::client_port(i);
+        let how = if attached {
+            format!("link set {port} master {PROV_IF}")
+        } else {
+            format!("link set {port} nomaster")
+        };
+        ip_batch(&self.router.name, &[how]);
+    }
+
     /// The router-side bridge port (a port of prov0) of client `i`.
     pub fn client_port(i: usize) -> String {
         format!("{PROV_IF}-c{i}")
@@ -1806,8 +1837,8 @@ fn ip_batch(ns: &str, lines: &[String]) {
 // 01:80:c2:00:00:03. A Linux bridge never forwards that link-local group by default and
 // hands such frames up on the *port* (prov0-cN), not on prov0, so hostapd on prov0 would
 // see nothing. `group_fwd_mask 8` (bit 3 = ...:03) makes the bridge treat them as
-// forwardable multicast: they go up to prov0 (where hostapd listens) and, as every port is
-// isolated, to no other client. hostapd answers each station by unicast
+// forwardable multicast: they go up to prov0 (where hostapd listens) and, once every port is
+// isolated (the daemon does it), to no other client. hostapd answers each station by unicast
 // (`use_pae_group_addr=0`), which the bridge delivers to that station's port only.
 //
 // What the wired driver does differently from a radio (see tests/hostapd.rs):
