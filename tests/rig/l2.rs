@@ -268,7 +268,7 @@ impl Sniffer {
                         &mut len,
                     )
                 };
-                if n < 14 || sll.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+                if n < 14 || sll.sll_pkttype == libc::PACKET_OUTGOING {
                     continue;
                 }
                 lock(&out.0).push(Seen {
