@@ -42,8 +42,11 @@ fn link_local(i: usize) -> String {
     format!("fe80::ff:fe00:{i:x}")
 }
 
+/// Whether a frame seen at the target (whose MAC is the second argument) is of a kind.
+type Kind = fn(&Seen, [u8; 6]) -> bool;
+
 /// What one client can send towards another at layer 2, by kind.
-const KINDS: [(&str, fn(&Seen, [u8; 6]) -> bool); 9] = [
+const KINDS: [(&str, Kind); 9] = [
     ("IPv4 unicast (TCP, UDP)", |s, to| {
         s.dst == to && s.ethertype == 0x0800
     }),
