@@ -208,6 +208,8 @@ impl Router {
                 ),
             )
             .env("LC_ALL", "C")
+            // Where the scripts find the committed files (/etc/config on a router).
+            .env("UCI_CONFIG_DIR", self.etc())
             .env("UCI_LOG", self.dir.join("uci.log"))
             .env("STUB_LOG", self.dir.join("stub.log"))
             .env("NFT_TABLE", self.dir.join("nft-table"))
@@ -268,6 +270,11 @@ impl Router {
         out.status
             .success()
             .then(|| text(&out).trim_end_matches('\n').to_owned())
+    }
+
+    /// `uci get` of what the file holds: the config named by its path has no staged changes.
+    fn committed(&self, reference: &str) -> Option<String> {
+        self.get(&format!("{}/{reference}", self.etc().display()))
     }
 
     fn set(&self, assignment: &str) {
@@ -880,6 +887,78 @@ fn uci_defaults_runs_nothing_but_uci() {
         let r = Router::new(shape, &format!("quiet-{}", shape.dir), &shells()[0]);
         r.uci_defaults();
         ran_nothing_else(&r);
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(openwrt_kit),
+    ignore = "../shared/openwrt is not here: OpenWrt's uci and fw4 are needed, skipped"
+)]
+fn an_administrators_staged_wireless_change_stays_staged() {
+    for shell in shells() {
+        let r = Router::new(DSA, &format!("staged-{}", shell.join("-")), &shell);
+        r.uci_defaults();
+        let w = r.setup_iface();
+        // Half-done work of the administrator's, staged (`uci set` without `uci commit`).
+        r.set("wireless.radio0.channel=11");
+        let staged = r.staged();
+        assert_eq!(staged, "wireless.radio0.channel='11'\n");
+        let committed_channel = r.committed("wireless.radio0.channel");
+        assert_eq!(committed_channel.as_deref(), Some("36"));
+
+        // The window opens: our change is in the file, theirs still staged only.
+        r.clear_logs();
+        assert!(r.ssid(&["up"]).status.success());
+        assert_eq!(
+            r.committed(&format!("wireless.{w}.disabled")).as_deref(),
+            Some("0")
+        );
+        assert_eq!(r.staged(), staged, "provisioner-ssid up");
+        assert_eq!(r.committed("wireless.radio0.channel"), committed_channel);
+        assert!(r.log("stub.log").contains("wifi reload"));
+
+        // The wifi-iface drifted (written straight to the file, leaving the staged change
+        // alone); start puts it back, and commits nothing of theirs.
+        let out = r.uci(&[
+            "set",
+            &format!("{}/wireless.{w}.hidden=0", r.etc().display()),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(r.staged(), staged);
+        r.clear_logs();
+        r.init("start_service");
+        assert_eq!(
+            r.committed(&format!("wireless.{w}.hidden")).as_deref(),
+            Some("1")
+        );
+        assert_eq!(r.staged(), staged, "the init script's wireless sync");
+        assert_eq!(r.committed("wireless.radio0.channel"), committed_channel);
+        assert!(r.log("stub.log").contains("wifi reload"));
+
+        // The window closes.
+        assert!(r.ssid(&["down"]).status.success());
+        assert_eq!(
+            r.committed(&format!("wireless.{w}.disabled")).as_deref(),
+            Some("1")
+        );
+        assert_eq!(r.staged(), staged, "provisioner-ssid down");
+        assert_eq!(r.committed("wireless.radio0.channel"), committed_channel);
+
+        // When they commit, theirs goes in on top of ours.
+        r.commit();
+        assert_eq!(
+            r.committed("wireless.radio0.channel").as_deref(),
+            Some("11")
+        );
+        assert_eq!(
+            r.committed(&format!("wireless.{w}.disabled")).as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            r.committed(&format!("wireless.{w}.hidden")).as_deref(),
+            Some("1")
+        );
     }
 }
 
