@@ -527,6 +527,7 @@ fn set_up(r: &Router, said: &str) {
         ("input", "REJECT"),
         ("output", "ACCEPT"),
         ("forward", "REJECT"),
+        ("auto_helper", "0"),
     ] {
         assert_eq!(g(&format!("firewall.{z}.{opt}")), want, "{opt}");
     }
@@ -797,6 +798,7 @@ fn exercise(shape: Shape, shell: &[&'static str]) {
         .position(|l| l.contains("jump handle_reject") && l.contains("Reject-Provision-Forward"))
         .unwrap_or_else(|| panic!("no provision_closed in forward_provision:\n{forward}"));
     assert!(cloud < closed, "{forward}");
+    assert!(!fw4.contains("helper_provision"), "{fw4}");
     let to_wan = chain(&fw4, "accept_to_wan").expect("chain accept_to_wan");
     assert!(
         to_wan.contains(&format!("oifname \"{}\"", shape.wan)),
@@ -967,6 +969,49 @@ fn an_administrators_staged_wireless_change_stays_staged() {
     not(openwrt_kit),
     ignore = "../shared/openwrt is not here: OpenWrt's uci and fw4 are needed, skipped"
 )]
+fn fw4_attaches_no_conntrack_helper_to_the_setup_zone() {
+    let r = Router::new(DSA, "helpers", &shells()[0]);
+    r.uci_defaults();
+    let z = r.find("firewall", "zone", "name", "provision").unwrap();
+    assert_eq!(
+        r.get(&format!("firewall.{z}.auto_helper")).as_deref(),
+        Some("0")
+    );
+    assert!(!r.fw4().contains("helper_provision"));
+
+    // An install of the previous version has the zone without it, and fw4 attaches its
+    // helpers (every one loaded on this machine; the chain and its jump in any case).
+    r.delete(&format!("firewall.{z}.auto_helper"));
+    r.commit();
+    let fw4 = r.fw4();
+    assert!(chain(&fw4, "helper_provision").is_some(), "{fw4}");
+    assert!(
+        fw4.contains("iifname \"br-provision\" jump helper_provision"),
+        "{fw4}"
+    );
+    // The upgrade runs uci-defaults again: the zone gets it.
+    r.uci_defaults();
+    assert_eq!(
+        r.get(&format!("firewall.{z}.auto_helper")).as_deref(),
+        Some("0")
+    );
+    assert!(!r.fw4().contains("helper_provision"));
+
+    // One the user set is the user's.
+    r.set(&format!("firewall.{z}.auto_helper=1"));
+    r.commit();
+    uci_defaults_twice(&r);
+    assert_eq!(
+        r.get(&format!("firewall.{z}.auto_helper")).as_deref(),
+        Some("1")
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(openwrt_kit),
+    ignore = "../shared/openwrt is not here: OpenWrt's uci and fw4 are needed, skipped"
+)]
 fn uci_defaults_follows_the_provisioner_config() {
     for shell in shells() {
         let r = Router::new(DSA, &format!("defaults-cfg-{}", shell.join("-")), &shell);
@@ -1009,6 +1054,8 @@ fn uci_defaults_keeps_what_the_user_has() {
     );
     assert_eq!(r.get("firewall.myzone.input").unwrap(), "DROP");
     assert_eq!(r.get("firewall.myzone.network").unwrap(), "provision");
+    // No conntrack helpers on it either.
+    assert_eq!(r.get("firewall.myzone.auto_helper").unwrap(), "0");
     assert_eq!(
         r.get("firewall.provision"),
         None,
@@ -1030,14 +1077,17 @@ fn uci_defaults_migrates_an_install_of_the_previous_version() {
         );
         // What the previous versions left: the same, but with a forwarding provision -> wan
         // instead of the mark rule and the catch-all, the wifi-iface up (no 'disabled'),
-        // no ssid_command. And a forwarding provision -> wan of the user's own.
+        // no ssid_command, a zone with fw4's conntrack helpers. And a forwarding
+        // provision -> wan of the user's own.
         r.uci_defaults();
         let w = r.setup_iface();
+        let z = r.find("firewall", "zone", "name", "provision").unwrap();
         for del in [
             "firewall.provision_cloud",
             "firewall.provision_closed",
             "provisioner.radio.ssid_command",
             &format!("wireless.{w}.disabled"),
+            &format!("firewall.{z}.auto_helper"),
         ] {
             r.delete(del);
         }
@@ -1090,6 +1140,10 @@ fn uci_defaults_migrates_an_install_of_the_previous_version() {
         assert_eq!(
             r.get("provisioner.radio.ssid_command").as_deref(),
             Some("/usr/libexec/provisioner-ssid")
+        );
+        assert_eq!(
+            r.get(&format!("firewall.{z}.auto_helper")).as_deref(),
+            Some("0")
         );
         // An existing wifi-iface is the window's: left up, the daemon takes it down.
         assert_eq!(r.get(&format!("wireless.{w}.disabled")), None);
