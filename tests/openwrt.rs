@@ -607,7 +607,8 @@ fn set_up(r: &Router, said: &str) {
     // wireless
     match shape.radio {
         Some((radio, radio_disabled)) => {
-            // Hidden, open, isolated, one spot more, created down.
+            // Hidden, open, isolated both ways (hostapd's ap_isolate; the bridge port's
+            // isolated flag), one spot more, created down.
             let w = r.setup_iface();
             for (opt, want) in [
                 ("device", radio),
@@ -618,6 +619,7 @@ fn set_up(r: &Router, said: &str) {
                 ("encryption", "none"),
                 ("hidden", "1"),
                 ("isolate", "1"),
+                ("bridge_isolate", "1"),
                 ("maxassoc", "9"),
             ] {
                 assert_eq!(g(&format!("wireless.{w}.{opt}")), want, "{opt}");
@@ -703,11 +705,16 @@ fn exercise(shape: Shape, shell: &[&'static str]) {
         // Drifted (LuCI, by hand): put back on the next start, with one wifi reload; then
         // nothing more to do.
         r.set(&format!("wireless.{w}.hidden=0"));
+        r.set(&format!("wireless.{w}.bridge_isolate=0"));
         r.commit();
         r.clear_logs();
         r.init("start_service");
         r.nothing_staged();
         assert_eq!(r.get(&format!("wireless.{w}.hidden")).as_deref(), Some("1"));
+        assert_eq!(
+            r.get(&format!("wireless.{w}.bridge_isolate")).as_deref(),
+            Some("1")
+        );
         let stubs = r.log("stub.log");
         assert_eq!(
             stubs.lines().filter(|l| *l == "wifi reload").count(),
@@ -798,12 +805,12 @@ fn exercise(shape: Shape, shell: &[&'static str]) {
         .position(|l| l.contains("jump handle_reject") && l.contains("Reject-Provision-Forward"))
         .unwrap_or_else(|| panic!("no provision_closed in forward_provision:\n{forward}"));
     assert!(cloud < closed, "{forward}");
-    assert!(!fw4.contains("helper_provision"), "{fw4}");
     let to_wan = chain(&fw4, "accept_to_wan").expect("chain accept_to_wan");
     assert!(
         to_wan.contains(&format!("oifname \"{}\"", shape.wan)),
         "{to_wan}"
     );
+    assert!(!fw4.contains("helper_provision"), "{fw4}");
 
     // It loads, and the daemon's table next to it.
     let fw4_file = r.dir.join("fw4.nft");
@@ -1077,8 +1084,8 @@ fn uci_defaults_migrates_an_install_of_the_previous_version() {
         );
         // What the previous versions left: the same, but with a forwarding provision -> wan
         // instead of the mark rule and the catch-all, the wifi-iface up (no 'disabled'),
-        // no ssid_command, a zone with fw4's conntrack helpers. And a forwarding
-        // provision -> wan of the user's own.
+        // no ssid_command, no bridge_isolate, a zone with fw4's conntrack helpers. And a
+        // forwarding provision -> wan of the user's own.
         r.uci_defaults();
         let w = r.setup_iface();
         let z = r.find("firewall", "zone", "name", "provision").unwrap();
@@ -1087,6 +1094,7 @@ fn uci_defaults_migrates_an_install_of_the_previous_version() {
             "firewall.provision_closed",
             "provisioner.radio.ssid_command",
             &format!("wireless.{w}.disabled"),
+            &format!("wireless.{w}.bridge_isolate"),
             &format!("firewall.{z}.auto_helper"),
         ] {
             r.delete(del);
@@ -1145,6 +1153,10 @@ fn uci_defaults_migrates_an_install_of_the_previous_version() {
             r.get(&format!("firewall.{z}.auto_helper")).as_deref(),
             Some("0")
         );
+        assert_eq!(
+            r.get(&format!("wireless.{w}.bridge_isolate")).as_deref(),
+            Some("1")
+        );
         // An existing wifi-iface is the window's: left up, the daemon takes it down.
         assert_eq!(r.get(&format!("wireless.{w}.disabled")), None);
         // And from there on, nothing changes.
@@ -1193,9 +1205,11 @@ fn init_keeps_the_wifi_iface_as_promised() {
         let r = Router::new(DSA, &format!("init-wifi-{}", shell.join("-")), &shell);
         r.uci_defaults();
         let w = r.setup_iface();
-        // Someone opened it up, bridged it into the LAN and changed the limit.
+        // Someone opened it up, bridged it into the LAN, took the isolation off and changed
+        // the limit.
         r.set(&format!("wireless.{w}.hidden=0"));
         r.set(&format!("wireless.{w}.isolate=0"));
+        r.delete(&format!("wireless.{w}.bridge_isolate"));
         r.set(&format!("wireless.{w}.encryption=psk2"));
         r.set(&format!("wireless.{w}.network=lan provision"));
         r.set("provisioner.limits.max_clients=3");
@@ -1207,6 +1221,7 @@ fn init_keeps_the_wifi_iface_as_promised() {
         for (opt, want) in [
             ("hidden", "1"),
             ("isolate", "1"),
+            ("bridge_isolate", "1"),
             ("encryption", "none"),
             ("network", "provision"),
             ("maxassoc", "4"),
