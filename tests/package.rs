@@ -61,13 +61,18 @@ fn build(dir: &Path, arch: &str) -> PathBuf {
 }
 
 /// `PKG_RELEASE` etc. from openwrt/Makefile.
+/// `PKG_RELEASE` etc. from openwrt/Makefile, a value continued over lines (trailing
+/// backslashes) joined into one as make does.
 fn makefile_var(name: &str) -> String {
     let mk = std::fs::read_to_string(root().join("openwrt/Makefile")).unwrap();
-    mk.lines()
+    let joined = mk.replace("\\\n", " ");
+    joined
+        .lines()
         .find_map(|l| l.trim_start().strip_prefix(&format!("{name}:=")))
         .unwrap_or_else(|| panic!("{name} is not set in openwrt/Makefile"))
-        .trim()
-        .to_owned()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn version() -> String {
@@ -207,25 +212,35 @@ fn ipk_is_what_ipkg_build_makes() {
     }
     assert_eq!(p.outer("debian-binary"), b"2.0\n");
 
-    // Control.
-    let fields = control_fields(&p.control("control"));
-    for f in [
-        "Package",
-        "Version",
-        "Depends",
-        "Source",
-        "SourceName",
-        "License",
-        "Section",
-        "Maintainer",
-        "Architecture",
-        "Installed-Size",
-        "Description",
-    ] {
-        assert!(
-            fields.get(f).is_some_and(|v| !v.trim().is_empty()),
-            "control has no {f}: {fields:?}"
-        );
+    // Control: every field the SDK writes for this package, in package-pack.mk's order.
+    let control = p.control("control");
+    let order: Vec<&str> = control
+        .lines()
+        .filter(|l| !l.starts_with(' '))
+        .filter_map(|l| l.split_once(": ").map(|(k, _)| k))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "Package",
+            "Version",
+            "Depends",
+            "Source",
+            "SourceName",
+            "License",
+            "LicenseFiles",
+            "Section",
+            "SourceDateEpoch",
+            "URL",
+            "Maintainer",
+            "Architecture",
+            "Installed-Size",
+            "Description",
+        ]
+    );
+    let fields = control_fields(&control);
+    for (f, v) in &fields {
+        assert!(!v.trim().is_empty(), "control's {f} is empty: {fields:?}");
     }
     assert_eq!(fields["Package"], "provisioner");
     assert_eq!(fields["SourceName"], "provisioner");
@@ -234,17 +249,32 @@ fn ipk_is_what_ipkg_build_makes() {
     assert_eq!(fields["License"], env!("CARGO_PKG_LICENSE"));
     assert_eq!(fields["Section"], "net");
     assert_eq!(fields["SourceDateEpoch"], EPOCH);
+    assert_eq!(fields["LicenseFiles"], "LICENSE-APACHE LICENSE-MIT");
+    assert_eq!(fields["URL"], makefile_var("URL"));
+    // A maintainer with an address: "Name <user@host>".
+    let maintainer = &fields["Maintainer"];
+    let address = maintainer
+        .split_once(" <")
+        .and_then(|(_, a)| a.strip_suffix('>'))
+        .unwrap_or_else(|| panic!("Maintainer without an address: {maintainer}"));
+    assert!(address.contains('@'), "{maintainer}");
+    // As the SDK writes it: EXTRA_DEPENDS, libc, then DEPENDS' packages. The kmods as
+    // OpenWrt's package/kernel/linux/modules/netfilter.mk names them: nf_tables
+    // (kmod-nft-core), NAT (masquerade, redirect), the arp family (table arp provisioner),
+    // nfnetlink_log (the daemon reads `log group` packets).
     let depends: Vec<&str> = fields["Depends"].split(", ").collect();
-    for d in [
-        "libc",
-        "nftables",
-        "kmod-nft-core",
-        "kmod-nft-nat",
-        "hostapd",
-    ] {
-        assert!(depends.contains(&d), "Depends lacks {d}: {depends:?}");
-    }
-    assert_eq!(depends.len(), 5, "{depends:?}");
+    assert_eq!(
+        depends,
+        [
+            "hostapd",
+            "libc",
+            "nftables",
+            "kmod-nft-core",
+            "kmod-nft-nat",
+            "kmod-nft-arp",
+            "kmod-nfnetlink-log",
+        ]
+    );
     // ipkg-build's Installed-Size: the uncompressed data tar.
     let data_tar = run(Command::new("gzip")
         .arg("-dc")
@@ -547,6 +577,20 @@ fn shell_scripts_parse() {
     }
 }
 
+/// `key = value` lines of a Cargo.toml table, e.g. `[profile.release]`.
+fn cargo_table(table: &str) -> BTreeMap<String, String> {
+    let toml = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let head = format!("[{table}]");
+    toml.lines()
+        .skip_while(|l| l.trim() != head)
+        .skip(1)
+        .take_while(|l| !l.starts_with('['))
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once(" = "))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+        .collect()
+}
+
 #[test]
 fn makefile_and_ipk_agree_with_the_crate() {
     // The SDK reads the version from Cargo.toml; ipk.sh the rest from the Makefile.
@@ -555,4 +599,60 @@ fn makefile_and_ipk_agree_with_the_crate() {
     assert_eq!(makefile_var("PKG_LICENSE"), env!("CARGO_PKG_LICENSE"));
     assert!(mk.contains("include $(TOPDIR)/feeds/packages/lang/rust/rust-package.mk"));
     assert!(mk.contains("$(eval $(call BuildPackage,provisioner))"));
+
+    // The license texts are in the tree (Build/Prepare copies it; PKG_LICENSE_FILES are
+    // relative to the build directory), one per license.
+    let files = makefile_var("PKG_LICENSE_FILES");
+    for f in files.split(' ') {
+        assert!(
+            root().join(f).is_file(),
+            "PKG_LICENSE_FILES: {f} is missing"
+        );
+    }
+    assert_eq!(
+        files.split(' ').count(),
+        env!("CARGO_PKG_LICENSE").split(" OR ").count()
+    );
+
+    // What the binary is built from: a change to any of them rebuilds the package.
+    let depends = makefile_var("PKG_FILE_DEPENDS");
+    let named: Vec<&str> = depends
+        .split(' ')
+        .map(|d| {
+            d.strip_prefix("$(CURDIR)/../")
+                .unwrap_or_else(|| panic!("PKG_FILE_DEPENDS: {d} is not in the source tree"))
+        })
+        .collect();
+    for input in ["src", "Cargo.toml", "Cargo.lock", "build.rs"] {
+        assert!(named.contains(&input), "PKG_FILE_DEPENDS lacks {input}");
+    }
+    for n in &named {
+        assert!(
+            root().join(n).exists(),
+            "PKG_FILE_DEPENDS: {n} does not exist"
+        );
+    }
+
+    // The release profile the SDK builds (rust-values.mk: opt-level z, LTO, one codegen
+    // unit, no debug assertions, overflow checks, unwind) as Cargo.toml's, which make
+    // cross and make ipk build: panic abort and overflow checks, both ways.
+    let release = cargo_table("profile.release");
+    assert_eq!(release["panic"], "abort");
+    assert_eq!(release["overflow-checks"], "true");
+    assert_eq!(release["opt-level"], "z");
+    assert_eq!(release["codegen-units"], "1");
+    let vars = mk
+        .lines()
+        .find_map(|l| l.strip_prefix("CARGO_PKG_VARS+="))
+        .expect("CARGO_PKG_VARS+= in openwrt/Makefile");
+    assert!(vars.contains("CARGO_PROFILE_RELEASE_PANIC=abort"), "{vars}");
+    assert!(
+        vars.contains("CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true"),
+        "{vars}"
+    );
+
+    // Vendored crates, when there are any, and then no network.
+    assert!(mk.contains("ifneq ($(wildcard $(CURDIR)/../vendor/),)"));
+    assert!(mk.contains("$(call Build/Compile/Cargo,,--offline"));
+    assert!(mk.contains("source.vendored-sources.directory=\"$(PKG_BUILD_DIR)/vendor\""));
 }
