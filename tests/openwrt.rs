@@ -152,6 +152,7 @@ impl Router {
         );
         stub("wifi", "echo \"wifi $*\" >>\"$STUB_LOG\"");
         stub("logger", "echo \"logger $*\" >>\"$STUB_LOG\"");
+        stub("reload_config", "echo \"reload_config $*\" >>\"$STUB_LOG\"");
         // The table: a file; `nft list tables` shows it, `nft -f -` writes it.
         stub(
             "nft",
@@ -1355,6 +1356,55 @@ fn ssid_command_brings_only_the_setup_ssid_up_and_down() {
         assert_eq!(r.files(), before);
         let stubs = r.log("stub.log");
         assert!(wifi_calls(&stubs).is_empty(), "{stubs}");
+    }
+}
+
+/// The shell block of README.md's "Installing on a router" that follows `after`.
+fn readme_block(after: &str) -> String {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let rest = &readme[readme
+        .find(after)
+        .unwrap_or_else(|| panic!("README: {after}"))..];
+    let start = rest.find("```sh\n").expect("a ```sh block") + "```sh\n".len();
+    let len = rest[start..].find("```\n").expect("its end");
+    rest[start..start + len].to_owned()
+}
+
+#[test]
+#[cfg_attr(
+    not(openwrt_kit),
+    ignore = "../shared/openwrt is not here: OpenWrt's uci and fw4 are needed, skipped"
+)]
+fn a_wired_setup_port_as_the_readme_says() {
+    for shell in shells() {
+        let r = Router::new(DSA, &format!("wired-{}", shell.join("-")), &shell);
+        r.uci_defaults();
+        r.clear_logs();
+        r.sh(&readme_block("On a DSA router, for `lan4`:"));
+        r.nothing_staged();
+        assert_eq!(r.log("stub.log"), "reload_config \n");
+        let lan = r.find("network", "device", "name", "br-lan").unwrap();
+        assert_eq!(
+            r.get(&format!("network.{lan}.ports")).as_deref(),
+            Some("lan1 lan2 lan3")
+        );
+        let dev = r.find("network", "device", "name", "br-provision").unwrap();
+        assert_eq!(
+            r.get(&format!("network.{dev}.ports")).as_deref(),
+            Some("lan4")
+        );
+        // What netifd sets the bridge port's isolated flag from (device.c: "isolate").
+        let port = r.find("network", "device", "name", "lan4").unwrap();
+        assert_eq!(
+            r.get(&format!("network.{port}.isolate")).as_deref(),
+            Some("1")
+        );
+        // uci-defaults (an upgrade), the init script and fw4 take it as it is.
+        let before = r.files();
+        uci_defaults_twice(&r);
+        r.init("start_service");
+        assert_eq!(r.files(), before);
+        assert!(r.fw4().contains("Allow-Provision-Cloud"));
     }
 }
 
