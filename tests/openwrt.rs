@@ -827,6 +827,18 @@ fn exercise(shape: Shape, shell: &[&'static str]) {
     let tables = load_in_netns(&[&fw4_file, &ours]);
     assert!(tables.contains("table inet fw4"), "{tables}");
     assert!(tables.contains("table inet provisioner"), "{tables}");
+    // Every table of the daemon's (inet, and arp where it has one).
+    for table in std::fs::read_to_string(&ours)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("table "))
+    {
+        let name = table.trim_end_matches(['{', '}', ' ']);
+        assert!(
+            tables.lines().any(|l| l == format!("table {name}")),
+            "table {name} not loaded: {tables}"
+        );
+    }
 }
 
 fn exercise_in_every_shell(shape: Shape) {
