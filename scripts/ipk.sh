@@ -78,9 +78,11 @@ fi
 makefile=$root/openwrt/Makefile
 [ -f "$makefile" ] || die "$makefile is missing"
 
-# A top-level `NAME:=value` of the Makefile, or one inside a define (indented).
+# A top-level `NAME:=value` of the Makefile, or one inside a define (indented); a value
+# continued over lines (a trailing backslash) is joined into one, as make does.
 mk_var() {
-    sed -n "s/^[[:space:]]*$1:=[[:space:]]*//p" "$makefile" | head -n1
+    sed -e ':a' -e '/\\$/{N;s/\\\n[[:space:]]*/ /;ba' -e '}' "$makefile" |
+        sed -n "s/^[[:space:]]*$1:=[[:space:]]*//p" | head -n1
 }
 
 # The body of `define Package/provisioner/$1` as make passes it on: $$ is $.
@@ -167,7 +169,11 @@ mk_define install | while IFS= read -r line; do
 done
 find "$data" -type d -exec chmod 0755 {} +
 
-# control
+# control: the fields in package-pack.mk's order (an empty one is left out, as its
+# addfield does).
+field() {
+    [ -z "$2" ] || echo "$1: $2"
+}
 conffiles=$(mk_define conffiles)
 description=$(mk_define description)
 {
@@ -177,8 +183,10 @@ description=$(mk_define description)
     echo "Source: package/$pkg"
     echo "SourceName: $pkg"
     echo "License: $(mk_var PKG_LICENSE)"
+    field LicenseFiles "$(mk_var PKG_LICENSE_FILES)"
     echo "Section: $(mk_var SECTION)"
     echo "SourceDateEpoch: $epoch"
+    field URL "$(mk_var URL)"
     echo "Maintainer: $(mk_var PKG_MAINTAINER)"
     echo "Architecture: $arch"
     echo "Installed-Size: 0"
