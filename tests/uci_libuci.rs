@@ -21,7 +21,7 @@
 //! libuci byte for byte.
 //!
 //! Inputs: every file in `tests/uci/corpus` (hand-written tricky cases), the shipped configs
-//! and the OpenWrt-like ones in `tests/openwrt/config`, then generated files (proptest; `UCI_DIFF_CASES`, default 5000).
+//! and the OpenWrt router shapes in `tests/openwrt/*/`, then generated files (proptest; `UCI_DIFF_CASES`, default 5000).
 
 mod kit;
 
@@ -312,9 +312,17 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
     // Real configs too: ours as shipped, and the OpenWrt-like ones the package tests use.
     files.push(root.join("etc/provisioner.uci"));
     files.push(root.join("openwrt/files/provisioner.config"));
-    let mut openwrt: Vec<_> = std::fs::read_dir(root.join("tests/openwrt/config"))
-        .map(|d| d.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default();
+    // Every router shape's files (tests/openwrt/<shape>/<config>) and the shared ones.
+    let mut openwrt = Vec::new();
+    for entry in std::fs::read_dir(root.join("tests/openwrt")).expect("tests/openwrt") {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            openwrt.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            openwrt.push(path);
+        }
+    }
+    assert!(openwrt.len() >= 10, "the router shapes went missing: {openwrt:?}");
     openwrt.sort();
     files.extend(openwrt);
     files
