@@ -322,7 +322,10 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
             openwrt.push(path);
         }
     }
-    assert!(openwrt.len() >= 10, "the router shapes went missing: {openwrt:?}");
+    assert!(
+        openwrt.len() >= 10,
+        "the router shapes went missing: {openwrt:?}"
+    );
     openwrt.sort();
     files.extend(openwrt);
     files
