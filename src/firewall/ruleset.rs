@@ -151,9 +151,12 @@ fn nft_net(n: &ipnet::Ipv4Net) -> String {
 const PRIO_RAW: i32 = -300;
 const PRIO_DSTNAT: i32 = -100;
 const PRIO_FILTER: i32 = 0;
-/// Our forward chain runs just before the router's (fw4's, at `filter`), so that the mark
-/// below is set by the time fw4 looks.
-const PRIO_FORWARD: i32 = PRIO_FILTER - 10;
+/// Our filter chains run just before the router's (fw4's, at `filter`), never tied with
+/// them: on a tie the kernel runs hooks in the order they were registered, which changes
+/// with every fw4 reload. Before fw4, our restrictions hold whatever fw4 says, a refused
+/// router service is dropped (no reset, nothing to fingerprint) before fw4 could answer
+/// it, and the mark below is set by the time fw4 looks.
+const PRIO_OURS: i32 = PRIO_FILTER - 10;
 
 /// The firewall mark bit set on every packet this table lets out of the provisioning
 /// network. On OpenWrt, fw4 forwards provisioning traffic to the WAN only with this bit set,
@@ -398,7 +401,7 @@ impl Ruleset {
             },
             Chain {
                 name: "input",
-                base: base("filter", Hook::Input, PRIO_FILTER),
+                base: base("filter", Hook::Input, PRIO_OURS),
                 rules: vec![format!("iifname {prov} jump input_prov")],
             },
             // The router's own services: DHCP and DNS only. (Replies to connections the
@@ -419,7 +422,7 @@ impl Ruleset {
             },
             Chain {
                 name: "forward",
-                base: base("filter", Hook::Forward, PRIO_FORWARD),
+                base: base("filter", Hook::Forward, PRIO_OURS),
                 rules: vec![
                     format!("iifname {prov} jump forward_from_prov"),
                     format!("oifname {prov} jump forward_to_prov"),
@@ -462,7 +465,7 @@ impl Ruleset {
             // a connection the router opens to a client (an operator's ping) is ours.
             Chain {
                 name: "output",
-                base: base("filter", Hook::Output, PRIO_FILTER),
+                base: base("filter", Hook::Output, PRIO_OURS),
                 rules: vec![
                     format!("oifname {prov} meta nfproto ipv6 drop"),
                     format!("oifname {prov} ct state new ct mark set ct mark | {ALLOW_MARK:#x}"),
@@ -491,7 +494,7 @@ impl Ruleset {
             chains: vec![
                 Chain {
                     name: "input",
-                    base: base("filter", Hook::ArpInput, PRIO_FILTER),
+                    base: base("filter", Hook::ArpInput, PRIO_OURS),
                     rules: vec![format!("iifname {prov} jump arp_from_prov")],
                 },
                 Chain {
