@@ -1,7 +1,8 @@
 //! The router's DNS allow-list resolver with real DNS traffic in the netns rig: allowed
 //! names resolve and open exactly their addresses for the asking client, everything else is
 //! refused, cached answers keep working, rebinding answers open nothing, floods are
-//! limited, and allow-list changes take effect at once.
+//! limited, allow-list changes take effect at once, and only the provisioning network gets
+//! answers (also after a reload moves it).
 
 mod rig;
 
@@ -363,4 +364,193 @@ fn restart_keeps_learned_addresses_with_their_names() {
     d.wait_line("reloaded", LOG).unwrap();
     assert!(cloud_reachable(&rig, 1, YES));
     assert_eq!(rig.dns_queries("setup.acme.example"), 1);
+}
+
+/// A route in `ns` to `to` through the router's WAN address: the cloud has none to
+/// 192.168.0.0/16 of its own.
+fn route_via_wan(ns: &Ns, to: Ipv4Addr) {
+    ns.exec_ok(&[
+        "ip",
+        "route",
+        "add",
+        &format!("{to}/32"),
+        "via",
+        &ROUTER_WAN.to_string(),
+        "dev",
+        ISP_IF,
+    ]);
+    // The router's port 80 answers any address: the path is there, whatever DNS does.
+    assert!(
+        tcp(ns, sa(to, 80), None, YES).answered(),
+        "{} cannot reach {to} at all",
+        ns.name
+    );
+}
+
+/// Asserts that `ns` gets no DNS reply from `server`, over UDP nor TCP (a port unreachable,
+/// a reset or silence are all fine: anything but a DNS message).
+fn no_dns_reply(ns: &Ns, server: Ipv4Addr) {
+    for tcp in [false, true] {
+        let r = dns_query(
+            ns,
+            sa(server, 53),
+            "setup.acme.example",
+            RecordType::A,
+            tcp,
+            NO,
+        );
+        assert!(
+            matches!(r, Err(DnsError::Refused | DnsError::TimedOut)),
+            "{} got a DNS reply from {server} over {}: {r:?}",
+            ns.name,
+            if tcp { "TCP" } else { "UDP" }
+        );
+    }
+}
+
+/// A client asks the router and a public resolver (redirected to the router) over UDP and
+/// TCP, and gets answers every time; `router` is where the router's DNS is.
+fn client_resolves(rig: &Rig, client: usize, router: Ipv4Addr) {
+    for server in [router, CLOUD_DNS] {
+        for tcp in [false, true] {
+            let r = dns_query(
+                rig.client(client),
+                sa(server, 53),
+                "setup.acme.example",
+                RecordType::A,
+                tcp,
+                YES,
+            )
+            .unwrap_or_else(|e| panic!("asking {server} (tcp: {tcp}): {e:?}"));
+            assert_eq!(r.a, [CLOUD_ALLOWED], "asking {server} (tcp: {tcp})");
+        }
+    }
+    assert!(cloud_reachable(rig, client, YES));
+}
+
+/// One A question for `name` from `ns`, from `src` (an address `ns` holds), to `server`;
+/// nothing is read back.
+fn send_question(ns: &Ns, src: Ipv4Addr, server: Ipv4Addr, name: &str) {
+    let mut q = hickory_proto::op::Message::query();
+    q.metadata.recursion_desired = true;
+    q.add_query(hickory_proto::op::Query::query(
+        hickory_proto::rr::Name::from_ascii(name).unwrap(),
+        RecordType::A,
+    ));
+    let wire = q.to_vec().unwrap();
+    ns.run(|| {
+        let s = std::net::UdpSocket::bind((src, 0)).unwrap();
+        s.send_to(&wire, (server, 53)).unwrap();
+    });
+}
+
+#[test]
+fn only_the_provisioning_network_gets_dns_answers() {
+    let rig = Rig::new(1);
+    rig.dns_zone("setup.acme.example", a([11, 1, 0, 10], 300));
+    let _d = rig.start_daemon(&dns_config(""));
+    let client_ip = rig.dhcp(1).unwrap();
+    route_via_wan(rig.cloud(), ROUTER_PROV);
+    // The home host has a default route via the router already.
+    assert!(tcp(rig.home(), sa(ROUTER_PROV, 80), None, YES).answered());
+
+    // Neither the internet nor the home LAN gets a DNS reply from the provisioning
+    // address, over UDP or TCP.
+    no_dns_reply(rig.cloud(), ROUTER_PROV);
+    no_dns_reply(rig.home(), ROUTER_PROV);
+
+    // A host on the WAN that sends a question in a client's name: the router does not
+    // take it (nothing asked upstream, nothing learned for the client). The client's own
+    // question after it, on the same socket's queue, is answered: had the forged one been
+    // taken, it would have reached the upstream first.
+    rig.cloud()
+        .exec_ok(&["ip", "addr", "add", &format!("{client_ip}/32"), "dev", "lo"]);
+    send_question(
+        rig.cloud(),
+        client_ip,
+        ROUTER_PROV,
+        "forged.iot.acme.example",
+    );
+    assert_eq!(
+        ask(&rig, 1, "setup.acme.example", RecordType::A).a,
+        [CLOUD_ALLOWED]
+    );
+    assert_eq!(rig.dns_queries("forged.iot.acme.example"), 0);
+    assert!(
+        !learned4(&rig).contains(&DNS_ANSWER.to_string()),
+        "{}",
+        learned4(&rig)
+    );
+
+    // The client still gets answers from the router, also when it asks a public resolver
+    // (redirected to the router), over UDP and TCP, and reaches its cloud.
+    client_resolves(&rig, 1, ROUTER_PROV);
+}
+
+#[test]
+fn dns_moves_with_a_reload_to_another_router_address_and_interface() {
+    let rig = Rig::new(1);
+    rig.dns_zone("setup.acme.example", a([11, 1, 0, 10], 300));
+    let moved = Ipv4Addr::new(192, 168, 250, 2);
+    let cfg = |interface: &str, router: Ipv4Addr| {
+        dns_config("\nconfig dhcp 'dhcp'\n\toption pool_start '192.168.250.100'\n").replace(
+            &format!("\toption interface '{PROV_IF}'\n"),
+            &format!("\toption interface '{interface}'\n\toption router '{router}'\n"),
+        )
+    };
+    let d = rig.start_daemon(&cfg(PROV_IF, ROUTER_PROV));
+    rig.dhcp(1).unwrap();
+    let reload = |config: String| {
+        std::fs::write(rig.config_path(), config).unwrap();
+        d.signal(Signal::SIGHUP);
+        d.wait_line("reloaded", LOG).unwrap();
+    };
+
+    // A new router address on the same interface (its only one, so redirected DNS goes
+    // there too).
+    let prefix = format!("/{PROV_PREFIX}");
+    rig.router().exec_ok(&[
+        "ip",
+        "addr",
+        "del",
+        &format!("{ROUTER_PROV}{prefix}"),
+        "dev",
+        PROV_IF,
+    ]);
+    rig.router().exec_ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{moved}{prefix}"),
+        "dev",
+        PROV_IF,
+    ]);
+    reload(cfg(PROV_IF, moved));
+    // The client learns its new gateway at its next DHCP exchange.
+    rig.dhcp(1).unwrap();
+    route_via_wan(rig.cloud(), moved);
+    client_resolves(&rig, 1, moved);
+    no_dns_reply(rig.cloud(), moved);
+    no_dns_reply(rig.home(), moved);
+
+    // The same address on another interface: the client's port moves to a new bridge.
+    let new_if = "prov1";
+    let port = Rig::client_port(1);
+    for cmd in [
+        format!("link add {new_if} type bridge"),
+        format!("link set {port} nomaster"),
+        format!("link set {port} master {new_if}"),
+        format!("addr del {moved}{prefix} dev {PROV_IF}"),
+        format!("addr add {moved}{prefix} dev {new_if}"),
+        format!("link set {new_if} up"),
+        format!("link set {port} up"),
+    ] {
+        let args: Vec<&str> = std::iter::once("ip").chain(cmd.split(' ')).collect();
+        rig.router().exec_ok(&args);
+    }
+    reload(cfg(new_if, moved));
+    rig.dhcp(1).unwrap();
+    client_resolves(&rig, 1, moved);
+    no_dns_reply(rig.cloud(), moved);
+    no_dns_reply(rig.home(), moved);
 }
