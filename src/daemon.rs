@@ -340,8 +340,9 @@ impl Daemon {
             match r.route {
                 Route::Udp(SocketAddr::V4(to)) => datagrams.push((bytes, to)),
                 Route::Udp(SocketAddr::V6(_)) => {}
+                // Never waits: the connection has room for its one answer (or is gone).
                 Route::Tcp(conn) => {
-                    let _ = conn.send(bytes);
+                    let _ = conn.try_send(bytes);
                 }
             }
         }
