@@ -76,7 +76,10 @@ fn local_now() -> LocalTime {
     }
 }
 
-/// The DNS server's sockets on the router's provisioning address.
+/// The DNS server's sockets on the router's provisioning address, bound to the
+/// provisioning interface: the kernel hands them only what arrived there (redirected DNS
+/// included), so a host on the WAN or the home LAN that asks the provisioning address gets
+/// no answer, and cannot ask in a client's name either.
 struct DnsSockets {
     udp: UdpSocket,
     tcp_rx: mpsc::Receiver<TcpQuestion>,
@@ -84,14 +87,17 @@ struct DnsSockets {
 }
 
 impl DnsSockets {
-    fn open(router: Ipv4Addr) -> anyhow::Result<Self> {
+    fn open(interface: &IfName, router: Ipv4Addr) -> anyhow::Result<Self> {
         let addr = SocketAddrV4::new(router, 53);
-        let context =
-            || format!("opening the DNS server on {addr} (is another DNS server using it?)");
+        let context = || {
+            format!(
+                "opening the DNS server on {addr} on {interface} (is another DNS server using it?)"
+            )
+        };
         let udp = UdpSocket::from_std(std::net::UdpSocket::from(
-            bound(addr, SockType::Datagram).with_context(context)?,
+            bound(addr, interface, SockType::Datagram).with_context(context)?,
         ))?;
-        let fd = bound(addr, SockType::Stream).with_context(context)?;
+        let fd = bound(addr, interface, SockType::Stream).with_context(context)?;
         socket::listen(&fd, socket::Backlog::new(64).expect("valid backlog"))
             .with_context(context)?;
         let tcp = TcpListener::from_std(std::net::TcpListener::from(fd))?;
@@ -111,9 +117,13 @@ impl Drop for DnsSockets {
     }
 }
 
-/// A non-blocking socket bound to `addr`, even before the address is configured
-/// (IP_FREEBIND): netifd may bring the interface up after us.
-fn bound(addr: SocketAddrV4, ty: SockType) -> nix::Result<std::os::fd::OwnedFd> {
+/// A non-blocking socket bound to `addr` on `interface` (SO_BINDTODEVICE), even before the
+/// address is configured (IP_FREEBIND): netifd may bring the interface up after us.
+fn bound(
+    addr: SocketAddrV4,
+    interface: &IfName,
+    ty: SockType,
+) -> nix::Result<std::os::fd::OwnedFd> {
     let fd = socket::socket(
         AddressFamily::Inet,
         ty,
@@ -122,6 +132,11 @@ fn bound(addr: SocketAddrV4, ty: SockType) -> nix::Result<std::os::fd::OwnedFd> 
     )?;
     socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     socket::setsockopt(&fd, sockopt::IpFreebind, &true)?;
+    socket::setsockopt(
+        &fd,
+        sockopt::BindToDevice,
+        &std::ffi::OsString::from(interface.as_str()),
+    )?;
     socket::bind(
         std::os::fd::AsRawFd::as_raw_fd(&fd),
         &SockaddrIn::from(addr),
@@ -186,7 +201,7 @@ impl Daemon {
             warn!("pinning the clients' neighbour entries: {e}");
         }
         let (dhcp, dhcp_in) = dhcp_sockets(&cfg)?;
-        let dns = DnsSockets::open(cfg.network.router)?;
+        let dns = DnsSockets::open(&cfg.network.interface, cfg.network.router)?;
         let resolver = Resolver::new(&cfg);
         std::fs::create_dir_all(&paths.run_dir)
             .with_context(|| format!("creating {}", paths.run_dir.display()))?;
@@ -359,8 +374,9 @@ impl Daemon {
             match r.route {
                 Route::Udp(SocketAddr::V4(to)) => datagrams.push((bytes, to)),
                 Route::Udp(SocketAddr::V6(_)) => {}
+                // Never waits: the connection has room for its one answer (or is gone).
                 Route::Tcp(conn) => {
-                    let _ = conn.send(bytes);
+                    let _ = conn.try_send(bytes);
                 }
             }
         }
@@ -631,8 +647,12 @@ impl Daemon {
         let mut core = self.core.clone();
         core.reconfigure(&new, now);
         core.set_router_addresses(&new, &router_addresses());
-        let dns = if new.network.router != self.cfg.network.router {
-            match DnsSockets::open(new.network.router) {
+        // Bound to another device, new sockets do not clash with the old ones on the same
+        // address.
+        let dns = if new.network.interface != self.cfg.network.interface
+            || new.network.router != self.cfg.network.router
+        {
+            match DnsSockets::open(&new.network.interface, new.network.router) {
                 Ok(d) => Some(d),
                 Err(e) => {
                     error!("reload: {e:#}; keeping the last good configuration");
@@ -670,7 +690,7 @@ impl Daemon {
             self.dhcp_in = listener;
             self.segment = segment;
             isolate_ports(&mut self.segment);
-            if let Err(e) = self.segment.reconcile(&self.core.snapshot(now).leases) {
+            if let Err(e) = self.segment.reconcile(&core.snapshot(now).leases) {
                 warn!("pinning the clients' neighbour entries: {e}");
             }
         }

@@ -1,16 +1,22 @@
 //! The router's DNS allow-list resolver with real DNS traffic in the netns rig: allowed
 //! names resolve and open exactly their addresses for the asking client, everything else is
 //! refused, cached answers keep working, rebinding answers open nothing, floods are
-//! limited, and allow-list changes take effect at once.
+//! limited, allow-list changes take effect at once, only the provisioning network gets
+//! answers (also after a reload moves it), and one client holding TCP connections takes
+//! nobody else's.
 
 mod rig;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use nix::sys::signal::Signal;
+use provisioner::dns::{TCP_IDLE, TCP_PER_CLIENT};
 use rig::*;
 
 const YES: Duration = Duration::from_secs(5);
@@ -363,4 +369,385 @@ fn restart_keeps_learned_addresses_with_their_names() {
     d.wait_line("reloaded", LOG).unwrap();
     assert!(cloud_reachable(&rig, 1, YES));
     assert_eq!(rig.dns_queries("setup.acme.example"), 1);
+}
+
+/// A route in `ns` to `to` through the router's WAN address: the cloud has none to
+/// 192.168.0.0/16 of its own.
+fn route_via_wan(ns: &Ns, to: Ipv4Addr) {
+    ns.exec_ok(&[
+        "ip",
+        "route",
+        "add",
+        &format!("{to}/32"),
+        "via",
+        &ROUTER_WAN.to_string(),
+        "dev",
+        ISP_IF,
+    ]);
+    // The router's port 80 answers any address: the path is there, whatever DNS does.
+    assert!(
+        tcp(ns, sa(to, 80), None, YES).answered(),
+        "{} cannot reach {to} at all",
+        ns.name
+    );
+}
+
+/// Asserts that `ns` gets no DNS reply from `server`, over UDP nor TCP (a port unreachable,
+/// a reset or silence are all fine: anything but a DNS message).
+fn no_dns_reply(ns: &Ns, server: Ipv4Addr) {
+    for tcp in [false, true] {
+        let r = dns_query(
+            ns,
+            sa(server, 53),
+            "setup.acme.example",
+            RecordType::A,
+            tcp,
+            NO,
+        );
+        assert!(
+            matches!(r, Err(DnsError::Refused | DnsError::TimedOut)),
+            "{} got a DNS reply from {server} over {}: {r:?}",
+            ns.name,
+            if tcp { "TCP" } else { "UDP" }
+        );
+    }
+}
+
+/// A client asks the router and a public resolver (redirected to the router) over UDP and
+/// TCP, and gets answers every time; `router` is where the router's DNS is.
+fn client_resolves(rig: &Rig, client: usize, router: Ipv4Addr) {
+    for server in [router, CLOUD_DNS] {
+        for tcp in [false, true] {
+            let r = dns_query(
+                rig.client(client),
+                sa(server, 53),
+                "setup.acme.example",
+                RecordType::A,
+                tcp,
+                YES,
+            )
+            .unwrap_or_else(|e| panic!("asking {server} (tcp: {tcp}): {e:?}"));
+            assert_eq!(r.a, [CLOUD_ALLOWED], "asking {server} (tcp: {tcp})");
+        }
+    }
+    assert!(cloud_reachable(rig, client, YES));
+}
+
+/// One A question for `name` from `ns`, from `src` (an address `ns` holds), to `server`;
+/// nothing is read back.
+fn send_question(ns: &Ns, src: Ipv4Addr, server: Ipv4Addr, name: &str) {
+    let mut q = hickory_proto::op::Message::query();
+    q.metadata.recursion_desired = true;
+    q.add_query(hickory_proto::op::Query::query(
+        hickory_proto::rr::Name::from_ascii(name).unwrap(),
+        RecordType::A,
+    ));
+    let wire = q.to_vec().unwrap();
+    ns.run(|| {
+        let s = std::net::UdpSocket::bind((src, 0)).unwrap();
+        s.send_to(&wire, (server, 53)).unwrap();
+    });
+}
+
+#[test]
+fn only_the_provisioning_network_gets_dns_answers() {
+    let rig = Rig::new(1);
+    rig.dns_zone("setup.acme.example", a([11, 1, 0, 10], 300));
+    let _d = rig.start_daemon(&dns_config(""));
+    let client_ip = rig.dhcp(1).unwrap();
+    route_via_wan(rig.cloud(), ROUTER_PROV);
+    // The home host has a default route via the router already.
+    assert!(tcp(rig.home(), sa(ROUTER_PROV, 80), None, YES).answered());
+
+    // Neither the internet nor the home LAN gets a DNS reply from the provisioning
+    // address, over UDP or TCP.
+    no_dns_reply(rig.cloud(), ROUTER_PROV);
+    no_dns_reply(rig.home(), ROUTER_PROV);
+
+    // A host on the WAN that sends a question in a client's name: the router does not
+    // take it (nothing asked upstream, nothing learned for the client). The client's own
+    // question after it, on the same socket's queue, is answered: had the forged one been
+    // taken, it would have reached the upstream first.
+    rig.cloud()
+        .exec_ok(&["ip", "addr", "add", &format!("{client_ip}/32"), "dev", "lo"]);
+    send_question(
+        rig.cloud(),
+        client_ip,
+        ROUTER_PROV,
+        "forged.iot.acme.example",
+    );
+    assert_eq!(
+        ask(&rig, 1, "setup.acme.example", RecordType::A).a,
+        [CLOUD_ALLOWED]
+    );
+    assert_eq!(rig.dns_queries("forged.iot.acme.example"), 0);
+    assert!(
+        !learned4(&rig).contains(&DNS_ANSWER.to_string()),
+        "{}",
+        learned4(&rig)
+    );
+
+    // The client still gets answers from the router, also when it asks a public resolver
+    // (redirected to the router), over UDP and TCP, and reaches its cloud.
+    client_resolves(&rig, 1, ROUTER_PROV);
+}
+
+#[test]
+fn dns_moves_with_a_reload_to_another_router_address_and_interface() {
+    let rig = Rig::new(1);
+    rig.dns_zone("setup.acme.example", a([11, 1, 0, 10], 300));
+    let moved = Ipv4Addr::new(192, 168, 250, 2);
+    let cfg = |interface: &str, router: Ipv4Addr| {
+        dns_config("\nconfig dhcp 'dhcp'\n\toption pool_start '192.168.250.100'\n").replace(
+            &format!("\toption interface '{PROV_IF}'\n"),
+            &format!("\toption interface '{interface}'\n\toption router '{router}'\n"),
+        )
+    };
+    let d = rig.start_daemon(&cfg(PROV_IF, ROUTER_PROV));
+    rig.dhcp(1).unwrap();
+    let reload = |config: String| {
+        std::fs::write(rig.config_path(), config).unwrap();
+        d.signal(Signal::SIGHUP);
+        d.wait_line("reloaded", LOG).unwrap();
+    };
+
+    // A new router address on the same interface (its only one, so redirected DNS goes
+    // there too).
+    let prefix = format!("/{PROV_PREFIX}");
+    rig.router().exec_ok(&[
+        "ip",
+        "addr",
+        "del",
+        &format!("{ROUTER_PROV}{prefix}"),
+        "dev",
+        PROV_IF,
+    ]);
+    rig.router().exec_ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{moved}{prefix}"),
+        "dev",
+        PROV_IF,
+    ]);
+    reload(cfg(PROV_IF, moved));
+    // The client learns its new gateway at its next DHCP exchange.
+    rig.dhcp(1).unwrap();
+    route_via_wan(rig.cloud(), moved);
+    client_resolves(&rig, 1, moved);
+    no_dns_reply(rig.cloud(), moved);
+    no_dns_reply(rig.home(), moved);
+
+    // The same address on another interface: the client's port moves to a new bridge.
+    let new_if = "prov1";
+    let port = Rig::client_port(1);
+    for cmd in [
+        format!("link add {new_if} type bridge"),
+        format!("link set {port} nomaster"),
+        format!("link set {port} master {new_if}"),
+        format!("addr del {moved}{prefix} dev {PROV_IF}"),
+        format!("addr add {moved}{prefix} dev {new_if}"),
+        format!("link set {new_if} up"),
+        format!("link set {port} up"),
+    ] {
+        let args: Vec<&str> = std::iter::once("ip").chain(cmd.split(' ')).collect();
+        rig.router().exec_ok(&args);
+    }
+    reload(cfg(new_if, moved));
+    rig.dhcp(1).unwrap();
+    client_resolves(&rig, 1, moved);
+    no_dns_reply(rig.cloud(), moved);
+    no_dns_reply(rig.home(), moved);
+}
+
+/// `n` TCP connections from `ns` to `server`, opened one after the other (each connected
+/// before the next starts) and held; nothing is sent on them. `None` for one the router
+/// reset before the connect call even returned.
+fn open_tcp(ns: &Ns, server: SocketAddr, n: usize) -> Vec<Option<TcpStream>> {
+    ns.run(|| {
+        (0..n)
+            .map(|i| match TcpStream::connect_timeout(&server, YES) {
+                Ok(s) => Some(s),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => None,
+                Err(e) => panic!("connection {i} to {server}: {e}"),
+            })
+            .collect()
+    })
+}
+
+/// Waits until at least `want` of `conns` are closed by the other end (end of stream or a
+/// reset), or `timeout` passes; `closed` marks those seen closed (`None`s are). Returns how
+/// many are.
+fn wait_closed(
+    conns: &[Option<TcpStream>],
+    closed: &mut [bool],
+    want: usize,
+    timeout: Duration,
+) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let count = closed.iter().filter(|c| **c).count();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if count >= want || left.is_zero() {
+            return count;
+        }
+        let open: Vec<(usize, &TcpStream)> = (0..conns.len())
+            .filter(|&i| !closed[i])
+            .filter_map(|i| Some((i, conns[i].as_ref()?)))
+            .collect();
+        let mut fds: Vec<libc::pollfd> = open
+            .iter()
+            .map(|(_, c)| libc::pollfd {
+                fd: c.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let ms = left.as_millis().clamp(1, 1000) as libc::c_int;
+        // SAFETY: fds is a valid array of pollfd for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        assert!(n >= 0, "poll: {}", std::io::Error::last_os_error());
+        for (fd, &(i, mut c)) in fds.iter().zip(&open) {
+            if fd.revents == 0 {
+                continue;
+            }
+            let mut byte = [0u8; 1];
+            c.set_nonblocking(true).unwrap();
+            match c.read(&mut byte) {
+                Ok(0) => closed[i] = true,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => closed[i] = true,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                other => panic!("connection {i}: the router sent something unasked: {other:?}"),
+            }
+        }
+    }
+}
+
+/// Sends, on each of `conns`, the length of a 512-byte question and then one byte of it
+/// every half second (it would take four minutes), until the router closes it or `stop`.
+fn dribble(conns: Vec<TcpStream>, stop: &AtomicBool) {
+    let mut open: Vec<TcpStream> = conns;
+    for c in &mut open {
+        c.write_all(&512u16.to_be_bytes()).unwrap();
+    }
+    while !stop.load(Ordering::Relaxed) && !open.is_empty() {
+        std::thread::sleep(Duration::from_millis(500));
+        open.retain_mut(|c| c.write_all(&[0]).is_ok());
+    }
+}
+
+/// Connects from `ns` to `server` again and again, sending nothing, holding each
+/// connection until the router closes it; until `stop`. How many connections it opened.
+fn reconnect(ns: &Ns, server: SocketAddr, stop: &AtomicBool) -> usize {
+    ns.run(|| {
+        let mut opened = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(mut s) = TcpStream::connect_timeout(&server, NO) else {
+                continue;
+            };
+            opened += 1;
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                match s.read(&mut [0u8; 1]) {
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    _ => break,
+                }
+            }
+        }
+        opened
+    })
+}
+
+/// Sets the flag when dropped, also while unwinding: scoped threads that watch it end.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn one_client_holding_tcp_connections_starves_nobody() {
+    let rig = Rig::new(2);
+    rig.dns_zone("setup.acme.example", a([11, 1, 0, 10], 300));
+    let d = rig.start_daemon(&dns_config(""));
+    let client1 = rig.dhcp(1).unwrap();
+    rig.dhcp(2).unwrap();
+    let server = sa(ROUTER_PROV, 53);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let _stop = SetOnDrop(&stop);
+        // Client 1 opens 300 connections to the router's DNS and holds them; on the first
+        // two (the first the router takes) it dribbles a question, a byte every half
+        // second; and it reconnects in a loop all along.
+        let held = open_tcp(rig.client(1), server, 300);
+        let dribblers = held[..2]
+            .iter()
+            .map(|c| c.as_ref().expect("taken").try_clone().unwrap())
+            .collect();
+        s.spawn(|| dribble(dribblers, &stop));
+        let reconnects = s.spawn(|| reconnect(rig.client(1), server, &stop));
+
+        // (Which the router closed at once, well before the idle timeout.)
+        let mut closed: Vec<bool> = held.iter().map(Option::is_none).collect();
+        let over = held.len() - TCP_PER_CLIENT;
+        let at_once = wait_closed(&held, &mut closed, over, TCP_IDLE / 2);
+        let dribblers_kept = !closed[0] && !closed[1];
+
+        // Client 2 resolves over TCP and over UDP all the same, and reaches its cloud.
+        for tcp in [true, false] {
+            let r = dns_query(
+                rig.client(2),
+                server,
+                "setup.acme.example",
+                RecordType::A,
+                tcp,
+                YES,
+            )
+            .unwrap_or_else(|e| panic!("client 2 (tcp: {tcp}) while client 1 holds on: {e:?}"));
+            assert_eq!(r.a, [CLOUD_ALLOWED], "tcp: {tcp}");
+        }
+        assert!(cloud_reachable(&rig, 2, YES));
+
+        // Client 1 kept its first few; the router closed the others at once.
+        assert_eq!(at_once, over, "closed at once");
+        assert!(dribblers_kept, "the dribbling ones are among those kept");
+
+        // Those it kept are closed by the router once idle too long: the dribbling ones
+        // too, as the deadline is for a whole question, not for each byte.
+        let n = wait_closed(&held, &mut closed, held.len(), TCP_IDLE * 3);
+        assert_eq!(n, held.len(), "closed after the idle timeout");
+
+        stop.store(true, Ordering::Relaxed);
+        let reconnects = reconnects.join().unwrap();
+        assert!(reconnects > 1, "the reconnecting loop ran ({reconnects})");
+    });
+
+    // The bound shows in the log once, not once per connection, naming the client.
+    let line = d.wait_line("event=dns_tcp_limit", LOG).unwrap();
+    assert!(
+        line.contains(&format!(
+            "event=dns_tcp_limit addr={client1} limit=client max={TCP_PER_CLIENT}"
+        )),
+        "{line}"
+    );
+    let lines: Vec<String> = d
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("dns_tcp_limit"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    // And client 1, having let go, is served over TCP again.
+    let r = dns_query(
+        rig.client(1),
+        server,
+        "setup.acme.example",
+        RecordType::A,
+        true,
+        YES,
+    )
+    .unwrap();
+    assert_eq!(r.a, [CLOUD_ALLOWED]);
 }

@@ -11,12 +11,16 @@
 //! Serving is a small loop on tokio sockets rather than hickory-server: hickory-server
 //! hands every request to its own task with its own response handle, which defeats the one
 //! batch per turn that makes concurrent answers cheap. The wire format is in [`wire`], on
-//! hickory-proto's codecs; UDP datagrams come and go by the batch ([`datagrams`]).
+//! hickory-proto's codecs; UDP datagrams come and go by the batch ([`datagrams`]); TCP
+//! connections are bounded per client and in all, and timed ([`tcp`]).
 
 pub mod cache;
 pub mod datagrams;
+pub mod tcp;
 pub mod upstream;
 pub mod wire;
+
+pub use tcp::{TCP_IDLE, TCP_PER_CLIENT, TCP_TOTAL, TcpQuestion, serve_tcp};
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -26,9 +30,7 @@ use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::Name;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::config::Config;
@@ -46,14 +48,13 @@ const MAX_WAITERS: usize = 64;
 const CACHE_ENTRIES: usize = 2048;
 /// Records of one answer considered; a longer answer is cut.
 const MAX_RECORDS: usize = 32;
-const TCP_CONNECTIONS: usize = 32;
-const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// Where a reply goes.
 #[derive(Clone, Debug)]
 pub enum Route {
     Udp(SocketAddr),
-    Tcp(mpsc::UnboundedSender<Vec<u8>>),
+    /// The connection's room for its one answer.
+    Tcp(mpsc::Sender<Vec<u8>>),
 }
 
 impl Route {
@@ -75,13 +76,6 @@ pub struct Reply {
 pub struct Out {
     pub changes: Vec<SetChange>,
     pub replies: Vec<Reply>,
-}
-
-/// A question that came in over TCP, with the way back to its connection.
-pub struct TcpQuestion {
-    pub bytes: Vec<u8>,
-    pub src: SocketAddr,
-    pub reply: mpsc::UnboundedSender<Vec<u8>>,
 }
 
 /// An upstream exchange that finished.
@@ -333,63 +327,6 @@ fn cname_chain(qname: &Name, records: &[Rr]) -> Vec<Name> {
 
 fn in_chain(chain: &[Name], name: &Name) -> bool {
     chain.iter().any(|n| wire::same_name(n, name))
-}
-
-/// Accepts TCP connections and hands their questions to the daemon loop.
-pub async fn serve_tcp(listener: TcpListener, tx: mpsc::Sender<TcpQuestion>) {
-    let slots = Arc::new(Semaphore::new(TCP_CONNECTIONS));
-    loop {
-        let Ok((stream, src)) = listener.accept().await else {
-            continue;
-        };
-        // Over the limit: the connection is simply closed.
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            continue;
-        };
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let _ = connection(stream, src, tx).await;
-            drop(permit);
-        });
-    }
-}
-
-async fn connection(
-    mut s: TcpStream,
-    src: SocketAddr,
-    tx: mpsc::Sender<TcpQuestion>,
-) -> std::io::Result<()> {
-    let (reply_tx, mut reply_rx) = mpsc::unbounded_channel();
-    loop {
-        let mut len = [0u8; 2];
-        if tokio::time::timeout(TCP_IDLE, s.read_exact(&mut len))
-            .await
-            .is_err()
-        {
-            return Ok(());
-        }
-        let mut bytes = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        tokio::time::timeout(TCP_IDLE, s.read_exact(&mut bytes))
-            .await
-            .map_err(|_| std::io::ErrorKind::TimedOut)??;
-        let question = TcpQuestion {
-            bytes,
-            src,
-            reply: reply_tx.clone(),
-        };
-        if tx.send(question).await.is_err() {
-            return Ok(());
-        }
-        // One question at a time per connection; a question that gets no reply at all
-        // (garbage) ends the connection.
-        let Ok(Some(reply)) = tokio::time::timeout(UPSTREAM_TIMEOUT * 4, reply_rx.recv()).await
-        else {
-            return Ok(());
-        };
-        let len = u16::try_from(reply.len()).unwrap_or(u16::MAX);
-        s.write_all(&len.to_be_bytes()).await?;
-        s.write_all(&reply[..usize::from(len)]).await?;
-    }
 }
 
 #[cfg(test)]
