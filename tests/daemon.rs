@@ -282,33 +282,3 @@ fn a_client_that_leaves_takes_its_connections_with_it() {
         flows()
     );
 }
-
-/// On OpenWrt fw4 forwards provisioning traffic to the WAN only with the mark our table sets
-/// (the package's fw4 rule, simulated here): without our table nothing gets out, so the
-/// network is closed even when the daemon never ran or the table was flushed on purpose.
-#[test]
-fn with_fw4_requiring_our_mark_nothing_gets_out_without_our_table() {
-    let rig = Rig::new(1);
-    let fw4 = "table inet fw4sim {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy drop;\n\t\tct state established,related accept\n\t\tiifname \"prov0\" oifname \"wan0\" meta mark & 0x40000000 == 0x40000000 accept\n\t\tiifname != \"prov0\" accept\n\t}\n}\n";
-    let path = rig.dir().join("fw4.nft");
-    std::fs::write(&path, fw4).unwrap();
-    rig.router().exec_ok(&["nft", "-f", path.to_str().unwrap()]);
-    let mut daemon = rig.start_daemon(&config(""));
-    rig.dhcp(1).expect("lease");
-    assert!(
-        cloud_ok(&rig, 1),
-        "our mark did not get the client past fw4"
-    );
-    daemon.signal(Signal::SIGTERM);
-    daemon.wait(LOG).expect("exits");
-    rig.router()
-        .exec_ok(&[daemon_bin().to_str().unwrap(), "provisionerd", "--flush"]);
-    assert!(!rig.router_tables().contains("provisioner"));
-    let p = tcp(rig.client(1), sa(CLOUD_ALLOWED, 443), None, NO);
-    assert!(
-        !p.answered(),
-        "without our table, fw4 let the client out: {p:?}"
-    );
-    // ... while the router itself still gets there (fw4 was not simply closed).
-    assert!(tcp(rig.router(), sa(CLOUD_ALLOWED, 443), None, YES).answered());
-}
