@@ -451,7 +451,7 @@ fn send_question(ns: &Ns, src: Ipv4Addr, server: Ipv4Addr, name: &str) {
 
 #[test]
 fn only_the_provisioning_network_gets_dns_answers() {
-    let rig = Rig::new(1);
+    let rig = Rig::new(3);
     rig.dns_zone("setup.acme.example", a([11, 1, 0, 10], 300));
     let _d = rig.start_daemon(&dns_config(""));
     let client_ip = rig.dhcp(1).unwrap();
@@ -670,7 +670,7 @@ impl Drop for SetOnDrop<'_> {
 
 #[test]
 fn one_client_holding_tcp_connections_starves_nobody() {
-    let rig = Rig::new(2);
+    let rig = Rig::new(3);
     rig.dns_zone("setup.acme.example", a([11, 1, 0, 10], 300));
     let d = rig.start_daemon(&dns_config(""));
     let client1 = rig.dhcp(1).unwrap();

@@ -499,7 +499,7 @@ impl Drop for Counter {
 /// allowed traffic works.
 #[test]
 fn nothing_begun_in_the_gap_after_a_flush_continues() {
-    let rig = Rig::new(1);
+    let rig = Rig::new(3);
     let mut d = rig.start_daemon(&config(""));
     rig.dhcp(1).unwrap();
     // Without masquerade (gone with the flush) the cloud must route replies back itself.
