@@ -7,9 +7,10 @@
 use std::time::{Duration, Instant as Clock};
 
 use provisioner::config::Config;
+use provisioner::core::settings::Settings;
 use provisioner::core::time::Instant;
 use provisioner::core::window::LocalTime;
-use provisioner::core::{Core, Effects, MacAddr, Snapshot};
+use provisioner::core::{MacAddr, Provisioner, Snapshot};
 use provisioner::firewall::{Firewall, Ruleset};
 use provisioner::radio::hostapd::{Event, parse_event};
 
@@ -40,20 +41,18 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn measure(base: u32) -> Vec<Duration> {
     let cfg = config();
     let mut fw = Firewall::open().expect("netlink");
-    let mut core = Core::new(&cfg);
+    let mut core = Provisioner::new(&Settings::from(&cfg));
     let local = LocalTime {
         weekday: 0,
         minute: 0,
     };
-    let mut fx = Effects::default();
-    core.handle_timeout(Instant::now(), local, &mut fx);
+    core.handle_timeout(Instant::now(), local);
     fw.install(&Ruleset::build(&cfg, &Snapshot::default()))
         .expect("install the table");
-    let mut fx = Effects::default();
     for n in 0..base {
-        core.station_joined(mac(n), Instant::now(), &mut fx);
+        core.handle_station_joined(mac(n), Instant::now());
     }
-    fw.apply(&fx.changes).expect("admit the base population");
+    carry_out(&mut core, &mut fw);
     let mut took = Vec::with_capacity(SAMPLES);
     for i in 0..SAMPLES as u32 {
         let who = mac(1_000_000 + i);
@@ -62,17 +61,25 @@ fn measure(base: u32) -> Vec<Duration> {
         let Event::StaConnected(m) = parse_event(line.as_bytes()) else {
             panic!("not parsed: {line}");
         };
-        let mut fx = Effects::default();
-        core.station_joined(m, Instant::now(), &mut fx);
-        fw.apply(&fx.changes).expect("admit");
+        core.handle_station_joined(m, Instant::now());
+        carry_out(&mut core, &mut fw);
         took.push(start.elapsed());
-        let mut fx = Effects::default();
-        core.station_left(m, Instant::now(), &mut fx);
-        fw.apply(&fx.changes).expect("leave");
-        core.drain_events().for_each(drop);
+        core.handle_station_left(m, Instant::now());
+        carry_out(&mut core, &mut fw);
     }
     took.sort();
     took
+}
+
+/// What the daemon does after an input: the batch to the kernel, its result back; the
+/// rest drained.
+fn carry_out(core: &mut Provisioner, fw: &mut Firewall) {
+    while let Some(b) = core.poll_batch() {
+        fw.apply(&b.changes).expect("the kernel takes the batch");
+        core.handle_batch_applied(b.id);
+    }
+    while core.poll_command().is_some() {}
+    while core.poll_event().is_some() {}
 }
 
 fn main() {

@@ -141,7 +141,7 @@ fn provisionerd(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         });
     }
     if args.flush {
-        daemon::flush()?;
+        daemon::remove_tables()?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.print_ruleset {

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 
+pub use crate::core::allow::AllowEntry;
+pub use crate::core::window::{ScheduleSpan, WindowMode, WindowSettings as Window};
 pub use value::{DomainPattern, IfName, PortRange, Proto, Rate};
 
 /// A config error: where it is and what is wrong with it.
@@ -141,40 +143,36 @@ pub struct Limits {
     pub total_daily: Option<u64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WindowMode {
-    Always,
-    OnDemand,
-    Schedule,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Window {
-    pub mode: WindowMode,
-    /// Length of an on-demand activation window.
-    pub duration: Duration,
-    pub schedule: Vec<ScheduleSpan>,
-}
-
-/// `Mon-Fri 08:00-20:00`: on the given weekdays, from `start` to `end` (minutes after
-/// midnight, local time); an `end` before `start` runs past midnight.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ScheduleSpan {
-    /// Bit 0 is Monday, bit 6 Sunday.
-    pub days: u8,
-    pub start: u16,
-    pub end: u16,
-}
-
-/// One allow-list entry: destinations (static networks now, names resolved by the router's
-/// DNS later) reachable with one protocol on some ports.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AllowEntry {
-    pub name: String,
-    pub domains: Vec<DomainPattern>,
-    pub nets: Vec<Ipv4Net>,
-    pub proto: Proto,
-    pub ports: Vec<PortRange>,
+/// What the provisioner is told: the settings it decides by, from this config.
+impl From<&Config> for crate::core::settings::Settings {
+    fn from(c: &Config) -> Self {
+        let l = &c.limits;
+        crate::core::settings::Settings {
+            router: c.network.router,
+            subnet: c.network.subnet,
+            protect: c.network.protect.clone(),
+            radio: c.radio.is_some(),
+            pool_start: c.dhcp.pool_start,
+            pool_size: c.dhcp.pool_size,
+            lease_time: c.dhcp.lease_time,
+            stations: crate::core::stations::Policy {
+                max_clients: l.max_clients,
+                min_age: l.min_age,
+                session: l.session,
+                cooldown: l.cooldown,
+                evict_interval: l.evict_interval,
+            },
+            window: c.window.clone(),
+            allow: c.allow.clone(),
+            ttl: crate::core::allow::TtlPolicy {
+                floor: c.dns.ttl_floor,
+                cap: c.dns.ttl_cap,
+                grace: c.dns.ttl_grace,
+            },
+            client_qps: c.dns.client_qps,
+            total_qps: c.dns.total_qps,
+        }
+    }
 }
 
 impl Config {

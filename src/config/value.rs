@@ -2,6 +2,8 @@
 //! expected; the schema adds file, line and option.
 
 use std::fmt;
+
+pub use crate::core::allow::{DomainPattern, PortRange, Proto};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
@@ -216,23 +218,6 @@ pub fn bytes(s: &str) -> ValueResult<u64> {
     Ok(v)
 }
 
-/// A port or an inclusive range `8000-8100`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PortRange {
-    pub first: u16,
-    pub last: u16,
-}
-
-impl fmt::Display for PortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.first == self.last {
-            write!(f, "{}", self.first)
-        } else {
-            write!(f, "{}-{}", self.first, self.last)
-        }
-    }
-}
-
 pub fn port_range(s: &str) -> ValueResult<PortRange> {
     let one = |p: &str| -> ValueResult<u16> {
         match p.parse::<u32>() {
@@ -256,51 +241,11 @@ pub fn port_range(s: &str) -> ValueResult<PortRange> {
     Ok(PortRange { first, last })
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl Proto {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-
-    /// IANA protocol number, as the kernel stores `inet_proto`.
-    pub fn number(self) -> u8 {
-        match self {
-            Proto::Tcp => 6,
-            Proto::Udp => 17,
-        }
-    }
-}
-
 pub fn proto(s: &str) -> ValueResult<Proto> {
     match s.to_ascii_lowercase().as_str() {
         "tcp" => Ok(Proto::Tcp),
         "udp" => Ok(Proto::Udp),
         _ => Err(format!("'{s}' is not a protocol (tcp or udp)")),
-    }
-}
-
-/// An allow-listed name: exact (`setup.example.com`) or every name under a suffix
-/// (`*.example.com`, which does not match `example.com` itself).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum DomainPattern {
-    Exact(String),
-    Suffix(String),
-}
-
-impl fmt::Display for DomainPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DomainPattern::Exact(n) => f.write_str(n),
-            DomainPattern::Suffix(n) => write!(f, "*.{n}"),
-        }
     }
 }
 

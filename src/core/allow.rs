@@ -2,7 +2,7 @@
 //!
 //! * [`AllowList`]: which names may be resolved (exact names and `*.suffix` patterns) and on
 //!   which protocol/ports their addresses may then be reached.
-//! * [`Guard`]: the rebinding guard. An answer for an allowed name must never open a private,
+//! * [`RebindingGuard`]: the rebinding guard. An answer for an allowed name must never open a private,
 //!   loopback, link-local, shared, multicast, reserved, documentation, broadcast or
 //!   unspecified address, nor the router's own or a protected network's.
 //! * [`Learned`]: what was learned, for which client and until when, so that a reload that
@@ -12,7 +12,7 @@
 //! only what it resolved itself, which also keeps one maker's devices away from another's
 //! cloud when allow-lists are bound to vendors.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,75 @@ use ipnet::Ipv4Net;
 
 use super::MacAddr;
 use super::time::Instant;
-use crate::config::{AllowEntry, Config, DomainPattern, Proto};
+use std::fmt;
+
+/// A port or an inclusive range `8000-8100`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+
+    /// IANA protocol number, as the kernel stores `inet_proto`.
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+}
+
+/// An allow-listed name: exact (`setup.example.com`) or every name under a suffix
+/// (`*.example.com`, which does not match `example.com` itself).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum DomainPattern {
+    Exact(String),
+    Suffix(String),
+}
+
+impl fmt::Display for DomainPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DomainPattern::Exact(n) => f.write_str(n),
+            DomainPattern::Suffix(n) => write!(f, "*.{n}"),
+        }
+    }
+}
+
+/// One allow-list entry: destinations (static networks now, names resolved by the router's
+/// DNS later) reachable with one protocol on some ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowEntry {
+    pub name: String,
+    pub domains: Vec<DomainPattern>,
+    pub nets: Vec<Ipv4Net>,
+    pub proto: Proto,
+    pub ports: Vec<PortRange>,
+}
 
 /// Where an allowed name's addresses may be reached: (protocol, port) pairs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -138,7 +206,7 @@ impl Unsafe {
 /// The rebinding guard: public unicast addresses only, and never the router's own or a
 /// protected network's.
 #[derive(Clone, Debug, Default)]
-pub struct Guard {
+pub struct RebindingGuard {
     router: Vec<Ipv4Addr>,
     subnet: Option<Ipv4Net>,
     protect: Vec<Ipv4Net>,
@@ -166,15 +234,21 @@ const SPECIAL: &[((u32, u8), Unsafe)] = &[
     (net(240, 0, 0, 0, 4), Unsafe::Reserved),
 ];
 
-impl Guard {
-    /// `router_addrs`: every address the router has (its provisioning address is added).
-    pub fn new(cfg: &Config, router_addrs: &[Ipv4Addr]) -> Self {
-        let mut router = router_addrs.to_vec();
-        router.push(cfg.network.router);
-        Guard {
-            router,
-            subnet: Some(cfg.network.subnet),
-            protect: cfg.network.protect.clone(),
+impl RebindingGuard {
+    /// `router`: the router's provisioning address; `router_addrs`: every other address it
+    /// has.
+    pub fn new(
+        router: Ipv4Addr,
+        subnet: Ipv4Net,
+        protect: &[Ipv4Net],
+        router_addrs: &[Ipv4Addr],
+    ) -> Self {
+        let mut all = router_addrs.to_vec();
+        all.push(router);
+        RebindingGuard {
+            router: all,
+            subnet: Some(subnet),
+            protect: protect.to_vec(),
         }
     }
 
@@ -223,14 +297,6 @@ pub struct TtlPolicy {
 }
 
 impl TtlPolicy {
-    pub fn from_config(cfg: &Config) -> Self {
-        TtlPolicy {
-            floor: cfg.dns.ttl_floor,
-            cap: cfg.dns.ttl_cap,
-            grace: cfg.dns.ttl_grace,
-        }
-    }
-
     /// How long the kernel keeps the element.
     pub fn element_timeout(&self, ttl: u32) -> Duration {
         Duration::from_secs(u64::from(ttl)).clamp(self.floor, self.cap) + self.grace
@@ -281,7 +347,8 @@ struct LearnedEntry {
 /// What was learned, for whom and until when.
 #[derive(Clone, Debug, Default)]
 pub struct Learned {
-    map: HashMap<LearnKey, LearnedEntry>,
+    /// Ordered: what is removed or carried over comes out the same way every time.
+    map: BTreeMap<LearnKey, LearnedEntry>,
     /// No entry expires before this; lets `expire` skip the scan most of the time.
     next_expiry: Option<Instant>,
 }
@@ -344,6 +411,11 @@ impl Learned {
                 }
             }
         }
+    }
+
+    /// Forgets one element (the kernel does not have it: the next answer writes it again).
+    pub fn forget(&mut self, key: &LearnKey) {
+        self.map.remove(key);
     }
 
     /// Forgets what the kernel has already timed out.
@@ -410,6 +482,7 @@ impl Learned {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use proptest::prelude::*;
 
     fn cfg(extra: &str) -> Config {
@@ -469,8 +542,10 @@ config allow 'range'
     #[test]
     fn guard_refuses_everything_but_public_unicast() {
         let c = cfg("");
-        let g = Guard::new(
-            &c,
+        let g = RebindingGuard::new(
+            c.network.router,
+            c.network.subnet,
+            &c.network.protect,
             &["11.0.0.2".parse().unwrap(), "127.0.0.1".parse().unwrap()],
         );
         let cases = [

@@ -231,6 +231,11 @@ pub enum Event {
         mac: MacAddr,
         count: u32,
     },
+    /// The kernel refused a batch of set changes: the `undone` additions in it were taken
+    /// back (the tables are rebuilt from what is left).
+    BatchRefused {
+        undone: usize,
+    },
     /// A client may now reach `addr` (for `ttl` seconds as it was told).
     AddressLearned {
         mac: MacAddr,
@@ -272,6 +277,7 @@ impl Event {
             Event::ArpSpoofed { .. } => "arp_spoofed",
             Event::MacFlood { .. } => "mac_flood",
             Event::SpoofingSuppressed { .. } => "spoofing_more",
+            Event::BatchRefused { .. } => "batch_refused",
         }
     }
 
@@ -291,7 +297,9 @@ impl Event {
     /// The station it is about (window events are about the network).
     pub fn mac(&self) -> Option<MacAddr> {
         Some(match self {
-            Event::WindowOpened { .. } | Event::WindowClosed => return None,
+            Event::WindowOpened { .. } | Event::WindowClosed | Event::BatchRefused { .. } => {
+                return None;
+            }
             Event::ClientRestored { mac, .. }
             | Event::Admitted { mac, .. }
             | Event::TurnedAway { mac, .. }
@@ -437,6 +445,7 @@ impl fmt::Display for Event {
             }
             Event::MacFlood { port, macs, .. } => write!(f, " port={port} macs={macs}")?,
             Event::SpoofingSuppressed { count, .. } => write!(f, " count={count}")?,
+            Event::BatchRefused { undone } => write!(f, " undone={undone}")?,
         }
         if self.threat() != Threat::Routine {
             write!(f, " threat={}", self.threat().as_str())?;

@@ -260,6 +260,29 @@ impl Leases {
         self.previous.get(&mac).copied()
     }
 
+    /// `mac`'s binding: its address and when it ends.
+    pub fn binding_of(&self, mac: MacAddr, now: Instant) -> Option<(Ipv4Addr, Instant)> {
+        let i = self.bound_slot(mac, now)?;
+        Some((self.ip(i), self.slots[i].map(Holder::until)?))
+    }
+
+    /// A binding the kernel did not take: back to what it was, `prior` the end of the
+    /// binding it renewed; a new one goes back to being offered, so that the client's next
+    /// REQUEST can have it.
+    pub fn take_back(&mut self, mac: MacAddr, ip: Ipv4Addr, prior: Option<Instant>, now: Instant) {
+        let Some(i) = self.slot(ip) else { return };
+        if !matches!(self.holder(i, now), Some(Holder::Bound { mac: m, .. }) if m == mac) {
+            return;
+        }
+        self.slots[i] = Some(match prior {
+            Some(until) => Holder::Bound { mac, until },
+            None => Holder::Offered {
+                mac,
+                until: now + OFFER_HOLD,
+            },
+        });
+    }
+
     pub fn is_bound(&self, mac: MacAddr, now: Instant) -> bool {
         self.bound_slot(mac, now).is_some()
     }

@@ -1,11 +1,22 @@
-//! The pure core: state machines over an injected clock. Nothing in here touches a socket;
-//! the edges feed it events with `now` and carry out what it returns.
+//! The pure core: the [`Provisioner`], a state machine over an injected clock that owns
+//! every decision (who is admitted, evicted and why, which address for how long, what may
+//! be resolved and learned, what a spoofing attempt is). Nothing in here touches a socket.
+//!
+//! Sans-IO: every input is a `handle_*(…, now)` call that leaves its decisions in the
+//! provisioner's outbox ([`outbox`]); the daemon drains it with the `poll_*` calls (set
+//! batches, whose result it reports back, commands, DHCP and DNS replies, events) and asks
+//! [`Provisioner::poll_timeout`] when, and why, to call again. When the kernel refuses a
+//! batch, the provisioner takes back what the batch would have added, so its picture never
+//! disagrees with the kernel's.
 
 pub mod allow;
+pub mod dns;
 pub mod events;
 pub mod leases;
+pub mod outbox;
 pub mod ports;
 pub mod ratelimit;
+pub mod settings;
 pub mod stations;
 pub mod time;
 pub mod window;
@@ -14,22 +25,21 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 use std::sync::Arc;
-
 use std::time::Duration;
 
-use crate::config::Config;
-use allow::{AllowList, Guard, LearnChange, LearnKey, Learned, TtlPolicy};
+use allow::{AllowList, LearnChange, LearnKey, Learned, RebindingGuard};
+use dns::{Record, RecordData};
 use events::{DhcpClaim, DnsRefusal, Event};
 use leases::{Binding, DhcpReply, DhcpRequest, LeaseChange, Leases};
+use outbox::{Deadline, DhcpOut, DhcpTransaction, DnsOut, DnsOutcome, Outbox, QueryId, Undo};
 use ports::Ports;
 use ratelimit::{DnsLimits, Repeats};
-use stations::{Action, Policy, Stations};
+use settings::Settings;
+use stations::{Action, Stations};
 use time::Instant;
 use window::{LocalTime, Window};
 
-fn station_policy_session(s: &Stations) -> Duration {
-    s.policy().session
-}
+pub use outbox::{Batch, Command};
 
 /// A change to one of the kernel's sets, applied in one batch before anything that depends
 /// on it (a DHCP ACK, a DNS answer) leaves.
@@ -69,34 +79,7 @@ pub enum RadioCommand {
     Disable,
 }
 
-/// What a decision requires of the edges: set changes (one batch, first), then radio
-/// commands.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Effects {
-    pub changes: Vec<SetChange>,
-    pub radio: Vec<RadioCommand>,
-}
-
-/// What the core decided about a DHCP message: carry out `effects`, then send `reply`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DhcpDecision {
-    pub effects: Effects,
-    pub reply: Option<DhcpReply>,
-}
-
-/// What to do with a DNS question.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DnsVerdict {
-    /// Resolve it (A for an allowed name) and pass the answer to [`Core::dns_answer`].
-    Resolve {
-        mac: MacAddr,
-    },
-    /// Allowed name, but nothing to say: AAAA while IPv6 is off.
-    NoData,
-    Refused,
-}
-
-/// DNS query types the core tells apart.
+/// DNS query types the provisioner tells apart.
 pub const QTYPE_A: u16 = 1;
 pub const QTYPE_AAAA: u16 = 28;
 
@@ -117,31 +100,6 @@ pub struct Snapshot {
     pub learned: Vec<(LearnKey, Duration, Arc<str>)>,
 }
 
-/// Every decision the provisioner takes, driven by inputs stamped with `now`. The daemon
-/// applies what comes back and logs the events drained from [`Core::drain_events`].
-#[derive(Debug, Clone)]
-pub struct Core {
-    router: Ipv4Addr,
-    /// Stations come from hostapd; without a radio, a station is whoever asks for DHCP.
-    radio: bool,
-    leases: Leases,
-    stations: Stations,
-    window: Window,
-    /// Unknown until the first [`Core::handle_timeout`], which then says Enable or Disable.
-    window_open: Option<bool>,
-    allow: AllowList,
-    guard: Guard,
-    ttl: TtlPolicy,
-    learned: Learned,
-    limits: DnsLimits,
-    refusals: Repeats,
-    /// New MACs per bridge port (without a radio).
-    ports: Ports,
-    /// Spoofing reports, once per sender and claim a minute.
-    spoofs: Repeats,
-    events: Vec<Event>,
-}
-
 /// Who sent a DHCP message, as the frame it came in says (the DHCP edge reads it from the
 /// packet socket: the message itself can claim anything).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,48 +113,173 @@ pub struct DhcpSender {
     pub client_id: Option<MacAddr>,
 }
 
-fn station_policy(cfg: &Config) -> Policy {
-    Policy {
-        max_clients: cfg.limits.max_clients,
-        min_age: cfg.limits.min_age,
-        session: cfg.limits.session,
-        cooldown: cfg.limits.cooldown,
-        evict_interval: cfg.limits.evict_interval,
-    }
+/// The provisioning network's every decision, driven by inputs stamped with `now`.
+#[derive(Debug)]
+pub struct Provisioner {
+    settings: Settings,
+    leases: Leases,
+    stations: Stations,
+    window: Window,
+    /// Unknown until the first [`Provisioner::handle_timeout`], which then says Enable or
+    /// Disable.
+    window_open: Option<bool>,
+    allow: AllowList,
+    guard: RebindingGuard,
+    /// The router's addresses on its other networks (never learned from an answer).
+    router_addrs: Vec<Ipv4Addr>,
+    learned: Learned,
+    limits: DnsLimits,
+    refusals: Repeats,
+    /// New MACs per bridge port (without a radio).
+    ports: Ports,
+    /// Spoofing reports, once per sender and claim a minute.
+    spoofs: Repeats,
+    /// What the state machines report while deciding; moved to the outbox after each input.
+    events: Vec<Event>,
+    out: Outbox,
 }
 
-impl Core {
-    pub fn new(cfg: &Config) -> Self {
-        Core {
-            router: cfg.network.router,
-            radio: cfg.radio.is_some(),
-            leases: Leases::new(cfg.dhcp.pool_start, cfg.dhcp.pool_size, cfg.dhcp.lease_time),
-            stations: Stations::new(station_policy(cfg)),
-            window: Window::new(&cfg.window),
+impl Provisioner {
+    pub fn new(settings: &Settings) -> Self {
+        let s = settings.clone();
+        Provisioner {
+            leases: Leases::new(s.pool_start, s.pool_size, s.lease_time),
+            stations: Stations::new(s.stations),
+            window: Window::new(&s.window),
             window_open: None,
-            allow: AllowList::new(&cfg.allow),
-            guard: Guard::new(cfg, &[]),
-            ttl: TtlPolicy::from_config(cfg),
+            allow: AllowList::new(&s.allow),
+            guard: RebindingGuard::new(s.router, s.subnet, &s.protect, &[]),
+            router_addrs: Vec::new(),
             learned: Learned::default(),
-            limits: DnsLimits::new(cfg.dns.client_qps, cfg.dns.total_qps),
+            limits: DnsLimits::new(s.client_qps, s.total_qps),
             refusals: Repeats::new(|mac, count| Event::DnsRefusalsSuppressed { mac, count }),
             ports: Ports::default(),
             spoofs: Repeats::new(|mac, count| Event::SpoofingSuppressed { mac, count }),
             events: Vec::new(),
+            out: Outbox::default(),
+            settings: s,
         }
     }
 
-    /// The router's other addresses (WAN, LAN): never learned from an answer.
-    pub fn set_router_addresses(&mut self, cfg: &Config, addrs: &[Ipv4Addr]) {
-        self.guard = Guard::new(cfg, addrs);
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
+
+    /// The router's other addresses (WAN, LAN): never learned from an answer.
+    pub fn set_router_addresses(&mut self, addrs: &[Ipv4Addr]) {
+        let s = &self.settings;
+        self.router_addrs = addrs.to_vec();
+        self.guard = RebindingGuard::new(s.router, s.subnet, &s.protect, addrs);
+    }
+
+    /// Moves what the state machines reported into the outbox (after every input).
+    fn emit(&mut self) {
+        self.out.events_extend(self.events.drain(..));
+    }
+
+    // --- outputs -------------------------------------------------------------------------
+
+    /// The set changes decided so far, as one batch: apply it, then report the result with
+    /// [`Provisioner::handle_batch_applied`] or [`Provisioner::handle_batch_refused`] before
+    /// the next input.
+    pub fn poll_batch(&mut self) -> Option<Batch> {
+        self.out.poll_batch()
+    }
+
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.out.poll_command()
+    }
+
+    pub fn poll_dhcp(&mut self) -> Option<DhcpOut> {
+        self.out.poll_dhcp()
+    }
+
+    pub fn poll_dns(&mut self) -> Option<DnsOut> {
+        self.out.poll_dns()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.out.poll_event()
+    }
+
+    /// When to call [`Provisioner::handle_timeout`] next, and what for.
+    pub fn poll_timeout(&self, now: Instant) -> Option<(Instant, Deadline)> {
+        [
+            (self.leases.next_deadline(), Deadline::Lease),
+            (self.learned.next_deadline(), Deadline::LearnedAddress),
+            (self.refusals.next_deadline(), Deadline::Reports),
+            (self.spoofs.next_deadline(), Deadline::Reports),
+            (self.stations.next_deadline(), Deadline::Station),
+            (self.window.next_deadline(now), Deadline::Window),
+        ]
+        .into_iter()
+        .filter_map(|(at, why)| Some((at?, why)))
+        .min_by_key(|&(at, _)| at)
+    }
+
+    /// Whether the outbox holds anything more to drain.
+    pub fn is_drained(&self) -> bool {
+        self.out.is_empty()
+    }
+
+    // --- the kernel's answer to a batch ----------------------------------------------------
+
+    pub fn handle_batch_applied(&mut self, id: u64) {
+        if let Some((_, ended)) = self.out.resolve(id, true) {
+            if !ended.is_empty() {
+                self.out.command_now(Command::EndFlows(ended));
+            }
+        }
+    }
+
+    /// The kernel refused batch `id` (nothing of it was applied): what it would have added
+    /// is taken back (a lease not granted, an admission not made, a learned address absent
+    /// so that the next answer writes it again), the replies that depended on it fail, and
+    /// the tables are rebuilt from what the provisioner holds, which carries out the
+    /// removals the batch would have made.
+    pub fn handle_batch_refused(&mut self, id: u64, now: Instant) {
+        let Some((undo, ended)) = self.out.resolve(id, false) else {
+            return;
+        };
+        let mut undone = 0;
+        for u in undo.iter().rev() {
+            undone += 1;
+            match *u {
+                Undo::Bind { mac, ip, prior } => self.leases.take_back(mac, ip, prior, now),
+                Undo::Admit { mac } => {
+                    self.stations.take_back(mac);
+                    // A station hostapd holds would wait for nothing: let it join afresh.
+                    if self.settings.radio {
+                        self.out
+                            .command_now(Command::Radio(RadioCommand::Deauthenticate(mac)));
+                    }
+                }
+                Undo::Learn { key } => self.learned.forget(&key),
+            }
+        }
+        self.out.command_now(Command::RebuildTables);
+        if !ended.is_empty() {
+            self.out.command_now(Command::EndFlows(ended));
+        }
+        self.events.push(Event::BatchRefused { undone });
+        self.emit();
+    }
+
+    // --- restart and reload ---------------------------------------------------------------
 
     /// Takes over what a previous run left in the kernel: admitted clients with their
     /// original admission time (a restart does not reset anyone's session clock), bans,
-    /// bindings and learned addresses. What no longer fits (outside the pool, duplicates,
-    /// no longer granted) is dropped; since the daemon rebuilds the table from the core's
-    /// state, it simply does not come back. Returns how many clients were kept.
-    pub fn restore(&mut self, kernel: &Snapshot, now: Instant) -> usize {
+    /// bindings and learned addresses, and an on-demand window still open. What no longer
+    /// fits (outside the pool, duplicates, no longer granted) is dropped; since the daemon
+    /// rebuilds the table from the provisioner's state, it simply does not come back.
+    /// Returns how many clients were kept. Call before the first
+    /// [`Provisioner::handle_timeout`], so that a restart disconnects nobody.
+    pub fn restore(
+        &mut self,
+        kernel: &Snapshot,
+        window_until: Option<Instant>,
+        now: Instant,
+    ) -> usize {
         for &(mac, left) in &kernel.bans {
             self.stations.restore_ban(mac, now + left);
         }
@@ -224,397 +307,46 @@ impl Core {
         }
         // Whatever the allow-list no longer grants does not come back either.
         self.learned.revoke(&self.allow, &mut Vec::new());
+        if let Some(until) = window_until {
+            self.window.restore(until, now);
+        }
+        self.emit();
         self.stations.clients().len()
     }
 
-    /// Carries out the stations' decisions: a disconnected station loses its binding,
-    /// what it learned and its place in `clients`; a ban goes to the kernel and hostapd.
-    fn apply(&mut self, actions: Vec<Action>, now: Instant, fx: &mut Effects) {
-        for a in actions {
-            match a {
-                Action::Disconnect(mac) => {
-                    if self.radio {
-                        fx.radio.push(RadioCommand::Deauthenticate(mac));
-                    }
-                    if let Some(unbind) = self.leases.revoke(mac, now) {
-                        fx.changes.push(SetChange::Lease(unbind));
-                    }
-                    let mut learn = Vec::new();
-                    self.learned.forget_client(mac, &mut learn);
-                    fx.changes.extend(learn.into_iter().map(SetChange::Learn));
-                    fx.changes.push(SetChange::Dismiss { mac });
-                }
-                Action::TurnAway(mac) => {
-                    if self.radio {
-                        fx.radio.push(RadioCommand::Deauthenticate(mac));
-                    }
-                }
-                Action::Ban { mac, timeout } => {
-                    fx.changes.push(SetChange::Ban { mac, timeout });
-                    if self.radio {
-                        fx.radio.push(RadioCommand::DenyAdd(mac));
-                    }
-                }
-                Action::Unban(mac) => {
-                    fx.changes.push(SetChange::Unban { mac });
-                    if self.radio {
-                        fx.radio.push(RadioCommand::DenyDel(mac));
-                    }
-                }
-            }
-        }
-    }
-
-    /// The `clients` element for a client just admitted.
-    fn admit(&mut self, mac: MacAddr, now: Instant, fx: &mut Effects) {
-        if let Some(since) = self.stations.admitted_at(mac) {
-            let session_left =
-                (since + station_policy_session(&self.stations)).saturating_since(now);
-            fx.changes.push(SetChange::Admit {
-                mac,
-                session_left,
-                since,
-            });
-        }
-    }
-
-    /// A station associated (hostapd), or, without a radio, asked for DHCP.
-    pub fn station_joined(&mut self, mac: MacAddr, now: Instant, fx: &mut Effects) {
-        self.station_joined_on(mac, None, now, fx);
-    }
-
-    fn station_joined_on(
-        &mut self,
-        mac: MacAddr,
-        port: Option<u32>,
-        now: Instant,
-        fx: &mut Effects,
-    ) {
-        let was = self.stations.is_admitted(mac);
-        let open = self.window_open.unwrap_or(false);
-        let actions = self
-            .stations
-            .join_on(mac, port, open, now, &mut self.events);
-        self.apply(actions, now, fx);
-        if !was && self.stations.is_admitted(mac) {
-            self.admit(mac, now, fx);
-        }
-    }
-
-    /// A station left on its own.
-    pub fn station_left(&mut self, mac: MacAddr, now: Instant, fx: &mut Effects) {
-        let actions = self.stations.leave(mac, now, &mut self.events);
-        self.apply(actions, now, fx);
-    }
-
-    /// After (re)connecting to hostapd: its station table is the truth. Stations we do
-    /// not know joined; clients it does not have left.
-    pub fn reconcile_stations(&mut self, present: &[MacAddr], now: Instant, fx: &mut Effects) {
-        for (mac, _) in self.stations.clients() {
-            if !present.contains(&mac) {
-                self.station_left(mac, now, fx);
-            }
-        }
-        for &mac in present {
-            self.station_joined(mac, now, fx);
-        }
-    }
-
-    /// A DHCP message from `from`. Only a message that speaks for the MAC it came from is
-    /// served: one whose `chaddr` (or MAC client identifier) names another is spoofing (a
-    /// RELEASE or DECLINE for someone else would end their binding) and changes nothing.
-    pub fn handle_dhcp(
-        &mut self,
-        req: DhcpRequest,
-        from: DhcpSender,
-        now: Instant,
-    ) -> DhcpDecision {
-        let mac = req.mac();
-        let claim = if mac != from.frame {
-            Some(DhcpClaim::Chaddr(mac))
-        } else {
-            from.client_id
-                .filter(|&id| id != mac)
-                .map(DhcpClaim::ClientId)
-        };
-        if let Some(claim) = claim {
-            if self.spoofs.report(
-                from.frame,
-                (req.name(), mac, from.client_id),
-                now,
-                &mut self.events,
-            ) {
-                self.events.push(Event::DhcpSpoofed {
-                    mac: from.frame,
-                    claim,
-                    msg: req.name(),
-                    ip: req.ip(),
-                    port: from.port,
-                });
-            }
-            return DhcpDecision::default();
-        }
-        if matches!(req, DhcpRequest::Inform { .. }) {
-            return DhcpDecision::default();
-        }
-        let mut fx = Effects::default();
-        if !self.stations.is_admitted(mac) && !self.stations.is_waiting(mac) {
-            // Without a radio the first DHCP message is the join; with one, a station that
-            // hostapd did not report (or that was turned away) gets no address.
-            if self.radio
-                || matches!(
-                    req,
-                    DhcpRequest::Release { .. } | DhcpRequest::Decline { .. }
-                )
-                || !self.ports.newcomer(from.port, mac, now, &mut self.events)
-            {
-                return DhcpDecision::default();
-            }
-            self.station_joined_on(mac, Some(from.port), now, &mut fx);
-        }
-        if self.stations.is_waiting(mac) {
-            return self.dhcp_while_waiting(req, now, fx);
-        }
-        if !self.stations.is_admitted(mac) {
-            return DhcpDecision {
-                effects: fx,
-                reply: None,
-            };
-        }
-        self.serve_dhcp(req, now, fx)
-    }
-
-    /// An admitted client's DHCP.
-    fn serve_dhcp(&mut self, req: DhcpRequest, now: Instant, mut fx: Effects) -> DhcpDecision {
-        let mac = req.mac();
-        let d = self.leases.handle(req, self.router, now, &mut self.events);
-        fx.changes
-            .extend(d.changes.iter().map(|c| SetChange::Lease(*c)));
-        if !self.radio
-            && matches!(req, DhcpRequest::Release { .. })
-            && !self.leases.is_bound(mac, now)
-        {
-            self.station_left(mac, now, &mut fx);
-        }
-        DhcpDecision {
-            effects: fx,
-            reply: d.reply,
-        }
-    }
-
-    /// A newcomer waiting for a spot may DISCOVER (it is offered one of the spare
-    /// addresses) and then REQUEST that offer: completing DHCP is what lets it take a spot,
-    /// evicting someone if it must. Anything else gets nothing (a REQUEST that selects no
-    /// offer of ours a NAK, so that it starts over with a DISCOVER).
-    fn dhcp_while_waiting(
-        &mut self,
-        req: DhcpRequest,
-        now: Instant,
-        mut fx: Effects,
-    ) -> DhcpDecision {
-        let mac = req.mac();
-        match req {
-            DhcpRequest::Discover { .. } => {
-                let d = self.leases.handle(req, self.router, now, &mut self.events);
-                DhcpDecision {
-                    effects: fx,
-                    reply: d.reply,
-                }
-            }
-            DhcpRequest::Request {
-                server_id: Some(id),
-                requested: Some(ip),
-                ..
-            } if id == self.router && self.leases.offered(mac, ip, now) => {
-                let mut actions = Vec::new();
-                let admitted = self
-                    .stations
-                    .confirm(mac, now, &mut self.events, &mut actions);
-                self.apply(actions, now, &mut fx);
-                if !admitted {
-                    return DhcpDecision {
-                        effects: fx,
-                        reply: None,
-                    };
-                }
-                self.admit(mac, now, &mut fx);
-                self.serve_dhcp(req, now, fx)
-            }
-            DhcpRequest::Request { .. } => DhcpDecision {
-                effects: fx,
-                reply: Some(DhcpReply::Nak),
-            },
-            _ => DhcpDecision {
-                effects: fx,
-                reply: None,
-            },
-        }
-    }
-
-    /// ARP that the kernel refused (its sender is bound by no lease) and logged; `frame`:
-    /// the frame's source MAC. Claiming the router's address, another client's, or any
-    /// address from a MAC other than the frame's is spoofing; a client still announcing the
-    /// address it had before its lease ended is not worth an alarm.
-    pub fn arp_refused(
-        &mut self,
-        frame: Option<MacAddr>,
-        sender: MacAddr,
-        ip: Ipv4Addr,
-        now: Instant,
-    ) {
-        let mac = frame.unwrap_or(sender);
-        let router = ip == self.router || self.guard.is_router(ip);
-        let owner = self.leases.mac_of(ip, now);
-        let stale =
-            !router && owner.is_none() && mac == sender && self.leases.previous_ip(mac) == Some(ip);
-        if stale
-            || !self
-                .spoofs
-                .report(mac, ("arp", sender, ip), now, &mut self.events)
-        {
-            return;
-        }
-        self.events.push(Event::ArpSpoofed {
-            mac,
-            sender,
-            ip,
-            owner,
-            router,
-        });
-    }
-
-    /// Opens an on-demand window (`duration` clamped to 5-60 minutes, default from the
-    /// config); returns when it closes.
-    pub fn open_window(
-        &mut self,
-        duration: Option<Duration>,
-        now: Instant,
-        local: LocalTime,
-        fx: &mut Effects,
-    ) -> Instant {
-        let until = self.window.open(duration, now);
-        self.window_transitions(now, local, fx);
-        until
-    }
-
-    /// An on-demand window a previous run opened: it stays open (call before the first
-    /// [`Core::handle_timeout`], so that a restart does not disconnect anyone).
-    pub fn restore_window(&mut self, until: Instant, now: Instant) {
-        self.window.restore(until, now);
-    }
-
-    pub fn close_window(&mut self, now: Instant, local: LocalTime, fx: &mut Effects) {
-        self.window.close();
-        self.window_transitions(now, local, fx);
-    }
-
-    /// Whether the window is open, as of the last evaluation.
-    pub fn window_is_open(&self) -> bool {
-        self.window_open.unwrap_or(false)
-    }
-
-    pub fn window_until(&self, now: Instant) -> Option<Instant> {
-        self.window.open_until(now)
-    }
-
-    fn window_transitions(&mut self, now: Instant, local: LocalTime, fx: &mut Effects) {
-        let open = self.window.is_open(now, local);
-        if self.window_open == Some(open) {
-            return;
-        }
-        let first = self.window_open.is_none();
-        self.window_open = Some(open);
-        if open {
-            fx.radio.push(RadioCommand::Enable);
-            self.events.push(Event::WindowOpened {
-                secs: self
-                    .window
-                    .open_until(now)
-                    .map(|u| u.saturating_since(now).as_secs()),
-            });
-        } else {
-            let actions = self.stations.close(now, &mut self.events);
-            self.apply(actions, now, fx);
-            fx.radio.push(RadioCommand::Disable);
-            if !first {
-                self.events.push(Event::WindowClosed);
-            }
-        }
-    }
-
-    /// Called at (or after) [`Core::next_deadline`], and once at start.
-    pub fn handle_timeout(&mut self, now: Instant, local: LocalTime, fx: &mut Effects) {
-        self.window_transitions(now, local, fx);
-        let actions = self.stations.tick(now, &mut self.events);
-        self.apply(actions, now, fx);
-        let ended = self.leases.expire(now, &mut self.events);
-        fx.changes
-            .extend(ended.iter().map(|c| SetChange::Lease(*c)));
-        for c in &ended {
-            if let LeaseChange::Unbind { mac, .. } = *c {
-                // Without a radio, a lease that runs out is the station leaving.
-                if !self.radio {
-                    self.station_left(mac, now, fx);
-                } else {
-                    let mut learn = Vec::new();
-                    self.learned.forget_client(mac, &mut learn);
-                    fx.changes.extend(learn.into_iter().map(SetChange::Learn));
-                }
-            }
-        }
-        // The kernel times learned elements out by itself; this only forgets them.
-        self.learned.expire(now);
-        self.limits.forget_idle(now);
-        self.refusals.flush(now, &mut self.events);
-        self.spoofs.flush(now, &mut self.events);
-        self.ports.expire(now);
-    }
-
-    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        [
-            self.leases.next_deadline(),
-            self.learned.next_deadline(),
-            self.refusals.next_deadline(),
-            self.spoofs.next_deadline(),
-            self.stations.next_deadline(),
-            self.window.next_deadline(now),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-    }
-
-    /// Adopts a new config. Bindings it ends (outside a smaller or moved pool) are revoked,
-    /// and so is every learned address whose name the new allow-list no longer grants; both
-    /// leave the kernel when the table is rebuilt from the core's state. The next
-    /// [`Core::handle_timeout`] applies the new window and session limits.
-    pub fn reconfigure(&mut self, cfg: &Config, now: Instant) {
-        self.router = cfg.network.router;
-        self.radio = cfg.radio.is_some();
-        let ended = self.leases.reconfigure(
-            cfg.dhcp.pool_start,
-            cfg.dhcp.pool_size,
-            cfg.dhcp.lease_time,
-            now,
-        );
+    /// Adopts new settings. Bindings they end (outside a smaller or moved pool) are
+    /// revoked, and so is every learned address whose name the new allow-list no longer
+    /// grants; both leave the kernel when the table is rebuilt from the provisioner's state
+    /// ([`Provisioner::snapshot_under`] gives it before the switch, so that a table that
+    /// cannot be installed leaves the running settings in place). The next
+    /// [`Provisioner::handle_timeout`] applies the new window and session limits.
+    pub fn handle_reload(&mut self, settings: &Settings, now: Instant) {
+        let s = settings.clone();
+        let ended = self
+            .leases
+            .reconfigure(s.pool_start, s.pool_size, s.lease_time, now);
         for change in &ended {
             if let LeaseChange::Unbind { mac, ip } = *change {
                 self.events.push(Event::LeaseRevoked { mac, ip });
                 self.learned.forget_client(mac, &mut Vec::new());
             }
         }
-        self.stations.set_policy(station_policy(cfg));
-        self.window.reconfigure(&cfg.window);
-        self.allow = AllowList::new(&cfg.allow);
-        self.guard = Guard::new(cfg, &[]);
-        self.ttl = TtlPolicy::from_config(cfg);
-        self.limits = DnsLimits::new(cfg.dns.client_qps, cfg.dns.total_qps);
+        self.stations.set_policy(s.stations);
+        self.window.reconfigure(&s.window);
+        self.allow = AllowList::new(&s.allow);
+        self.guard = RebindingGuard::new(s.router, s.subnet, &s.protect, &self.router_addrs);
+        // The limiters keep their state unless their rates changed.
+        if (s.client_qps, s.total_qps) != (self.settings.client_qps, self.settings.total_qps) {
+            self.limits = DnsLimits::new(s.client_qps, s.total_qps);
+        }
         self.learned.revoke(&self.allow, &mut Vec::new());
+        self.settings = s;
+        self.emit();
     }
 
     /// Everything the kernel's sets should hold now, to carry into a rebuilt table.
     pub fn snapshot(&self, now: Instant) -> Snapshot {
-        let session = station_policy_session(&self.stations);
+        let session = self.stations.policy().session;
         Snapshot {
             clients: self
                 .stations
@@ -641,65 +373,463 @@ impl Core {
         }
     }
 
-    /// A DNS question from `client` for `name` (lower case, no trailing dot).
-    pub fn dns_question(
+    /// What the sets would hold under `settings` (after [`Provisioner::handle_reload`]),
+    /// without switching: bindings outside the new pool and learned addresses the new
+    /// allow-list does not grant are left out.
+    pub fn snapshot_under(&self, settings: &Settings, now: Instant) -> Snapshot {
+        let mut snap = self.snapshot(now);
+        let first = u32::from(settings.pool_start);
+        let in_pool = |ip: Ipv4Addr| {
+            u32::from(ip)
+                .checked_sub(first)
+                .is_some_and(|off| off < u32::from(settings.pool_size))
+        };
+        snap.leases.retain(|b| in_pool(b.ip));
+        let allow = AllowList::new(&settings.allow);
+        snap.learned.retain(|(key, _, name)| {
+            snap.leases.iter().any(|b| b.mac == key.mac)
+                && allow.grant(name).ports.contains(&(key.proto, key.port))
+        });
+        snap
+    }
+
+    // --- stations -------------------------------------------------------------------------
+
+    /// Carries out the stations' decisions: a disconnected station loses its binding,
+    /// what it learned and its place in `clients`; a ban goes to the kernel and hostapd.
+    fn apply(&mut self, actions: Vec<Action>, now: Instant) {
+        let radio = self.settings.radio;
+        for a in actions {
+            match a {
+                Action::Disconnect(mac) => {
+                    if radio {
+                        self.out
+                            .command(Command::Radio(RadioCommand::Deauthenticate(mac)));
+                    }
+                    if let Some(unbind) = self.leases.revoke(mac, now) {
+                        self.out.change(SetChange::Lease(unbind));
+                    }
+                    self.forget_learned(mac);
+                    self.out.change(SetChange::Dismiss { mac });
+                }
+                Action::TurnAway(mac) => {
+                    if radio {
+                        self.out
+                            .command(Command::Radio(RadioCommand::Deauthenticate(mac)));
+                    }
+                }
+                Action::Ban { mac, timeout } => {
+                    self.out.change(SetChange::Ban { mac, timeout });
+                    if radio {
+                        self.out.command(Command::Radio(RadioCommand::DenyAdd(mac)));
+                    }
+                }
+                Action::Unban(mac) => {
+                    self.out.change(SetChange::Unban { mac });
+                    if radio {
+                        self.out.command(Command::Radio(RadioCommand::DenyDel(mac)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn forget_learned(&mut self, mac: MacAddr) {
+        let mut learn = Vec::new();
+        self.learned.forget_client(mac, &mut learn);
+        for c in learn {
+            self.out.change(SetChange::Learn(c));
+        }
+    }
+
+    /// The `clients` element for a client just admitted.
+    fn admit(&mut self, mac: MacAddr, now: Instant) {
+        if let Some(since) = self.stations.admitted_at(mac) {
+            let session_left = (since + self.stations.policy().session).saturating_since(now);
+            self.out.addition(
+                SetChange::Admit {
+                    mac,
+                    session_left,
+                    since,
+                },
+                Undo::Admit { mac },
+            );
+        }
+    }
+
+    fn station_joined(&mut self, mac: MacAddr, port: Option<u32>, now: Instant) {
+        let was = self.stations.is_admitted(mac);
+        let open = self.window_open.unwrap_or(false);
+        let actions = self
+            .stations
+            .join_on(mac, port, open, now, &mut self.events);
+        self.apply(actions, now);
+        if !was && self.stations.is_admitted(mac) {
+            self.admit(mac, now);
+        }
+    }
+
+    fn station_left(&mut self, mac: MacAddr, now: Instant) {
+        let actions = self.stations.leave(mac, now, &mut self.events);
+        self.apply(actions, now);
+    }
+
+    /// A station associated (hostapd reports it).
+    pub fn handle_station_joined(&mut self, mac: MacAddr, now: Instant) {
+        self.station_joined(mac, None, now);
+        self.emit();
+    }
+
+    /// A station left on its own.
+    pub fn handle_station_left(&mut self, mac: MacAddr, now: Instant) {
+        self.station_left(mac, now);
+        self.emit();
+    }
+
+    /// The provisioner is (again) connected to hostapd, which holds `present`: its deny
+    /// list is empty after a restart, so every ban goes back on it; then its station table
+    /// is the truth (stations it has joined, clients it does not have left).
+    pub fn handle_radio_connected(&mut self, present: &[MacAddr], now: Instant) {
+        for (mac, _) in self.stations.bans(now) {
+            self.out.command(Command::Radio(RadioCommand::DenyAdd(mac)));
+        }
+        for (mac, _) in self.stations.clients() {
+            if !present.contains(&mac) {
+                self.station_left(mac, now);
+            }
+        }
+        for &mac in present {
+            self.station_joined(mac, None, now);
+        }
+        self.emit();
+    }
+
+    // --- DHCP -----------------------------------------------------------------------------
+
+    /// A DHCP message from `from`; the reply (if any) answers `to`. Only a message that
+    /// speaks for the MAC it came from is served: one whose `chaddr` (or MAC client
+    /// identifier) names another is spoofing (a RELEASE or DECLINE for someone else would
+    /// end their binding) and changes nothing.
+    pub fn handle_dhcp(
+        &mut self,
+        req: DhcpRequest,
+        from: DhcpSender,
+        to: DhcpTransaction,
+        now: Instant,
+    ) {
+        self.dhcp(req, from, to, now);
+        self.emit();
+    }
+
+    fn dhcp(&mut self, req: DhcpRequest, from: DhcpSender, to: DhcpTransaction, now: Instant) {
+        let mac = req.mac();
+        let claim = if mac != from.frame {
+            Some(DhcpClaim::Chaddr(mac))
+        } else {
+            from.client_id
+                .filter(|&id| id != mac)
+                .map(DhcpClaim::ClientId)
+        };
+        if let Some(claim) = claim {
+            let key = (req.name(), mac, from.client_id);
+            if self.spoofs.report(from.frame, key, now, &mut self.events) {
+                self.events.push(Event::DhcpSpoofed {
+                    mac: from.frame,
+                    claim,
+                    msg: req.name(),
+                    ip: req.ip(),
+                    port: from.port,
+                });
+            }
+            return;
+        }
+        if matches!(req, DhcpRequest::Inform { .. }) {
+            return;
+        }
+        if !self.stations.is_admitted(mac) && !self.stations.is_waiting(mac) {
+            // Without a radio the first DHCP message is the join; with one, a station that
+            // hostapd did not report (or that was turned away) gets no address.
+            if self.settings.radio
+                || matches!(
+                    req,
+                    DhcpRequest::Release { .. } | DhcpRequest::Decline { .. }
+                )
+                || !self.ports.newcomer(from.port, mac, now, &mut self.events)
+            {
+                return;
+            }
+            self.station_joined(mac, Some(from.port), now);
+        }
+        if self.stations.is_waiting(mac) {
+            return self.dhcp_while_waiting(req, to, now);
+        }
+        if self.stations.is_admitted(mac) {
+            self.serve_dhcp(req, to, now);
+        }
+    }
+
+    /// An admitted client's DHCP.
+    fn serve_dhcp(&mut self, req: DhcpRequest, to: DhcpTransaction, now: Instant) {
+        let mac = req.mac();
+        let prior = self.leases.binding_of(mac, now);
+        let d = self
+            .leases
+            .handle(req, self.settings.router, now, &mut self.events);
+        for c in d.changes {
+            match c {
+                LeaseChange::Bind { ip, .. } => {
+                    let prior = prior.filter(|&(p, _)| p == ip).map(|(_, until)| until);
+                    self.out
+                        .addition(SetChange::Lease(c), Undo::Bind { mac, ip, prior });
+                }
+                LeaseChange::Unbind { .. } => self.out.change(SetChange::Lease(c)),
+            }
+        }
+        if let Some(reply) = d.reply {
+            self.out.dhcp(DhcpOut { to, reply });
+        }
+        if !self.settings.radio
+            && matches!(req, DhcpRequest::Release { .. })
+            && !self.leases.is_bound(mac, now)
+        {
+            self.station_left(mac, now);
+        }
+    }
+
+    /// A newcomer waiting for a spot may DISCOVER (it is offered one of the spare
+    /// addresses) and then REQUEST that offer: completing DHCP is what lets it take a spot,
+    /// evicting someone if it must. Anything else gets nothing (a REQUEST that selects no
+    /// offer of ours a NAK, so that it starts over with a DISCOVER).
+    fn dhcp_while_waiting(&mut self, req: DhcpRequest, to: DhcpTransaction, now: Instant) {
+        let mac = req.mac();
+        let router = self.settings.router;
+        match req {
+            DhcpRequest::Discover { .. } => {
+                let d = self.leases.handle(req, router, now, &mut self.events);
+                if let Some(reply) = d.reply {
+                    self.out.dhcp(DhcpOut { to, reply });
+                }
+            }
+            DhcpRequest::Request {
+                server_id: Some(id),
+                requested: Some(ip),
+                ..
+            } if id == router && self.leases.offered(mac, ip, now) => {
+                let mut actions = Vec::new();
+                let admitted = self
+                    .stations
+                    .confirm(mac, now, &mut self.events, &mut actions);
+                self.apply(actions, now);
+                if admitted {
+                    self.admit(mac, now);
+                    self.serve_dhcp(req, to, now);
+                }
+            }
+            DhcpRequest::Request { .. } => self.out.dhcp(DhcpOut {
+                to,
+                reply: DhcpReply::Nak,
+            }),
+            _ => {}
+        }
+    }
+
+    /// ARP that the kernel refused (its sender is bound by no lease) and logged; `frame`:
+    /// the frame's source MAC. Claiming the router's address, another client's, or any
+    /// address from a MAC other than the frame's is spoofing; a client still announcing the
+    /// address it had before its lease ended is not worth an alarm.
+    pub fn handle_arp_refused(
+        &mut self,
+        frame: Option<MacAddr>,
+        sender: MacAddr,
+        ip: Ipv4Addr,
+        now: Instant,
+    ) {
+        let mac = frame.unwrap_or(sender);
+        let router = ip == self.settings.router || self.guard.is_router(ip);
+        let owner = self.leases.mac_of(ip, now);
+        let stale =
+            !router && owner.is_none() && mac == sender && self.leases.previous_ip(mac) == Some(ip);
+        if !stale
+            && self
+                .spoofs
+                .report(mac, ("arp", sender, ip), now, &mut self.events)
+        {
+            self.events.push(Event::ArpSpoofed {
+                mac,
+                sender,
+                ip,
+                owner,
+                router,
+            });
+        }
+        self.emit();
+    }
+
+    // --- the activation window ------------------------------------------------------------
+
+    /// Opens an on-demand window (`duration` clamped to 5-60 minutes, default from the
+    /// settings); returns when it closes.
+    pub fn handle_window_open(
+        &mut self,
+        duration: Option<Duration>,
+        now: Instant,
+        local: LocalTime,
+    ) -> Instant {
+        let until = self.window.open(duration, now);
+        self.out.command_now(Command::SaveWindow(Some(until)));
+        self.window_transitions(now, local);
+        self.emit();
+        until
+    }
+
+    pub fn handle_window_close(&mut self, now: Instant, local: LocalTime) {
+        self.window.close();
+        self.out.command_now(Command::SaveWindow(None));
+        self.window_transitions(now, local);
+        self.emit();
+    }
+
+    /// Whether the window is open, as of the last evaluation.
+    pub fn window_is_open(&self) -> bool {
+        self.window_open.unwrap_or(false)
+    }
+
+    pub fn window_until(&self, now: Instant) -> Option<Instant> {
+        self.window.open_until(now)
+    }
+
+    fn window_transitions(&mut self, now: Instant, local: LocalTime) {
+        let open = self.window.is_open(now, local);
+        if self.window_open == Some(open) {
+            return;
+        }
+        let first = self.window_open.is_none();
+        self.window_open = Some(open);
+        if open {
+            self.out.command(Command::Radio(RadioCommand::Enable));
+            self.events.push(Event::WindowOpened {
+                secs: self
+                    .window
+                    .open_until(now)
+                    .map(|u| u.saturating_since(now).as_secs()),
+            });
+        } else {
+            let actions = self.stations.close(now, &mut self.events);
+            self.apply(actions, now);
+            self.out.command(Command::Radio(RadioCommand::Disable));
+            if !first {
+                self.events.push(Event::WindowClosed);
+            }
+        }
+    }
+
+    /// Called at (or after) the time [`Provisioner::poll_timeout`] said, and once at start.
+    pub fn handle_timeout(&mut self, now: Instant, local: LocalTime) {
+        self.window_transitions(now, local);
+        let actions = self.stations.tick(now, &mut self.events);
+        self.apply(actions, now);
+        let ended = self.leases.expire(now, &mut self.events);
+        for c in &ended {
+            self.out.change(SetChange::Lease(*c));
+        }
+        for c in ended {
+            if let LeaseChange::Unbind { mac, .. } = c {
+                // Without a radio, a lease that runs out is the station leaving.
+                if !self.settings.radio {
+                    self.station_left(mac, now);
+                } else {
+                    self.forget_learned(mac);
+                }
+            }
+        }
+        // The kernel times learned elements out by itself; this only forgets them.
+        self.learned.expire(now);
+        self.limits.forget_idle(now);
+        self.refusals.report_due(now, &mut self.events);
+        self.spoofs.report_due(now, &mut self.events);
+        self.ports.expire(now);
+        self.emit();
+    }
+
+    // --- DNS ------------------------------------------------------------------------------
+
+    /// Question `id` from `client` for `name` (lower case, no trailing dot): only a client
+    /// with a lease, within its rate, asking A or AAAA for an allowed name gets past; its
+    /// outcome (refused, no data, or resolve) is out at once.
+    pub fn handle_dns_question(
+        &mut self,
+        id: QueryId,
+        client: Ipv4Addr,
+        name: &str,
+        qtype: u16,
+        now: Instant,
+    ) {
+        let outcome = self.dns_question(client, name, qtype, now);
+        self.out.dns_now(DnsOut { id, outcome });
+        self.emit();
+    }
+
+    fn dns_question(
         &mut self,
         client: Ipv4Addr,
         name: &str,
         qtype: u16,
         now: Instant,
-    ) -> DnsVerdict {
+    ) -> DnsOutcome {
         // Only clients with a lease are served (the anti-spoof rule makes the source
         // address trustworthy); the router's other networks are not ours to answer.
         let Some(mac) = self.leases.mac_of(client, now) else {
-            return DnsVerdict::Refused;
+            return DnsOutcome::Refused;
         };
         if !self.limits.allow(mac, now, &mut self.events) {
-            return DnsVerdict::Refused;
+            return DnsOutcome::Refused;
         }
-        let refuse = |core: &mut Core, reason| {
-            if core
-                .refusals
-                .report(mac, (name, qtype), now, &mut core.events)
-            {
-                core.events.push(Event::DnsRefused {
-                    mac,
-                    name: name.into(),
-                    qtype,
-                    reason,
-                });
-            }
-            DnsVerdict::Refused
-        };
-        match qtype {
-            QTYPE_A | QTYPE_AAAA if !self.allow.allows(name) => {
-                refuse(self, DnsRefusal::NotAllowed)
-            }
-            QTYPE_A => DnsVerdict::Resolve { mac },
+        let reason = match qtype {
+            QTYPE_A | QTYPE_AAAA if !self.allow.allows(name) => DnsRefusal::NotAllowed,
+            QTYPE_A => return DnsOutcome::Resolve { mac },
             // IPv6 is off on the provisioning network: an allowed name has no AAAA here.
-            QTYPE_AAAA => DnsVerdict::NoData,
-            _ => refuse(self, DnsRefusal::QueryType),
+            QTYPE_AAAA => return DnsOutcome::NoData,
+            _ => DnsRefusal::QueryType,
+        };
+        if self
+            .refusals
+            .report(mac, (name, qtype), now, &mut self.events)
+        {
+            self.events.push(Event::DnsRefused {
+                mac,
+                name: name.into(),
+                qtype,
+                reason,
+            });
         }
+        DnsOutcome::Refused
     }
 
-    /// The A records of an answer for an allowed `name` asked by `mac`: `keep[i]` says
-    /// whether `addrs[i]` may stay in the answer (the rebinding guard); every kept address
-    /// is learned for the client, and the kernel changes are pushed onto `changes`.
-    pub fn dns_answer(
+    /// The answer to question `id` (resolved for `mac` as `name`): `records` as the answer
+    /// section holds them, `age` seconds old (a cached answer). The answer the client gets
+    /// is the CNAME chain from `name` and the chain's addresses that pass the rebinding
+    /// guard, each learned for the client for the (clamped) TTL; it waits until the
+    /// kernel holds what it opens.
+    pub fn handle_dns_answer(
         &mut self,
+        id: QueryId,
         mac: MacAddr,
         name: &Arc<str>,
-        addrs: &[(Ipv4Addr, u32)],
+        records: &[Record],
+        age: u32,
         now: Instant,
-        keep: &mut Vec<bool>,
-        changes: &mut Vec<SetChange>,
     ) {
-        keep.clear();
+        let mut include = dns::on_chain(name, records);
         let grant = self.allow.grant(name);
-        let mut learn = Vec::new();
-        for &(addr, ttl) in addrs {
+        for (i, r) in records.iter().enumerate() {
+            let RecordData::A(addr) = r.data else {
+                continue;
+            };
+            if !include[i] {
+                continue;
+            }
             if let Err(why) = self.guard.check(addr) {
-                keep.push(false);
+                include[i] = false;
                 self.events.push(Event::DnsRebinding {
                     mac,
                     name: name.clone(),
@@ -708,40 +838,42 @@ impl Core {
                 });
                 continue;
             }
-            keep.push(true);
             if grant.ports.is_empty() {
                 continue;
             }
-            let before = learn.len();
+            let ttl = r.ttl.saturating_sub(age);
+            let mut learn = Vec::new();
             self.learned.learn(
                 mac,
                 name,
                 addr,
                 &grant,
-                self.ttl.element_timeout(ttl),
-                self.ttl.refresh_slack(),
+                self.settings.ttl.element_timeout(ttl),
+                self.settings.ttl.refresh_slack(),
                 now,
                 &mut learn,
             );
-            if learn.len() > before {
+            if !learn.is_empty() {
                 self.events.push(Event::AddressLearned {
                     mac,
                     name: name.clone(),
                     addr,
-                    ttl: self.ttl.answer_ttl(ttl),
+                    ttl: self.settings.ttl.answer_ttl(ttl),
                 });
             }
+            for c in learn {
+                let LearnChange::Add { key, .. } = c else {
+                    unreachable!("learning only adds")
+                };
+                self.out.addition(SetChange::Learn(c), Undo::Learn { key });
+            }
         }
-        changes.extend(learn.into_iter().map(SetChange::Learn));
-    }
-
-    /// The TTL to tell the client for a record with `ttl`.
-    pub fn answer_ttl(&self, ttl: u32) -> u32 {
-        self.ttl.answer_ttl(ttl)
-    }
-
-    pub fn drain_events(&mut self) -> std::vec::Drain<'_, Event> {
-        self.events.drain(..)
+        let ttl_cap = self.settings.ttl.answer_ttl(u32::MAX);
+        self.out.dns(DnsOut {
+            id,
+            outcome: DnsOutcome::Answer { include, ttl_cap },
+        });
+        self.emit();
     }
 }
 
@@ -796,6 +928,85 @@ mod tests {
         minute: 720,
     };
 
+    use crate::config::Config;
+
+    /// What an input left in the outbox, drained (every batch applied), but the events.
+    #[derive(Debug, Default, PartialEq, Eq)]
+    struct Turn {
+        changes: Vec<SetChange>,
+        radio: Vec<RadioCommand>,
+        commands: Vec<Command>,
+        reply: Option<DhcpReply>,
+        dns: Vec<DnsOutcome>,
+    }
+
+    impl Turn {
+        fn is_empty(&self) -> bool {
+            *self == Turn::default()
+        }
+    }
+
+    fn drain(p: &mut Provisioner) -> Turn {
+        let mut t = Turn::default();
+        loop {
+            let mut more = false;
+            if let Some(b) = p.poll_batch() {
+                more = true;
+                t.changes.extend(b.changes);
+                p.handle_batch_applied(b.id);
+            }
+            while let Some(c) = p.poll_command() {
+                more = true;
+                match c {
+                    Command::Radio(r) => t.radio.push(r),
+                    c => t.commands.push(c),
+                }
+            }
+            while let Some(d) = p.poll_dhcp() {
+                more = true;
+                assert!(t.reply.is_none(), "two DHCP replies in one turn");
+                t.reply = Some(d.reply);
+            }
+            while let Some(d) = p.poll_dns() {
+                more = true;
+                t.dns.push(d.outcome);
+            }
+            if !more {
+                return t;
+            }
+        }
+    }
+
+    /// The events so far, as logged.
+    fn events(p: &mut Provisioner) -> Vec<String> {
+        std::iter::from_fn(|| p.poll_event())
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    /// A DNS question from `ip`: its outcome.
+    fn ask(
+        core: &mut Provisioner,
+        ip: Ipv4Addr,
+        name: &str,
+        qtype: u16,
+        now: Instant,
+    ) -> DnsOutcome {
+        core.handle_dns_question(0, ip, name, qtype, now);
+        let mut t = drain(core);
+        assert_eq!(t.dns.len(), 1);
+        t.dns.remove(0)
+    }
+
+    fn to(mac: MacAddr) -> DhcpTransaction {
+        DhcpTransaction {
+            xid: 1,
+            flags: 0,
+            chaddr: mac,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+        }
+    }
+
     fn cfg(extra: &str) -> Config {
         Config::parse(
             "t",
@@ -811,14 +1022,15 @@ mod tests {
         MacAddr([2, 0, 0, 0, 0, n])
     }
 
-    /// A DHCP message sent by the MAC it names, on port 1.
-    fn dhcp(core: &mut Core, req: DhcpRequest, now: Instant) -> DhcpDecision {
+    /// A DHCP message sent by the MAC it names, on port 1; what it gave.
+    fn dhcp(core: &mut Provisioner, req: DhcpRequest, now: Instant) -> Turn {
         let from = DhcpSender {
             frame: req.mac(),
             port: 1,
             client_id: None,
         };
-        core.handle_dhcp(req, from, now)
+        core.handle_dhcp(req, from, to(req.mac()), now);
+        drain(core)
     }
 
     fn t(s: u64) -> Instant {
@@ -830,17 +1042,18 @@ mod tests {
     }
 
     /// A core whose window is open (always), started.
-    fn started(extra: &str) -> Core {
-        let mut core = Core::new(&cfg(&format!(
+    fn started(extra: &str) -> Provisioner {
+        let mut core = Provisioner::new(&Settings::from(&cfg(&format!(
             "config window\n option mode always\n{extra}"
-        )));
-        core.handle_timeout(t(0), NOON, &mut Effects::default());
-        core.drain_events().for_each(drop);
+        ))));
+        core.handle_timeout(t(0), NOON);
+        drain(&mut core);
+        events(&mut core);
         core
     }
 
     /// DISCOVER and REQUEST for `m` at `now`: the address it was given.
-    fn lease(core: &mut Core, m: MacAddr, now: Instant) -> Ipv4Addr {
+    fn lease(core: &mut Provisioner, m: MacAddr, now: Instant) -> Ipv4Addr {
         let d = dhcp(
             core,
             DhcpRequest::Discover {
@@ -854,7 +1067,7 @@ mod tests {
         };
         let request = DhcpRequest::Request {
             mac: m,
-            server_id: Some(core.router),
+            server_id: Some(core.settings.router),
             requested: Some(ip),
             ciaddr: None,
         };
@@ -868,8 +1081,8 @@ mod tests {
         let mut core = started(
             "config radio\n option hostapd external\nconfig limits\n option max_clients 1\n",
         );
-        let mut fx = Effects::default();
-        core.station_joined(mac(1), t(0), &mut fx);
+        core.handle_station_joined(mac(1), t(0));
+        let fx = drain(&mut core);
         assert_eq!(
             fx.changes,
             [SetChange::Admit {
@@ -889,12 +1102,12 @@ mod tests {
             },
             t(1),
         );
-        assert_eq!(d, DhcpDecision::default());
+        assert!(d.is_empty(), "{d:?}");
         // A newcomer when full, the first old enough: associating alone evicts nobody, the
         // newcomer waits and may DISCOVER (a spare address is offered)...
-        let mut fx = Effects::default();
-        core.station_joined(mac(2), t(200), &mut fx);
-        assert_eq!(fx, Effects::default());
+        core.handle_station_joined(mac(2), t(200));
+        let fx = drain(&mut core);
+        assert!(fx.is_empty(), "{fx:?}");
         let d = dhcp(
             &mut core,
             DhcpRequest::Discover {
@@ -907,9 +1120,9 @@ mod tests {
             panic!("no offer for the waiting newcomer: {d:?}")
         };
         assert_ne!(offered, ip);
-        assert_eq!(d.effects, Effects::default());
+        assert!(d.changes.is_empty() && d.radio.is_empty(), "{d:?}");
         // ...a REQUEST for another address is refused...
-        let router = core.router;
+        let router = core.settings.router;
         let d = dhcp(
             &mut core,
             DhcpRequest::Request {
@@ -921,8 +1134,8 @@ mod tests {
             t(200),
         );
         assert_eq!(
-            (d.reply, d.effects),
-            (Some(DhcpReply::Nak), Effects::default())
+            (d.reply, d.changes.len(), d.radio.len()),
+            (Some(DhcpReply::Nak), 0, 0)
         );
         // ...and once it requests its offer, the first is evicted with its lease,
         // deauthenticated and banned, in the kernel and in hostapd, before the ACK.
@@ -937,7 +1150,7 @@ mod tests {
             t(200),
         );
         assert!(matches!(d.reply, Some(DhcpReply::Ack { ip, .. }) if ip == offered));
-        let fx = d.effects;
+        let fx = d;
         assert_eq!(
             fx.radio,
             [
@@ -966,7 +1179,7 @@ mod tests {
                 }),
             ]
         );
-        let kinds: Vec<_> = core.drain_events().map(|e| e.to_string()).collect();
+        let kinds: Vec<_> = events(&mut core);
         assert!(
             kinds.contains(
                 &"event=evicted mac=02:00:00:00:00:01 reason=make_room age=200".to_owned()
@@ -974,8 +1187,8 @@ mod tests {
             "{kinds:?}"
         );
         // The ban ends: off hostapd's deny list.
-        let mut fx = Effects::default();
-        core.handle_timeout(t(500), NOON, &mut fx);
+        core.handle_timeout(t(500), NOON);
+        let fx = drain(&mut core);
         assert_eq!(fx.radio, [RadioCommand::DenyDel(mac(1))]);
     }
 
@@ -992,14 +1205,14 @@ mod tests {
         );
         assert!(matches!(d.reply, Some(DhcpReply::Offer { .. })));
         assert_eq!(
-            d.effects.changes,
+            d.changes,
             [SetChange::Admit {
                 mac: mac(1),
                 session_left: secs(900),
                 since: t(0)
             }]
         );
-        assert!(d.effects.radio.is_empty(), "no radio, no radio commands");
+        assert!(d.radio.is_empty(), "no radio, no radio commands");
         // Full and young: the second gets no offer.
         let d = dhcp(
             &mut core,
@@ -1011,7 +1224,7 @@ mod tests {
         );
         assert_eq!(d.reply, None);
         // The first one's lease runs out (it never requested): it left, the second may come.
-        let router = core.router;
+        let router = core.settings.router;
         dhcp(
             &mut core,
             DhcpRequest::Request {
@@ -1022,8 +1235,8 @@ mod tests {
             },
             t(1),
         );
-        let mut fx = Effects::default();
-        core.handle_timeout(t(302), NOON, &mut fx);
+        core.handle_timeout(t(302), NOON);
+        let fx = drain(&mut core);
         assert!(
             fx.changes.contains(&SetChange::Dismiss { mac: mac(1) }),
             "{fx:?}"
@@ -1041,37 +1254,42 @@ mod tests {
 
     #[test]
     fn the_window_brings_the_ssid_up_and_down_and_closing_disconnects() {
-        let mut core = Core::new(&cfg("config radio\n option hostapd external\n"));
-        let mut fx = Effects::default();
-        core.handle_timeout(t(0), NOON, &mut fx);
+        let mut core = Provisioner::new(&Settings::from(&cfg(
+            "config radio\n option hostapd external\n",
+        )));
+        core.handle_timeout(t(0), NOON);
+        let fx = drain(&mut core);
         assert_eq!(
             fx.radio,
             [RadioCommand::Disable],
             "on demand: closed at start"
         );
-        let mut fx = Effects::default();
-        core.station_joined(mac(1), t(1), &mut fx);
+        core.handle_station_joined(mac(1), t(1));
+        let fx = drain(&mut core);
         assert_eq!(
             fx.radio,
             [RadioCommand::Deauthenticate(mac(1))],
             "turned away while closed"
         );
-        let mut fx = Effects::default();
-        let until = core.open_window(None, t(10), NOON, &mut fx);
+        let until = core.handle_window_open(None, t(10), NOON);
+        let fx = drain(&mut core);
         assert_eq!(
             (until, fx.radio.as_slice()),
             (t(910), &[RadioCommand::Enable][..])
         );
-        core.station_joined(mac(1), t(11), &mut Effects::default());
-        assert_eq!(core.next_deadline(t(11)), Some(t(910)));
-        let mut fx = Effects::default();
-        core.handle_timeout(t(910), NOON, &mut fx);
+        core.handle_station_joined(mac(1), t(11));
+        drain(&mut core);
+        assert_eq!(core.poll_timeout(t(11)), Some((t(910), Deadline::Window)));
+        core.handle_timeout(t(910), NOON);
+        let fx = drain(&mut core);
         assert_eq!(
             fx.radio,
             [RadioCommand::Deauthenticate(mac(1)), RadioCommand::Disable]
         );
         assert!(fx.changes.contains(&SetChange::Dismiss { mac: mac(1) }));
-        let kinds: Vec<_> = core.drain_events().map(|e| e.kind()).collect();
+        let kinds: Vec<_> = std::iter::from_fn(|| core.poll_event())
+            .map(|e| e.kind())
+            .collect();
         assert!(kinds.ends_with(&["evicted", "window_closed"]), "{kinds:?}");
     }
 
@@ -1108,7 +1326,7 @@ mod tests {
             ],
             learned: vec![],
         };
-        assert_eq!(core.restore(&snap, t(100)), 1);
+        assert_eq!(core.restore(&snap, None, t(100)), 1);
         let after = core.snapshot(t(100));
         assert_eq!(
             after.clients,
@@ -1133,8 +1351,8 @@ mod tests {
         );
         assert_eq!(d.reply, None);
         // The session still ends 900 s after the first admission.
-        let mut fx = Effects::default();
-        core.handle_timeout(t(900), NOON, &mut fx);
+        core.handle_timeout(t(900), NOON);
+        let fx = drain(&mut core);
         assert!(fx.changes.contains(&SetChange::Dismiss { mac: mac(2) }));
     }
 
@@ -1142,36 +1360,36 @@ mod tests {
     fn a_repeated_refusal_is_reported_once_a_minute_and_summarised() {
         let mut core = started("");
         let ip = lease(&mut core, mac(1), t(0));
-        core.drain_events().for_each(drop);
+        events(&mut core);
         for _ in 0..5 {
             assert_eq!(
-                core.dns_question(ip, "bad.example", QTYPE_A, t(1)),
-                DnsVerdict::Refused
+                ask(&mut core, ip, "bad.example", QTYPE_A, t(1)),
+                DnsOutcome::Refused
             );
         }
-        let events: Vec<_> = core.drain_events().map(|e| e.to_string()).collect();
+        let got = events(&mut core);
         assert_eq!(
-            events,
+            got,
             [
                 "event=dns_refused mac=02:00:00:00:00:01 name=bad.example type=A reason=not_allowed threat=violation"
             ]
         );
-        core.dns_question(ip, "bad.example", QTYPE_A, t(61));
-        let events: Vec<_> = core.drain_events().map(|e| e.to_string()).collect();
+        ask(&mut core, ip, "bad.example", QTYPE_A, t(61));
+        let got = events(&mut core);
         assert_eq!(
-            events,
+            got,
             [
                 "event=dns_refused_more mac=02:00:00:00:00:01 count=4 threat=violation",
                 "event=dns_refused mac=02:00:00:00:00:01 name=bad.example type=A reason=not_allowed threat=violation"
             ]
         );
         assert_eq!(
-            core.dns_question(ip, "ok.example", QTYPE_A, t(62)),
-            DnsVerdict::Resolve { mac: mac(1) }
+            ask(&mut core, ip, "ok.example", QTYPE_A, t(62)),
+            DnsOutcome::Resolve { mac: mac(1) }
         );
         assert_eq!(
-            core.dns_question(ip, "ok.example", QTYPE_AAAA, t(62)),
-            DnsVerdict::NoData
+            ask(&mut core, ip, "ok.example", QTYPE_AAAA, t(62)),
+            DnsOutcome::NoData
         );
     }
 
@@ -1180,17 +1398,15 @@ mod tests {
         let mut core = started("");
         let victim = lease(&mut core, mac(2), t(0));
         let _ = lease(&mut core, mac(1), t(0));
-        core.drain_events().for_each(drop);
-        let forged = |core: &mut Core, req: DhcpRequest, client_id| {
-            core.handle_dhcp(
-                req,
-                DhcpSender {
-                    frame: mac(1),
-                    port: 3,
-                    client_id,
-                },
-                t(1),
-            )
+        events(&mut core);
+        let forged = |core: &mut Provisioner, req: DhcpRequest, client_id| {
+            let from = DhcpSender {
+                frame: mac(1),
+                port: 3,
+                client_id,
+            };
+            core.handle_dhcp(req, from, to(mac(1)), t(1));
+            drain(core)
         };
         // A RELEASE, DECLINE, REQUEST and INFORM for the victim, sent from the attacker's
         // own MAC: nothing reaches the kernel, nothing is answered.
@@ -1211,7 +1427,8 @@ mod tests {
             },
             DhcpRequest::Inform { mac: mac(2) },
         ] {
-            assert_eq!(forged(&mut core, req, None), DhcpDecision::default());
+            let d = forged(&mut core, req, None);
+            assert!(d.is_empty(), "{d:?}");
         }
         // Its own chaddr, but the victim's client identifier: the same.
         let d = forged(
@@ -1222,10 +1439,10 @@ mod tests {
             },
             Some(mac(2)),
         );
-        assert_eq!(d, DhcpDecision::default());
-        let events: Vec<_> = core.drain_events().map(|e| e.to_string()).collect();
+        assert!(d.is_empty(), "{d:?}");
+        let got = events(&mut core);
         assert_eq!(
-            events,
+            got,
             [
                 format!("event=dhcp_spoofed mac=02:00:00:00:00:01 chaddr=02:00:00:00:00:02 msg=release ip={victim} port=3 threat=spoofing"),
                 format!("event=dhcp_spoofed mac=02:00:00:00:00:01 chaddr=02:00:00:00:00:02 msg=decline ip={victim} port=3 threat=spoofing"),
@@ -1244,14 +1461,10 @@ mod tests {
             },
             t(2),
         );
-        assert!(
-            d.effects
-                .changes
-                .contains(&SetChange::Lease(LeaseChange::Unbind {
-                    mac: mac(2),
-                    ip: victim
-                }))
-        );
+        assert!(d.changes.contains(&SetChange::Lease(LeaseChange::Unbind {
+            mac: mac(2),
+            ip: victim
+        })));
     }
 
     #[test]
@@ -1259,18 +1472,18 @@ mod tests {
         let mut core = started("");
         let a = lease(&mut core, mac(1), t(0));
         let b = lease(&mut core, mac(2), t(0));
-        core.drain_events().for_each(drop);
+        events(&mut core);
         // Claiming another client's address, the router's, and an address nobody has.
-        core.arp_refused(Some(mac(1)), mac(1), b, t(1));
-        core.arp_refused(Some(mac(1)), mac(1), core.router, t(1));
-        core.arp_refused(Some(mac(1)), mac(1), Ipv4Addr::new(192, 168, 250, 99), t(1));
+        core.handle_arp_refused(Some(mac(1)), mac(1), b, t(1));
+        core.handle_arp_refused(Some(mac(1)), mac(1), core.settings.router, t(1));
+        core.handle_arp_refused(Some(mac(1)), mac(1), Ipv4Addr::new(192, 168, 250, 99), t(1));
         // A forged sender MAC for its own address.
-        core.arp_refused(Some(mac(1)), mac(7), a, t(1));
+        core.handle_arp_refused(Some(mac(1)), mac(7), a, t(1));
         // The same claim again within the minute is not reported again.
-        core.arp_refused(Some(mac(1)), mac(1), b, t(2));
-        let events: Vec<_> = core.drain_events().map(|e| e.to_string()).collect();
+        core.handle_arp_refused(Some(mac(1)), mac(1), b, t(2));
+        let got = events(&mut core);
         assert_eq!(
-            events,
+            got,
             [
                 format!("event=arp_spoofed mac=02:00:00:00:00:01 sender=02:00:00:00:00:01 ip={b} owner=02:00:00:00:00:02 threat=spoofing"),
                 "event=arp_spoofed mac=02:00:00:00:00:01 sender=02:00:00:00:00:01 ip=192.168.250.1 owner=router threat=spoofing".to_owned(),
@@ -1287,13 +1500,13 @@ mod tests {
             },
             t(3),
         );
-        core.drain_events().for_each(drop);
-        core.arp_refused(Some(mac(2)), mac(2), b, t(4));
-        assert_eq!(core.drain_events().count(), 0);
+        events(&mut core);
+        core.handle_arp_refused(Some(mac(2)), mac(2), b, t(4));
+        assert_eq!(events(&mut core), Vec::<String>::new());
         // After the minute, the summary of what was not reported one by one.
-        let mut fx = Effects::default();
-        core.handle_timeout(t(70), NOON, &mut fx);
-        let events: Vec<_> = core.drain_events().map(|e| e.to_string()).collect();
+        core.handle_timeout(t(70), NOON);
+        drain(&mut core);
+        let events: Vec<_> = events(&mut core);
         assert!(
             events.contains(
                 &"event=spoofing_more mac=02:00:00:00:00:01 count=1 threat=spoofing".to_owned()
@@ -1312,7 +1525,7 @@ mod tests {
         );
         let _ = lease(&mut core, mac(1), t(0));
         let _ = lease(&mut core, mac(2), t(0));
-        core.drain_events().for_each(drop);
+        events(&mut core);
         // Sixteen DISCOVERs with random MACs from one port, both clients old enough.
         for n in 100..116 {
             let d = dhcp(
@@ -1323,12 +1536,9 @@ mod tests {
                 },
                 t(60),
             );
-            assert!(
-                d.effects.changes.is_empty() && d.effects.radio.is_empty(),
-                "{d:?}"
-            );
+            assert!(d.changes.is_empty() && d.radio.is_empty(), "{d:?}");
         }
-        let kinds: Vec<_> = core.drain_events().map(|e| e.to_string()).collect();
+        let kinds: Vec<_> = events(&mut core);
         assert!(!kinds.iter().any(|k| k.contains("evicted")), "{kinds:?}");
         assert!(
             kinds.contains(
@@ -1343,33 +1553,34 @@ mod tests {
             port: 2,
             client_id: None,
         };
-        let d = core.handle_dhcp(
+        core.handle_dhcp(
             DhcpRequest::Discover {
                 mac: mac(50),
                 requested: None,
             },
             from,
+            to(mac(50)),
             t(61),
         );
+        let d = drain(&mut core);
         let Some(DhcpReply::Offer { ip, .. }) = d.reply else {
             panic!("{d:?}")
         };
-        let d = core.handle_dhcp(
+        let router = core.settings.router;
+        core.handle_dhcp(
             DhcpRequest::Request {
                 mac: mac(50),
-                server_id: Some(core.router),
+                server_id: Some(router),
                 requested: Some(ip),
                 ciaddr: None,
             },
             from,
+            to(mac(50)),
             t(62),
         );
+        let d = drain(&mut core);
         assert!(matches!(d.reply, Some(DhcpReply::Ack { .. })), "{d:?}");
-        assert!(
-            d.effects
-                .changes
-                .contains(&SetChange::Dismiss { mac: mac(1) })
-        );
+        assert!(d.changes.contains(&SetChange::Dismiss { mac: mac(1) }));
     }
 
     #[test]

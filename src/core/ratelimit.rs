@@ -1,7 +1,7 @@
 //! DNS query rate limits: one per client and one for the whole network (governor's GCRA),
 //! driven by the core's injected clock so that they are deterministic under test.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -113,10 +113,10 @@ impl DnsLimits {
 /// device retrying a forbidden name, or a flood of random names, costs at most a few dozen
 /// lines a minute, and memory stays bounded by the number of clients (and by
 /// [`MAX_TRACKED`] senders: beyond that, a flood of forged MACs is not reported one by one).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Repeats {
-    hasher: std::hash::RandomState,
-    clients: HashMap<MacAddr, Period>,
+    /// Ordered: summaries come out the same way every time.
+    clients: BTreeMap<MacAddr, Period>,
     /// The event that sums up what a client's period did not report.
     summary: fn(MacAddr, u32) -> Event,
 }
@@ -139,8 +139,7 @@ pub const DISTINCT_REPORTED: usize = 32;
 impl Repeats {
     pub fn new(summary: fn(MacAddr, u32) -> Event) -> Self {
         Repeats {
-            hasher: Default::default(),
-            clients: HashMap::new(),
+            clients: BTreeMap::new(),
             summary,
         }
     }
@@ -154,8 +153,9 @@ impl Repeats {
         now: Instant,
         events: &mut Vec<Event>,
     ) -> bool {
-        use std::hash::BuildHasher;
-        let h = self.hasher.hash_one(question);
+        // A fixed hasher (SipHash, zero keys): the same questions dedupe the same way.
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(question);
         if self.clients.len() >= MAX_TRACKED && !self.clients.contains_key(&mac) {
             return false;
         }
@@ -184,7 +184,7 @@ impl Repeats {
     }
 
     /// Reports and forgets the periods that are over.
-    pub fn flush(&mut self, now: Instant, events: &mut Vec<Event>) {
+    pub fn report_due(&mut self, now: Instant, events: &mut Vec<Event>) {
         let summary = self.summary;
         self.clients.retain(|mac, p| {
             if now.saturating_since(p.start) < REPEAT_PERIOD {
@@ -199,13 +199,6 @@ impl Repeats {
 
     pub fn next_deadline(&self) -> Option<Instant> {
         self.clients.values().map(|p| p.start + REPEAT_PERIOD).min()
-    }
-}
-
-impl Clone for DnsLimits {
-    /// Rate-limit state is ephemeral: a copy starts afresh with the same quotas.
-    fn clone(&self) -> Self {
-        DnsLimits::new(self.client_qps, self.total_qps)
     }
 }
 
@@ -300,7 +293,7 @@ mod tests {
         ev.clear();
         // A client that went quiet is summarised by the flush at the end of its minute.
         r.report(mac(2), "a", t0, ev);
-        r.flush(t0 + REPEAT_PERIOD, ev);
+        r.report_due(t0 + REPEAT_PERIOD, ev);
         assert_eq!(
             ev,
             &[Event::DnsRefusalsSuppressed {

@@ -17,7 +17,7 @@
 //! * A client that leaves and comes back within its session keeps its original admission
 //!   time: reconnecting (or crashing the daemon) does not reset the session clock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::MacAddr;
@@ -61,10 +61,11 @@ struct Client {
 #[derive(Clone, Debug)]
 pub struct Stations {
     policy: Policy,
-    clients: HashMap<MacAddr, Client>,
-    bans: HashMap<MacAddr, Instant>,
+    // Ordered maps: the same inputs give the same decisions in the same order.
+    clients: BTreeMap<MacAddr, Client>,
+    bans: BTreeMap<MacAddr, Instant>,
     /// Admission times of clients that left before their session ended.
-    departed: HashMap<MacAddr, Instant>,
+    departed: BTreeMap<MacAddr, Instant>,
     /// Newcomers that would evict someone: since when they wait, and on which port.
     waiting: BTreeMap<MacAddr, (Instant, Option<u32>)>,
     last_eviction: Option<Instant>,
@@ -74,9 +75,9 @@ impl Stations {
     pub fn new(policy: Policy) -> Self {
         Stations {
             policy,
-            clients: HashMap::new(),
-            bans: HashMap::new(),
-            departed: HashMap::new(),
+            clients: BTreeMap::new(),
+            bans: BTreeMap::new(),
+            departed: BTreeMap::new(),
             waiting: BTreeMap::new(),
             last_eviction: None,
         }
@@ -375,6 +376,14 @@ impl Stations {
         let bans = self.bans.values().copied();
         let waits = self.waiting.values().map(|&(since, _)| since + WAIT_HOLD);
         sessions.chain(bans).chain(waits).min()
+    }
+
+    /// An admission the kernel did not take: the client is not admitted after all (a
+    /// client that came back keeps its session clock for the next try).
+    pub fn take_back(&mut self, mac: MacAddr) {
+        if let Some(c) = self.clients.remove(&mac) {
+            self.departed.insert(mac, c.admitted);
+        }
     }
 
     /// Re-creates a client after a restart, with its original admission time.

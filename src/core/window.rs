@@ -4,7 +4,31 @@
 use std::time::Duration;
 
 use super::time::Instant;
-use crate::config::{ScheduleSpan, Window as WindowConfig, WindowMode};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowMode {
+    Always,
+    OnDemand,
+    Schedule,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowSettings {
+    pub mode: WindowMode,
+    /// Length of an on-demand activation window.
+    pub duration: Duration,
+    pub schedule: Vec<ScheduleSpan>,
+}
+
+/// `Mon-Fri 08:00-20:00`: on the given weekdays, from `start` to `end` (minutes after
+/// midnight, local time); an `end` before `start` runs past midnight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScheduleSpan {
+    /// Bit 0 is Monday, bit 6 Sunday.
+    pub days: u8,
+    pub start: u16,
+    pub end: u16,
+}
 
 /// Local wall-clock time, as schedules are written: weekday (0 = Monday) and minute of day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +61,7 @@ fn in_span(s: &ScheduleSpan, t: LocalTime) -> bool {
 }
 
 impl Window {
-    pub fn new(cfg: &WindowConfig) -> Self {
+    pub fn new(cfg: &WindowSettings) -> Self {
         Window {
             mode: cfg.mode,
             duration: cfg.duration,
@@ -47,7 +71,7 @@ impl Window {
     }
 
     /// A new config keeps a window that was opened by hand.
-    pub fn reconfigure(&mut self, cfg: &WindowConfig) {
+    pub fn reconfigure(&mut self, cfg: &WindowSettings) {
         let open_until = self.open_until;
         *self = Window::new(cfg);
         self.open_until = open_until;
@@ -104,8 +128,8 @@ impl Window {
 mod tests {
     use super::*;
 
-    fn cfg(mode: WindowMode, schedule: Vec<ScheduleSpan>) -> WindowConfig {
-        WindowConfig {
+    fn cfg(mode: WindowMode, schedule: Vec<ScheduleSpan>) -> WindowSettings {
+        WindowSettings {
             mode,
             duration: Duration::from_secs(900),
             schedule,

@@ -15,21 +15,14 @@ use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn, sock
 use crate::config::IfName;
 use crate::core::MacAddr;
 use crate::core::leases::{DhcpReply, DhcpRequest};
-
-/// What a reply needs from the request besides the decision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RequestHeader {
-    pub xid: u32,
-    pub flags: Flags,
-    pub chaddr: MacAddr,
-    pub ciaddr: Ipv4Addr,
-}
+use crate::core::outbox::DhcpTransaction;
 
 /// A client's message, reduced to what the core decides on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientMessage {
     pub request: DhcpRequest,
-    pub header: RequestHeader,
+    /// What a reply needs from the request besides the decision.
+    pub to: DhcpTransaction,
     /// The client identifier (option 61) when it is a MAC (hardware type 1).
     pub client_id: Option<MacAddr>,
 }
@@ -87,9 +80,9 @@ pub fn parse(buf: &[u8]) -> Option<ClientMessage> {
     };
     Some(ClientMessage {
         request,
-        header: RequestHeader {
+        to: DhcpTransaction {
             xid: msg.xid(),
-            flags: msg.flags(),
+            flags: u16::from(msg.flags()),
             chaddr: mac,
             ciaddr: msg.ciaddr(),
         },
@@ -107,7 +100,7 @@ pub struct Params {
 /// Encodes the reply and says where it goes (RFC 2131 §4.1): to a renewing client's own
 /// address, else broadcast. (A server may always broadcast when it cannot unicast to a
 /// client that has no address yet; we do not poke the ARP cache to do so.)
-pub fn reply(h: &RequestHeader, reply: DhcpReply, p: &Params) -> (Vec<u8>, SocketAddrV4) {
+pub fn reply(h: &DhcpTransaction, reply: DhcpReply, p: &Params) -> (Vec<u8>, SocketAddrV4) {
     let (kind, yiaddr, lease) = match reply {
         DhcpReply::Offer { ip, lease } => (MessageType::Offer, ip, Some(lease)),
         DhcpReply::Ack { ip, lease } => (MessageType::Ack, ip, Some(lease)),
@@ -126,7 +119,8 @@ pub fn reply(h: &RequestHeader, reply: DhcpReply, p: &Params) -> (Vec<u8>, Socke
         Ipv4Addr::UNSPECIFIED,
         &h.chaddr.0,
     );
-    msg.set_opcode(Opcode::BootReply).set_flags(h.flags);
+    msg.set_opcode(Opcode::BootReply)
+        .set_flags(Flags::new(h.flags));
     let mut opts = DhcpOptions::new();
     opts.insert(DhcpOption::MessageType(kind));
     opts.insert(DhcpOption::ServerIdentifier(p.router));
@@ -395,7 +389,7 @@ mod tests {
         );
         let ClientMessage {
             request: req,
-            header: h,
+            to: h,
             ..
         } = parse(&r).unwrap();
         assert_eq!(
@@ -453,9 +447,9 @@ mod tests {
             router: ROUTER,
             subnet: "192.168.250.0/24".parse().unwrap(),
         };
-        let h = RequestHeader {
+        let h = DhcpTransaction {
             xid: 7,
-            flags: Flags::default(),
+            flags: 0,
             chaddr: MAC,
             ciaddr: Ipv4Addr::UNSPECIFIED,
         };
@@ -488,7 +482,7 @@ mod tests {
             matches!(m.opts().get(OptionCode::SubnetMask), Some(DhcpOption::SubnetMask(mask)) if *mask == Ipv4Addr::new(255, 255, 255, 0))
         );
         // A renewing client is answered at its own address; a NAK is always broadcast.
-        let renew = RequestHeader { ciaddr: IP, ..h };
+        let renew = DhcpTransaction { ciaddr: IP, ..h };
         assert_eq!(
             reply(
                 &renew,
@@ -533,7 +527,7 @@ mod tests {
             let mut r = client_msg(MessageType::Request, &[DhcpOption::RequestedIpAddress(IP)], Ipv4Addr::UNSPECIFIED);
             if flip < r.len() { r[flip] = byte; }
             if let Some(m) = parse(&r) {
-                prop_assert_eq!(m.header.chaddr.0[0] & 1, 0);
+                prop_assert_eq!(m.to.chaddr.0[0] & 1, 0);
             }
         }
     }

@@ -1,11 +1,12 @@
 //! The router's DNS server for the provisioning network.
 //!
-//! Every question goes to the core ([`Core::dns_question`]): only clients with a lease,
-//! within their rate, asking A or AAAA for an allowed name get past it. Allowed questions
-//! are answered from the cache or forwarded upstream; every answer, cached or fresh, goes
-//! through [`Core::dns_answer`], which drops rebinding records and learns the rest for the
-//! asking client. The daemon applies the batch of set changes of one loop turn in one
-//! netlink transaction and only then sends the replies: a client's first packet to a
+//! Every question goes to the provisioner ([`Provisioner::handle_dns_question`]): only
+//! clients with a lease, within their rate, asking A or AAAA for an allowed name get past
+//! it. Allowed questions are answered from the cache or forwarded upstream; every answer,
+//! cached or fresh, goes back to it ([`Provisioner::handle_dns_answer`]), which reads the
+//! CNAME chain, drops rebinding records and learns the rest for the asking client; its
+//! outcome says which records the reply carries. The outcome of an answer is released only
+//! once the kernel took the batch of set changes of that turn: a client's first packet to a
 //! learned address never races the set.
 //!
 //! Serving is a small loop on tokio sockets rather than hickory-server: hickory-server
@@ -24,18 +25,19 @@ pub use tcp::{TCP_IDLE, TCP_PER_CLIENT, TCP_TOTAL, TcpQuestion, serve_tcp};
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::Name;
 use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::config::Config;
+use crate::core::dns::{MAX_RECORDS, Record, RecordData};
+use crate::core::outbox::{DnsOut, DnsOutcome, QueryId};
 use crate::core::time::Instant;
-use crate::core::{Core, DnsVerdict, MacAddr, SetChange};
+use crate::core::{MacAddr, Provisioner};
 use cache::Cache;
 use wire::{Parsed, Question, Rr, RrData};
 
@@ -46,8 +48,6 @@ const MAX_PENDING: usize = 1024;
 /// Clients waiting for one upstream answer, at most.
 const MAX_WAITERS: usize = 64;
 const CACHE_ENTRIES: usize = 2048;
-/// Records of one answer considered; a longer answer is cut.
-const MAX_RECORDS: usize = 32;
 
 /// Where a reply goes.
 #[derive(Clone, Debug)]
@@ -63,46 +63,46 @@ impl Route {
     }
 }
 
+/// A reply to send.
 #[derive(Debug)]
 pub struct Reply {
     pub route: Route,
     pub bytes: Vec<u8>,
-    /// Sent instead when the set changes this answer needs could not be applied.
-    pub servfail: Option<Vec<u8>>,
 }
 
-/// What one loop turn produced: apply `changes`, then send `replies`.
-#[derive(Debug, Default)]
-pub struct Out {
-    pub changes: Vec<SetChange>,
-    pub replies: Vec<Reply>,
-}
+/// One upstream exchange: name and type asked.
+type Exchange = (Arc<str>, u16);
 
 /// An upstream exchange that finished.
 pub struct Done {
-    key: (Arc<str>, u16),
+    key: Exchange,
     result: Result<upstream::Answer, String>,
 }
 
-struct Waiter {
+/// A question the provisioner is deciding on, or whose answer it is deciding on.
+struct Asked {
     route: Route,
     q: Question,
-    /// The question's name, normalised.
-    name: Arc<str>,
-    mac: MacAddr,
+    /// The answer section it is given (set once it is answered), how old.
+    answer: Option<(ResponseCode, Arc<[Rr]>, u32)>,
 }
 
+/// The DNS edge: questions in, the provisioner's outcomes out as replies; the cache and
+/// the upstream exchanges in between. Every decision (who may ask, what is learned, which
+/// records make the answer) is the provisioner's.
 pub struct Resolver {
     upstreams: Arc<[SocketAddrV4]>,
     preferred: usize,
     cache: Cache,
-    pending: HashMap<(Arc<str>, u16), Vec<Waiter>>,
+    /// Questions by upstream exchange: who waits for it, as whom.
+    pending: HashMap<Exchange, Vec<(QueryId, MacAddr)>>,
+    asked: HashMap<QueryId, Asked>,
+    next_id: QueryId,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
-    // Reused per answer.
-    addrs: Vec<(Ipv4Addr, u32)>,
-    keep: Vec<bool>,
+    // Reused: a question's normalised name, an answer's record names.
     name: String,
+    names: Vec<String>,
 }
 
 impl Resolver {
@@ -113,11 +113,12 @@ impl Resolver {
             preferred: 0,
             cache: Cache::new(CACHE_ENTRIES),
             pending: HashMap::new(),
+            asked: HashMap::new(),
+            next_id: 0,
             done_tx,
             done_rx,
-            addrs: Vec::new(),
-            keep: Vec::new(),
             name: String::new(),
+            names: Vec::new(),
         }
     }
 
@@ -136,83 +137,122 @@ impl Resolver {
             .expect("the resolver holds a sender, so the channel stays open")
     }
 
-    /// A datagram or TCP message from a client at `src`.
+    /// A datagram or TCP message from a client at `src`: handed to the provisioner, whose
+    /// outcome comes back through [`Resolver::outcome`]. Garbage is answered (FORMERR) or
+    /// dropped here.
     pub fn question(
         &mut self,
-        core: &mut Core,
+        core: &mut Provisioner,
         bytes: &[u8],
         src: SocketAddr,
         route: Route,
         now: Instant,
-        out: &mut Out,
+        sends: &mut Vec<Reply>,
     ) {
         let q = match wire::parse(bytes) {
             Parsed::Question(q) => q,
-            Parsed::Reply(bytes) => {
-                out.replies.push(Reply {
-                    route,
-                    bytes,
-                    servfail: None,
-                });
-                return;
-            }
+            Parsed::Reply(bytes) => return sends.push(Reply { route, bytes }),
             Parsed::Drop => return,
         };
         let SocketAddr::V4(src) = src else {
             return;
         };
-        let refuse = |rcode| Reply {
-            bytes: wire::empty_reply(bytes, &q, rcode),
-            route: route.clone(),
-            servfail: None,
-        };
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
         wire::normalize_into(&q.qname, &mut self.name);
-        let mac = match core.dns_question(*src.ip(), &self.name, q.qtype, now) {
-            DnsVerdict::Refused => return out.replies.push(refuse(ResponseCode::Refused)),
-            DnsVerdict::NoData => return out.replies.push(refuse(ResponseCode::NoError)),
-            DnsVerdict::Resolve { mac } => mac,
+        let qtype = q.qtype;
+        self.asked.insert(
+            id,
+            Asked {
+                route,
+                q,
+                answer: None,
+            },
+        );
+        core.handle_dns_question(id, *src.ip(), &self.name, qtype, now);
+    }
+
+    /// What the provisioner decided for a question.
+    pub fn outcome(
+        &mut self,
+        core: &mut Provisioner,
+        out: DnsOut,
+        now: Instant,
+        sends: &mut Vec<Reply>,
+    ) {
+        let reply = |a: Asked, rcode| Reply {
+            bytes: wire::respond(&a.q, rcode, &[], a.route.is_tcp()),
+            route: a.route,
         };
+        match out.outcome {
+            DnsOutcome::Refused | DnsOutcome::NoData | DnsOutcome::ServFail => {
+                let Some(a) = self.asked.remove(&out.id) else {
+                    return;
+                };
+                let rcode = match out.outcome {
+                    DnsOutcome::Refused => ResponseCode::Refused,
+                    DnsOutcome::NoData => ResponseCode::NoError,
+                    _ => ResponseCode::ServFail,
+                };
+                sends.push(reply(a, rcode));
+            }
+            DnsOutcome::Resolve { mac } => self.resolve(core, out.id, mac, now, sends),
+            DnsOutcome::Answer { include, ttl_cap } => {
+                let Some(a) = self.asked.remove(&out.id) else {
+                    return;
+                };
+                let Some((rcode, records, age)) = &a.answer else {
+                    return;
+                };
+                let answers: Vec<Rr> = records
+                    .iter()
+                    .zip(&include)
+                    .filter(|(_, keep)| **keep)
+                    .map(|(r, _)| {
+                        let mut r = r.clone();
+                        r.ttl = r.ttl.saturating_sub(*age).min(ttl_cap);
+                        r
+                    })
+                    .collect();
+                sends.push(Reply {
+                    bytes: wire::respond(&a.q, *rcode, &answers, a.route.is_tcp()),
+                    route: a.route,
+                });
+            }
+        }
+    }
+
+    /// An allowed question: from the cache, or upstream (one exchange per name and type,
+    /// however many ask).
+    fn resolve(
+        &mut self,
+        core: &mut Provisioner,
+        id: QueryId,
+        mac: MacAddr,
+        now: Instant,
+        sends: &mut Vec<Reply>,
+    ) {
+        let Some(a) = self.asked.get(&id) else {
+            return;
+        };
+        wire::normalize_into(&a.q.qname, &mut self.name);
         // Allowed: from here on the name is kept (cache, pending, learned elements).
         let name: Arc<str> = Arc::from(self.name.as_str());
-        if let Some(hit) = self.cache.get(&name, q.qtype, now) {
-            return self.answer(
-                core,
-                Waiter {
-                    route,
-                    q,
-                    name,
-                    mac,
-                },
-                hit.rcode,
-                &hit.records,
-                hit.age,
-                now,
-                out,
-            );
+        let qtype = a.q.qtype;
+        if let Some(hit) = self.cache.get(&name, qtype, now) {
+            return self.answer(core, id, mac, &name, hit.rcode, hit.records, hit.age, now);
         }
-        let key = (name.clone(), q.qtype);
+        let key = (name, qtype);
         let full = self.pending.len() >= MAX_PENDING;
         match self.pending.entry(key) {
             // The same question is already out: wait for its answer.
-            Entry::Occupied(mut e) if e.get().len() < MAX_WAITERS => e.get_mut().push(Waiter {
-                route,
-                q,
-                name,
-                mac,
-            }),
-            Entry::Occupied(_) => out.replies.push(refuse(ResponseCode::ServFail)),
-            Entry::Vacant(_) if full => {
-                out.replies.push(refuse(ResponseCode::ServFail));
-            }
+            Entry::Occupied(mut e) if e.get().len() < MAX_WAITERS => e.get_mut().push((id, mac)),
+            Entry::Occupied(_) => self.fail(id, sends),
+            Entry::Vacant(_) if full => self.fail(id, sends),
             Entry::Vacant(e) => {
-                let (qname, qtype) = (q.qname.clone(), q.qtype);
+                let qname = a.q.qname.clone();
                 let key = e.key().clone();
-                e.insert(vec![Waiter {
-                    route,
-                    q,
-                    name,
-                    mac,
-                }]);
+                e.insert(vec![(id, mac)]);
                 let (servers, first, tx) =
                     (self.upstreams.clone(), self.preferred, self.done_tx.clone());
                 tokio::spawn(async move {
@@ -224,137 +264,90 @@ impl Resolver {
         }
     }
 
-    /// An upstream exchange finished: cache it and answer everyone who was waiting.
-    pub fn upstream_done(&mut self, core: &mut Core, done: Done, now: Instant, out: &mut Out) {
+    /// SERVFAIL for question `id`.
+    fn fail(&mut self, id: QueryId, sends: &mut Vec<Reply>) {
+        if let Some(a) = self.asked.remove(&id) {
+            sends.push(Reply {
+                bytes: wire::respond(&a.q, ResponseCode::ServFail, &[], a.route.is_tcp()),
+                route: a.route,
+            });
+        }
+    }
+
+    /// An upstream exchange finished: cache it and hand the answer to the provisioner for
+    /// everyone who was waiting.
+    pub fn upstream_done(
+        &mut self,
+        core: &mut Provisioner,
+        done: Done,
+        now: Instant,
+        sends: &mut Vec<Reply>,
+    ) {
         let waiters = self.pending.remove(&done.key).unwrap_or_default();
         match done.result {
             Ok(answer) => {
                 self.preferred = answer.server;
                 let rcode = answer.reply.rcode;
                 let mut records = answer.reply.answers;
+                // The provisioner reads no further than this; neither does the cache keep.
                 records.truncate(MAX_RECORDS);
-                self.cache.put(done.key.0, done.key.1, rcode, &records, now);
-                for w in waiters {
-                    self.answer(core, w, rcode, &records, 0, now, out);
+                let records: Arc<[Rr]> = records.into();
+                self.cache
+                    .put(done.key.0.clone(), done.key.1, rcode, &records, now);
+                for (id, mac) in waiters {
+                    self.answer(core, id, mac, &done.key.0, rcode, records.clone(), 0, now);
                 }
             }
             Err(e) => {
                 warn!("upstream DNS failed for {}: {e}", done.key.0);
-                for w in waiters {
-                    out.replies.push(Reply {
-                        bytes: wire::respond(&w.q, ResponseCode::ServFail, &[], w.route.is_tcp()),
-                        route: w.route,
-                        servfail: None,
-                    });
+                for (id, _) in waiters {
+                    self.fail(id, sends);
                 }
             }
         }
     }
 
-    /// Answers one client from an upstream answer section `age` seconds old: the CNAME
-    /// chain from its question, and the chain's A records that pass the rebinding guard
-    /// (learned for the client), with TTLs no longer than the learned elements live.
+    /// Hands an answer section (`age` seconds old) for question `id` to the provisioner,
+    /// which decides what of it the client gets.
     #[allow(clippy::too_many_arguments)]
     fn answer(
         &mut self,
-        core: &mut Core,
-        w: Waiter,
+        core: &mut Provisioner,
+        id: QueryId,
+        mac: MacAddr,
+        name: &Arc<str>,
         rcode: ResponseCode,
-        records: &[Rr],
+        records: Arc<[Rr]>,
         age: u32,
         now: Instant,
-        out: &mut Out,
     ) {
-        let chain = cname_chain(&w.q.qname, records);
-        self.addrs.clear();
-        self.addrs
-            .extend(records.iter().filter_map(|r| match &r.data {
-                RrData::A(a) if in_chain(&chain, &r.name) => Some((*a, r.ttl.saturating_sub(age))),
-                _ => None,
-            }));
-        let before = out.changes.len();
-        core.dns_answer(
-            w.mac,
-            &w.name,
-            &self.addrs,
-            now,
-            &mut self.keep,
-            &mut out.changes,
-        );
-        let mut kept = self.keep.iter();
-        let answers: Vec<Rr> = records
+        let Some(asked) = self.asked.get_mut(&id) else {
+            return;
+        };
+        // The records' names as the provisioner compares them: lower case, no final dot.
+        let names = &mut self.names;
+        while names.len() < 2 * records.len() {
+            names.push(String::new());
+        }
+        for (i, r) in records.iter().enumerate() {
+            wire::normalize_into(&r.name, &mut names[2 * i]);
+            if let RrData::Cname(t) = &r.data {
+                wire::normalize_into(t, &mut names[2 * i + 1]);
+            }
+        }
+        let view: Vec<Record> = records
             .iter()
-            .filter(|r| in_chain(&chain, &r.name))
-            .filter(|r| match &r.data {
-                RrData::Cname(_) => true,
-                RrData::A(_) => *kept.next().unwrap_or(&false),
-            })
-            .map(|r| {
-                let mut r = r.clone();
-                r.ttl = core.answer_ttl(r.ttl.saturating_sub(age));
-                r
+            .enumerate()
+            .map(|(i, r)| Record {
+                owner: &names[2 * i],
+                ttl: r.ttl,
+                data: match &r.data {
+                    RrData::A(a) => RecordData::A(*a),
+                    RrData::Cname(_) => RecordData::Cname(&names[2 * i + 1]),
+                },
             })
             .collect();
-        let tcp = w.route.is_tcp();
-        let servfail = (out.changes.len() > before)
-            .then(|| wire::respond(&w.q, ResponseCode::ServFail, &[], tcp));
-        out.replies.push(Reply {
-            bytes: wire::respond(&w.q, rcode, &answers, tcp),
-            route: w.route,
-            servfail,
-        });
-    }
-}
-
-/// The question's name and every name a CNAME in the answer leads to from it.
-fn cname_chain(qname: &Name, records: &[Rr]) -> Vec<Name> {
-    let mut chain = vec![qname.clone()];
-    // A chain longer than the answer is a loop.
-    for _ in 0..records.len().min(8) {
-        let next = records.iter().find_map(|r| match &r.data {
-            RrData::Cname(t) if wire::same_name(&r.name, chain.last().expect("not empty")) => {
-                Some(t.clone())
-            }
-            _ => None,
-        });
-        match next {
-            Some(t) if !in_chain(&chain, &t) => chain.push(t),
-            _ => break,
-        }
-    }
-    chain
-}
-
-fn in_chain(chain: &[Name], name: &Name) -> bool {
-    chain.iter().any(|n| wire::same_name(n, name))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn n(s: &str) -> Name {
-        Name::from_ascii(s).unwrap()
-    }
-
-    #[test]
-    fn chain_follows_cnames_from_the_question_only() {
-        let records = vec![
-            Rr::cname(n("a.example."), 60, n("b.cdn.example.")),
-            Rr::cname(n("b.cdn.example."), 60, n("c.cdn.example.")),
-            Rr::a(n("c.cdn.example."), 60, Ipv4Addr::new(11, 1, 0, 10)),
-            // Not on the chain: must not be learned under a.example's grant.
-            Rr::a(n("other.example."), 60, Ipv4Addr::new(11, 1, 0, 20)),
-        ];
-        let chain = cname_chain(&n("A.Example."), &records);
-        assert_eq!(chain.len(), 3);
-        assert!(in_chain(&chain, &n("c.cdn.example.")));
-        assert!(!in_chain(&chain, &n("other.example.")));
-        // A loop ends.
-        let looped = vec![
-            Rr::cname(n("x.example."), 60, n("y.example.")),
-            Rr::cname(n("y.example."), 60, n("x.example.")),
-        ];
-        assert_eq!(cname_chain(&n("x.example."), &looped).len(), 2);
+        core.handle_dns_answer(id, mac, name, &view, age, now);
+        asked.answer = Some((rcode, records, age));
     }
 }

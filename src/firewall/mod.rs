@@ -379,23 +379,19 @@ impl Firewall {
             TABLE,
             &[(Family::Inet.number(), &ops), (Family::Arp.number(), &arp)],
         )?;
-        // A connection may not outlive the binding it was opened under: the conntrack
-        // entries of an address whose binding ended go too (also tearing down flows an
-        // offload flowtable would carry past our chains).
-        for p in self
-            .batch
-            .iter()
-            .filter(|p| p.key.set == "leases" && p.add.is_none())
-        {
-            let b = &p.key.bytes;
-            let ip = Ipv4Addr::new(b[8], b[9], b[10], b[11]);
-            match self.nl.forget_flows(ip) {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!("ended {n} connection(s) of {ip}"),
-                Err(e) => tracing::warn!("ending the connections of {ip}: {e}"),
-            }
-        }
         Ok(())
+    }
+
+    /// Ends the connections of `ips`, whose bindings ended: their conntrack entries are
+    /// deleted, so no reply of an old flow reaches them, a NAT mapping back to them is gone,
+    /// and a flow an offload flowtable would carry past our chains is torn down. Returns
+    /// how many were ended.
+    pub fn end_flows(&mut self, ips: &[Ipv4Addr]) -> Result<usize, FirewallError> {
+        let mut n = 0;
+        for &ip in ips {
+            n += self.nl.forget_flows(ip)?;
+        }
+        Ok(n)
     }
 
     /// Removes our tables: the one deliberate way to open what the daemon closed. True if

@@ -23,7 +23,7 @@ pub struct RadioLink {
     ctrl: PathBuf,
     local_dir: PathBuf,
     conf: PathBuf,
-    max_num_sta: u16,
+    max_num_sta: u32,
     hostapd: Option<Hostapd>,
     managed: Option<Child>,
     last_start: Option<Instant>,
@@ -38,14 +38,15 @@ pub struct RadioLink {
 }
 
 impl RadioLink {
-    /// `max_clients`: hostapd admits one more station than that, so that the core sees a
-    /// newcomer when the spots are full (and decides whom to evict).
-    pub fn new(cfg: &Radio, max_clients: u16, run_dir: &Path) -> Self {
+    /// `max_stations`: what a managed hostapd admits (the provisioner's
+    /// `Settings::radio_max_stations`: one more than the clients, so that it sees a newcomer
+    /// when the spots are full and decides).
+    pub fn new(cfg: &Radio, max_stations: u32, run_dir: &Path) -> Self {
         RadioLink {
             ctrl: cfg.ctrl_interface.join(cfg.ifname.as_str()),
             local_dir: run_dir.join("hostapd-ctrl"),
             conf: run_dir.join(format!("hostapd-{}.conf", cfg.ifname)),
-            max_num_sta: max_clients.saturating_add(1),
+            max_num_sta: max_stations,
             cfg: cfg.clone(),
             hostapd: None,
             managed: None,

@@ -1,0 +1,696 @@
+//! The I/O loop: turns packets, signals and timers into the provisioner's inputs and carries
+//! out what it decided, by draining its outbox after every input. It holds no policy of its
+//! own: the loop (here), its sockets and listeners ([`sockets`]), and what it asks of the
+//! system ([`system`]).
+
+mod sockets;
+mod system;
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::net::UdpSocket;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::control::{self, Order, Request, json_str};
+use crate::core::outbox::DhcpOut;
+use crate::core::settings::Settings;
+use crate::core::time::Instant;
+use crate::core::{Command, DhcpSender, Provisioner, SetChange};
+use crate::dhcp;
+use crate::dns::datagrams::{self, Inbox};
+use crate::dns::{self, Resolver, Route};
+use crate::firewall::netlink::Monitor;
+use crate::firewall::nflog::{self, Nflog};
+use crate::firewall::{Firewall, Ruleset, TABLE};
+use crate::net::Segment;
+use crate::net::monitor::LinkMonitor;
+use crate::radio::hostapd::Event as RadioEvent;
+use crate::radio::link::RadioLink;
+use sockets::{
+    DnsSockets, announced, dhcp_sockets, next_radio_event, register, table_deleted, watch,
+};
+use system::{local_now, prepare_interface, read_window, router_addresses, write_window};
+
+pub use system::remove_tables;
+
+/// How often the daemon checks that its tables are still there (an `fw4 flush` or a
+/// hand-typed `nft flush ruleset` removes them) and puts them back.
+const TABLE_CHECK: Duration = Duration::from_secs(1);
+
+/// Where things are.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    pub config: PathBuf,
+    /// The control socket (`provisionerctl`).
+    pub control: PathBuf,
+    /// Runtime files: a managed hostapd's config, our hostapd control sockets, the window.
+    pub run_dir: PathBuf,
+}
+
+pub fn run(paths: Paths) -> anyhow::Result<()> {
+    let cfg = Config::load(&paths.config)?;
+    warn_not_enforced(&cfg);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the event loop")?;
+    rt.block_on(async { Daemon::start(paths, cfg)?.run().await })
+}
+
+fn warn_not_enforced(cfg: &Config) {
+    for option in cfg.not_enforced() {
+        warn!("{}", Config::not_enforced_warning(option));
+    }
+}
+
+struct Daemon {
+    paths: Paths,
+    cfg: Config,
+    core: Provisioner,
+    fw: Firewall,
+    /// DHCP replies leave by this socket...
+    dhcp: UdpSocket,
+    /// ...and requests come in by this one, with the frame's source.
+    dhcp_in: AsyncFd<dhcp::Listener>,
+    /// The bridge's ports (isolated) and the router's neighbour entries for clients.
+    segment: Segment,
+    /// Link announcements: a port that joins the bridge is isolated at once.
+    links: Option<AsyncFd<LinkMonitor>>,
+    /// What our drop rules logged (refused ARP).
+    nflog: Option<AsyncFd<Nflog>>,
+    dns: DnsSockets,
+    resolver: Resolver,
+    radio: Option<RadioLink>,
+    /// Announcements of ruleset changes: our tables deleted from outside are put back at
+    /// once.
+    monitor: Option<AsyncFd<Monitor>>,
+    orders: mpsc::Receiver<Order>,
+    control_task: JoinHandle<()>,
+    /// DNS replies of a turn, sent together.
+    replies: Vec<dns::Reply>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.control_task.abort();
+        let _ = std::fs::remove_file(&self.paths.control);
+    }
+}
+
+impl Daemon {
+    fn start(paths: Paths, cfg: Config) -> anyhow::Result<Daemon> {
+        prepare_interface(&cfg.network.interface, cfg.network.router)?;
+        let mut fw = Firewall::open().context("opening the nftables netlink socket")?;
+        let now = Instant::now();
+        let mut core = Provisioner::new(&Settings::from(&cfg));
+        core.set_router_addresses(&router_addresses());
+        // Reconcile: what a previous run left in the kernel (clients with their session
+        // clocks, bans, bindings, learned addresses) and an open window are taken over, so
+        // a restart costs nobody their address, their traffic or a fresh session.
+        let kernel = fw
+            .snapshot(now)
+            .context("reading what a previous run left in the kernel")?;
+        let restored = core.restore(&kernel, read_window(&paths.run_dir), now);
+        install(&mut fw, &cfg, &core, now)?;
+        let mut segment = Segment::open(cfg.network.interface.as_str())
+            .context("opening the rtnetlink socket")?;
+        isolate_ports(&mut segment);
+        if let Err(e) = segment.reconcile(&core.snapshot(now).leases) {
+            warn!("pinning the clients' neighbour entries: {e}");
+        }
+        let (dhcp, dhcp_in) = dhcp_sockets(&cfg)?;
+        let dns = DnsSockets::open(&cfg.network.interface, cfg.network.router)?;
+        let resolver = Resolver::new(&cfg);
+        std::fs::create_dir_all(&paths.run_dir)
+            .with_context(|| format!("creating {}", paths.run_dir.display()))?;
+        let radio = cfg
+            .radio
+            .as_ref()
+            .map(|r| RadioLink::new(r, core.settings().radio_max_stations(), &paths.run_dir));
+        let listener = control::bind(&paths.control)
+            .with_context(|| format!("opening the control socket {}", paths.control.display()))?;
+        let (tx, orders) = mpsc::channel(16);
+        let control_task = tokio::spawn(control::serve(listener, tx));
+        let monitor = match Monitor::open()
+            .map_err(std::io::Error::other)
+            .and_then(register)
+        {
+            Ok(m) => Some(m),
+            Err(e) => {
+                warn!(
+                    "cannot watch the ruleset ({e}); a deleted table is noticed within {TABLE_CHECK:?}"
+                );
+                None
+            }
+        };
+        let links = watch(
+            "link announcements",
+            LinkMonitor::open,
+            "a port joining the bridge is isolated within a second",
+        );
+        let nflog = watch(
+            "the kernel's log of refused ARP",
+            || Nflog::open(nflog::GROUP),
+            "spoofed ARP is dropped but not reported",
+        );
+        let d = Daemon {
+            paths,
+            cfg,
+            core,
+            fw,
+            dhcp,
+            dhcp_in,
+            segment,
+            links,
+            nflog,
+            dns,
+            resolver,
+            radio,
+            monitor,
+            orders,
+            control_task,
+            replies: Vec::new(),
+        };
+        info!(
+            "ready: table inet {TABLE} installed, DHCP serving {} on {}, DNS on {}:53, {} client(s) restored",
+            d.cfg.network.subnet, d.cfg.network.interface, d.cfg.network.router, restored,
+        );
+        Ok(d)
+    }
+
+    async fn run(mut self) -> anyhow::Result<()> {
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut check = tokio::time::interval(TABLE_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut buf = vec![0u8; 1600];
+        let mut logged = Vec::new();
+        let mut inbox = Inbox::default();
+        // The window's first state: SSID up or down, and who may stay.
+        self.core.handle_timeout(Instant::now(), local_now());
+        self.carry_out().await;
+        loop {
+            let now = Instant::now();
+            let wake = self
+                .core
+                .poll_timeout(now)
+                .map(|(at, _)| at.saturating_since(now))
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                r = self.dhcp_in.readable() => match r {
+                    Ok(ready) => {
+                        drop(ready);
+                        self.drain_dhcp(&mut buf).await;
+                    }
+                    Err(e) => warn!("DHCP socket: {e}"),
+                },
+                _ = announced(&mut self.links) => self.on_links(),
+                _ = announced(&mut self.nflog) => self.on_logged(&mut logged),
+                r = self.dns.udp.readable() => {
+                    let now = Instant::now();
+                    // Everything waiting, up to a batch, in one call: its set changes share
+                    // one transaction, and its replies one sendmmsg. The rest waits, unread.
+                    let udp = &self.dns.udp;
+                    let got = r.and_then(|()| {
+                        udp.try_io(Interest::READABLE, || inbox.recv(udp.as_raw_fd()))
+                    });
+                    match got {
+                        Ok(_) => {
+                            for (bytes, src) in inbox.iter() {
+                                let src = SocketAddr::V4(src);
+                                self.resolver.question(&mut self.core, bytes, src, Route::Udp(src), now, &mut self.replies);
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => warn!("DNS socket: {e}"),
+                    }
+                }
+                Some(q) = self.dns.tcp_rx.recv() => {
+                    self.resolver.question(&mut self.core, &q.bytes, q.src, Route::Tcp(q.reply), Instant::now(), &mut self.replies);
+                }
+                done = self.resolver.done() => {
+                    self.resolver.upstream_done(&mut self.core, done, Instant::now(), &mut self.replies);
+                }
+                ev = next_radio_event(&mut self.radio) => self.on_radio_event(ev),
+                deleted = table_deleted(&mut self.monitor) => if deleted {
+                    self.ensure_table("announced by the kernel");
+                },
+                Some(order) = self.orders.recv() => self.on_order(order),
+                _ = tokio::time::sleep(wake) => {
+                    self.core.handle_timeout(Instant::now(), local_now());
+                }
+                _ = hup.recv() => self.reload(),
+                _ = check.tick() => {
+                    self.ensure_table("found missing");
+                    isolate_ports(&mut self.segment);
+                    self.maintain_radio().await;
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+            self.carry_out().await;
+        }
+        // Fail-closed: the tables stay, so the network stays as closed as it was; clients'
+        // elements run out with their sessions and leases since nobody renews them.
+        info!("stopping; table inet {TABLE} stays in place (provisionerd --flush removes it)");
+        Ok(())
+    }
+
+    /// Drains the provisioner's outbox: DNS outcomes (which may hand it cached answers),
+    /// the turn's batch of set changes (its result reported back, releasing what waited
+    /// for it), commands, DHCP replies; then the DNS replies go out together and the
+    /// events are logged.
+    async fn carry_out(&mut self) {
+        loop {
+            let now = Instant::now();
+            let mut progressed = false;
+            while let Some(out) = self.core.poll_dns() {
+                progressed = true;
+                self.resolver
+                    .outcome(&mut self.core, out, now, &mut self.replies);
+            }
+            if let Some(batch) = self.core.poll_batch() {
+                match self.fw.apply(&batch.changes) {
+                    Ok(()) => {
+                        self.follow_leases(&batch.changes);
+                        self.core.handle_batch_applied(batch.id);
+                    }
+                    Err(e) => {
+                        error!(
+                            "the kernel refused {} set change(s): {e}; taking back what they added",
+                            batch.changes.len()
+                        );
+                        self.core.handle_batch_refused(batch.id, now);
+                    }
+                }
+                continue;
+            }
+            while let Some(c) = self.core.poll_command() {
+                progressed = true;
+                self.command(c).await;
+            }
+            while let Some(out) = self.core.poll_dhcp() {
+                progressed = true;
+                self.send_dhcp(out).await;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        let replies = std::mem::take(&mut self.replies);
+        self.send_dns(replies).await;
+        while let Some(e) = self.core.poll_event() {
+            if e.is_chatty() {
+                debug!(target: "audit", "{e}");
+            } else {
+                info!(target: "audit", "{e}");
+            }
+        }
+    }
+
+    async fn command(&mut self, c: Command) {
+        match c {
+            Command::Radio(cmd) => {
+                if let Some(r) = self.radio.as_mut() {
+                    r.apply(&[cmd]).await;
+                }
+            }
+            Command::EndFlows(ips) => match self.fw.end_flows(&ips) {
+                Ok(0) => {}
+                Ok(n) => debug!("ended {n} connection(s) of {} address(es)", ips.len()),
+                Err(e) => warn!("ending the connections of {ips:?}: {e}"),
+            },
+            Command::RebuildTables => {
+                if let Err(e) = install(&mut self.fw, &self.cfg, &self.core, Instant::now()) {
+                    error!("rebuilding the tables after a refused batch: {e:#}");
+                }
+                if let Err(e) = self
+                    .segment
+                    .reconcile(&self.core.snapshot(Instant::now()).leases)
+                {
+                    warn!("pinning the clients' neighbour entries: {e}");
+                }
+            }
+            Command::SaveWindow(until) => write_window(&self.paths.run_dir, until),
+        }
+    }
+
+    async fn send_dhcp(&mut self, out: DhcpOut) {
+        let params = dhcp::Params {
+            router: self.cfg.network.router,
+            subnet: self.cfg.network.subnet,
+        };
+        let (bytes, dest) = dhcp::reply(&out.to, out.reply, &params);
+        if let Err(e) = self.dhcp.send_to(&bytes, dest).await {
+            warn!("sending a DHCP reply to {} at {dest}: {e}", out.to.chaddr);
+        }
+    }
+
+    /// Sends DNS replies: UDP ones a batch per system call (when the socket's buffer is
+    /// full the next reply waits for room; a reply the kernel refuses is dropped: the
+    /// client asks again), TCP ones to their connection.
+    async fn send_dns(&mut self, replies: Vec<dns::Reply>) {
+        let mut datagrams: Vec<(Vec<u8>, SocketAddrV4)> = Vec::new();
+        for r in replies {
+            match r.route {
+                Route::Udp(SocketAddr::V4(to)) => datagrams.push((r.bytes, to)),
+                Route::Udp(SocketAddr::V6(_)) => {}
+                Route::Tcp(conn) => {
+                    let _ = conn.try_send(r.bytes);
+                }
+            }
+        }
+        let udp = &self.dns.udp;
+        let mut sent = 0;
+        while sent < datagrams.len() {
+            let rest = &datagrams[sent..];
+            match udp.try_io(Interest::WRITABLE, || {
+                datagrams::send(udp.as_raw_fd(), rest)
+            }) {
+                // (At least one: sendmmsg reports no empty success, and a loop must end.)
+                Ok(n) => sent += n.max(1),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Err(e) = udp.send_to(&rest[0].0, rest[0].1).await {
+                        debug!("DNS reply to {}: {e}", rest[0].1);
+                    }
+                    sent += 1;
+                }
+                Err(e) => {
+                    debug!("DNS reply to {}: {e}", rest[0].1);
+                    sent += 1;
+                }
+            }
+        }
+    }
+
+    fn on_radio_event(&mut self, ev: Result<RadioEvent, crate::radio::hostapd::HostapdError>) {
+        let now = Instant::now();
+        match ev {
+            Ok(RadioEvent::StaConnected(mac)) => self.core.handle_station_joined(mac, now),
+            Ok(RadioEvent::StaDisconnected(mac)) => self.core.handle_station_left(mac, now),
+            Ok(_) => {}
+            Err(e) => {
+                if let Some(r) = self.radio.as_mut() {
+                    r.lost(&e);
+                }
+            }
+        }
+    }
+
+    /// Keeps the radio link up; after a (re)connect the provisioner hears hostapd's
+    /// station table.
+    async fn maintain_radio(&mut self) {
+        let Some(r) = self.radio.as_mut() else {
+            return;
+        };
+        if let Some(present) = r.maintain().await {
+            self.core.handle_radio_connected(&present, Instant::now());
+        }
+    }
+
+    fn on_order(&mut self, order: Order) {
+        let now = Instant::now();
+        let reply = match order.request {
+            Request::Status => self.status_json(now),
+            Request::WindowOpen(minutes) => {
+                let until = self.core.handle_window_open(
+                    minutes.map(|m| Duration::from_secs(m * 60)),
+                    now,
+                    local_now(),
+                );
+                format!(
+                    "{{\"window\":\"open\",\"secs\":{}}}",
+                    until.saturating_since(now).as_secs()
+                )
+            }
+            Request::WindowClose => {
+                self.core.handle_window_close(now, local_now());
+                format!(
+                    "{{\"window\":\"{}\"}}",
+                    if self.core.window_is_open() {
+                        "open"
+                    } else {
+                        "closed"
+                    }
+                )
+            }
+        };
+        let _ = order.reply.send(reply);
+    }
+
+    fn status_json(&self, now: Instant) -> String {
+        let snap = self.core.snapshot(now);
+        let clients: Vec<String> = snap
+            .clients
+            .iter()
+            .map(|(c, left)| {
+                let ip = snap
+                    .leases
+                    .iter()
+                    .find(|l| l.mac == c.mac)
+                    .map_or("null".into(), |l| json_str(&l.ip.to_string()));
+                format!(
+                    "{{\"mac\":{},\"ip\":{ip},\"age\":{},\"session_left\":{}}}",
+                    json_str(&c.mac.to_string()),
+                    now.saturating_since(c.since).as_secs(),
+                    left.as_secs()
+                )
+            })
+            .collect();
+        let bans: Vec<String> = snap
+            .bans
+            .iter()
+            .map(|(mac, left)| {
+                format!(
+                    "{{\"mac\":{},\"left\":{}}}",
+                    json_str(&mac.to_string()),
+                    left.as_secs()
+                )
+            })
+            .collect();
+        let until = self.core.window_until(now).map_or("null".into(), |u| {
+            u.saturating_since(now).as_secs().to_string()
+        });
+        format!(
+            "{{\"window\":{{\"open\":{},\"secs_left\":{until}}},\"radio\":{},\"clients\":[{}],\"bans\":[{}]}}",
+            self.core.window_is_open(),
+            match &self.radio {
+                None => "null",
+                Some(r) if r.is_connected() => "\"connected\"",
+                Some(_) => "\"disconnected\"",
+            },
+            clients.join(","),
+            bans.join(",")
+        )
+    }
+
+    /// Hands the DHCP requests waiting (a bounded number per turn, so that nothing else
+    /// waits behind a flood) to the provisioner.
+    async fn drain_dhcp(&mut self, buf: &mut [u8]) {
+        for _ in 0..64 {
+            let got = match self.dhcp_in.readable().await {
+                Ok(mut ready) => match ready.try_io(|fd| fd.get_ref().recv(buf)) {
+                    Ok(got) => got,
+                    Err(_would_block) => return,
+                },
+                Err(e) => Err(e),
+            };
+            match got {
+                Ok(Some(frame)) => self.on_dhcp(buf, frame),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!("DHCP socket: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_dhcp(&mut self, buf: &[u8], frame: dhcp::Frame) {
+        let Some(msg) = dhcp::parse(&buf[frame.payload.clone()]) else {
+            return;
+        };
+        // The bridge learned the frame's port from the frame itself, before passing it up.
+        let port = self.segment.port_of(frame.src).unwrap_or_else(|e| {
+            debug!("looking up the bridge port of {}: {e}", frame.src);
+            frame.port
+        });
+        let from = DhcpSender {
+            frame: frame.src,
+            port,
+            client_id: msg.client_id,
+        };
+        self.core
+            .handle_dhcp(msg.request, from, msg.to, Instant::now());
+    }
+
+    /// The router's neighbour entries follow the bindings the kernel just took.
+    fn follow_leases(&mut self, changes: &[SetChange]) {
+        if let Err(e) = self.segment.follow_leases(changes) {
+            warn!("pinning the clients' neighbour entries: {e}");
+        }
+    }
+
+    /// Links changed: isolate any port that joined the bridge.
+    fn on_links(&mut self) {
+        let Some(fd) = self.links.as_mut() else {
+            return;
+        };
+        match fd.get_mut().read() {
+            Ok(false) => {}
+            Ok(true) => isolate_ports(&mut self.segment),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => warn!("reading link announcements: {e}"),
+        }
+    }
+
+    /// What our drop rules logged: refused ARP is a spoofing attempt to grade.
+    fn on_logged(&mut self, logged: &mut Vec<nflog::Logged>) {
+        let Some(fd) = self.nflog.as_mut() else {
+            return;
+        };
+        logged.clear();
+        if let Err(e) = fd.get_mut().read(logged) {
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                warn!("reading the kernel's log: {e}");
+            }
+        }
+        let now = Instant::now();
+        for l in logged.iter().filter(|l| l.prefix == nflog::PREFIX_ARP) {
+            if let Some(arp) = nflog::Arp::parse(&l.payload) {
+                self.core
+                    .handle_arp_refused(l.src, arp.sender_mac, arp.sender_ip, now);
+            }
+        }
+    }
+
+    /// SIGHUP: re-read the config; a bad one is reported and the running one kept. The new
+    /// tables are installed before the provisioner switches, so a failure changes nothing.
+    fn reload(&mut self) {
+        let new = match Config::load(&self.paths.config) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("reload: {e}; keeping the last good configuration");
+                return;
+            }
+        };
+        let now = Instant::now();
+        let settings = Settings::from(&new);
+        // Bound to another device, new sockets do not clash with the old ones on the same
+        // address.
+        let dns = if new.network.interface != self.cfg.network.interface
+            || new.network.router != self.cfg.network.router
+        {
+            match DnsSockets::open(&new.network.interface, new.network.router) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    error!("reload: {e:#}; keeping the last good configuration");
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let socket = if new.network.interface != self.cfg.network.interface
+            || new.network.router != self.cfg.network.router
+        {
+            match prepare_interface(&new.network.interface, new.network.router)
+                .and_then(|_| dhcp_sockets(&new))
+                .and_then(|s| {
+                    let segment = Segment::open(new.network.interface.as_str())
+                        .context("opening the rtnetlink socket")?;
+                    Ok((s, segment))
+                }) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    error!("reload: {e:#}; keeping the last good configuration");
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let rs = Ruleset::build(&new, &self.core.snapshot_under(&settings, now));
+        if let Err(e) = self.fw.install(&rs) {
+            error!(
+                "reload: installing table inet {TABLE}: {e:#}; keeping the last good configuration"
+            );
+            return;
+        }
+        self.core.handle_reload(&settings, now);
+        self.core.set_router_addresses(&router_addresses());
+        if let Some(((out, listener), segment)) = socket {
+            self.dhcp = out;
+            self.dhcp_in = listener;
+            self.segment = segment;
+            isolate_ports(&mut self.segment);
+        }
+        if let Err(e) = self.segment.reconcile(&self.core.snapshot(now).leases) {
+            warn!("pinning the clients' neighbour entries: {e}");
+        }
+        if let Some(d) = dns {
+            self.dns = d;
+        }
+        self.resolver.reconfigure(&new);
+        warn_not_enforced(&new);
+        self.cfg = new;
+        info!("reloaded {}", self.paths.config.display());
+    }
+
+    /// Puts the tables back if someone removed them. `how`: what made us look.
+    fn ensure_table(&mut self, how: &str) {
+        match self.fw.table_exists() {
+            Ok(true) => {}
+            Ok(false) => {
+                let started = std::time::Instant::now();
+                match install(&mut self.fw, &self.cfg, &self.core, Instant::now()) {
+                    Ok(()) => warn!(
+                        "table inet {TABLE} was removed from outside (fw4 flush?; {how}); restored with its elements in {} ms",
+                        started.elapsed().as_millis()
+                    ),
+                    Err(e) => error!(
+                        "table inet {TABLE} was removed from outside ({how}); restoring it: {e:#}"
+                    ),
+                }
+            }
+            Err(e) => warn!("checking table inet {TABLE}: {e}"),
+        }
+    }
+}
+
+/// Builds the tables for `cfg` carrying the provisioner's live state, installs them
+/// atomically and verifies them.
+fn install(
+    fw: &mut Firewall,
+    cfg: &Config,
+    core: &Provisioner,
+    now: Instant,
+) -> anyhow::Result<()> {
+    let rs = Ruleset::build(cfg, &core.snapshot(now));
+    fw.install(&rs)
+        .with_context(|| format!("installing table inet {TABLE}"))
+}
+
+/// Isolates the bridge ports that are not yet; failures are logged (and retried by the
+/// next check).
+fn isolate_ports(segment: &mut Segment) {
+    match segment.isolate_ports() {
+        Ok(ports) => {
+            for port in ports {
+                info!(target: "audit", "event=port_isolated port={port}");
+            }
+        }
+        Err(e) => warn!("isolating the provisioning bridge's ports: {e}"),
+    }
+}

@@ -1,0 +1,103 @@
+//! What the daemon asks of the system: the local time (schedules), the router's
+//! addresses, the provisioning interface made ready, the on-demand window's end kept in
+//! the run directory, and the deliberate removal of our tables.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use tracing::{info, warn};
+
+use crate::config::IfName;
+use crate::core::time::Instant;
+use crate::core::window::LocalTime;
+use crate::firewall::{Firewall, TABLE};
+
+/// Local wall-clock time, for schedules.
+pub(super) fn local_now() -> LocalTime {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
+        .map(|t| t.tv_sec())
+        .unwrap_or(0);
+    // SAFETY: localtime_r only writes the struct it is given.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    unsafe { libc::localtime_r(&t, &mut tm) };
+    LocalTime {
+        weekday: ((tm.tm_wday + 6) % 7) as u8,
+        minute: (tm.tm_hour * 60 + tm.tm_min) as u16,
+    }
+}
+
+/// Where an on-demand window's end is kept across a restart of the daemon (the run
+/// directory is on tmpfs: a reboot closes the window, as it should).
+fn window_file(run_dir: &Path) -> PathBuf {
+    run_dir.join("window")
+}
+
+pub(super) fn read_window(run_dir: &Path) -> Option<Instant> {
+    let text = std::fs::read_to_string(window_file(run_dir)).ok()?;
+    text.trim().parse().ok().map(Instant::from_millis)
+}
+
+pub(super) fn write_window(run_dir: &Path, until: Option<Instant>) {
+    let path = window_file(run_dir);
+    let result = match until {
+        Some(u) => std::fs::write(&path, u.as_millis().to_string()),
+        None => std::fs::remove_file(&path).or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(e),
+        }),
+    };
+    if let Err(e) = result {
+        warn!("{}: {e}; a restart would close the window", path.display());
+    }
+}
+
+/// Every IPv4 address the router has: never to be learned from a DNS answer.
+pub(super) fn router_addresses() -> Vec<Ipv4Addr> {
+    nix::ifaddrs::getifaddrs()
+        .map(|addrs| {
+            addrs
+                .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// IPv6 is off on the provisioning interface: no addresses, no router advertisements, so
+/// there is nothing for a client to use as a bypass (the table drops IPv6 as well).
+pub(super) fn prepare_interface(interface: &IfName, router: Ipv4Addr) -> anyhow::Result<()> {
+    if nix::net::if_::if_nametoindex(interface.as_str()).is_err() {
+        bail!("the provisioning interface {interface} does not exist");
+    }
+    let knob = format!("/proc/sys/net/ipv6/conf/{interface}/disable_ipv6");
+    if Path::new(&knob).exists() {
+        std::fs::write(&knob, "1").with_context(|| format!("turning IPv6 off: writing {knob}"))?;
+    }
+    let has_router = nix::ifaddrs::getifaddrs()
+        .map(|mut addrs| {
+            addrs.any(|a| {
+                a.interface_name == interface.as_str()
+                    && a.address
+                        .and_then(|s| s.as_sockaddr_in().map(|s| s.ip() == router))
+                        .unwrap_or(false)
+            })
+        })
+        .unwrap_or(false);
+    if !has_router {
+        warn!(
+            "{interface} does not carry the router address {router}: clients will be sent to a gateway and DNS server that is not there"
+        );
+    }
+    Ok(())
+}
+
+/// `provisionerd --flush`: removes our tables on purpose.
+pub fn remove_tables() -> anyhow::Result<()> {
+    let mut fw = Firewall::open().context("opening the nftables netlink socket")?;
+    if fw.flush()? {
+        info!("table inet {TABLE} removed: the provisioning network is no longer restricted");
+    } else {
+        info!("table inet {TABLE} was not there");
+    }
+    Ok(())
+}
