@@ -75,6 +75,8 @@ pub enum StationReason {
     Busy,
     /// Waited for a spot without completing DHCP.
     NoDhcp,
+    /// The configuration now allows fewer clients than there are.
+    Limit,
 }
 
 impl StationReason {
@@ -87,6 +89,7 @@ impl StationReason {
             StationReason::Banned => "banned",
             StationReason::Busy => "busy",
             StationReason::NoDhcp => "no_dhcp",
+            StationReason::Limit => "limit",
         }
     }
 }

@@ -21,6 +21,9 @@ pub mod stations;
 pub mod time;
 pub mod window;
 
+#[cfg(test)]
+mod model_tests;
+
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
@@ -331,7 +334,8 @@ impl Provisioner {
                 self.learned.forget_client(mac, &mut Vec::new());
             }
         }
-        self.stations.set_policy(s.stations);
+        let actions = self.stations.set_policy(s.stations, now, &mut self.events);
+        self.apply(actions, now);
         self.window.reconfigure(&s.window);
         self.allow = AllowList::new(&s.allow);
         self.guard = RebindingGuard::new(s.router, s.subnet, &s.protect, &self.router_addrs);
@@ -998,6 +1002,14 @@ mod tests {
         t.dns.remove(0)
     }
 
+    fn sender(mac: MacAddr) -> DhcpSender {
+        DhcpSender {
+            frame: mac,
+            port: 1,
+            client_id: None,
+        }
+    }
+
     fn to(mac: MacAddr) -> DhcpTransaction {
         DhcpTransaction {
             xid: 1,
@@ -1581,6 +1593,149 @@ mod tests {
         let d = drain(&mut core);
         assert!(matches!(d.reply, Some(DhcpReply::Ack { .. })), "{d:?}");
         assert!(d.changes.contains(&SetChange::Dismiss { mac: mac(1) }));
+    }
+
+    /// Applies what the core left, but has the kernel refuse the (first) batch; what came
+    /// out otherwise.
+    fn refuse_first_batch(core: &mut Provisioner, now: Instant) -> Turn {
+        let b = core.poll_batch().expect("a batch to refuse");
+        core.handle_batch_refused(b.id, now);
+        let mut t = drain(core);
+        t.changes.splice(0..0, b.changes);
+        t
+    }
+
+    #[test]
+    fn a_refused_binding_is_not_granted_and_the_tables_are_rebuilt() {
+        let mut core = started("");
+        let d = dhcp(
+            &mut core,
+            DhcpRequest::Discover {
+                mac: mac(1),
+                requested: None,
+            },
+            t(0),
+        );
+        let Some(DhcpReply::Offer { ip, .. }) = d.reply else {
+            panic!("{d:?}")
+        };
+        let router = core.settings.router;
+        let request = DhcpRequest::Request {
+            mac: mac(1),
+            server_id: Some(router),
+            requested: Some(ip),
+            ciaddr: None,
+        };
+        core.handle_dhcp(request, sender(mac(1)), to(mac(1)), t(1));
+        let refused = refuse_first_batch(&mut core, t(1));
+        assert_eq!(
+            refused.reply, None,
+            "no ACK for a binding the kernel does not have"
+        );
+        assert!(refused.commands.contains(&Command::RebuildTables));
+        assert!(!core.leases.is_bound(mac(1), t(1)));
+        assert!(core.snapshot(t(1)).leases.is_empty());
+        assert!(events(&mut core).contains(&"event=batch_refused undone=1".to_owned()));
+        // The client asks again (its offer still stands): this time the kernel takes it.
+        let d = dhcp(&mut core, request, t(2));
+        assert!(
+            matches!(d.reply, Some(DhcpReply::Ack { ip: i, .. }) if i == ip),
+            "{d:?}"
+        );
+        assert_eq!(core.snapshot(t(2)).leases.len(), 1);
+    }
+
+    #[test]
+    fn a_refused_renewal_keeps_the_binding_the_kernel_has() {
+        let mut core = started("");
+        let ip = lease(&mut core, mac(1), t(0));
+        let renew = DhcpRequest::Request {
+            mac: mac(1),
+            server_id: None,
+            requested: None,
+            ciaddr: Some(ip),
+        };
+        core.handle_dhcp(renew, sender(mac(1)), to(mac(1)), t(100));
+        refuse_first_batch(&mut core, t(100));
+        // The kernel still holds the binding with its old end (lease from t(0), 5 min).
+        let snap = core.snapshot(t(100));
+        assert_eq!(snap.leases.len(), 1);
+        assert_eq!(snap.leases[0].remaining, secs(200));
+    }
+
+    #[test]
+    fn a_refused_admission_is_not_made_and_the_station_may_try_again() {
+        let mut core = started("config radio\n option hostapd external\n");
+        core.handle_station_joined(mac(1), t(0));
+        let refused = refuse_first_batch(&mut core, t(0));
+        assert!(refused.changes.contains(&SetChange::Admit {
+            mac: mac(1),
+            session_left: secs(900),
+            since: t(0)
+        }));
+        assert!(!core.stations.is_admitted(mac(1)));
+        assert!(core.snapshot(t(0)).clients.is_empty());
+        // hostapd holds it: deauthenticated, so that it joins afresh.
+        assert_eq!(refused.radio, [RadioCommand::Deauthenticate(mac(1))]);
+        core.handle_station_joined(mac(1), t(1));
+        let d = drain(&mut core);
+        assert!(matches!(d.changes[..], [SetChange::Admit { .. }]), "{d:?}");
+        assert!(core.stations.is_admitted(mac(1)));
+    }
+
+    #[test]
+    fn a_refused_learned_address_fails_the_answer_and_is_written_again_next_time() {
+        let mut core = started("");
+        let ip = lease(&mut core, mac(1), t(0));
+        let name: Arc<str> = "ok.example".into();
+        let records = [Record {
+            owner: "ok.example",
+            ttl: 60,
+            data: RecordData::A(Ipv4Addr::new(11, 1, 0, 10)),
+        }];
+        assert_eq!(
+            ask(&mut core, ip, "ok.example", QTYPE_A, t(1)),
+            DnsOutcome::Resolve { mac: mac(1) }
+        );
+        core.handle_dns_answer(7, mac(1), &name, &records, 0, t(1));
+        let refused = refuse_first_batch(&mut core, t(1));
+        assert_eq!(refused.dns, [DnsOutcome::ServFail]);
+        assert!(core.snapshot(t(1)).learned.is_empty());
+        // The next answer writes the element again (not skipped as "still fresh").
+        core.handle_dns_answer(8, mac(1), &name, &records, 0, t(2));
+        let d = drain(&mut core);
+        assert!(
+            matches!(d.changes[..], [SetChange::Learn(LearnChange::Add { .. })]),
+            "{d:?}"
+        );
+        assert_eq!(
+            d.dns,
+            [DnsOutcome::Answer {
+                include: vec![true],
+                ttl_cap: 3600
+            }]
+        );
+    }
+
+    #[test]
+    fn a_refused_eviction_is_still_carried_out_by_the_rebuild() {
+        let mut core = started(
+            "config limits\n option max_clients 1\n option session 20s\n option min_age 10s\n",
+        );
+        let ip = lease(&mut core, mac(1), t(0));
+        core.handle_timeout(t(20), NOON);
+        let refused = refuse_first_batch(&mut core, t(20));
+        assert!(
+            refused
+                .changes
+                .contains(&SetChange::Lease(LeaseChange::Unbind { mac: mac(1), ip }))
+        );
+        // The provisioner considers it gone; the rebuild removes it from the kernel, and its
+        // connections are ended all the same.
+        assert!(core.snapshot(t(20)).clients.is_empty());
+        assert!(core.snapshot(t(20)).leases.is_empty());
+        assert!(refused.commands.contains(&Command::RebuildTables));
+        assert!(refused.commands.contains(&Command::EndFlows(vec![ip])));
     }
 
     #[test]

@@ -87,8 +87,31 @@ impl Stations {
         self.policy
     }
 
-    pub fn set_policy(&mut self, policy: Policy) {
+    /// A new policy. With fewer spots than clients, the oldest go (not banned: they did
+    /// nothing wrong).
+    pub fn set_policy(
+        &mut self,
+        policy: Policy,
+        now: Instant,
+        events: &mut Vec<Event>,
+    ) -> Vec<Action> {
         self.policy = policy;
+        let mut out = Vec::new();
+        let excess = self
+            .clients
+            .len()
+            .saturating_sub(usize::from(policy.max_clients));
+        for (mac, _) in self.clients().into_iter().take(excess) {
+            if let Some(c) = self.clients.remove(&mac) {
+                events.push(Event::Evicted {
+                    mac,
+                    reason: StationReason::Limit,
+                    age: now.saturating_since(c.admitted).as_secs(),
+                });
+                out.push(Action::Disconnect(mac));
+            }
+        }
+        out
     }
 
     pub fn is_admitted(&self, mac: MacAddr) -> bool {
@@ -614,6 +637,8 @@ mod tests {
         Confirm(u8),
         Leave(u8),
         Tick(u16),
+        /// The window closes (and opens again at once).
+        Close,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -622,6 +647,7 @@ mod tests {
             3 => (0..12u8).prop_map(Op::Confirm),
             1 => (0..12u8).prop_map(Op::Leave),
             3 => (1..400u16).prop_map(Op::Tick),
+            1 => Just(Op::Close),
         ]
     }
 
@@ -756,6 +782,23 @@ mod tests {
                         now = now + Duration::from_secs(u64::from(secs));
                         s.tick(now, ev);
                         m.tick(now);
+                    }
+                    Op::Close => {
+                        // Every client goes, oldest first, then every waiting newcomer is
+                        // turned away; nobody is banned, and the session clocks are gone.
+                        let mut clients = m.clients.clone();
+                        clients.sort_by_key(|&(c, t)| (t, c));
+                        let mut waiting: Vec<_> = m.waiting.iter().map(|&(w, _)| w).collect();
+                        waiting.sort();
+                        let want: Vec<Action> = clients
+                            .iter()
+                            .map(|&(c, _)| Action::Disconnect(c))
+                            .chain(waiting.into_iter().map(Action::TurnAway))
+                            .collect();
+                        prop_assert_eq!(s.close(now, ev), want);
+                        m.clients.clear();
+                        m.waiting.clear();
+                        m.departed.clear();
                     }
                 }
                 let mut want = m.clients.clone();
