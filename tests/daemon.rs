@@ -217,7 +217,7 @@ fn without_a_radio_dhcp_admits_up_to_the_client_limit() {
     );
     // A client leaving on purpose (DHCPRELEASE, as udhcpc -R sends when stopped) makes
     // room at once.
-    let script = rig.dir().join("udhcpc.sh");
+    let script = rig.udhcpc_script();
     let mut leaving = rig.spawn(
         rig.client(1),
         &[

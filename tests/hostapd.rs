@@ -1,8 +1,8 @@
 //! The hostapd control-interface client against a real hostapd: the wired driver with
 //! IEEE 802.1X on the rig's provisioning bridge stands in for the radio, and each client
-//! joins with wpa_supplicant (see the hostapd section of tests/rig/mod.rs). These tests
-//! also pin down what the wired driver does, since the daemon's admission logic relies on
-//! it. Root only: `cargo test --features rig --test hostapd`.
+//! joins with wpa_supplicant (see tests/rig/radio.rs). These tests also pin down what the
+//! wired driver does, since the daemon's admission logic relies on it. Root only:
+//! `cargo test --features rig --test hostapd`.
 
 mod rig;
 
