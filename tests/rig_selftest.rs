@@ -7,7 +7,6 @@ mod rig;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -789,14 +788,14 @@ fn killed_test_process_leaves_nothing_running() {
         .expect("helper reports its rig");
     let mut words = line.split_whitespace().skip(1);
     let (sleeper, router) = (words.next().unwrap(), words.next().unwrap());
-    let sleeper = pidfd(sleeper.parse().unwrap());
+    let sleeper = PidFd::open(sleeper.parse().unwrap()).expect("pidfd of the helper's child");
     assert!(ns_exists(router));
 
     helper.kill().unwrap();
     helper.wait().unwrap();
     // The kernel kills the rig's children with the process (PR_SET_PDEATHSIG) ...
     assert!(
-        exits_within(&sleeper, OK),
+        sleeper.exited_within(OK),
         "process of a killed rig still running"
     );
     // ... and the next rig sweeps the namespaces.
@@ -811,26 +810,4 @@ fn be_killed_with_a_rig() {
     loop {
         std::thread::park();
     }
-}
-
-fn pidfd(pid: u32) -> OwnedFd {
-    // SAFETY: plain syscall returning a new fd (checked) that we then own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    assert!(
-        fd >= 0,
-        "pidfd_open {pid}: {}",
-        std::io::Error::last_os_error()
-    );
-    unsafe { OwnedFd::from_raw_fd(fd as i32) }
-}
-
-/// A pidfd polls readable once its process has exited.
-fn exits_within(pidfd: &OwnedFd, timeout: Duration) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) == 1 }
 }

@@ -169,12 +169,23 @@ impl Proc {
     /// returned (so lines printed before the call count, and each line satisfies one wait).
     /// The error lists the output seen so far.
     pub fn wait_line(&self, needle: &str, timeout: Duration) -> Result<String, String> {
+        self.wait_line_where(&format!("{needle:?}"), timeout, |l| l.contains(needle))
+    }
+
+    /// Like [`Proc::wait_line`], for the first unused line that `matches` (`what` says which
+    /// in the error).
+    pub fn wait_line_where(
+        &self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
         let mut out = lock(&self.inner.out);
         let mut from = 0;
         loop {
             if let Some(i) =
-                (from..out.lines.len()).find(|&i| !out.used[i] && out.lines[i].contains(needle))
+                (from..out.lines.len()).find(|&i| !out.used[i] && matches(&out.lines[i]))
             {
                 out.used[i] = true;
                 return Ok(out.lines[i].clone());
@@ -188,7 +199,7 @@ impl Proc {
                     "timed out"
                 };
                 return Err(format!(
-                    "{why} waiting for {needle:?} from {}; output so far:\n{}",
+                    "{why} waiting for {what} from {}; output so far:\n{}",
                     self.what,
                     out.tail()
                 ));
@@ -287,4 +298,20 @@ fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     }
     // SAFETY: fd is a fresh descriptor nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A process the rig did not start (one that a daemon forked, say), held by a pidfd: its
+/// exit can be awaited, and its pid is never mistaken for a later process's.
+pub struct PidFd(OwnedFd);
+
+impl PidFd {
+    /// Opens a pidfd for `pid`, which must be running (ESRCH otherwise).
+    pub fn open(pid: u32) -> std::io::Result<PidFd> {
+        pidfd_open(pid).map(PidFd)
+    }
+
+    /// Waits up to `timeout` for the process to exit; whether it did.
+    pub fn exited_within(&self, timeout: Duration) -> bool {
+        poll_readable(&[self.0.as_fd()], Some(timeout)).is_some_and(|r| r[0])
+    }
 }
