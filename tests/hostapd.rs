@@ -270,14 +270,13 @@ fn hostapd_restarts_and_keepalive() {
     let rt = runtime();
     let mut h = connect(&rt, &rig);
 
-    // Keepalive: PING (and a re-ATTACH) takes well under a millisecond or so.
+    // Keepalive: PING (and a re-ATTACH) a hundred times in a row, each answered. (How long
+    // one takes is printed, for the record; it is no pass or fail.)
     let start = Instant::now();
     for _ in 0..100 {
         rt.block_on(h.ping()).expect("ping");
     }
-    let per_ping = start.elapsed() / 100;
-    eprintln!("ping: {per_ping:?} each");
-    assert!(per_ping < Duration::from_millis(50), "{per_ping:?}");
+    eprintln!("ping: {:?} each", start.elapsed() / 100);
 
     let (_c1, _) = join(&rig, &rt, &mut h, 1);
     let (_c2, _) = join(&rig, &rt, &mut h, 2);
