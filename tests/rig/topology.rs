@@ -97,7 +97,9 @@ impl Rig {
                 format!("addr add {CLOUD_DNS}/32 dev lo"),
                 format!("addr add {CLOUD_DNS2}/32 dev lo"),
                 format!("addr add {CLOUD_DNS_DEAD}/32 dev lo"),
-                format!("addr add {CLOUD6_ALLOWED}/128 dev lo"),
+                // nodad: else the address is tentative (unbindable) until the kernel's DAD work
+                // item has run, even on lo, and the cloud's v6 server may fail to bind.
+                format!("addr add {CLOUD6_ALLOWED}/128 dev lo nodad"),
                 format!("addr add {CLOUD_ISP}/30 dev {ISP_IF}"),
                 format!("addr add {CLOUD_ISP6}/64 dev {ISP_IF} nodad"),
                 format!("link set {ISP_IF} up"),
