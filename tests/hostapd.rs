@@ -1,8 +1,8 @@
 //! The hostapd control-interface client against a real hostapd: the wired driver with
 //! IEEE 802.1X on the rig's provisioning bridge stands in for the radio, and each client
-//! joins with wpa_supplicant (see the hostapd section of tests/rig/mod.rs). These tests
-//! also pin down what the wired driver does, since the daemon's admission logic relies on
-//! it. Root only: `cargo test --features rig --test hostapd`.
+//! joins with wpa_supplicant (see tests/rig/radio.rs). These tests also pin down what the
+//! wired driver does, since the daemon's admission logic relies on it. Root only:
+//! `cargo test --features rig --test hostapd`.
 
 mod rig;
 
@@ -270,23 +270,26 @@ fn hostapd_restarts_and_keepalive() {
     let rt = runtime();
     let mut h = connect(&rt, &rig);
 
-    // Keepalive: PING (and a re-ATTACH) takes well under a millisecond or so.
+    // Keepalive: PING (and a re-ATTACH) a hundred times in a row, each answered. (How long
+    // one takes is printed, for the record; it is no pass or fail.)
     let start = Instant::now();
     for _ in 0..100 {
         rt.block_on(h.ping()).expect("ping");
     }
-    let per_ping = start.elapsed() / 100;
-    eprintln!("ping: {per_ping:?} each");
-    assert!(per_ping < Duration::from_millis(50), "{per_ping:?}");
+    eprintln!("ping: {:?} each", start.elapsed() / 100);
 
     let (_c1, _) = join(&rig, &rt, &mut h, 1);
     let (_c2, _) = join(&rig, &rt, &mut h, 2);
-    // The re-ATTACHes did not attach us twice: one event each.
+    // The re-ATTACHes did not attach us twice: one event each (a second copy would come
+    // right behind the first, on the same socket).
     rt.block_on(h.deauthenticate(mac(2)))
         .expect("deauthenticate");
+    let before = expect_event(&rt, &mut h, Event::StaDisconnected(mac(2)), SOON);
+    assert!(!before.iter().any(is_station_event), "{before:?}");
     assert_eq!(
         station_events(&rt, &mut h, Duration::from_millis(500)),
-        [Event::StaDisconnected(mac(2))]
+        [],
+        "AP-STA-DISCONNECTED twice"
     );
     wait_removed(&rt, &mut h, 2, REMOVED);
     rig.wpa_cli(2, &["reauthenticate"]);

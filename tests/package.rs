@@ -5,15 +5,16 @@
 //!   reads; two builds are byte-identical.
 //! - openwrt/Makefile against the crate: version, license, dependencies, the release
 //!   profile the SDK builds with.
-//! - The shell scripts: `sh -n` (and busybox's ash, OpenWrt's shell, when installed) on
-//!   every one, shellcheck when installed.
+//! - The shell scripts: `sh -n` and busybox's ash (OpenWrt's shell) on every one,
+//!   shellcheck on the package's own. busybox and shellcheck must be installed
+//!   (scripts/deps.sh does): without them these tests fail, naming what is missing.
 //!
 //! The package's scripts running on OpenWrt router shapes, against OpenWrt's own uci and
 //! firewall4: tests/openwrt.rs.
 
 mod pkgutil;
 
-use pkgutil::{Scratch, check_config, have, root, run, text};
+use pkgutil::{Scratch, check_config, require, root, run, shells, text};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -529,10 +530,10 @@ fn shell_scripts() -> Vec<PathBuf> {
     found
 }
 
-#[test]
-fn shell_scripts_parse() {
-    let dir = scratch("syntax");
-    let ipk = build(&dir, "mips_24kc");
+/// Every shell script of the tree and of the unpacked package (built in `dir`), and the
+/// package's unpacked tree.
+fn all_scripts(dir: &Path) -> (Vec<PathBuf>, Unpacked) {
+    let ipk = build(dir, "mips_24kc");
     let p = unpack(&ipk, &dir.join("unpacked"));
     let mut scripts = shell_scripts();
     for s in ["postinst", "postinst-pkg", "prerm", "prerm-pkg"] {
@@ -546,19 +547,25 @@ fn shell_scripts_parse() {
     ] {
         assert!(scripts.contains(&root().join(must)), "{must} not found");
     }
-    let mut shells = vec![vec!["sh"]];
-    if have("busybox") {
-        shells.push(vec!["busybox", "sh"]);
-    }
+    (scripts, p)
+}
+
+#[test]
+fn shell_scripts_parse() {
+    let dir = scratch("syntax");
+    let (scripts, _) = all_scripts(&dir);
     for script in &scripts {
-        for sh in &shells {
+        for sh in &shells() {
             run(Command::new(sh[0]).args(&sh[1..]).arg("-n").arg(script));
         }
     }
-    if !have("shellcheck") {
-        eprintln!("shellcheck is not installed (scripts/deps.sh installs it): skipped");
-        return;
-    }
+}
+
+#[test]
+fn the_package_scripts_pass_shellcheck() {
+    require("shellcheck");
+    let dir = scratch("shellcheck");
+    let (scripts, p) = all_scripts(&dir);
     // shellcheck on the package's own scripts.
     let ours = |s: &Path| {
         s.starts_with(root().join("openwrt"))

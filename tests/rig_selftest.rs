@@ -7,7 +7,6 @@ mod rig;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -445,7 +444,13 @@ fn silent_and_dead_resolvers() {
         for p in probes {
             let (server, tcp, res, took) = p.join().unwrap();
             assert_eq!(res, Err(DnsError::TimedOut), "{server} tcp {tcp}");
-            assert!(took >= FAIL, "{server} tcp {tcp}: {took:?}");
+            // A lower bound, which no slow machine breaks: the probe waited out the timeout
+            // it was given before it called it one, rather than mistaking an error for it.
+            // (Less one kernel tick: SO_RCVTIMEO counts in jiffies, HZ 100 at the least.)
+            assert!(
+                took >= FAIL - Duration::from_millis(10),
+                "{server} tcp {tcp}: {took:?}"
+            );
         }
         assert_eq!(old.join().unwrap(), Dns::NoAnswer);
     });
@@ -491,16 +496,11 @@ fn silent_and_dead_resolvers() {
     );
     assert_eq!(rig.dns_queries("quiet.example"), 13);
 
-    // Nothing listens at CLOUD_DNS_DEAD: port unreachable / RST, at once, no timeout.
+    // Nothing listens at CLOUD_DNS_DEAD: port unreachable / RST, which the probe reports as
+    // Refused (not as the TimedOut a silent resolver gets).
     for tcp in [false, true] {
-        let t = Instant::now();
         let res = dns_query(r, (CLOUD_DNS_DEAD, 53), "dead.example", a, tcp, OK);
         assert_eq!(res, Err(DnsError::Refused), "tcp {tcp}");
-        assert!(
-            t.elapsed() < Duration::from_secs(1),
-            "tcp {tcp}: {:?}",
-            t.elapsed()
-        );
         assert_eq!(
             dns(r, (CLOUD_DNS_DEAD, 53), "dead.example", tcp, OK),
             Dns::Failed("refused".into())
@@ -789,14 +789,14 @@ fn killed_test_process_leaves_nothing_running() {
         .expect("helper reports its rig");
     let mut words = line.split_whitespace().skip(1);
     let (sleeper, router) = (words.next().unwrap(), words.next().unwrap());
-    let sleeper = pidfd(sleeper.parse().unwrap());
+    let sleeper = PidFd::open(sleeper.parse().unwrap()).expect("pidfd of the helper's child");
     assert!(ns_exists(router));
 
     helper.kill().unwrap();
     helper.wait().unwrap();
     // The kernel kills the rig's children with the process (PR_SET_PDEATHSIG) ...
     assert!(
-        exits_within(&sleeper, OK),
+        sleeper.exited_within(OK),
         "process of a killed rig still running"
     );
     // ... and the next rig sweeps the namespaces.
@@ -811,26 +811,4 @@ fn be_killed_with_a_rig() {
     loop {
         std::thread::park();
     }
-}
-
-fn pidfd(pid: u32) -> OwnedFd {
-    // SAFETY: plain syscall returning a new fd (checked) that we then own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    assert!(
-        fd >= 0,
-        "pidfd_open {pid}: {}",
-        std::io::Error::last_os_error()
-    );
-    unsafe { OwnedFd::from_raw_fd(fd as i32) }
-}
-
-/// A pidfd polls readable once its process has exited.
-fn exits_within(pidfd: &OwnedFd, timeout: Duration) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) == 1 }
 }

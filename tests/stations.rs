@@ -6,7 +6,7 @@
 mod rig;
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use rig::*;
@@ -49,6 +49,27 @@ fn join_and_use(rig: &Rig, daemon: &Proc, i: usize) -> Proc {
     sta
 }
 
+/// Every client's `"age"` (seconds) from `provisionerctl status`.
+fn status_ages(rig: &Rig) -> Vec<u64> {
+    rig.ctl(&["status"])
+        .split("\"age\":")
+        .skip(1)
+        .filter_map(|a| a.split([',', '}']).next()?.parse().ok())
+        .collect()
+}
+
+/// The pid of a process named `comm` whose parent is `parent`, from /proc.
+fn child_named(parent: u32, comm: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+        let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+        (name == comm && ppid == parent).then_some(pid)
+    })
+}
+
 /// `"clients":[...]` from `provisionerctl status`, as the list of MACs in it.
 fn status_clients(rig: &Rig) -> Vec<String> {
     let s = rig.ctl(&["status"]);
@@ -72,15 +93,16 @@ fn a_full_network_evicts_the_oldest_old_enough_client_and_bans_it() {
     ));
     let _s1 = join_and_use(&rig, &d, 1);
     let _s2 = join_and_use(&rig, &d, 2);
-    // Both are now older than min_age (the admission of client 2 came after 1's DHCP and
-    // probe; wait for 1's age to pass 2 s without sleeping blindly).
-    assert!(wait_until(
-        Duration::from_secs(10),
-        Duration::from_millis(200),
-        || {
-            rig.ctl(&["status"]).contains("\"age\":2") || rig.ctl(&["status"]).contains("\"age\":3")
-        }
-    ));
+    // Wait until both are older than min_age (2 s): the daemon's clock, asked (polled: an
+    // age passing is no event).
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+            let ages = status_ages(&rig);
+            ages.len() == 2 && ages.iter().all(|&a| a >= 2)
+        }),
+        "{:?}",
+        status_ages(&rig)
+    );
     // Associating alone evicts nobody: the newcomer waits until it completes DHCP.
     let _s3 = rig.associate(3);
     d.wait_line(&format!("event=waiting mac={}", mac(3)), LOG)
@@ -186,7 +208,7 @@ fn sessions_end_and_the_cooldown_ends_too() {
 #[test]
 fn the_window_opens_on_demand_and_closing_it_disconnects() {
     let rig = Rig::new(1);
-    let _h = rig.start_hostapd("");
+    let h = rig.start_hostapd("");
     let cfg = radio_config(&rig, "", "\toption mode 'on_demand'\n").replace(
         "\toption hostapd 'external'\n",
         &format!(
@@ -212,15 +234,14 @@ fn the_window_opens_on_demand_and_closing_it_disconnects() {
     d.wait_line("SSID down: running", LOG).unwrap();
     assert!(!cloud_ok(&rig, 1, NO));
     // The SSID went down through the command (hostapd's own DISABLE would take every SSID
-    // of an OpenWrt radio down), and hostapd's interface is really down.
-    assert!(
-        wait_until(LOG, Duration::from_millis(50), || {
-            rig.ssid_calls() == ["down", "up", "down"]
-                && rig.hostapd_cli(&["status"]).contains("state=DISABLED")
-        }),
-        "{:?}",
-        rig.ssid_calls()
-    );
+    // of an OpenWrt radio down), and hostapd's interface is really down: hostapd says so
+    // for each of down, up, down.
+    for event in ["AP-DISABLED", "AP-ENABLED", "AP-DISABLED"] {
+        h.wait_line(event, LOG).unwrap();
+    }
+    assert_eq!(rig.ssid_calls(), ["down", "up", "down"]);
+    let status = rig.hostapd_cli(&["status"]);
+    assert!(status.contains("state=DISABLED"), "{status}");
 }
 
 #[test]
@@ -326,15 +347,16 @@ fn a_managed_hostapd_comes_and_goes_with_the_daemon() {
     }
     let _s1 = join_and_use(&rig, &d, 1);
     assert!(rig.hostapd_request("PING", NO).is_some());
+    let hostapd = child_named(d.pid(), "hostapd").expect("the daemon's hostapd");
+    let hostapd = PidFd::open(hostapd).expect("pidfd of the daemon's hostapd");
     // SIGKILL to the daemon alone (not its process group): hostapd must not outlive it,
     // since nobody would enforce the SSID's limits.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.pid() as i32), Signal::SIGKILL).unwrap();
     assert!(
-        wait_until(LOG, Duration::from_millis(100), || {
-            rig.hostapd_request("PING", NO).is_none()
-        }),
-        "hostapd still answers after the daemon was killed"
+        hostapd.exited_within(LOG),
+        "hostapd still runs after the daemon was killed"
     );
+    assert!(rig.hostapd_request("PING", NO).is_none());
     d.kill9();
 }
 
@@ -350,25 +372,16 @@ fn a_burst_of_250_stations_is_admitted_or_turned_away_correctly() {
     d.wait_line("connected to hostapd", LOG).unwrap();
     let stations: Vec<Proc> = (1..=250).map(|i| rig.start_supplicant(i)).collect();
     // Every join is decided: 200 admitted, 50 turned away (all young), nobody evicted.
-    let decided = wait_until(Duration::from_secs(120), Duration::from_millis(500), || {
-        let lines = d.lines();
-        let admitted = lines
-            .iter()
-            .filter(|l| l.contains("event=admitted"))
-            .count();
-        let away = lines
-            .iter()
-            .filter(|l| l.contains("event=turned_away"))
-            .count();
-        admitted + away >= 250
-    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for decided in 0..250 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let decision = |l: &str| l.contains("event=admitted") || l.contains("event=turned_away");
+        if let Err(e) = d.wait_line_where("a join decided", left, decision) {
+            panic!("only {decided} of 250 joins decided: {e}");
+        }
+    }
     let lines = d.lines();
     let count = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
-    assert!(
-        decided,
-        "only {} decided",
-        count("event=admitted") + count("event=turned_away")
-    );
     assert_eq!(count("event=admitted"), 200);
     assert_eq!(count("event=turned_away mac="), 50);
     assert_eq!(count("event=evicted"), 0);
@@ -401,18 +414,37 @@ fn a_restart_keeps_an_open_window_open() {
     assert!(!d.lines().iter().any(|l| l.contains("event=evicted")));
 }
 
+/// Lets one run of a gated `ssid_command` end: writes a line into the FIFO that the script
+/// reads, which blocks until the script opens it.
+fn release(gate: &std::path::Path) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let gate = gate.to_owned();
+    std::thread::spawn(move || {
+        let opened = std::fs::OpenOptions::new().write(true).open(&gate);
+        let _ = tx.send(opened.and_then(|mut f| std::io::Write::write_all(&mut f, b"go\n")));
+    });
+    rx.recv_timeout(LOG)
+        .expect("the ssid_command never came to the gate")
+        .expect("write to the gate");
+}
+
 #[test]
 fn ssid_commands_run_one_at_a_time_in_order() {
     let rig = Rig::new(0);
     let _h = rig.start_hostapd("");
-    // A slow command (like a `wifi reload`), logging when each run starts and ends.
+    // A slow command (like a `wifi reload`), logging when each run starts and ends. Each
+    // run waits at a gate (a FIFO) until the test lets it end, so what the daemon is asked
+    // while one runs does not depend on how long it takes.
     let log = rig.dir().join("slow.log");
+    let gate = rig.dir().join("gate");
+    rig.router().exec_ok(&["mkfifo", gate.to_str().unwrap()]);
     let script = rig.dir().join("slow-ssid");
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\necho \"start $1\" >> {l}\nsleep 0.5\necho \"end $1\" >> {l}\n",
-            l = log.display()
+            "#!/bin/sh\necho \"start $1\" >> {l}\nread -r go < {g}\necho \"end $1\" >> {l}\n",
+            l = log.display(),
+            g = gate.display()
         ),
     )
     .unwrap();
@@ -424,13 +456,22 @@ fn ssid_commands_run_one_at_a_time_in_order() {
             script.display()
         ),
     );
-    let _d = rig.start_daemon(&cfg);
-    // down (start), then up and down again while the first still runs.
+    let d = rig.start_daemon(&cfg);
+    // down (the window's first state) runs; up and down are asked while it does. The
+    // events are logged once the daemon has handled what each asked of the radio.
+    d.wait_line("SSID down: running", LOG).unwrap();
     rig.ctl(&["window", "open", "5"]);
+    d.wait_line("event=window_opened", LOG).unwrap();
     rig.ctl(&["window", "close"]);
+    d.wait_line("event=window_closed", LOG).unwrap();
+    release(&gate);
+    // The next run starts only after the first ended, and it is the last request's.
+    d.wait_line("SSID down: running", LOG).unwrap();
+    release(&gate);
     let runs = || std::fs::read_to_string(&log).unwrap_or_default();
+    // (Polled: the script's last line is the only sign that it ended.)
     assert!(
-        wait_until(LOG, Duration::from_millis(100), || runs().lines().count()
+        wait_until(LOG, Duration::from_millis(20), || runs().lines().count()
             >= 4),
         "{}",
         runs()
@@ -439,4 +480,8 @@ fn ssid_commands_run_one_at_a_time_in_order() {
     let lines: Vec<String> = runs().lines().map(str::to_owned).collect();
     assert_eq!(lines[..2], ["start down", "end down"], "{lines:?}");
     assert_eq!(lines[2..4], ["start down", "end down"], "{lines:?}");
+    assert!(
+        !d.lines().iter().any(|l| l.contains("SSID up: running")),
+        "the up that the close overtook ran"
+    );
 }

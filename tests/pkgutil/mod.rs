@@ -79,13 +79,20 @@ pub fn have(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// busybox's ash (OpenWrt's /bin/sh) when installed, then the host's sh.
+/// Panics unless `program` is installed: a test that needs it fails, naming it, rather
+/// than pass without having run (scripts/deps.sh installs every one `make test` needs).
+pub fn require(program: &str) {
+    assert!(
+        have(program),
+        "{program} is not installed (scripts/deps.sh installs it)"
+    );
+}
+
+/// busybox's ash (OpenWrt's /bin/sh), then the host's sh. busybox must be installed: a
+/// script that only the host's sh ran has not been run as OpenWrt runs it.
 pub fn shells() -> Vec<Vec<&'static str>> {
-    let mut shells = vec![vec!["sh"]];
-    if have("busybox") {
-        shells.insert(0, vec!["busybox", "sh"]);
-    }
-    shells
+    require("busybox");
+    vec![vec!["busybox", "sh"], vec!["sh"]]
 }
 
 /// The shipped config is valid as it is.

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
 use dhcproto::{Encodable, v4};
 
-use super::{HOST_IF, Ns, PROV_MAC, ROUTER_PROV, lock, poll_readable};
+use super::util::{lock, poll_readable};
+use super::{HOST_IF, Ns, PROV_MAC, ROUTER_PROV};
 
 pub const BROADCAST: [u8; 6] = [0xff; 6];
 /// An ethertype for experiments (IEEE 802 local experimental): no stack handles it.

@@ -1,5 +1,5 @@
 #!/bin/sh
-# udhcpc event script for the test rig (tests/rig/mod.rs, Rig::dhcp).
+# udhcpc event script for the test rig (tests/rig/probes.rs, Rig::dhcp).
 # Applies the lease with plain `ip` and prints one line the rig parses.
 case "$1" in
 deconfig)

@@ -1,0 +1,132 @@
+//! The daemon under test: its binary, a config for the rig's topology, starting it in the
+//! router namespace, its control socket (`provisionerctl`), the `ssid_command` the rig gives
+//! it, and what it leaves in the router's nftables.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{CLOUD_ALLOWED, PROV_IF, PROV_NET, PROV_PREFIX, Proc, ROUTER_PROV, Rig, WAN_IF};
+
+/// The daemon binary: `PROVISIONER_BIN` if set (e.g. the release build for `make bench`;
+/// a relative path is taken from the current directory); else cargo names it for
+/// integration tests; the demo (an example, where cargo does not) uses the debug build next
+/// to the sources.
+pub fn daemon_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("PROVISIONER_BIN").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return std::path::absolute(&p).unwrap_or(p);
+    }
+    match option_env!("CARGO_BIN_EXE_provisioner") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/provisioner"),
+    }
+}
+
+/// A UCI config for this topology: provisioning on prov0, out through wan0, the home LAN
+/// protected, and the cloud server allowed on TCP 443 and UDP 123 only. `extra` is
+/// appended (more sections, e.g. `config dhcp` or `config limits`).
+pub fn config(extra: &str) -> String {
+    format!(
+        "config network 'network'
+\toption interface '{PROV_IF}'
+\toption wan '{WAN_IF}'
+\toption subnet '{PROV_NET}/{PROV_PREFIX}'
+\toption router '{ROUTER_PROV}'
+
+config window 'window'
+\toption mode 'always'
+
+config allow 'cloud'
+\tlist address '{CLOUD_ALLOWED}'
+\tlist port '443'
+
+config allow 'cloud_ntp'
+\tlist address '{CLOUD_ALLOWED}'
+\toption proto 'udp'
+\tlist port '123'
+{extra}"
+    )
+}
+
+impl Rig {
+    /// Where [`Rig::start_daemon`] writes the config (rewrite it and send SIGHUP to reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("provisioner")
+    }
+
+    /// Writes `config` and starts `provisionerd` in the router namespace; returns once the
+    /// daemon says it is ready (table installed, DHCP listening).
+    pub fn start_daemon(&self, config: &str) -> Proc {
+        let path = self.config_path();
+        fs::write(&path, config).expect("write config");
+        let bin = daemon_bin();
+        let p = self.spawn(
+            self.router(),
+            &[
+                bin.to_str().expect("utf-8 path"),
+                "provisionerd",
+                "-c",
+                path.to_str().expect("utf-8 path"),
+                "--control",
+                self.control_socket().to_str().expect("utf-8 path"),
+                "--run-dir",
+                self.dir.join("run").to_str().expect("utf-8 path"),
+            ],
+        );
+        if let Err(e) = p.wait_line("ready", Duration::from_secs(30)) {
+            panic!("provisionerd did not come up: {e}");
+        }
+        p
+    }
+
+    /// An `ssid_command` for the rig's hostapd, as the OpenWrt package's does through UCI:
+    /// `up` enables and `down` disables hostapd's interface; every call is appended to
+    /// `ssid.log` in the rig dir.
+    pub fn ssid_script(&self) -> PathBuf {
+        let path = self.dir.join("ssid");
+        let script = format!(
+            "#!/bin/sh\necho \"$1\" >> {log}\ncase \"$1\" in up) c=enable ;; down) c=disable ;; *) exit 2 ;; esac\nexec hostapd_cli -p {ctrl} -i {PROV_IF} $c >/dev/null\n",
+            log = self.dir.join("ssid.log").display(),
+            ctrl = self.dir.join("hostapd").display(),
+        );
+        fs::write(&path, script).expect("write ssid script");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+        path
+    }
+
+    /// What the rig's `ssid_command` was asked so far, in order.
+    pub fn ssid_calls(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.join("ssid.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The daemon's control socket (for `provisionerctl -s`).
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    /// `provisionerctl -s <this rig's socket> args...`, run in the router namespace; its
+    /// stdout (one JSON line).
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let bin = daemon_bin();
+        let sock = self.control_socket();
+        let mut cmd = vec![
+            bin.to_str().expect("utf-8 path"),
+            "provisionerctl",
+            "-s",
+            sock.to_str().expect("utf-8 path"),
+        ];
+        cmd.extend_from_slice(args);
+        self.router().exec_ok(&cmd).trim().to_owned()
+    }
+
+    /// `nft list tables` in the router namespace.
+    pub fn router_tables(&self) -> String {
+        self.router().exec_ok(&["nft", "list", "tables"])
+    }
+}
