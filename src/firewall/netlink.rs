@@ -1087,24 +1087,20 @@ fn parse_set(payload: &[u8], table: &[u8]) -> Result<Option<SetInfo>, NetlinkErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Proto;
+    use crate::core::MacAddr;
+    use crate::firewall::keys::{Key, SetKey};
+    use std::net::Ipv4Addr;
 
     // --- helpers shared by the pure tests ---
 
-    /// A key for `ether_addr . ipv4_addr`: 6 MAC bytes, 2 pad, 4 IP bytes.
-    fn lease_key(mac: [u8; 6], ip: [u8; 4]) -> [u8; 12] {
-        let mut k = [0; 12];
-        k[..6].copy_from_slice(&mac);
-        k[8..].copy_from_slice(&ip);
-        k
+    /// Keys through the one codec (`firewall::keys`), from the bytes the tests spell out.
+    fn lease_key(mac: [u8; 6], ip: [u8; 4]) -> Key {
+        (MacAddr(mac), Ipv4Addr::from(ip)).encode()
     }
 
-    /// A key for `ipv4_addr . inet_proto . inet_service`: IP, proto + 3 pad, port + 2 pad.
-    fn allow4_key(ip: [u8; 4], proto: u8, port: u16) -> [u8; 12] {
-        let mut k = [0; 12];
-        k[..4].copy_from_slice(&ip);
-        k[4] = proto;
-        k[8..10].copy_from_slice(&port.to_be_bytes());
-        k
+    fn allow4_key(ip: [u8; 4], proto: Proto, port: u16) -> Key {
+        (Ipv4Addr::from(ip), proto, port).encode()
     }
 
     fn encode(table: &str, ops: &[SetOp]) -> (Vec<u8>, Vec<&'static str>) {
@@ -1247,7 +1243,7 @@ mod tests {
 
     #[test]
     fn long_runs_are_split_below_the_u16_nest_limit() {
-        let keys: Vec<[u8; 12]> = (0..5000u32)
+        let keys: Vec<Key> = (0..5000u32)
             .map(|i| lease_key([2, 0, 0, 0, (i >> 8) as u8, i as u8], i.to_be_bytes()))
             .collect();
         let ops: Vec<SetOp> = keys
@@ -1700,7 +1696,7 @@ table inet other {
             let k1 = lease_key(mac(1), [192, 168, 250, 5]);
             let k2 = lease_key(mac(2), [192, 168, 250, 6]);
             let k3 = lease_key(mac(3), [192, 168, 250, 7]);
-            let a1 = allow4_key([192, 168, 250, 5], libc::IPPROTO_TCP as u8, 443);
+            let a1 = allow4_key([192, 168, 250, 5], Proto::Tcp, 443);
             let ops = [
                 add("leases", &k1, 60),
                 add("leases", &k2, 120),
@@ -1717,7 +1713,7 @@ table inet other {
             let got = elements(nl, "leases");
             assert_eq!(got.len(), 3);
             for (e, key, secs) in [(&got[0], k1, Some(60)), (&got[1], k2, Some(120))] {
-                assert_eq!(e.key, key);
+                assert_eq!(e.key, key.as_bytes());
                 assert_eq!(e.timeout, secs.map(Duration::from_secs));
                 let (t, x) = (e.timeout.unwrap(), e.expires.expect("expires"));
                 assert!(x <= t && x > t - Duration::from_secs(10), "{e:?}");
@@ -1733,7 +1729,7 @@ table inet other {
             );
             let allow = elements(nl, "allow4");
             assert_eq!(allow.len(), 1);
-            assert_eq!(allow[0].key, a1);
+            assert_eq!(allow[0].key, a1.as_bytes());
 
             // The key layout must be what nft itself means by these types.
             let text = nft_list_set("leases");
@@ -1748,9 +1744,9 @@ table inet other {
     #[test]
     fn kernel_comments_read_back_and_show_in_nft() {
         in_netns("kernel_comments_read_back_and_show_in_nft", |nl| {
-            let a1 = allow4_key([11, 1, 0, 10], libc::IPPROTO_TCP as u8, 443);
+            let a1 = allow4_key([11, 1, 0, 10], Proto::Tcp, 443);
             let long = "x".repeat(200);
-            let a2 = allow4_key([11, 1, 0, 11], libc::IPPROTO_TCP as u8, 443);
+            let a2 = allow4_key([11, 1, 0, 11], Proto::Tcp, 443);
             let ops = [
                 SetOp::Add {
                     set: "allow4",
@@ -1905,7 +1901,7 @@ table inet other {
     #[test]
     fn kernel_5000_elements_in_one_batch() {
         in_netns("kernel_5000_elements_in_one_batch", |nl| {
-            let keys: Vec<[u8; 12]> = (0..5000u16)
+            let keys: Vec<Key> = (0..5000u16)
                 .map(|i| lease_key(mac(i), [10, 1, (i >> 8) as u8, i as u8]))
                 .collect();
             let ops: Vec<SetOp> = keys.iter().map(|k| add("leases", k, 300)).collect();
@@ -1926,8 +1922,8 @@ table inet other {
         // this overruns (ENOBUFS); the batch also outgrows the default SO_SNDBUF.
         in_netns("kernel_refresh_of_many_keys_gets_every_ack", |nl| {
             let default_sndbuf = nl.sndbuf;
-            let keys: Vec<[u8; 12]> = (0..1500u16)
-                .map(|i| allow4_key([10, 2, (i >> 8) as u8, i as u8], 6, i))
+            let keys: Vec<Key> = (0..1500u16)
+                .map(|i| allow4_key([10, 2, (i >> 8) as u8, i as u8], Proto::Tcp, i))
                 .collect();
             let initial: Vec<SetOp> = keys.iter().map(|k| add("allow4", k, 10)).collect();
             nl.apply(TABLE, &initial).unwrap();
