@@ -309,24 +309,34 @@ impl Firewall {
             TABLE,
             &[(Family::Inet.number(), &ops), (Family::Arp.number(), &arp)],
         )?;
-        // A connection may not outlive the binding it was opened under: the conntrack
-        // entries of an address whose binding ended go too (also tearing down flows an
-        // offload flowtable would carry past our chains).
-        for p in self
+        // A connection may not outlive the binding it was opened under: the bindings this
+        // batch ended lose their connections, in one `end_flows` call for all of them. The
+        // only thing apply does beyond the sets.
+        let ended: Vec<Ipv4Addr> = self
             .batch
             .iter()
             .filter(|p| p.set == "leases" && p.add.is_none())
-        {
-            let Some((_, ip)) = <(MacAddr, Ipv4Addr)>::decode(&p.key) else {
-                continue;
-            };
-            match self.nl.forget_flows(ip) {
+            .filter_map(|p| <(MacAddr, Ipv4Addr)>::decode(&p.key))
+            .map(|(_, ip)| ip)
+            .collect();
+        if !ended.is_empty() {
+            let ips = DisplayList(&ended);
+            match self.end_flows(&ended) {
                 Ok(0) => {}
-                Ok(n) => tracing::debug!("ended {n} connection(s) of {ip}"),
-                Err(e) => tracing::warn!("ending the connections of {ip}: {e}"),
+                Ok(n) => tracing::debug!("ended {n} connection(s) of {ips}"),
+                Err(e) => tracing::warn!("ending the connections of {ips}: {e}"),
             }
         }
         Ok(())
+    }
+
+    /// Ends the connections of these addresses (their bindings ended): their conntrack
+    /// entries are deleted, so no reply of an old flow reaches them, and a flow an offload
+    /// flowtable would carry past our chains is torn down. One conntrack dump however many
+    /// addresses. Called by [`Firewall::apply`], once per batch, with the bindings it
+    /// removed. Returns how many entries were deleted.
+    pub fn end_flows(&mut self, ips: &[Ipv4Addr]) -> Result<usize, FirewallError> {
+        Ok(self.nl.end_flows(ips)?)
     }
 
     /// Removes our tables: the one deliberate way to open what the daemon closed. True if
@@ -337,6 +347,21 @@ impl Firewall {
             any |= self.nl.delete_table(family.number(), TABLE)?;
         }
         Ok(any)
+    }
+}
+
+/// Addresses for a log line: `a,b,c`.
+struct DisplayList<'a>(&'a [Ipv4Addr]);
+
+impl std::fmt::Display for DisplayList<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, ip) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{ip}")?;
+        }
+        Ok(())
     }
 }
 

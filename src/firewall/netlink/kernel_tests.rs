@@ -455,3 +455,77 @@ fn kernel_delete_table() {
         );
     });
 }
+
+/// Loopback up and conntrack on (a `ct` rule registers its hooks in the namespace).
+fn track_loopback() {
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .unwrap();
+    assert!(up.success());
+    nft_load(
+        "table inet tracking {\n\tchain out { type filter hook output priority 0; ct state new accept; }\n}\n",
+    );
+}
+
+/// `n` conntrack entries whose original source is `src`: UDP to 127.0.0.1, one
+/// destination port each (nobody listens; the entries stay, unreplied).
+fn udp_flows(src: Ipv4Addr, n: u16) {
+    let s = std::net::UdpSocket::bind((src, 0)).unwrap();
+    for port in 0..n {
+        s.send_to(&[0], (Ipv4Addr::LOCALHOST, 10_000 + port))
+            .unwrap();
+    }
+}
+
+#[test]
+fn kernel_end_flows_takes_the_given_sources_only() {
+    in_netns("kernel_end_flows_takes_the_given_sources_only", |nl| {
+        track_loopback();
+        let ip = |i| Ipv4Addr::new(127, 0, 0, i);
+        // More than one send of deletes for .2.
+        udp_flows(ip(2), 1500);
+        udp_flows(ip(3), 200);
+        udp_flows(ip(4), 300);
+        udp_flows(ip(5), 1);
+        assert_eq!(nl.end_flows(&[]).unwrap(), 0);
+        assert_eq!(nl.end_flows(&[ip(2), ip(3), ip(2), ip(9)]).unwrap(), 1700);
+        assert_eq!(nl.end_flows(&[ip(2), ip(3)]).unwrap(), 0, "gone");
+        assert_eq!(nl.end_flows(&[ip(5), ip(4)]).unwrap(), 301, "left alone");
+    });
+}
+
+/// Informational: ending the flows of many addresses in one dump against one dump per
+/// address (what the daemon did before), with a table full of other entries.
+#[test]
+fn kernel_end_flows_dumps_once_for_all_addresses() {
+    in_netns("kernel_end_flows_dumps_once_for_all_addresses", |nl| {
+        track_loopback();
+        let (clients, flows, others) = (50u8, 40u16, 15_000u16);
+        for i in 0..clients {
+            udp_flows(Ipv4Addr::new(127, 0, 1, i), flows);
+        }
+        udp_flows(Ipv4Addr::new(127, 0, 2, 1), others);
+        let ips: Vec<Ipv4Addr> = (0..clients).map(|i| Ipv4Addr::new(127, 0, 1, i)).collect();
+        let (each, all) = ips.split_at(ips.len() / 2);
+
+        let start = std::time::Instant::now();
+        let mut n = 0;
+        for ip in each {
+            n += nl.end_flows(&[*ip]).unwrap();
+        }
+        let one_by_one = start.elapsed();
+        let start = std::time::Instant::now();
+        let m = nl.end_flows(all).unwrap();
+        let at_once = start.elapsed();
+        let per_half = usize::from(clients / 2) * usize::from(flows);
+        assert_eq!((n, m), (per_half, per_half));
+        eprintln!(
+            "{} entries; the flows of {} addresses ({per_half} entries): one dump each {one_by_one:?}, one dump for all {at_once:?}",
+            usize::from(clients) * usize::from(flows) + usize::from(others),
+            each.len(),
+        );
+        let left = nl.end_flows(&[Ipv4Addr::new(127, 0, 2, 1)]).unwrap();
+        assert_eq!(left, usize::from(others));
+    });
+}
