@@ -900,7 +900,7 @@ fn prepare_interface(interface: &IfName, router: Ipv4Addr) -> anyhow::Result<()>
 /// `provisionerd --flush`: remove the table on purpose.
 pub fn flush() -> anyhow::Result<()> {
     let mut fw = Firewall::open().context("opening the nftables netlink socket")?;
-    if fw.flush()? {
+    if fw.remove_tables()? {
         info!("table inet {TABLE} removed: the provisioning network is no longer restricted");
     } else {
         info!("table inet {TABLE} was not there");

@@ -145,7 +145,8 @@ impl Firewall {
         Ok(())
     }
 
-    /// Whether all our tables are there (they survive the daemon; see [`Firewall::flush`]).
+    /// Whether all our tables are there (they survive the daemon; see
+    /// [`Firewall::remove_tables`]).
     pub fn table_exists(&mut self) -> Result<bool, FirewallError> {
         for family in [Family::Inet, Family::Arp] {
             if self.nl.describe_table(family.number(), TABLE)?.is_none() {
@@ -341,7 +342,7 @@ impl Firewall {
 
     /// Removes our tables: the one deliberate way to open what the daemon closed. True if
     /// any was there.
-    pub fn flush(&mut self) -> Result<bool, FirewallError> {
+    pub fn remove_tables(&mut self) -> Result<bool, FirewallError> {
         let mut any = false;
         for family in [Family::Inet, Family::Arp] {
             any |= self.nl.delete_table(family.number(), TABLE)?;
