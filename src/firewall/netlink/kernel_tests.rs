@@ -1,4 +1,6 @@
-//! The netlink client against the kernel, each test in its own network namespace.
+//! The netlink client against the kernel, each test in its own network namespace (root:
+//! `make test` runs them with `--features rig`; without it they are reported as ignored,
+//! not passed).
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -47,21 +49,13 @@ table inet other {
 "#;
 
 /// Runs `f` on a thread that has its own, empty network namespace (gone when it ends),
-/// with RULESET loaded. Skips without root, and where PROVISIONER_SKIP_KERNEL_TESTS is
-/// set (`make cross-test`: qemu-user refuses NETLINK_NETFILTER sockets with
-/// EPROTONOSUPPORT; it translates only rtnetlink, audit and uevent).
-fn in_netns(test: &str, f: impl FnOnce(&mut Netlink) + Send + 'static) {
-    if std::env::var_os("PROVISIONER_SKIP_KERNEL_TESTS").is_some() {
-        eprintln!("{test}: skipped, PROVISIONER_SKIP_KERNEL_TESTS is set");
-        return;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("{test}: skipped, needs root to create a network namespace");
-        return;
-    }
+/// with RULESET loaded. Needs root; the tests are ignored without `--features rig`, which
+/// also keeps them out of `make cross-test` (qemu-user refuses NETLINK_NETFILTER sockets
+/// with EPROTONOSUPPORT: it translates only rtnetlink, audit and uevent).
+fn in_netns(f: impl FnOnce(&mut Netlink) + Send + 'static) {
     let thread = std::thread::spawn(move || {
-        unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+        unshare(CloneFlags::CLONE_NEWNET)
+            .expect("unshare(CLONE_NEWNET): the rig feature needs root");
         nft_load(RULESET);
         let mut nl = Netlink::open().expect("open netlink");
         f(&mut nl);
@@ -111,8 +105,9 @@ fn add<'a>(set: &'a str, key: &'a [u8], secs: u64) -> SetOp<'a> {
 }
 
 #[test]
+#[cfg_attr(not(feature = "rig"), ignore = "needs root: cargo test --features rig")]
 fn kernel_add_and_read_back() {
-    in_netns("kernel_add_and_read_back", |nl| {
+    in_netns(|nl| {
         let seq = nl.seq;
         nl.apply(TABLE, &[]).unwrap();
         assert_eq!(nl.seq, seq, "an empty apply sends nothing");
@@ -166,8 +161,9 @@ fn kernel_add_and_read_back() {
 
 /// A comment travels as nft's own user data: `nft list` shows it, and a dump returns it.
 #[test]
+#[cfg_attr(not(feature = "rig"), ignore = "needs root: cargo test --features rig")]
 fn kernel_comments_read_back_and_show_in_nft() {
-    in_netns("kernel_comments_read_back_and_show_in_nft", |nl| {
+    in_netns(|nl| {
         let a1 = allow4_key([11, 1, 0, 10], Proto::Tcp, 443);
         let long = "x".repeat(200);
         let a2 = allow4_key([11, 1, 0, 11], Proto::Tcp, 443);
@@ -195,8 +191,9 @@ fn kernel_comments_read_back_and_show_in_nft() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "rig"), ignore = "needs root: cargo test --features rig")]
 fn kernel_delete_and_re_add() {
-    in_netns("kernel_delete_and_re_add", |nl| {
+    in_netns(|nl| {
         let k = lease_key(mac(1), [10, 0, 0, 1]);
         nl.apply(TABLE, &[add("leases", &k, 60)]).unwrap();
         // Adding an element that exists is not an error (no NLM_F_EXCL), twice in a
@@ -220,8 +217,9 @@ fn kernel_delete_and_re_add() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "rig"), ignore = "needs root: cargo test --features rig")]
 fn kernel_add_delete_add_refreshes_the_timeout() {
-    in_netns("kernel_add_delete_add_refreshes_the_timeout", |nl| {
+    in_netns(|nl| {
         let (old, fresh) = (
             lease_key(mac(1), [10, 0, 0, 1]),
             lease_key(mac(2), [10, 0, 0, 2]),
@@ -250,10 +248,11 @@ fn kernel_add_delete_add_refreshes_the_timeout() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "rig"), ignore = "needs root: cargo test --features rig")]
 fn kernel_plain_re_add_timeout_behaviour() {
     // Informational: kernels with element timeout updates (Linux 6.10+?) apply the new
     // timeout on a plain re-add, older ones keep the old one. Either way it succeeds.
-    in_netns("kernel_plain_re_add_timeout_behaviour", |nl| {
+    in_netns(|nl| {
         let k = lease_key(mac(1), [10, 0, 0, 1]);
         nl.apply(TABLE, &[add("leases", &k, 10)]).unwrap();
         nl.apply(TABLE, &[add("leases", &k, 600)]).unwrap();
@@ -269,8 +268,9 @@ fn kernel_plain_re_add_timeout_behaviour() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "rig"), ignore = "needs root: cargo test --features rig")]
 fn kernel_failed_batch_applies_nothing() {
-    in_netns("kernel_failed_batch_applies_nothing", |nl| {
+    in_netns(|nl| {
         let (a, missing, c) = (
             lease_key(mac(1), [10, 0, 0, 1]),
             lease_key(mac(2), [10, 0, 0, 2]),
@@ -323,8 +323,9 @@ fn kernel_failed_batch_applies_nothing() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "rig"), ignore = "needs root: cargo test --features rig")]
 fn kernel_5000_elements_in_one_batch() {
-    in_netns("kernel_5000_elements_in_one_batch", |nl| {
+    in_netns(|nl| {
         let keys: Vec<Key> = (0..5000u16)
             .map(|i| lease_key(mac(i), [10, 1, (i >> 8) as u8, i as u8]))
             .collect();
@@ -340,11 +341,12 @@ fn kernel_5000_elements_in_one_batch() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "rig"), ignore = "needs root: cargo test --features rig")]
 fn kernel_refresh_of_many_keys_gets_every_ack() {
     // 1500 keys x (add, delete, add): only "add k2" can join "add k1", so 3001 messages
     // and as many acks, all queued before sendmsg() returns. Without growing SO_RCVBUF
     // this overruns (ENOBUFS); the batch also outgrows the default SO_SNDBUF.
-    in_netns("kernel_refresh_of_many_keys_gets_every_ack", |nl| {
+    in_netns(|nl| {
         let default_sndbuf = nl.sndbuf;
         let keys: Vec<Key> = (0..1500u16)
             .map(|i| allow4_key([10, 2, (i >> 8) as u8, i as u8], Proto::Tcp, i))
@@ -385,8 +387,9 @@ fn kernel_refresh_of_many_keys_gets_every_ack() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "rig"), ignore = "needs root: cargo test --features rig")]
 fn kernel_describe_table() {
-    in_netns("kernel_describe_table", |nl| {
+    in_netns(|nl| {
         let mut info = nl
             .describe_table(FAMILY_INET, TABLE)
             .unwrap()
@@ -440,8 +443,9 @@ fn kernel_describe_table() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "rig"), ignore = "needs root: cargo test --features rig")]
 fn kernel_delete_table() {
-    in_netns("kernel_delete_table", |nl| {
+    in_netns(|nl| {
         let k = lease_key(mac(1), [10, 0, 0, 1]);
         nl.apply(TABLE, &[add("leases", &k, 60)]).unwrap();
         assert!(nl.delete_table(FAMILY_INET, TABLE).unwrap());
@@ -479,8 +483,9 @@ fn udp_flows(src: Ipv4Addr, n: u16) {
 }
 
 #[test]
+#[cfg_attr(not(feature = "rig"), ignore = "needs root: cargo test --features rig")]
 fn kernel_end_flows_takes_the_given_sources_only() {
-    in_netns("kernel_end_flows_takes_the_given_sources_only", |nl| {
+    in_netns(|nl| {
         track_loopback();
         let ip = |i| Ipv4Addr::new(127, 0, 0, i);
         // More than one send of deletes for .2.
@@ -498,8 +503,9 @@ fn kernel_end_flows_takes_the_given_sources_only() {
 /// Informational: ending the flows of many addresses in one dump against one dump per
 /// address (what the daemon did before), with a table full of other entries.
 #[test]
+#[cfg_attr(not(feature = "rig"), ignore = "needs root: cargo test --features rig")]
 fn kernel_end_flows_dumps_once_for_all_addresses() {
-    in_netns("kernel_end_flows_dumps_once_for_all_addresses", |nl| {
+    in_netns(|nl| {
         track_loopback();
         let (clients, flows, others) = (50u8, 40u16, 15_000u16);
         for i in 0..clients {
