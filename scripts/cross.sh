@@ -103,7 +103,6 @@ run_tests() {
     env "$(var_for "$t" RUSTFLAGS)=$COMMON_RUSTFLAGS $(target_rustflags "$t")" \
         "$(var_for "$t" RUNNER)=$q" \
         PROVISIONER_TEST_RUNNER="$q" \
-        PROVISIONER_SKIP_KERNEL_TESTS=1 \
         PROPTEST_CASES="${PROPTEST_CASES:-64}" \
         cargo-zigbuild test --target "$t" -Z build-std --lib --test cli
 }

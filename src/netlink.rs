@@ -1,6 +1,7 @@
 //! Netlink framing shared by the daemon's netlink clients (nf_tables sets and read-back,
 //! ctnetlink, nfnetlink_log in `firewall`; links and neighbours in `net`): message and
-//! attribute encoding, bounds-checked decoding that never panics, acks and errors.
+//! attribute encoding, bounds-checked decoding that never panics, acks and errors, and the
+//! `nfgenmsg` header every `NETLINK_NETFILTER` subsystem shares.
 //!
 //! Wire format (`linux/netlink.h`): every message is a `struct nlmsghdr` (native endian)
 //! followed by a family header (`nfgenmsg`, `ifinfomsg`, `ndmsg`, ...) and attributes
@@ -345,4 +346,145 @@ pub(crate) fn begin_header(buf: &mut Vec<u8>, ty: u16, flags: u16, seq: u32) -> 
     buf.extend_from_slice(&seq.to_ne_bytes());
     buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills in ours
     start
+}
+
+// --- nfnetlink: the header of every NETLINK_NETFILTER subsystem (nf_tables, ctnetlink, nflog) ---
+
+/// `NFNETLINK_V0`, the only version of `struct nfgenmsg`.
+pub(crate) const NFNETLINK_V0: u8 = 0;
+
+/// Appends an `nlmsghdr` + `nfgenmsg` (family, version, big-endian `res_id`); returns the
+/// offset to pass to [`end_msg`].
+pub(crate) fn begin_nfmsg(
+    buf: &mut Vec<u8>,
+    ty: u16,
+    flags: u16,
+    seq: u32,
+    family: u8,
+    res_id: u16,
+) -> usize {
+    let start = begin_header(buf, ty, flags, seq);
+    buf.extend_from_slice(&[family, NFNETLINK_V0]);
+    buf.extend_from_slice(&res_id.to_be_bytes());
+    start
+}
+
+/// The attributes of an nfnetlink message (after its `nfgenmsg`).
+pub(crate) fn nfgen_attrs(payload: &[u8]) -> Result<&[u8], NetlinkError> {
+    payload
+        .get(4..)
+        .ok_or(NetlinkError::Malformed("message shorter than nfgenmsg"))
+}
+
+/// An `NLMSG_ERROR` as the kernel sends it, for tests: `error` (0 or -errno) for a request
+/// with seq 7, echoing `echo_payload` after the request's header, with an extended-ack
+/// message if given.
+#[cfg(test)]
+pub(crate) fn error_msg(
+    flags: u16,
+    error: i32,
+    echo_payload: &[u8],
+    ext_msg: Option<&str>,
+) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let start = begin_header(&mut buf, NLMSG_ERROR, flags, 7);
+    buf.extend_from_slice(&error.to_ne_bytes());
+    // The echoed header (an nf_tables DELSETELEM): no nfgenmsg unless echoed.
+    let orig = begin_header(&mut buf, (10 << 8) | 14, 5, 7);
+    buf.extend_from_slice(echo_payload);
+    end_msg(&mut buf, orig);
+    pad4(&mut buf);
+    if let Some(m) = ext_msg {
+        put_str(&mut buf, NLMSGERR_ATTR_MSG, m);
+        put_attr(&mut buf, 2, &40u32.to_ne_bytes()); // NLMSGERR_ATTR_OFFS
+    }
+    end_msg(&mut buf, start);
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msgs(buf: &[u8]) -> Vec<Msg<'_>> {
+        Msgs::new(buf).collect::<Result<_, _>>().unwrap()
+    }
+
+    #[test]
+    fn kernel_errors_read_well() {
+        let e = NetlinkError::Kernel {
+            errno: libc::ENOENT,
+            op: "delete set element",
+            message: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "delete set element: ENOENT: no such table/set/element"
+        );
+        let e = NetlinkError::Kernel {
+            errno: libc::EINVAL,
+            op: "add set element",
+            message: Some("bad key".into()),
+        };
+        assert!(e.to_string().ends_with("(kernel: bad key)"), "{e}");
+        assert_eq!(e.errno(), Some(libc::EINVAL));
+        let e = NetlinkError::Kernel {
+            errno: 4242,
+            op: "x",
+            message: None,
+        };
+        assert!(e.to_string().starts_with("x: errno 4242"), "{e}");
+    }
+
+    #[test]
+    fn acks_and_errors_decode() {
+        let ack = error_msg(NLM_F_CAPPED, 0, &[], None);
+        let m = msgs(&ack);
+        assert_eq!(parse_ack(&m[0]).unwrap(), (0, None));
+
+        let err = error_msg(
+            NLM_F_CAPPED | NLM_F_ACK_TLVS,
+            -libc::ENOENT,
+            &[],
+            Some("no such set"),
+        );
+        let m = msgs(&err);
+        assert_eq!(m[0].seq, 7);
+        let want = (libc::ENOENT, Some("no such set".to_string()));
+        assert_eq!(parse_ack(&m[0]).unwrap(), want);
+
+        // Without NETLINK_CAP_ACK the request is echoed before the TLVs.
+        let err = error_msg(
+            NLM_F_ACK_TLVS,
+            -libc::EINVAL,
+            &[1, 0, 0, 0, 9, 9, 9],
+            Some("why"),
+        );
+        let m = msgs(&err);
+        assert_eq!(
+            parse_ack(&m[0]).unwrap(),
+            (libc::EINVAL, Some("why".to_string()))
+        );
+    }
+
+    #[test]
+    fn truncated_headers_are_errors_not_panics() {
+        let mut buf = Vec::new();
+        let s = begin_nfmsg(&mut buf, (10 << 8) | 12, 2, 9, 1, 0);
+        put_str(&mut buf, 1, "provisioner");
+        end_msg(&mut buf, s);
+        // Cutting inside the first message breaks its length: one error, then the end.
+        let mut it = Msgs::new(&buf[..20]);
+        assert!(matches!(it.next(), Some(Err(NetlinkError::Malformed(_)))));
+        assert!(it.next().is_none());
+        let mut it = Attrs::new(&[8, 0, 1, 0, 1]);
+        assert!(matches!(it.next(), Some(Err(NetlinkError::Malformed(_)))));
+        assert!(it.next().is_none());
+        assert!(matches!(
+            be_u32(&[1, 2, 3]),
+            Err(NetlinkError::Malformed(_))
+        ));
+        assert!(nfgen_attrs(&[1, 0, 0]).is_err());
+        assert_eq!(nfgen_attrs(&buf[NLMSG_HDRLEN..]).unwrap(), &buf[20..]);
+    }
 }

@@ -94,7 +94,7 @@ pub(super) fn prepare_interface(interface: &IfName, router: Ipv4Addr) -> anyhow:
 /// `provisionerd --flush`: removes our tables on purpose.
 pub fn remove_tables() -> anyhow::Result<()> {
     let mut fw = Firewall::open().context("opening the nftables netlink socket")?;
-    if fw.flush()? {
+    if fw.remove_tables()? {
         info!("table inet {TABLE} removed: the provisioning network is no longer restricted");
     } else {
         info!("table inet {TABLE} was not there");

@@ -108,15 +108,12 @@ mod tests {
     use std::net::{Ipv4Addr, UdpSocket};
     use std::os::fd::AsRawFd;
 
-    /// In a network namespace of its own (loopback only), as root; skipped otherwise.
-    fn in_netns(test: &str, f: impl FnOnce() + Send + 'static) {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("{test}: skipped, needs root to create a network namespace");
-            return;
-        }
+    /// In a network namespace of its own (loopback only). Needs root: the test is ignored
+    /// without `--features rig`.
+    fn in_netns(f: impl FnOnce() + Send + 'static) {
         let t = std::thread::spawn(move || {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("unshare(CLONE_NEWNET): the rig feature needs root");
             let up = std::process::Command::new("ip")
                 .args(["link", "set", "lo", "up"])
                 .status()
@@ -143,8 +140,9 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(feature = "rig"), ignore = "needs root: cargo test --features rig")]
     fn batches_in_and_out_keep_senders_lengths_and_order() {
-        in_netns("datagrams", || {
+        in_netns(|| {
             let server = bound();
             let (a, b) = (bound(), bound());
             let mut inbox = Inbox::default();

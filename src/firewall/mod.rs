@@ -1,6 +1,7 @@
 //! The nftables data plane: one table, `inet provisioner`, installed atomically, read back
 //! to verify, and updated through set elements in batches over one netlink socket.
 
+pub mod keys;
 pub mod netlink;
 pub mod nflog;
 pub mod ruleset;
@@ -13,11 +14,11 @@ use std::time::Duration;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::Proto;
 use crate::core::allow::{LearnChange, LearnKey};
 use crate::core::leases::{Binding, LeaseChange};
 use crate::core::time::Instant;
 use crate::core::{ClientRecord, MacAddr, SetChange, Snapshot};
+use keys::{Key, SetKey};
 use netlink::{Netlink, NetlinkError, SetOp};
 pub use ruleset::{Family, Ruleset, TABLE};
 
@@ -38,68 +39,18 @@ pub struct Firewall {
     nl: Netlink,
     /// Reused for every batch so the hot path does not allocate.
     batch: Vec<Pending>,
-    index: HashMap<Key, usize>,
-}
-
-/// A set element's key: at most `ether_addr . ipv4_addr . inet_proto . inet_service`,
-/// each field padded to 4 bytes as nft lays out concatenations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Key {
-    set: &'static str,
-    bytes: [u8; 20],
-    len: u8,
+    index: HashMap<(&'static str, Key), usize>,
 }
 
 /// The sets, in the order a batch touches them.
 const SETS: [&str; 4] = ["clients", "banned", "leases", "learned4"];
 
-impl Key {
-    /// A set of plain `ether_addr`: six bytes (only fields of a concatenation are padded).
-    fn mac(set: &'static str, mac: MacAddr) -> Key {
-        let mut bytes = [0u8; 20];
-        bytes[..6].copy_from_slice(&mac.0);
-        Key { set, bytes, len: 6 }
-    }
-
-    fn lease(mac: MacAddr, ip: Ipv4Addr) -> Key {
-        let mut bytes = [0u8; 20];
-        bytes[..6].copy_from_slice(&mac.0);
-        bytes[8..12].copy_from_slice(&ip.octets());
-        Key {
-            set: "leases",
-            bytes,
-            len: 12,
-        }
-    }
-
-    fn learned(k: &LearnKey) -> Key {
-        let mut bytes = [0u8; 20];
-        bytes[..6].copy_from_slice(&k.mac.0);
-        bytes[8..12].copy_from_slice(&k.ip.octets());
-        bytes[12] = k.proto.number();
-        bytes[16..18].copy_from_slice(&k.port.to_be_bytes());
-        Key {
-            set: "learned4",
-            bytes,
-            len: 20,
-        }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
-    }
-}
-
 /// What one batch leaves an element as.
 struct Pending {
+    set: &'static str,
     key: Key,
     /// `None`: removed.
     add: Option<(Duration, Option<Arc<str>>)>,
-}
-
-fn mac_of_key(key: &[u8]) -> Option<MacAddr> {
-    let b: [u8; 6] = key.get(..6)?.try_into().ok()?;
-    Some(MacAddr(b))
 }
 
 /// `since=<ms on the boot clock>`: when a client was admitted, kept with its element so
@@ -114,25 +65,6 @@ fn parse_since(comment: Option<&str>) -> Option<Instant> {
         .parse()
         .ok()
         .map(Instant::from_millis)
-}
-
-fn decode_learned(key: &[u8]) -> Option<LearnKey> {
-    if key.len() != 20 {
-        return None;
-    }
-    let proto = match key[12] {
-        6 => Proto::Tcp,
-        17 => Proto::Udp,
-        _ => return None,
-    };
-    let mut mac = [0u8; 6];
-    mac.copy_from_slice(&key[..6]);
-    Some(LearnKey {
-        mac: MacAddr(mac),
-        ip: Ipv4Addr::new(key[8], key[9], key[10], key[11]),
-        proto,
-        port: u16::from_be_bytes([key[16], key[17]]),
-    })
 }
 
 impl Firewall {
@@ -213,7 +145,8 @@ impl Firewall {
         Ok(())
     }
 
-    /// Whether all our tables are there (they survive the daemon; see [`Firewall::flush`]).
+    /// Whether all our tables are there (they survive the daemon; see
+    /// [`Firewall::remove_tables`]).
     pub fn table_exists(&mut self) -> Result<bool, FirewallError> {
         for family in [Family::Inet, Family::Arp] {
             if self.nl.describe_table(family.number(), TABLE)?.is_none() {
@@ -239,7 +172,7 @@ impl Firewall {
             .elements("clients")?
             .iter()
             .filter_map(|e| {
-                let mac = mac_of_key(&e.key)?;
+                let mac = MacAddr::decode(&e.key)?;
                 let since = parse_since(e.comment.as_deref()).unwrap_or(now);
                 Some((ClientRecord { mac, since }, left(e)?))
             })
@@ -247,16 +180,16 @@ impl Firewall {
         let bans = self
             .elements("banned")?
             .iter()
-            .filter_map(|e| Some((mac_of_key(&e.key)?, left(e)?)))
+            .filter_map(|e| Some((MacAddr::decode(&e.key)?, left(e)?)))
             .collect();
         let leases = self
             .elements("leases")?
             .iter()
-            .filter(|e| e.key.len() == 12)
             .filter_map(|e| {
+                let (mac, ip) = SetKey::decode(&e.key)?;
                 Some(Binding {
-                    mac: mac_of_key(&e.key)?,
-                    ip: Ipv4Addr::new(e.key[8], e.key[9], e.key[10], e.key[11]),
+                    mac,
+                    ip,
                     remaining: left(e)?,
                 })
             })
@@ -265,7 +198,7 @@ impl Firewall {
             .elements("learned4")?
             .into_iter()
             .filter_map(|e| {
-                let key = decode_learned(&e.key)?;
+                let key = LearnKey::decode(&e.key)?;
                 let left = e.expires.or(e.timeout)?;
                 Some((key, left, Arc::from(e.comment.unwrap_or_default())))
             })
@@ -292,36 +225,39 @@ impl Firewall {
         self.batch.clear();
         self.index.clear();
         for c in changes {
-            let (key, add) = match c {
+            let (set, key, add) = match c {
                 SetChange::Lease(LeaseChange::Bind { mac, ip, timeout }) => {
-                    (Key::lease(*mac, *ip), Some((*timeout, None)))
+                    ("leases", (*mac, *ip).encode(), Some((*timeout, None)))
                 }
-                SetChange::Lease(LeaseChange::Unbind { mac, ip }) => (Key::lease(*mac, *ip), None),
-                SetChange::Learn(LearnChange::Add { key, timeout, name }) => {
-                    (Key::learned(key), Some((*timeout, Some(name.clone()))))
+                SetChange::Lease(LeaseChange::Unbind { mac, ip }) => {
+                    ("leases", (*mac, *ip).encode(), None)
                 }
-                SetChange::Learn(LearnChange::Remove { key }) => (Key::learned(key), None),
+                SetChange::Learn(LearnChange::Add { key, timeout, name }) => (
+                    "learned4",
+                    key.encode(),
+                    Some((*timeout, Some(name.clone()))),
+                ),
+                SetChange::Learn(LearnChange::Remove { key }) => ("learned4", key.encode(), None),
                 SetChange::Admit {
                     mac,
                     session_left,
                     since,
                 } => (
-                    Key::mac("clients", *mac),
+                    "clients",
+                    mac.encode(),
                     Some((*session_left, Some(since_comment(*since)))),
                 ),
-                SetChange::Dismiss { mac } => (Key::mac("clients", *mac), None),
-                SetChange::Ban { mac, timeout } => {
-                    (Key::mac("banned", *mac), Some((*timeout, None)))
-                }
-                SetChange::Unban { mac } => (Key::mac("banned", *mac), None),
+                SetChange::Dismiss { mac } => ("clients", mac.encode(), None),
+                SetChange::Ban { mac, timeout } => ("banned", mac.encode(), Some((*timeout, None))),
+                SetChange::Unban { mac } => ("banned", mac.encode(), None),
             };
             // A zero timeout would be no timeout at all: an element that never ends.
             let add = add.filter(|(timeout, _)| !timeout.is_zero());
-            match self.index.get(&key) {
+            match self.index.get(&(set, key)) {
                 Some(&i) => self.batch[i].add = add,
                 None => {
-                    self.index.insert(key, self.batch.len());
-                    self.batch.push(Pending { key, add });
+                    self.index.insert((set, key), self.batch.len());
+                    self.batch.push(Pending { set, key, add });
                 }
             }
         }
@@ -332,10 +268,10 @@ impl Firewall {
             ops.extend(
                 self.batch
                     .iter()
-                    .filter(|p| p.key.set == set)
+                    .filter(|p| p.set == set)
                     .map(|p| SetOp::Add {
                         set,
-                        key: p.key.as_slice(),
+                        key: p.key.as_bytes(),
                         timeout: Some(p.add.as_ref().map_or(Duration::from_secs(1), |a| a.0)),
                         comment: None,
                     }),
@@ -346,28 +282,23 @@ impl Firewall {
             ops.extend(
                 self.batch
                     .iter()
-                    .filter(|p| p.key.set == set)
+                    .filter(|p| p.set == set)
                     .map(|p| SetOp::Delete {
                         set,
-                        key: p.key.as_slice(),
+                        key: p.key.as_bytes(),
                     }),
             );
         }
         for set in SETS {
             // 3: add back the ones that stay, with their new timeout.
-            ops.extend(
-                self.batch
-                    .iter()
-                    .filter(|p| p.key.set == set)
-                    .filter_map(|p| {
-                        p.add.as_ref().map(|(timeout, name)| SetOp::Add {
-                            set,
-                            key: p.key.as_slice(),
-                            timeout: Some(*timeout),
-                            comment: name.as_deref(),
-                        })
-                    }),
-            );
+            ops.extend(self.batch.iter().filter(|p| p.set == set).filter_map(|p| {
+                p.add.as_ref().map(|(timeout, name)| SetOp::Add {
+                    set,
+                    key: p.key.as_bytes(),
+                    timeout: Some(*timeout),
+                    comment: name.as_deref(),
+                })
+            }));
         }
         // The ARP table's copy of the bindings changes in the same transaction.
         let arp: Vec<SetOp> = ops
@@ -382,21 +313,19 @@ impl Firewall {
         Ok(())
     }
 
-    /// Ends the connections of `ips`, whose bindings ended: their conntrack entries are
-    /// deleted, so no reply of an old flow reaches them, a NAT mapping back to them is gone,
-    /// and a flow an offload flowtable would carry past our chains is torn down. Returns
-    /// how many were ended.
+    /// Ends the connections of these addresses (their bindings ended): their conntrack
+    /// entries are deleted, so no reply of an old flow reaches them, a NAT mapping back to
+    /// them is gone, and a flow an offload flowtable would carry past our chains is torn
+    /// down. One conntrack dump however many addresses; the provisioner asks for it
+    /// (Command::EndFlows) once per batch that ended bindings. Returns how many entries
+    /// were deleted.
     pub fn end_flows(&mut self, ips: &[Ipv4Addr]) -> Result<usize, FirewallError> {
-        let mut n = 0;
-        for &ip in ips {
-            n += self.nl.forget_flows(ip)?;
-        }
-        Ok(n)
+        Ok(self.nl.end_flows(ips)?)
     }
 
     /// Removes our tables: the one deliberate way to open what the daemon closed. True if
     /// any was there.
-    pub fn flush(&mut self) -> Result<bool, FirewallError> {
+    pub fn remove_tables(&mut self) -> Result<bool, FirewallError> {
         let mut any = false;
         for family in [Family::Inet, Family::Arp] {
             any |= self.nl.delete_table(family.number(), TABLE)?;
@@ -429,5 +358,153 @@ pub(crate) fn run_nft(script: &str) -> Result<(), FirewallError> {
         Err(FirewallError::Nft(
             String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         ))
+    }
+}
+
+/// Against the kernel, each test in a network namespace of its own (root: `make test` runs
+/// them with `--features rig`; without it they are reported as ignored, not passed).
+#[cfg(test)]
+mod kernel_tests {
+    use super::*;
+    use crate::config::{Config, Proto};
+    use crate::core::time::Instant;
+
+    const CONFIG: &str = "
+config network
+\toption interface 'prov0'
+\toption wan 'wan0'
+config allow 'acme'
+\tlist address '11.1.0.10'
+\tlist port '443'
+";
+
+    /// `f` with our real tables installed, in a namespace that goes when the thread does.
+    fn with_tables(f: impl FnOnce(&mut Firewall, &Ruleset) + Send + 'static) {
+        let thread = std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("unshare(CLONE_NEWNET): the rig feature needs root");
+            let cfg = Config::parse("t", CONFIG, false).unwrap();
+            let rs = Ruleset::build(&cfg, &Snapshot::default());
+            let mut fw = Firewall::open().unwrap();
+            fw.install(&rs).unwrap();
+            f(&mut fw, &rs);
+        });
+        if let Err(panic) = thread.join() {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    fn nft_list_set(family: &str, set: &str) -> String {
+        let out = Command::new("nft")
+            .args(["list", "set", family, TABLE, set])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A key the codec writes is the element nft shows, in every set we write; the kernel's
+    /// key lengths are the codec's; and the codec reads back what it wrote, and what nft
+    /// wrote (an `allow4_net` point).
+    #[test]
+    #[cfg_attr(not(feature = "rig"), ignore = "needs root: cargo test --features rig")]
+    fn kernel_keys_are_what_nft_shows() {
+        with_tables(|fw, rs| {
+            let mac: MacAddr = "02:00:00:00:00:0a".parse().unwrap();
+            let banned: MacAddr = "02:00:00:00:00:0b".parse().unwrap();
+            let ip = Ipv4Addr::new(192, 168, 250, 5);
+            let learned = LearnKey {
+                mac,
+                ip: Ipv4Addr::new(11, 1, 0, 10),
+                proto: Proto::Udp,
+                port: 8443,
+            };
+            let minute = Duration::from_secs(60);
+            fw.apply(&[
+                SetChange::Admit {
+                    mac,
+                    session_left: minute,
+                    since: Instant::from_millis(5),
+                },
+                SetChange::Ban {
+                    mac: banned,
+                    timeout: minute,
+                },
+                SetChange::Lease(LeaseChange::Bind {
+                    mac,
+                    ip,
+                    timeout: minute,
+                }),
+                SetChange::Learn(LearnChange::Add {
+                    key: learned,
+                    timeout: minute,
+                    name: "setup.acme.example".into(),
+                }),
+            ])
+            .unwrap();
+
+            for (family, set, shown) in [
+                ("inet", "clients", "02:00:00:00:00:0a"),
+                ("inet", "banned", "02:00:00:00:00:0b"),
+                ("inet", "leases", "02:00:00:00:00:0a . 192.168.250.5"),
+                ("arp", "leases", "02:00:00:00:00:0a . 192.168.250.5"),
+                (
+                    "inet",
+                    "learned4",
+                    "02:00:00:00:00:0a . 11.1.0.10 . udp . 8443",
+                ),
+            ] {
+                let text = nft_list_set(family, set);
+                assert!(text.contains(&format!("{shown} timeout")), "{text}");
+            }
+
+            // Each set's key, as the ruleset declares it and as the kernel sizes it.
+            let lengths = [
+                ("clients", MacAddr::TYPE, mac.encode().len()),
+                ("banned", MacAddr::TYPE, mac.encode().len()),
+                (
+                    "leases",
+                    <(MacAddr, Ipv4Addr)>::TYPE,
+                    (mac, ip).encode().len(),
+                ),
+                ("learned4", LearnKey::TYPE, learned.encode().len()),
+                (
+                    "allow4_net",
+                    <(Ipv4Addr, Proto, u16)>::TYPE,
+                    (ip, Proto::Tcp, 443).encode().len(),
+                ),
+            ];
+            let table = fw.nl.describe_table(Family::Inet.number(), TABLE).unwrap();
+            let sets = table.unwrap().sets;
+            for (name, ty, len) in lengths {
+                let declared = rs.inet.sets.iter().find(|s| s.name == name).unwrap();
+                assert_eq!(declared.key, ty, "{name}");
+                let kernel = sets.iter().find(|s| s.name == name).unwrap();
+                assert_eq!(kernel.key_len as usize, len, "{name}");
+            }
+
+            let snap = fw.snapshot(Instant::from_millis(0)).unwrap();
+            assert_eq!(snap.clients.len(), 1);
+            assert_eq!(snap.clients[0].0.mac, mac);
+            assert_eq!(snap.clients[0].0.since, Instant::from_millis(5));
+            assert_eq!(snap.bans.iter().map(|b| b.0).collect::<Vec<_>>(), [banned]);
+            let leases: Vec<_> = snap.leases.iter().map(|b| (b.mac, b.ip)).collect();
+            assert_eq!(leases, [(mac, ip)]);
+            assert_eq!(snap.learned.len(), 1);
+            assert_eq!(snap.learned[0].0, learned);
+            assert_eq!(&*snap.learned[0].2, "setup.acme.example");
+
+            // nft wrote the allow-list: its point reads back through the codec.
+            let points: Vec<_> = fw
+                .elements("allow4_net")
+                .unwrap()
+                .iter()
+                .filter_map(|e| <(Ipv4Addr, Proto, u16)>::decode(&e.key))
+                .collect();
+            assert!(
+                points.contains(&(Ipv4Addr::new(11, 1, 0, 10), Proto::Tcp, 443)),
+                "{points:?}"
+            );
+        });
     }
 }

@@ -157,16 +157,15 @@ impl AsRawFd for Nflog {
 /// An `NFULNL_MSG_CONFIG` for `group` with one attribute, acked.
 fn config_msg(buf: &mut Vec<u8>, seq: u32, group: u16, attr: u16, value: &[u8]) {
     let ty = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG;
-    let start = begin_header(buf, ty, NLM_F_REQUEST | NLM_F_ACK, seq);
-    buf.extend_from_slice(&[libc::AF_UNSPEC as u8, 0]);
-    buf.extend_from_slice(&group.to_be_bytes());
+    let flags = NLM_F_REQUEST | NLM_F_ACK;
+    let start = begin_nfmsg(buf, ty, flags, seq, libc::AF_UNSPEC as u8, group);
     put_attr(buf, attr, value);
     end_msg(buf, start);
 }
 
 /// One `NFULNL_MSG_PACKET` (after the `nlmsghdr`). Pure; never panics.
 pub fn parse_packet(payload: &[u8]) -> Option<Logged> {
-    let t = attr_table::<11>(payload.get(4..)?).ok()?;
+    let t = attr_table::<11>(nfgen_attrs(payload).ok()?).ok()?;
     let prefix = t[usize::from(NFULA_PREFIX)].map(string).unwrap_or_default();
     // struct nfulnl_msg_packet_hw: be16 length, u16 pad, u8[8] address.
     let src = t[usize::from(NFULA_HWADDR)].and_then(|hw| {

@@ -1,0 +1,181 @@
+//! ctnetlink: ending the conntrack entries of addresses whose binding ended.
+//!
+//! One dump of the IPv4 conntrack table per call, however many addresses, filtered here;
+//! then the entries found are deleted by their original tuple. The kernel can filter a
+//! dump itself (`CTA_FILTER`), but only from Linux 5.8 and only for one address per dump;
+//! an older kernel ignores the attribute and dumps everything, so the filtering here would
+//! be needed anyway.
+
+use std::net::Ipv4Addr;
+
+use super::Netlink;
+use crate::netlink::*;
+
+// uapi, as in `linux/netfilter/nfnetlink_conntrack.h`.
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_GET: u16 = 1;
+const IPCTNL_MSG_CT_DELETE: u16 = 2;
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_ZONE: u16 = 18;
+
+/// Deletes per send: keeps the send buffer and the queued acks (about 1 KiB of kernel
+/// memory each) bounded when one client left thousands of entries behind.
+const DELETES_PER_SEND: usize = 1024;
+
+const fn ct_type(msg: u16) -> u16 {
+    (NFNL_SUBSYS_CTNETLINK << 8) | msg
+}
+
+impl Netlink {
+    /// Ends every IPv4 connection whose original source is one of `ips` (clients that are
+    /// gone): their conntrack entries are deleted, so no reply of an old flow reaches them
+    /// any more, a NAT mapping back to them is gone, and an offloaded flow (fw4's
+    /// flowtable, which bypasses our chains) is torn down. One dump of the table for all of
+    /// them. Returns how many entries were deleted.
+    pub fn end_flows(&mut self, ips: &[Ipv4Addr]) -> Result<usize, NetlinkError> {
+        let mut sources: Vec<[u8; 4]> = ips.iter().map(Ipv4Addr::octets).collect();
+        sources.sort_unstable();
+        sources.dedup();
+        if sources.is_empty() {
+            return Ok(0);
+        }
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        self.send.clear();
+        let start = begin_nfmsg(
+            &mut self.send,
+            ct_type(IPCTNL_MSG_CT_GET),
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            libc::AF_INET as u8,
+            0,
+        );
+        end_msg(&mut self.send, start);
+        // The original tuples (and zones) of the entries to delete.
+        let mut doomed: Vec<Flow> = Vec::new();
+        self.dump(seq, "dump conntrack", |msg| {
+            if let Some(found) = flow_from(msg.payload, &sources)? {
+                doomed.push(found);
+            }
+            Ok(())
+        })?;
+        let mut deleted = 0;
+        for flows in doomed.chunks(DELETES_PER_SEND) {
+            deleted += self.delete_flows(flows)?;
+        }
+        Ok(deleted)
+    }
+
+    /// One delete per entry, all in one send; an entry that ended meanwhile is fine.
+    fn delete_flows(&mut self, flows: &[Flow]) -> Result<usize, NetlinkError> {
+        self.send.clear();
+        let first = self.seq;
+        for (tuple, zone) in flows {
+            let start = begin_nfmsg(
+                &mut self.send,
+                ct_type(IPCTNL_MSG_CT_DELETE),
+                NLM_F_REQUEST | NLM_F_ACK,
+                self.seq,
+                libc::AF_INET as u8,
+                0,
+            );
+            self.seq = self.seq.wrapping_add(1);
+            put_attr(&mut self.send, CTA_TUPLE_ORIG | NLA_F_NESTED, tuple);
+            if let Some(zone) = zone {
+                put_attr(&mut self.send, CTA_ZONE, zone);
+            }
+            end_msg(&mut self.send, start);
+        }
+        self.reserve_buffers(self.send.len(), flows.len())?;
+        self.drain_stale();
+        self.send_request()?;
+        let (mut acked, mut deleted) = (0, 0);
+        while acked < flows.len() {
+            let len = self.recv_datagram()?;
+            for msg in Msgs::new(&self.recv[..len]) {
+                let msg = msg?;
+                if msg.ty != NLMSG_ERROR || msg.seq.wrapping_sub(first) as usize >= flows.len() {
+                    continue;
+                }
+                acked += 1;
+                match parse_ack(&msg)? {
+                    (0, _) => deleted += 1,
+                    (libc::ENOENT, _) => {}
+                    (errno, message) => {
+                        self.dirty = acked < flows.len();
+                        return Err(NetlinkError::Kernel {
+                            errno,
+                            op: "delete conntrack entry",
+                            message,
+                        });
+                    }
+                }
+            }
+        }
+        self.dirty = false;
+        Ok(deleted)
+    }
+}
+
+/// A conntrack entry to delete: its original tuple (nested attributes) and its zone.
+type Flow = (Vec<u8>, Option<Vec<u8>>);
+
+/// A conntrack dump message as a [`Flow`], if its original source address is one of
+/// `sources` (sorted). Pure; never panics.
+fn flow_from(payload: &[u8], sources: &[[u8; 4]]) -> Result<Option<Flow>, NetlinkError> {
+    let t = attr_table::<19>(nfgen_attrs(payload)?)?;
+    let Some(tuple) = t[usize::from(CTA_TUPLE_ORIG)] else {
+        return Ok(None);
+    };
+    let ip = attr_table::<2>(tuple)?[usize::from(CTA_TUPLE_IP)];
+    let Some(ip) = ip else {
+        return Ok(None);
+    };
+    let source = attr_table::<2>(ip)?[usize::from(CTA_IP_V4_SRC)];
+    let ours = source
+        .and_then(|s| <[u8; 4]>::try_from(s).ok())
+        .is_some_and(|s| sources.binary_search(&s).is_ok());
+    if !ours {
+        return Ok(None);
+    }
+    Ok(Some((
+        tuple.to_vec(),
+        t[usize::from(CTA_ZONE)].map(<[u8]>::to_vec),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conntrack_entries_are_matched_by_original_source() {
+        // nfgenmsg, CTA_TUPLE_ORIG { CTA_TUPLE_IP { CTA_IP_V4_SRC 192.168.250.2 } }, CTA_ZONE
+        let nest = |ty: u16, inner: &[u8]| {
+            let mut a = Vec::new();
+            put_attr(&mut a, ty | NLA_F_NESTED, inner);
+            a
+        };
+        let mut src = Vec::new();
+        put_attr(&mut src, CTA_IP_V4_SRC, &[192, 168, 250, 2]);
+        let tuple = nest(CTA_TUPLE_IP, &src);
+        let mut payload = vec![2, 0, 0, 0];
+        payload.extend(nest(CTA_TUPLE_ORIG, &tuple));
+        put_attr(&mut payload, CTA_ZONE, &[0, 5]);
+        let ours = [[10, 0, 0, 1], [192, 168, 250, 2], [192, 168, 250, 9]];
+        let (got, zone) = flow_from(&payload, &ours).unwrap().unwrap();
+        assert_eq!(got, tuple);
+        assert_eq!(zone.as_deref(), Some(&[0u8, 5][..]));
+        assert!(
+            flow_from(&payload, &[[192, 168, 250, 3]])
+                .unwrap()
+                .is_none()
+        );
+        assert!(flow_from(&payload, &[]).unwrap().is_none());
+        for cut in 0..payload.len() {
+            let _ = flow_from(&payload[..cut], &ours);
+        }
+    }
+}
