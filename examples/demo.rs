@@ -66,7 +66,7 @@ fn main() -> ExitCode {
     println!("   the window is closed, so the SSID is down");
 
     println!("\n== The owner opens the activation window: provisionerctl window open 5");
-    println!("   {}", rig.ctl(&["window", "open", "5"]));
+    println!("   {}", rig.ctl(&["window", "open", "5"]).encode());
 
     println!(
         "\n== The device joins the hidden SSID (wpa_supplicant) and asks for an address (udhcpc)"
@@ -93,7 +93,10 @@ fn main() -> ExitCode {
         "leases",
     ]);
     print!("   {leases}");
-    println!("   provisionerctl status: {}", rig.ctl(&["status"]));
+    println!(
+        "   provisionerctl status: {}",
+        rig.ctl(&["status"]).encode()
+    );
 
     let dev = rig.client(1);
     let mut wrong: usize = 0;

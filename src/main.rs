@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use provisioner::config::Config;
-use provisioner::control;
+use provisioner::control::{self, Reply, Request, protocol};
 use provisioner::core::Snapshot;
 use provisioner::core::time::Instant;
 use provisioner::daemon;
@@ -158,51 +158,45 @@ fn provisionerd(args: DaemonArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn provisionerctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
-    let ask = |line: &str| -> anyhow::Result<ExitCode> {
-        let reply = control::request(&args.socket, line).map_err(|e| {
-            anyhow::anyhow!("{}: {e} (is provisionerd running?)", args.socket.display())
-        })?;
-        println!("{reply}");
-        Ok(if reply.starts_with("{\"error\"") {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        })
-    };
-    match args.command {
-        CtlCommand::Status => return ask("status"),
+    let request = match args.command {
+        CtlCommand::Status => Request::Status,
         CtlCommand::Window {
             action: WindowAction::Open { minutes },
-        } => {
-            return ask(&match minutes {
-                Some(m) => format!("window open {m}"),
-                None => "window open".into(),
-            });
-        }
+        } => Request::WindowOpen { minutes },
         CtlCommand::Window {
             action: WindowAction::Close,
-        } => return ask("window close"),
+        } => Request::WindowClose,
         CtlCommand::Leases { json } => {
             let leases = Firewall::open()?.snapshot(Instant::now())?.leases;
             if json {
-                let items: Vec<String> = leases
+                let leases: Vec<protocol::Lease> = leases
                     .iter()
-                    .map(|l| {
-                        format!(
-                            "{{\"mac\":\"{}\",\"ip\":\"{}\",\"expires_in\":{}}}",
-                            l.mac,
-                            l.ip,
-                            l.remaining.as_secs()
-                        )
+                    .map(|l| protocol::Lease {
+                        mac: l.mac,
+                        ip: l.ip,
+                        expires_in: l.remaining.as_secs(),
                     })
                     .collect();
-                println!("[{}]", items.join(","));
+                println!("{}", protocol::encode_leases(&leases));
             } else {
                 for l in &leases {
                     println!("{}  {:15}  {}s", l.mac, l.ip, l.remaining.as_secs());
                 }
             }
+            return Ok(ExitCode::SUCCESS);
         }
-    }
-    Ok(ExitCode::SUCCESS)
+    };
+    let reply = control::request(&args.socket, &request).map_err(|e| {
+        anyhow::anyhow!("{}: {e} (is provisionerd running?)", args.socket.display())
+    })?;
+    Ok(match reply {
+        Reply::Error(f) => {
+            eprintln!("provisionerctl: {f}");
+            ExitCode::FAILURE
+        }
+        reply => {
+            println!("{}", reply.encode());
+            ExitCode::SUCCESS
+        }
+    })
 }

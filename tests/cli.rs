@@ -156,3 +156,61 @@ fn applet_is_chosen_by_name_or_first_argument() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("leases"));
 }
+
+/// Runs `provisionerctl ARGS` against a socket that reads one request and answers `reply`;
+/// returns what the daemon was asked and what provisionerctl did.
+fn ctl_against(name: &str, args: &[&str], reply: &str) -> (String, std::process::Output) {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = std::env::temp_dir().join(format!("provisioner-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let reply = reply.to_owned();
+    let daemon = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let mut asked = String::new();
+        BufReader::new(&s).read_line(&mut asked).unwrap();
+        (&s).write_all(reply.as_bytes()).unwrap();
+        asked
+    });
+    let out = provisioner()
+        .args(["provisionerctl", "-s", path.to_str().unwrap()])
+        .args(args)
+        .output()
+        .expect("run provisioner");
+    (daemon.join().unwrap(), out)
+}
+
+#[test]
+fn provisionerctl_says_what_the_reply_is() {
+    // Success: the request in the protocol's form, the reply on stdout, exit 0.
+    let window = r#"{"version":1,"window":{"open":true,"secs_left":420}}"#;
+    let (asked, out) = ctl_against("ok", &["window", "open", "7"], &format!("{window}\n"));
+    assert_eq!(
+        asked.trim_end(),
+        r#"{"version":1,"request":{"window_open":{"minutes":7}}}"#
+    );
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), window);
+
+    // An error reply: its message on stderr, nothing on stdout, exit 1; whatever words
+    // the message holds.
+    let (_, out) = ctl_against(
+        "error",
+        &["status"],
+        "{\"version\":1,\"error\":{\"kind\":\"stopping\",\"message\":\"window: it went\"}}\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("window: it went"));
+
+    // A reply this build cannot read: a failure that shows it.
+    let (_, out) = ctl_against("garbage", &["window", "close"], "{\"error\"\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not one this build reads"),
+        "{out:?}"
+    );
+}
+

@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use provisioner::control::protocol::{Reply, WindowState};
 use rig::*;
 
 const YES: Duration = Duration::from_secs(5);
@@ -49,13 +50,9 @@ fn join_and_use(rig: &Rig, daemon: &Proc, i: usize) -> Proc {
     sta
 }
 
-/// Every client's `"age"` (seconds) from `provisionerctl status`.
+/// Every client's age (seconds) from `provisionerctl status`.
 fn status_ages(rig: &Rig) -> Vec<u64> {
-    rig.ctl(&["status"])
-        .split("\"age\":")
-        .skip(1)
-        .filter_map(|a| a.split([',', '}']).next()?.parse().ok())
-        .collect()
+    rig.status().clients.iter().map(|c| c.age).collect()
 }
 
 /// The pid of a process named `comm` whose parent is `parent`, from /proc.
@@ -70,15 +67,12 @@ fn child_named(parent: u32, comm: &str) -> Option<u32> {
     })
 }
 
-/// `"clients":[...]` from `provisionerctl status`, as the list of MACs in it.
+/// The clients `provisionerctl status` lists, as their MACs.
 fn status_clients(rig: &Rig) -> Vec<String> {
-    let s = rig.ctl(&["status"]);
-    let clients = s.split("\"clients\":[").nth(1).expect("clients in status");
-    let clients = &clients[..clients.find(']').expect("list ends")];
-    clients
-        .split("\"mac\":\"")
-        .skip(1)
-        .map(|m| m[..17].to_owned())
+    rig.status()
+        .clients
+        .iter()
+        .map(|c| c.mac.to_string())
         .collect()
 }
 
@@ -218,9 +212,15 @@ fn the_window_opens_on_demand_and_closing_it_disconnects() {
     );
     let d = rig.start_daemon(&cfg);
     d.wait_line("SSID down: running", LOG).unwrap();
-    assert!(rig.ctl(&["status"]).contains("\"open\":false"));
+    assert!(!rig.status().window.open);
     let reply = rig.ctl(&["window", "open", "5"]);
-    assert_eq!(reply, "{\"window\":\"open\",\"secs\":300}");
+    assert_eq!(
+        reply,
+        Reply::Window(WindowState {
+            open: true,
+            secs_left: Some(300)
+        })
+    );
     d.wait_line("event=window_opened secs=300", LOG).unwrap();
     d.wait_line("SSID up: running", LOG).unwrap();
     let _s1 = join_and_use(&rig, &d, 1);
@@ -406,7 +406,7 @@ fn a_restart_keeps_an_open_window_open() {
     d.wait_line("event=window_opened", LOG).unwrap();
     d.wait_line(&format!("event=client_restored mac={}", mac(1)), LOG)
         .unwrap();
-    assert!(rig.ctl(&["status"]).contains("\"open\":true"));
+    assert!(rig.status().window.open);
     assert!(
         cloud_ok(&rig, 1, YES),
         "the restart disconnected the client"

@@ -1,72 +1,25 @@
 //! The control socket: a UNIX stream socket where `provisionerctl` (and later rpcd) asks the
-//! daemon for its state and gives it orders. One request per line, in words
-//! (`status`, `window open 15`, `window close`); one reply per line, in JSON.
+//! daemon for its state and gives it orders: one JSON request per line, one JSON reply per
+//! line, in the types and encoding of [`protocol`].
 
-use std::fmt::Write as _;
+pub mod protocol;
+
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
+
+pub use protocol::{Failure, FailureKind, Reply, Request};
 
 /// Where the daemon listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/var/run/provisioner.sock";
 
-/// An order or question for the daemon.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Request {
-    Status,
-    /// Open the activation window, for the configured duration or this many minutes.
-    WindowOpen(Option<u64>),
-    WindowClose,
-}
-
-impl Request {
-    pub fn parse(line: &str) -> Result<Request, String> {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["status"] => Ok(Request::Status),
-            ["window", "open"] => Ok(Request::WindowOpen(None)),
-            ["window", "open", m] => m
-                .parse()
-                .map(|m| Request::WindowOpen(Some(m)))
-                .map_err(|_| format!("'{m}' is not a number of minutes")),
-            ["window", "close"] => Ok(Request::WindowClose),
-            _ => Err(format!(
-                "unknown request '{}' (status | window open [minutes] | window close)",
-                line.trim()
-            )),
-        }
-    }
-}
-
 /// A request on its way to the daemon loop, with the way back.
 pub struct Order {
     pub request: Request,
-    pub reply: oneshot::Sender<String>,
-}
-
-/// A JSON string literal (the few strings we emit are our own, but quote them properly).
-pub fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-pub fn error_json(message: &str) -> String {
-    format!("{{\"error\":{}}}", json_str(message))
+    pub reply: oneshot::Sender<Reply>,
 }
 
 /// Accepts connections and hands each request line to the daemon loop.
@@ -84,25 +37,53 @@ pub async fn serve(listener: UnixListener, orders: mpsc::Sender<Order>) {
 
 async fn connection(stream: UnixStream, orders: mpsc::Sender<Order>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    while let Ok(Ok(Some(line))) =
-        tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
-    {
-        let reply = match Request::parse(&line) {
-            Err(e) => error_json(&e),
-            Ok(request) => {
-                let (tx, rx) = oneshot::channel();
-                if orders.send(Order { request, reply: tx }).await.is_err() {
-                    return Ok(());
+    let mut read = BufReader::new(read);
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        // One byte over the limit tells a line too long from one exactly at it.
+        let mut limited = (&mut read).take(protocol::MAX_REQUEST as u64 + 1);
+        match tokio::time::timeout(
+            Duration::from_secs(30),
+            limited.read_until(b'\n', &mut line),
+        )
+        .await
+        {
+            Ok(Ok(0)) | Err(_) => return Ok(()),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+        }
+        let complete = line.last() == Some(&b'\n');
+        if !complete && line.len() > protocol::MAX_REQUEST {
+            let f = Failure::new(
+                FailureKind::BadRequest,
+                format!("request over {} bytes", protocol::MAX_REQUEST),
+            );
+            write.write_all(Reply::from(f).encode().as_bytes()).await?;
+            write.write_all(b"\n").await?;
+            return Ok(());
+        }
+        let reply = match std::str::from_utf8(&line) {
+            Err(_) => Reply::from(Failure::new(FailureKind::BadRequest, "request not UTF-8")),
+            Ok(text) => match Request::decode(text.trim_end()) {
+                Err(f) => Reply::from(f),
+                Ok(request) => {
+                    let (tx, rx) = oneshot::channel();
+                    if orders.send(Order { request, reply: tx }).await.is_err() {
+                        return Ok(());
+                    }
+                    rx.await.unwrap_or_else(|_| {
+                        Failure::new(FailureKind::Stopping, "the daemon is stopping").into()
+                    })
                 }
-                rx.await
-                    .unwrap_or_else(|_| error_json("the daemon is stopping"))
-            }
+            },
         };
-        write.write_all(reply.as_bytes()).await?;
+        write.write_all(reply.encode().as_bytes()).await?;
         write.write_all(b"\n").await?;
+        if !complete {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 /// Binds the control socket, replacing a stale one (a socket file nobody listens on).
@@ -117,49 +98,139 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// `provisionerctl`'s side: one request, one reply line.
-pub fn request(path: &Path, line: &str) -> std::io::Result<String> {
+/// `provisionerctl`'s side: one request, one reply.
+pub fn request(path: &Path, request: &Request) -> std::io::Result<Reply> {
     use std::io::{BufRead, Write};
     let mut s = std::os::unix::net::UnixStream::connect(path)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut line = request.encode();
+    line.push('\n');
     s.write_all(line.as_bytes())?;
-    s.write_all(b"\n")?;
     let mut reply = String::new();
     std::io::BufReader::new(s).read_line(&mut reply)?;
-    Ok(reply.trim_end().to_owned())
+    Reply::decode(reply.trim_end()).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the daemon's reply is not one this build reads ({e}): {}",
+                reply.trim_end()
+            ),
+        )
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protocol::WindowState;
 
-    #[test]
-    fn requests_parse() {
-        assert_eq!(Request::parse("status"), Ok(Request::Status));
-        assert_eq!(
-            Request::parse(" window  open "),
-            Ok(Request::WindowOpen(None))
-        );
-        assert_eq!(
-            Request::parse("window open 30"),
-            Ok(Request::WindowOpen(Some(30)))
-        );
-        assert_eq!(Request::parse("window close"), Ok(Request::WindowClose));
-        assert!(
-            Request::parse("window open soon")
-                .unwrap_err()
-                .contains("minutes")
-        );
-        assert!(
-            Request::parse("reboot")
-                .unwrap_err()
-                .contains("unknown request")
-        );
+    const CLOSED: Reply = Reply::Window(WindowState {
+        open: false,
+        secs_left: None,
+    });
+
+    fn temp_socket(name: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("prov-ctl-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    /// A control socket served by a loop that answers every order with CLOSED.
+    fn socket(name: &str) -> std::path::PathBuf {
+        let path = temp_socket(name);
+        let listener = bind(&path).unwrap();
+        let (tx, mut rx) = mpsc::channel::<Order>(4);
+        tokio::spawn(serve(listener, tx));
+        tokio::spawn(async move {
+            while let Some(o) = rx.recv().await {
+                let _ = o.reply.send(CLOSED);
+            }
+        });
+        path
+    }
+
+    async fn exchange(s: &mut BufReader<UnixStream>, bytes: &[u8]) -> Reply {
+        s.get_mut().write_all(bytes).await.unwrap();
+        let mut line = String::new();
+        s.read_line(&mut line).await.unwrap();
+        Reply::decode(line.trim_end()).unwrap()
+    }
+
+    fn failure(r: Reply) -> Failure {
+        match r {
+            Reply::Error(f) => f,
+            other => panic!("not a failure: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_outlives_bad_requests_but_not_an_oversized_one() {
+        let path = socket("bad");
+        let mut s = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        let ok = format!("{}\n", Request::Status.encode());
+        assert_eq!(exchange(&mut s, ok.as_bytes()).await, CLOSED);
+        let f = failure(exchange(&mut s, b"status\n").await);
+        assert_eq!(f.kind, FailureKind::BadRequest);
+        let f = failure(exchange(&mut s, b"\xff\xfe\n").await);
+        assert_eq!(f.message, "request not UTF-8");
+        let f = failure(exchange(&mut s, b"{\"version\":9,\"request\":\"status\"}\n").await);
+        assert_eq!(f.kind, FailureKind::Version);
+        assert_eq!(exchange(&mut s, ok.as_bytes()).await, CLOSED);
+
+        // At the limit is a request (a bad one); one byte over ends the connection.
+        let mut at = vec![b' '; protocol::MAX_REQUEST - 1];
+        at.push(b'\n');
+        let f = failure(exchange(&mut s, &at).await);
+        assert!(f.message.contains("EOF"), "{f}");
+        let over = vec![b' '; protocol::MAX_REQUEST + 1];
+        let f = failure(exchange(&mut s, &over).await);
+        assert!(f.message.contains("over 4096 bytes"), "{f}");
+        let mut rest = String::new();
+        assert_eq!(s.read_line(&mut rest).await.unwrap(), 0, "closed: {rest}");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn silent_clients_hold_nobody_up() {
+        let path = socket("silent");
+        let mut silent = Vec::new();
+        for _ in 0..50 {
+            let mut s = UnixStream::connect(&path).await.unwrap();
+            s.write_all(b"{\"version\":1,").await.unwrap();
+            silent.push(s);
+        }
+        let mut s = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        let ok = format!("{}\n", Request::WindowClose.encode());
+        assert_eq!(exchange(&mut s, ok.as_bytes()).await, CLOSED);
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
-        assert_eq!(error_json("x"), "{\"error\":\"x\"}");
+    fn provisionerctl_reads_the_reply_type() {
+        let path = temp_socket("sync");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt.block_on(async { bind(&path) }).unwrap();
+        let (tx, mut rx) = mpsc::channel::<Order>(1);
+        let (done, read) = oneshot::channel::<()>();
+        let server = std::thread::spawn(move || {
+            rt.block_on(async move {
+                tokio::spawn(serve(listener, tx));
+                let o = rx.recv().await.unwrap();
+                assert_eq!(o.request, Request::WindowOpen { minutes: Some(7) });
+                let _ = o
+                    .reply
+                    .send(Failure::new(FailureKind::Stopping, "the daemon is stopping").into());
+                // The runtime (and the connection's task) lives until the reply is read.
+                let _ = read.await;
+            })
+        });
+        let r = request(&path, &Request::WindowOpen { minutes: Some(7) }).unwrap();
+        let _ = done.send(());
+        assert!(r.is_error(), "{r:?}");
+        server.join().unwrap();
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -21,7 +21,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::control::{self, Order, Request, json_str};
+use crate::control::protocol::{self, RadioState, Status, WindowState};
+use crate::control::{self, Order, Reply, Request};
 use crate::core::outbox::DhcpOut;
 use crate::core::settings::Settings;
 use crate::core::time::Instant;
@@ -422,77 +423,65 @@ impl Daemon {
     fn on_order(&mut self, order: Order) {
         let now = Instant::now();
         let reply = match order.request {
-            Request::Status => self.status_json(now),
-            Request::WindowOpen(minutes) => {
-                let until = self.core.handle_window_open(
-                    minutes.map(|m| Duration::from_secs(m * 60)),
+            Request::Status => Reply::Status(self.status(now)),
+            Request::WindowOpen { minutes } => {
+                self.core.handle_window_open(
+                    minutes.map(|m| Duration::from_secs(m.saturating_mul(60))),
                     now,
                     local_now(),
                 );
-                format!(
-                    "{{\"window\":\"open\",\"secs\":{}}}",
-                    until.saturating_since(now).as_secs()
-                )
+                Reply::Window(self.window_state(now))
             }
             Request::WindowClose => {
                 self.core.handle_window_close(now, local_now());
-                format!(
-                    "{{\"window\":\"{}\"}}",
-                    if self.core.window_is_open() {
-                        "open"
-                    } else {
-                        "closed"
-                    }
-                )
+                Reply::Window(self.window_state(now))
             }
         };
         let _ = order.reply.send(reply);
     }
 
-    fn status_json(&self, now: Instant) -> String {
+    fn window_state(&self, now: Instant) -> WindowState {
+        WindowState {
+            open: self.core.window_is_open(),
+            secs_left: self
+                .core
+                .window_until(now)
+                .map(|u| u.saturating_since(now).as_secs()),
+        }
+    }
+
+    fn status(&self, now: Instant) -> Status {
         let snap = self.core.snapshot(now);
-        let clients: Vec<String> = snap
+        let clients = snap
             .clients
             .iter()
-            .map(|(c, left)| {
-                let ip = snap
-                    .leases
-                    .iter()
-                    .find(|l| l.mac == c.mac)
-                    .map_or("null".into(), |l| json_str(&l.ip.to_string()));
-                format!(
-                    "{{\"mac\":{},\"ip\":{ip},\"age\":{},\"session_left\":{}}}",
-                    json_str(&c.mac.to_string()),
-                    now.saturating_since(c.since).as_secs(),
-                    left.as_secs()
-                )
+            .map(|(c, left)| protocol::Client {
+                mac: c.mac,
+                ip: snap.leases.iter().find(|l| l.mac == c.mac).map(|l| l.ip),
+                age: now.saturating_since(c.since).as_secs(),
+                session_left: left.as_secs(),
             })
             .collect();
-        let bans: Vec<String> = snap
+        let bans = snap
             .bans
             .iter()
-            .map(|(mac, left)| {
-                format!(
-                    "{{\"mac\":{},\"left\":{}}}",
-                    json_str(&mac.to_string()),
-                    left.as_secs()
-                )
+            .map(|&(mac, left)| protocol::Ban {
+                mac,
+                left: left.as_secs(),
             })
             .collect();
-        let until = self.core.window_until(now).map_or("null".into(), |u| {
-            u.saturating_since(now).as_secs().to_string()
-        });
-        format!(
-            "{{\"window\":{{\"open\":{},\"secs_left\":{until}}},\"radio\":{},\"clients\":[{}],\"bans\":[{}]}}",
-            self.core.window_is_open(),
-            match &self.radio {
-                None => "null",
-                Some(r) if r.is_connected() => "\"connected\"",
-                Some(_) => "\"disconnected\"",
-            },
-            clients.join(","),
-            bans.join(",")
-        )
+        Status {
+            window: self.window_state(now),
+            radio: self.radio.as_ref().map(|r| {
+                if r.is_connected() {
+                    RadioState::Connected
+                } else {
+                    RadioState::Disconnected
+                }
+            }),
+            clients,
+            bans,
+        }
     }
 
     /// Hands the DHCP requests waiting (a bounded number per turn, so that nothing else

@@ -7,6 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use provisioner::control::protocol::{Reply, Status};
+
 use super::{CLOUD_ALLOWED, PROV_IF, PROV_NET, PROV_PREFIX, Proc, ROUTER_PROV, Rig, WAN_IF};
 
 /// The daemon binary: `PROVISIONER_BIN` if set (e.g. the release build for `make bench`;
@@ -110,9 +112,10 @@ impl Rig {
         self.dir.join("control.sock")
     }
 
-    /// `provisionerctl -s <this rig's socket> args...`, run in the router namespace; its
-    /// stdout (one JSON line).
-    pub fn ctl(&self, args: &[&str]) -> String {
+    /// `provisionerctl ARGS` in the router namespace, its reply read as the control
+    /// protocol's type; a reply that is an error (provisionerctl exits non-zero) fails the
+    /// test with what it said.
+    pub fn ctl(&self, args: &[&str]) -> Reply {
         let bin = daemon_bin();
         let sock = self.control_socket();
         let mut cmd = vec![
@@ -122,7 +125,23 @@ impl Rig {
             sock.to_str().expect("utf-8 path"),
         ];
         cmd.extend_from_slice(args);
-        self.router().exec_ok(&cmd).trim().to_owned()
+        let out = self.router().exec(&cmd);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "provisionerctl {args:?}: {}{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Reply::decode(stdout.trim())
+            .unwrap_or_else(|e| panic!("provisionerctl {args:?} printed {stdout:?}: {e}"))
+    }
+
+    /// `provisionerctl status`.
+    pub fn status(&self) -> Status {
+        match self.ctl(&["status"]) {
+            Reply::Status(s) => s,
+            other => panic!("status answered {other:?}"),
+        }
     }
 
     /// `nft list tables` in the router namespace.

@@ -1,0 +1,423 @@
+//! The control protocol's requests and replies as types, and their one encoding: a JSON
+//! object per line, each with the protocol `version`.
+//!
+//! ```text
+//! {"version":1,"request":"status"}
+//! {"version":1,"request":{"window_open":{"minutes":15}}}
+//! {"version":1,"window":{"open":true,"secs_left":900}}
+//! {"version":1,"error":{"kind":"bad_request","message":"unknown variant `reboot`, ..."}}
+//! ```
+//!
+//! The daemon refuses what it does not understand (unknown fields, another version) with a
+//! reply saying so; a client reads the reply's kind from its type and ignores fields it
+//! does not know, so replies can grow without breaking older clients.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::core::MacAddr;
+
+/// The protocol version this build speaks.
+pub const VERSION: u32 = 1;
+
+/// The longest request line the daemon reads; a longer one is refused and the connection
+/// closed, so that a client cannot grow the daemon's memory.
+pub const MAX_REQUEST: usize = 4096;
+
+/// An order or question for the daemon.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Status,
+    /// Open the activation window, for the configured duration or this many minutes.
+    WindowOpen {
+        #[serde(default)]
+        minutes: Option<u64>,
+    },
+    WindowClose,
+}
+
+/// What the daemon answers: on the wire, the variant's name is the key beside `version`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Status(Status),
+    /// The window after an order to open or close it.
+    Window(WindowState),
+    Error(Failure),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub window: WindowState,
+    /// `None` without a radio section (a wired-only segment).
+    pub radio: Option<RadioState>,
+    pub clients: Vec<Client>,
+    pub bans: Vec<Ban>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowState {
+    pub open: bool,
+    /// Seconds until an opened window closes; `None` when it follows its mode alone
+    /// (always, a schedule, or closed).
+    pub secs_left: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RadioState {
+    Connected,
+    Disconnected,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Client {
+    pub mac: MacAddr,
+    /// The address it holds, if it has taken one.
+    pub ip: Option<Ipv4Addr>,
+    /// Seconds since it was admitted.
+    pub age: u64,
+    pub session_left: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ban {
+    pub mac: MacAddr,
+    /// Seconds until the ban lifts.
+    pub left: u64,
+}
+
+/// A MAC/IP binding the kernel holds (`provisionerctl leases --json`, read without the
+/// daemon, in the same encoding).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+    pub expires_in: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Not JSON, not a request this daemon knows, or over [`MAX_REQUEST`].
+    BadRequest,
+    /// Another protocol version than [`VERSION`].
+    Version,
+    /// The daemon is stopping and did not carry it out.
+    Stopping,
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestLine {
+    version: u32,
+    request: Request,
+}
+
+/// A reply line. Written out rather than `#[serde(flatten)]`, whose buffering decoder
+/// costs 10 KB on mipsel.
+struct ReplyLine<'a>(&'a Reply);
+
+impl Serialize for ReplyLine<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("version", &VERSION)?;
+        match self.0 {
+            Reply::Status(x) => m.serialize_entry("status", x)?,
+            Reply::Window(x) => m.serialize_entry("window", x)?,
+            Reply::Error(x) => m.serialize_entry("error", x)?,
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Reply {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Reply, D::Error> {
+        struct Line;
+        impl<'de> serde::de::Visitor<'de> for Line {
+            type Value = Reply;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a reply object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Reply, A::Error> {
+                use serde::de::Error;
+                let mut reply = None;
+                while let Some(key) = m.next_key::<String>()? {
+                    let r = match key.as_str() {
+                        "status" => Reply::Status(m.next_value()?),
+                        "window" => Reply::Window(m.next_value()?),
+                        "error" => Reply::Error(m.next_value()?),
+                        // The version, and what a newer daemon added.
+                        _ => {
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    if reply.replace(r).is_some() {
+                        return Err(A::Error::custom("more than one reply in the line"));
+                    }
+                }
+                reply.ok_or_else(|| A::Error::custom("no status, window or error in the reply"))
+            }
+        }
+        d.deserialize_map(Line)
+    }
+}
+
+/// Only the version, whatever else the line holds: to refuse another version as that,
+/// not as the fields it does not know.
+#[derive(Deserialize)]
+struct Versioned {
+    version: Option<u32>,
+}
+
+impl Request {
+    pub fn encode(&self) -> String {
+        to_line(&RequestLine {
+            version: VERSION,
+            request: self.clone(),
+        })
+    }
+
+    pub fn decode(line: &str) -> Result<Request, Failure> {
+        let bad = |e: serde_json::Error| Failure::new(FailureKind::BadRequest, e.to_string());
+        match serde_json::from_str::<Versioned>(line).map_err(bad)? {
+            Versioned { version: None } => Err(Failure::new(
+                FailureKind::BadRequest,
+                format!("no \"version\" (this daemon speaks version {VERSION})"),
+            )),
+            Versioned { version: Some(v) } if v != VERSION => Err(Failure::new(
+                FailureKind::Version,
+                format!("protocol version {v} is not spoken here (this daemon speaks {VERSION})"),
+            )),
+            _ => Ok(serde_json::from_str::<RequestLine>(line)
+                .map_err(bad)?
+                .request),
+        }
+    }
+}
+
+impl Reply {
+    pub fn encode(&self) -> String {
+        to_line(&ReplyLine(self))
+    }
+
+    /// Reads a reply of any version that has the fields this build knows: a newer daemon
+    /// may add fields, never change these.
+    pub fn decode(line: &str) -> Result<Reply, serde_json::Error> {
+        serde_json::from_str(line)
+    }
+
+    pub fn is_error(&self) -> bool {
+        matches!(self, Reply::Error(_))
+    }
+}
+
+impl From<Failure> for Reply {
+    fn from(f: Failure) -> Reply {
+        Reply::Error(f)
+    }
+}
+
+/// The leases as the JSON array `provisionerctl leases --json` prints.
+pub fn encode_leases(leases: &[Lease]) -> String {
+    to_line(&leases)
+}
+
+fn to_line<T: Serialize + ?Sized>(value: &T) -> String {
+    // Our types hold no maps with non-string keys and no floats: encoding cannot fail.
+    serde_json::to_string(value).expect("control types encode")
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(s: &str) -> MacAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn requests_round_trip_in_the_documented_form() {
+        let cases = [
+            (Request::Status, r#"{"version":1,"request":"status"}"#),
+            (
+                Request::WindowOpen { minutes: Some(15) },
+                r#"{"version":1,"request":{"window_open":{"minutes":15}}}"#,
+            ),
+            (
+                Request::WindowOpen { minutes: None },
+                r#"{"version":1,"request":{"window_open":{"minutes":null}}}"#,
+            ),
+            (
+                Request::WindowClose,
+                r#"{"version":1,"request":"window_close"}"#,
+            ),
+        ];
+        for (request, line) in cases {
+            assert_eq!(request.encode(), line);
+            assert_eq!(Request::decode(line), Ok(request));
+        }
+        assert_eq!(
+            Request::decode(r#"{"version":1,"request":{"window_open":{}}}"#),
+            Ok(Request::WindowOpen { minutes: None })
+        );
+    }
+
+    #[test]
+    fn bad_requests_are_refused_saying_why() {
+        let refused = |line: &str| Request::decode(line).unwrap_err();
+        let f = refused("status");
+        assert_eq!(f.kind, FailureKind::BadRequest);
+        assert!(f.message.contains("expected"), "{f}");
+        let f = refused(r#"{"request":"status"}"#);
+        assert!(f.message.contains("no \"version\""), "{f}");
+        let f = refused(r#"{"version":2,"request":"status","new":1}"#);
+        assert_eq!(f.kind, FailureKind::Version);
+        assert!(f.message.contains("version 2"), "{f}");
+        let f = refused(r#"{"version":1,"request":"reboot"}"#);
+        assert_eq!(f.kind, FailureKind::BadRequest);
+        assert!(f.message.contains("reboot"), "{f}");
+        let f = refused(r#"{"version":1,"request":"status","force":true}"#);
+        assert!(f.message.contains("unknown field `force`"), "{f}");
+        let f = refused(r#"{"version":1,"request":{"window_open":{"minutes":"soon"}}}"#);
+        assert!(f.message.contains("invalid type"), "{f}");
+        let f = refused(r#"{"version":1,"request":{"window_open":{"hours":1}}}"#);
+        assert!(f.message.contains("unknown field `hours`"), "{f}");
+        let f = refused(r#"{"version":1,"request":"status"} trailing"#);
+        assert!(f.message.contains("trailing"), "{f}");
+    }
+
+    #[test]
+    fn replies_round_trip_and_say_their_kind() {
+        let status = Reply::Status(Status {
+            window: WindowState {
+                open: true,
+                secs_left: Some(300),
+            },
+            radio: Some(RadioState::Connected),
+            clients: vec![
+                Client {
+                    mac: mac("02:00:00:00:00:01"),
+                    ip: Some(Ipv4Addr::new(192, 168, 250, 2)),
+                    age: 12,
+                    session_left: 588,
+                },
+                Client {
+                    mac: mac("02:00:00:00:00:02"),
+                    ip: None,
+                    age: 1,
+                    session_left: 599,
+                },
+            ],
+            bans: vec![Ban {
+                mac: mac("02:00:00:00:00:03"),
+                left: 3599,
+            }],
+        });
+        let line = status.encode();
+        assert_eq!(
+            line,
+            concat!(
+                r#"{"version":1,"status":{"window":{"open":true,"secs_left":300},"#,
+                r#""radio":"connected","clients":["#,
+                r#"{"mac":"02:00:00:00:00:01","ip":"192.168.250.2","age":12,"session_left":588},"#,
+                r#"{"mac":"02:00:00:00:00:02","ip":null,"age":1,"session_left":599}],"#,
+                r#""bans":[{"mac":"02:00:00:00:00:03","left":3599}]}}"#
+            )
+        );
+        assert_eq!(Reply::decode(&line).unwrap(), status);
+        assert!(!status.is_error());
+
+        let error = Reply::from(Failure::new(
+            FailureKind::Stopping,
+            "the daemon is \"stopping\"\n",
+        ));
+        let line = error.encode();
+        assert_eq!(
+            line,
+            r#"{"version":1,"error":{"kind":"stopping","message":"the daemon is \"stopping\"\n"}}"#
+        );
+        assert_eq!(Reply::decode(&line).unwrap(), error);
+        assert!(error.is_error());
+    }
+
+    #[test]
+    fn a_client_ignores_reply_fields_it_does_not_know() {
+        let r = Reply::decode(
+            r#"{"version":3,"uptime":5,"window":{"open":false,"secs_left":null,"mode":"always"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Reply::Window(WindowState {
+                open: false,
+                secs_left: None
+            })
+        );
+        assert!(Reply::decode(r#"{"version":1}"#).is_err());
+        assert!(
+            Reply::decode(r#"{"version":1,"window":{"open":false,"secs_left":null},"error":{"kind":"stopping","message":""}}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("more than one reply")
+        );
+        assert!(Reply::decode(r#"{"version":1,"status":{"window":1}}"#).is_err());
+    }
+
+    #[test]
+    fn macs_are_strings_and_bad_ones_are_refused() {
+        let l = Lease {
+            mac: mac("aa:bb:cc:dd:ee:ff"),
+            ip: Ipv4Addr::new(10, 0, 0, 9),
+            expires_in: 30,
+        };
+        assert_eq!(
+            encode_leases(std::slice::from_ref(&l)),
+            r#"[{"mac":"aa:bb:cc:dd:ee:ff","ip":"10.0.0.9","expires_in":30}]"#
+        );
+        assert!(
+            serde_json::from_str::<Lease>(r#"{"mac":"aa:bb","ip":"10.0.0.9","expires_in":1}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("not a MAC address")
+        );
+    }
+}
