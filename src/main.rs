@@ -21,14 +21,20 @@ struct DaemonArgs {
     #[arg(short, long, default_value = "/etc/config/provisioner")]
     config: PathBuf,
     /// Validate CONFIG and exit: prints the first error as file:line: option: message.
-    #[arg(long, value_name = "CONFIG", conflicts_with_all = ["flush", "print_ruleset"])]
+    #[arg(long, value_name = "CONFIG", conflicts_with_all = ["flush", "print_ruleset", "print_config"])]
     check: Option<PathBuf>,
-    /// Remove table inet provisioner (the daemon leaves it in place when it stops) and exit.
-    #[arg(long, conflicts_with = "print_ruleset")]
+    /// Remove our tables (inet and arp provisioner; the daemon leaves them in place when it
+    /// stops) and exit.
+    #[arg(long, conflicts_with_all = ["print_ruleset", "print_config"])]
     flush: bool,
     /// Print the nft script the config produces and exit.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "print_config")]
     print_ruleset: bool,
+    /// Print the config's resolved values the OpenWrt scripts use (interface, subnet,
+    /// router, max_clients, the radio's ifname and maxassoc...) as shell assignments, and
+    /// exit.
+    #[arg(long)]
+    print_config: bool,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
@@ -142,6 +148,11 @@ fn provisionerd(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     }
     if args.flush {
         daemon::remove_tables()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.print_config {
+        let cfg = Config::load(&args.config)?;
+        print!("{}", cfg.shell_vars());
         return Ok(ExitCode::SUCCESS);
     }
     if args.print_ruleset {

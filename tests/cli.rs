@@ -214,3 +214,51 @@ fn provisionerctl_says_what_the_reply_is() {
     );
 }
 
+#[test]
+fn print_config_is_what_a_shell_evals() {
+    // Defaults resolved (the router is the subnet's first host, maxassoc one more than the
+    // clients), and a value with a quote, a space and a `$` comes through literally.
+    let cfg = write(
+        "print-config",
+        "config network 'network'\n\toption interface 'br-x'\n\toption wan 'wan0'\n\
+         \toption subnet '10.42.0.0/16'\n\
+         config limits\n\toption max_clients '20'\n\
+         config radio\n\toption hostapd 'external'\n\
+         \toption ssid_command \"/opt/it's a \\$HOME/ssid\"\n",
+    );
+    let out = provisionerd(&["--print-config", "-c", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let vars = String::from_utf8(out.stdout).unwrap();
+    let script = "eval \"$1\"; printf '%s|' \"$provisioner_interface\" \"$provisioner_router\" \
+         \"$provisioner_netmask\" \"$provisioner_prefix\" \"$provisioner_max_clients\" \
+         \"$provisioner_radio\" \"$provisioner_radio_ifname\" \"$provisioner_radio_maxassoc\" \
+         \"$provisioner_ssid_command\"";
+    let sh = Command::new("sh")
+        .args(["-c", script, "sh", &vars])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&sh.stdout),
+        "br-x|10.42.0.1|255.255.0.0|16|20|external|br-x|21|/opt/it's a $HOME/ssid|",
+        "{vars}"
+    );
+
+    // No radio: empty radio values; a bad config: the error, nothing printed.
+    let cfg = write(
+        "print-config-wired",
+        "config network 'network'\n\toption interface 'br-x'\n\toption wan 'wan0'\n",
+    );
+    let out = provisionerd(&["--print-config", "-c", cfg.to_str().unwrap()]);
+    let vars = String::from_utf8(out.stdout).unwrap();
+    assert!(vars.contains("provisioner_radio=''\n"), "{vars}");
+    assert!(vars.contains("provisioner_radio_maxassoc='9'\n"), "{vars}");
+    let cfg = write(
+        "print-config-bad",
+        "config network 'network'\n\toption interface 'br-x'\n\toption wan 'wan0'\n\
+         config limits\n\toption max_clients 'many'\n",
+    );
+    let out = provisionerd(&["--print-config", "-c", cfg.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_clients"));
+}

@@ -252,10 +252,22 @@ fn wifi_calls(log: &str) -> Vec<&str> {
 /// /etc/config/wireless, only when there is none and the kernel has radios).
 fn ran_nothing_else(r: &Router) {
     let stubs = r.log("stub.log");
-    let others: Vec<&str> = stubs.lines().filter(|l| *l != "wifi config").collect();
+    // The values it works from are the daemon's (--print-config), asked once.
+    let asked = format!(
+        "provisionerd --config {} --print-config",
+        r.etc().join("provisioner").display()
+    );
+    assert_eq!(stubs.lines().filter(|l| *l == asked).count(), 1, "{stubs}");
+    let others: Vec<&str> = stubs
+        .lines()
+        .filter(|l| *l != "wifi config" && *l != asked)
+        .collect();
     assert!(others.is_empty(), "{stubs}");
     if r.shape.radio.is_some() {
-        assert_eq!(stubs, "", "wifi config with a wireless config");
+        assert!(
+            !stubs.contains("wifi config"),
+            "wifi config with a wireless config"
+        );
     }
 }
 
@@ -648,6 +660,32 @@ fn uci_defaults_follows_the_provisioner_config() {
     not(openwrt_kit),
     ignore = "../shared/openwrt is not here: OpenWrt's uci and fw4 are needed, skipped"
 )]
+fn uci_defaults_with_a_config_the_daemon_refuses_sets_nothing_up() {
+    let r = Router::new(DSA, "defaults-bad", &shells()[0]);
+    r.set("provisioner.network.subnet=192.168.250.0/33");
+    r.commit();
+    let before = r.files();
+    let script = root().join("openwrt/files/provisioner.uci-defaults");
+    // As /etc/init.d/boot runs it: `( . ./script ) && rm -f script`.
+    let out = text(&r.sh(&format!("( . '{}' ) 2>&1; echo rc=$?", script.display())));
+    assert!(out.ends_with("rc=1\n"), "{out}");
+    assert!(out.contains("option 'subnet'"), "the daemon's error: {out}");
+    assert!(out.contains("nothing set up"), "{out}");
+    assert_eq!(r.files(), before, "nothing written");
+    r.nothing_staged();
+
+    // Fixed: the next run sets everything up.
+    r.set("provisioner.network.subnet=192.168.250.0/24");
+    r.commit();
+    r.uci_defaults();
+    assert_eq!(r.get("network.provision.ipaddr").unwrap(), "192.168.250.1");
+}
+
+#[test]
+#[cfg_attr(
+    not(openwrt_kit),
+    ignore = "../shared/openwrt is not here: OpenWrt's uci and fw4 are needed, skipped"
+)]
 fn uci_defaults_keeps_what_the_user_has() {
     let r = Router::new(DSA, "defaults-user", &shells()[0]);
     // The user's own WAN device choice, SSID command and an existing provision zone without
@@ -845,12 +883,16 @@ fn init_keeps_the_wifi_iface_as_promised() {
             "{stubs}"
         );
 
-        // In order: nothing written, no wifi reload.
+        // In order: nothing written, no wifi reload; only the daemon asked for the values.
+        let asked = format!(
+            "provisionerd --config {} --print-config\n",
+            r.etc().join("provisioner").display()
+        );
         let before = r.files();
         r.clear_logs();
         r.init("provisioner_sync_wireless");
         assert_eq!(r.files(), before);
-        assert_eq!(r.log("stub.log"), "");
+        assert_eq!(r.log("stub.log"), asked);
 
         // Up or down is the window's (the daemon's ssid_command): left as it is, either way.
         for disabled in ["0", "1"] {
@@ -860,7 +902,7 @@ fn init_keeps_the_wifi_iface_as_promised() {
             r.clear_logs();
             r.init("provisioner_sync_wireless");
             assert_eq!(r.files(), before, "disabled={disabled}");
-            assert_eq!(r.log("stub.log"), "", "disabled={disabled}");
+            assert_eq!(r.log("stub.log"), asked, "disabled={disabled}");
         }
 
         // Not ours to keep with a managed hostapd.
@@ -1029,8 +1071,10 @@ fn init_registers_the_daemon_with_procd() {
     let table = std::fs::read_to_string(r.dir.join("nft-table")).expect("table loaded");
     assert!(table.starts_with("table inet provisioner"), "{table}");
     assert!(table.contains("set clients"));
+    // The config's values, asked of the daemon: for the wifi-iface, then for the netdev.
+    let asked = format!("provisionerd --config {conf} --print-config\n");
     let registered = format!(
-        "procd_open_instance \n\
+        "{asked}{asked}procd_open_instance \n\
          procd_set_param command provisionerd --config {conf}\n\
          procd_set_param respawn 3600 5 0\n\
          procd_set_param stdout 1\n\
@@ -1057,8 +1101,11 @@ fn init_registers_the_daemon_with_procd() {
     r.init("service_triggers");
     assert_eq!(
         r.log("stub.log"),
-        "procd_add_reload_trigger provisioner wireless\n\
-         procd_add_reload_interface_trigger provision\n"
+        format!(
+            "procd_add_reload_trigger provisioner wireless\n\
+             {asked}\
+             procd_add_reload_interface_trigger provision\n"
+        )
     );
 
     // Reload: SIGHUP first, then the instance registered again (rc.common's start runs

@@ -239,6 +239,60 @@ impl Config {
         schema::build(file, &doc)
     }
 
+    /// The resolved values the OpenWrt scripts need (defaults applied, derived values
+    /// computed here once), as `name='value'` lines a shell can `eval`
+    /// (`provisionerd --print-config`), each name prefixed `provisioner_` so that it
+    /// cannot clobber a script's own variable. An absent radio section prints
+    /// `provisioner_radio=''`.
+    pub fn shell_vars(&self) -> String {
+        let n = &self.network;
+        let radio = self.radio.as_ref();
+        let vars = [
+            ("interface", n.interface.as_str().to_owned()),
+            ("wan", n.wan.as_str().to_owned()),
+            ("subnet", n.subnet.to_string()),
+            ("prefix", n.subnet.prefix_len().to_string()),
+            ("netmask", n.subnet.netmask().to_string()),
+            ("router", n.router.to_string()),
+            ("max_clients", self.limits.max_clients.to_string()),
+            (
+                "radio",
+                match radio.map(|r| r.mode) {
+                    None => "",
+                    Some(RadioMode::External) => "external",
+                    Some(RadioMode::Managed) => "managed",
+                }
+                .to_owned(),
+            ),
+            (
+                "radio_ifname",
+                radio.map_or(String::new(), |r| r.ifname.as_str().to_owned()),
+            ),
+            (
+                "radio_maxassoc",
+                crate::core::settings::Settings::from(self)
+                    .radio_max_stations()
+                    .to_string(),
+            ),
+            (
+                "ssid_command",
+                radio
+                    .and_then(|r| r.ssid_command.as_ref())
+                    .map_or(String::new(), |p| p.display().to_string()),
+            ),
+        ];
+        let mut out = String::new();
+        for (name, value) in vars {
+            out.push_str("provisioner_");
+            out.push_str(name);
+            out.push_str("='");
+            // In single quotes everything is literal but the quote itself: ' -> '\''.
+            out.push_str(&value.replace('\'', "'\\''"));
+            out.push_str("'\n");
+        }
+        out
+    }
+
     /// The DHCP pool: `max_clients` addresses from `pool_start`.
     pub fn pool(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
         let start = u32::from(self.dhcp.pool_start);

@@ -151,12 +151,12 @@ impl Router {
              esac\n\
              exit 1",
         );
-        // provisionerd: logged; --print-ruleset is the real one.
+        // provisionerd: logged; --print-ruleset and --print-config are the real ones.
         stub(
             "provisionerd",
             &format!(
                 "echo \"provisionerd $*\" >>\"$STUB_LOG\"\n\
-                 case \" $* \" in *' --print-ruleset '*) exec '{}' provisionerd \"$@\" ;; esac\n\
+                 case \" $* \" in *' --print-ruleset '* | *' --print-config '*) exec '{}' provisionerd \"$@\" ;; esac\n\
                  exit 0",
                 env!("CARGO_BIN_EXE_provisioner")
             ),
