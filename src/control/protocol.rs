@@ -315,8 +315,12 @@ mod tests {
         let f = refused(r#"{"version":1,"request":"reboot"}"#);
         assert_eq!(f.kind, FailureKind::BadRequest);
         assert!(f.message.contains("reboot"), "{f}");
+        // As the README shows it.
         let f = refused(r#"{"version":1,"request":"status","force":true}"#);
-        assert!(f.message.contains("unknown field `force`"), "{f}");
+        assert_eq!(
+            f.message,
+            "unknown field `force`, expected `version` or `request` at line 1 column 39"
+        );
         let f = refused(r#"{"version":1,"request":{"window_open":{"minutes":"soon"}}}"#);
         assert!(f.message.contains("invalid type"), "{f}");
         let f = refused(r#"{"version":1,"request":{"window_open":{"hours":1}}}"#);

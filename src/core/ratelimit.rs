@@ -291,7 +291,7 @@ mod tests {
             }]
         );
         ev.clear();
-        // A client that went quiet is summarised by the flush at the end of its minute.
+        // A client that went quiet is summarised when its minute is due (report_due).
         r.report(mac(2), "a", t0, ev);
         r.report_due(t0 + REPEAT_PERIOD, ev);
         assert_eq!(
