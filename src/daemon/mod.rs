@@ -77,7 +77,7 @@ fn warn_not_enforced(cfg: &Config) {
 struct Daemon {
     paths: Paths,
     cfg: Config,
-    core: Provisioner,
+    provisioner: Provisioner,
     fw: Firewall,
     /// DHCP replies leave by this socket...
     dhcp: UdpSocket,
@@ -113,20 +113,20 @@ impl Daemon {
         prepare_interface(&cfg.network.interface, cfg.network.router)?;
         let mut fw = Firewall::open().context("opening the nftables netlink socket")?;
         let now = Instant::now();
-        let mut core = Provisioner::new(&Settings::from(&cfg));
-        core.set_router_addresses(&router_addresses());
+        let mut provisioner = Provisioner::new(&Settings::from(&cfg));
+        provisioner.set_router_addresses(&router_addresses());
         // Reconcile: what a previous run left in the kernel (clients with their session
         // clocks, bans, bindings, learned addresses) and an open window are taken over, so
         // a restart costs nobody their address, their traffic or a fresh session.
         let kernel = fw
             .snapshot(now)
             .context("reading what a previous run left in the kernel")?;
-        let restored = core.restore(&kernel, read_window(&paths.run_dir), now);
-        install(&mut fw, &cfg, &core, now)?;
+        let restored = provisioner.restore(&kernel, read_window(&paths.run_dir), now);
+        install(&mut fw, &cfg, &provisioner, now)?;
         let mut segment = Segment::open(cfg.network.interface.as_str())
             .context("opening the rtnetlink socket")?;
         isolate_ports(&mut segment);
-        if let Err(e) = segment.reconcile(&core.snapshot(now).leases) {
+        if let Err(e) = segment.reconcile(&provisioner.snapshot(now).leases) {
             warn!("pinning the clients' neighbour entries: {e}");
         }
         let (dhcp, dhcp_in) = dhcp_sockets(&cfg)?;
@@ -134,10 +134,13 @@ impl Daemon {
         let resolver = Resolver::new(&cfg);
         std::fs::create_dir_all(&paths.run_dir)
             .with_context(|| format!("creating {}", paths.run_dir.display()))?;
-        let radio = cfg
-            .radio
-            .as_ref()
-            .map(|r| RadioLink::new(r, core.settings().radio_max_stations(), &paths.run_dir));
+        let radio = cfg.radio.as_ref().map(|r| {
+            RadioLink::new(
+                r,
+                provisioner.settings().radio_max_stations(),
+                &paths.run_dir,
+            )
+        });
         let listener = control::bind(&paths.control)
             .with_context(|| format!("opening the control socket {}", paths.control.display()))?;
         let (tx, orders) = mpsc::channel(16);
@@ -167,7 +170,7 @@ impl Daemon {
         let d = Daemon {
             paths,
             cfg,
-            core,
+            provisioner,
             fw,
             dhcp,
             dhcp_in,
@@ -199,12 +202,12 @@ impl Daemon {
         let mut logged = Vec::new();
         let mut inbox = Inbox::default();
         // The window's first state: SSID up or down, and who may stay.
-        self.core.handle_timeout(Instant::now(), local_now());
+        self.provisioner.handle_timeout(Instant::now(), local_now());
         self.carry_out().await;
         loop {
             let now = Instant::now();
             let wake = self
-                .core
+                .provisioner
                 .poll_timeout(now)
                 .map(|(at, _)| at.saturating_since(now))
                 .unwrap_or(Duration::from_secs(3600));
@@ -230,7 +233,7 @@ impl Daemon {
                         Ok(_) => {
                             for (bytes, src) in inbox.iter() {
                                 let src = SocketAddr::V4(src);
-                                self.resolver.question(&mut self.core, bytes, src, Route::Udp(src), now, &mut self.replies);
+                                self.resolver.question(&mut self.provisioner, bytes, src, Route::Udp(src), now, &mut self.replies);
                             }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -238,10 +241,10 @@ impl Daemon {
                     }
                 }
                 Some(q) = self.dns.tcp_rx.recv() => {
-                    self.resolver.question(&mut self.core, &q.bytes, q.src, Route::Tcp(q.reply), Instant::now(), &mut self.replies);
+                    self.resolver.question(&mut self.provisioner, &q.bytes, q.src, Route::Tcp(q.reply), Instant::now(), &mut self.replies);
                 }
                 done = self.resolver.done() => {
-                    self.resolver.upstream_done(&mut self.core, done, Instant::now(), &mut self.replies);
+                    self.resolver.upstream_done(&mut self.provisioner, done, Instant::now(), &mut self.replies);
                 }
                 ev = next_radio_event(&mut self.radio) => self.on_radio_event(ev),
                 deleted = table_deleted(&mut self.monitor) => if deleted {
@@ -249,7 +252,7 @@ impl Daemon {
                 },
                 Some(order) = self.orders.recv() => self.on_order(order),
                 _ = tokio::time::sleep(wake) => {
-                    self.core.handle_timeout(Instant::now(), local_now());
+                    self.provisioner.handle_timeout(Instant::now(), local_now());
                 }
                 _ = hup.recv() => self.reload(),
                 _ = check.tick() => {
@@ -276,32 +279,32 @@ impl Daemon {
         loop {
             let now = Instant::now();
             let mut progressed = false;
-            while let Some(out) = self.core.poll_dns() {
+            while let Some(out) = self.provisioner.poll_dns() {
                 progressed = true;
                 self.resolver
-                    .outcome(&mut self.core, out, now, &mut self.replies);
+                    .outcome(&mut self.provisioner, out, now, &mut self.replies);
             }
-            if let Some(batch) = self.core.poll_batch() {
+            if let Some(batch) = self.provisioner.poll_batch() {
                 match self.fw.apply(&batch.changes) {
                     Ok(()) => {
                         self.follow_leases(&batch.changes);
-                        self.core.handle_batch_applied(batch.id);
+                        self.provisioner.handle_batch_applied(batch.id);
                     }
                     Err(e) => {
                         error!(
                             "the kernel refused {} set change(s): {e}; taking back what they added",
                             batch.changes.len()
                         );
-                        self.core.handle_batch_refused(batch.id, now);
+                        self.provisioner.handle_batch_refused(batch.id, now);
                     }
                 }
                 continue;
             }
-            while let Some(c) = self.core.poll_command() {
+            while let Some(c) = self.provisioner.poll_command() {
                 progressed = true;
                 self.command(c).await;
             }
-            while let Some(out) = self.core.poll_dhcp() {
+            while let Some(out) = self.provisioner.poll_dhcp() {
                 progressed = true;
                 self.send_dhcp(out).await;
             }
@@ -311,7 +314,7 @@ impl Daemon {
         }
         let replies = std::mem::take(&mut self.replies);
         self.send_dns(replies).await;
-        while let Some(e) = self.core.poll_event() {
+        while let Some(e) = self.provisioner.poll_event() {
             if e.is_chatty() {
                 debug!(target: "audit", "{e}");
             } else {
@@ -333,12 +336,13 @@ impl Daemon {
                 Err(e) => warn!("ending the connections of {ips:?}: {e}"),
             },
             Command::RebuildTables => {
-                if let Err(e) = install(&mut self.fw, &self.cfg, &self.core, Instant::now()) {
+                if let Err(e) = install(&mut self.fw, &self.cfg, &self.provisioner, Instant::now())
+                {
                     error!("rebuilding the tables after a refused batch: {e:#}");
                 }
                 if let Err(e) = self
                     .segment
-                    .reconcile(&self.core.snapshot(Instant::now()).leases)
+                    .reconcile(&self.provisioner.snapshot(Instant::now()).leases)
                 {
                     warn!("pinning the clients' neighbour entries: {e}");
                 }
@@ -398,8 +402,8 @@ impl Daemon {
     fn on_radio_event(&mut self, ev: Result<RadioEvent, crate::radio::hostapd::HostapdError>) {
         let now = Instant::now();
         match ev {
-            Ok(RadioEvent::StaConnected(mac)) => self.core.handle_station_joined(mac, now),
-            Ok(RadioEvent::StaDisconnected(mac)) => self.core.handle_station_left(mac, now),
+            Ok(RadioEvent::StaConnected(mac)) => self.provisioner.handle_station_joined(mac, now),
+            Ok(RadioEvent::StaDisconnected(mac)) => self.provisioner.handle_station_left(mac, now),
             Ok(_) => {}
             Err(e) => {
                 if let Some(r) = self.radio.as_mut() {
@@ -416,7 +420,8 @@ impl Daemon {
             return;
         };
         if let Some(present) = r.maintain().await {
-            self.core.handle_radio_connected(&present, Instant::now());
+            self.provisioner
+                .handle_radio_connected(&present, Instant::now());
         }
     }
 
@@ -425,7 +430,7 @@ impl Daemon {
         let reply = match order.request {
             Request::Status => Reply::Status(self.status(now)),
             Request::WindowOpen { minutes } => {
-                self.core.handle_window_open(
+                self.provisioner.handle_window_open(
                     minutes.map(|m| Duration::from_secs(m.saturating_mul(60))),
                     now,
                     local_now(),
@@ -433,7 +438,7 @@ impl Daemon {
                 Reply::Window(self.window_state(now))
             }
             Request::WindowClose => {
-                self.core.handle_window_close(now, local_now());
+                self.provisioner.handle_window_close(now, local_now());
                 Reply::Window(self.window_state(now))
             }
         };
@@ -442,16 +447,16 @@ impl Daemon {
 
     fn window_state(&self, now: Instant) -> WindowState {
         WindowState {
-            open: self.core.window_is_open(),
+            open: self.provisioner.window_is_open(),
             secs_left: self
-                .core
+                .provisioner
                 .window_until(now)
                 .map(|u| u.saturating_since(now).as_secs()),
         }
     }
 
     fn status(&self, now: Instant) -> Status {
-        let snap = self.core.snapshot(now);
+        let snap = self.provisioner.snapshot(now);
         let clients = snap
             .clients
             .iter()
@@ -520,7 +525,7 @@ impl Daemon {
             port,
             client_id: msg.client_id,
         };
-        self.core
+        self.provisioner
             .handle_dhcp(msg.request, from, msg.to, Instant::now());
     }
 
@@ -558,7 +563,7 @@ impl Daemon {
         let now = Instant::now();
         for l in logged.iter().filter(|l| l.prefix == nflog::PREFIX_ARP) {
             if let Some(arp) = nflog::Arp::parse(&l.payload) {
-                self.core
+                self.provisioner
                     .handle_arp_refused(l.src, arp.sender_mac, arp.sender_ip, now);
             }
         }
@@ -610,22 +615,25 @@ impl Daemon {
         } else {
             None
         };
-        let rs = Ruleset::build(&new, &self.core.snapshot_under(&settings, now));
+        let rs = Ruleset::build(&new, &self.provisioner.snapshot_under(&settings, now));
         if let Err(e) = self.fw.install(&rs) {
             error!(
                 "reload: installing table inet {TABLE}: {e:#}; keeping the last good configuration"
             );
             return;
         }
-        self.core.handle_reload(&settings, now);
-        self.core.set_router_addresses(&router_addresses());
+        self.provisioner.handle_reload(&settings, now);
+        self.provisioner.set_router_addresses(&router_addresses());
         if let Some(((out, listener), segment)) = socket {
             self.dhcp = out;
             self.dhcp_in = listener;
             self.segment = segment;
             isolate_ports(&mut self.segment);
         }
-        if let Err(e) = self.segment.reconcile(&self.core.snapshot(now).leases) {
+        if let Err(e) = self
+            .segment
+            .reconcile(&self.provisioner.snapshot(now).leases)
+        {
             warn!("pinning the clients' neighbour entries: {e}");
         }
         if let Some(d) = dns {
@@ -643,7 +651,7 @@ impl Daemon {
             Ok(true) => {}
             Ok(false) => {
                 let started = std::time::Instant::now();
-                match install(&mut self.fw, &self.cfg, &self.core, Instant::now()) {
+                match install(&mut self.fw, &self.cfg, &self.provisioner, Instant::now()) {
                     Ok(()) => warn!(
                         "table inet {TABLE} was removed from outside (fw4 flush?; {how}); restored with its elements in {} ms",
                         started.elapsed().as_millis()
@@ -663,10 +671,10 @@ impl Daemon {
 fn install(
     fw: &mut Firewall,
     cfg: &Config,
-    core: &Provisioner,
+    provisioner: &Provisioner,
     now: Instant,
 ) -> anyhow::Result<()> {
-    let rs = Ruleset::build(cfg, &core.snapshot(now));
+    let rs = Ruleset::build(cfg, &provisioner.snapshot(now));
     fw.install(&rs)
         .with_context(|| format!("installing table inet {TABLE}"))
 }
