@@ -249,8 +249,11 @@ mod tests {
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].ty, (4 << 8) | 1);
         assert_eq!(m[0].flags, NLM_F_REQUEST | NLM_F_ACK);
-        // nfgenmsg: AF_UNSPEC, version 0, the group big endian; then CFG_CMD = BIND.
+        // nfgenmsg: AF_UNSPEC, version 0, the group big endian; then CFG_CMD = BIND, in an
+        // attribute whose header (length 5, type 1) is in host order.
         assert_eq!(&m[0].payload[..4], &[0, 0, 0x50, 0x52]);
-        assert_eq!(&m[0].payload[4..], &[5, 0, 1, 0, 1, 0, 0, 0]);
+        let mut attr = [5u16.to_ne_bytes(), 1u16.to_ne_bytes()].concat();
+        attr.extend([NFULNL_CFG_CMD_BIND, 0, 0, 0]);
+        assert_eq!(&m[0].payload[4..], &attr[..]);
     }
 }
