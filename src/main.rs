@@ -4,10 +4,13 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use provisioner::config::Config;
-use provisioner::control::{self, Reply, Request, protocol};
+use provisioner::config::value;
+use provisioner::control::{self, Reply, Request, human, protocol};
+use provisioner::core::MacAddr;
 use provisioner::core::Snapshot;
 use provisioner::core::time::Instant;
 use provisioner::daemon;
@@ -47,39 +50,82 @@ struct DaemonArgs {
 }
 
 /// Operate the provisioning network.
+///
+/// Exit status: 0 done, 1 the daemon refused (the reason on stderr), 2 bad usage, 3 no
+/// daemon to ask (or one whose reply this build cannot read).
 #[derive(Parser)]
 #[command(name = "provisionerctl", version)]
 struct CtlArgs {
     /// The daemon's control socket.
     #[arg(short, long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// Print the reply as JSON (the control protocol's line), for scripts.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: CtlCommand,
 }
 
 #[derive(Subcommand)]
 enum CtlCommand {
-    /// The window, clients (age, session left, address) and bans, as JSON.
+    /// The window, the clients (address, age, session left) and the bans.
     Status,
     /// Open or close the activation window.
     Window {
         #[command(subcommand)]
         action: WindowAction,
     },
-    /// The MAC/IP bindings the kernel holds (read from the kernel, works without the daemon).
-    Leases {
-        /// JSON output.
-        #[arg(long)]
-        json: bool,
+    /// Disconnect a client now (it may come back, with a new session, unless banned).
+    Evict {
+        #[arg(value_parser = parse_mac)]
+        mac: MacAddr,
+        /// Also keep it off this long (90s, 15m, 2h, 1d; up to 30 days).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        ban: Option<Duration>,
     },
+    /// Keep a MAC off (a client is disconnected): for DURATION, or the configured cooldown.
+    Ban {
+        #[arg(value_parser = parse_mac)]
+        mac: MacAddr,
+        /// 90s, 15m, 2h, 1d (a bare number is seconds); up to 30 days.
+        #[arg(value_parser = parse_duration)]
+        duration: Option<Duration>,
+    },
+    /// Lift a MAC's ban.
+    Unban {
+        #[arg(value_parser = parse_mac)]
+        mac: MacAddr,
+    },
+    /// The MAC/IP bindings the kernel holds (read from the kernel, works without the daemon).
+    Leases,
 }
 
 #[derive(Subcommand)]
 enum WindowAction {
-    /// Open it (default: the configured duration; 5 to 60 minutes).
-    Open { minutes: Option<u64> },
+    /// Open it, for the configured duration or DURATION: 5 to 60 minutes (15 is minutes;
+    /// 15m, 1h, 900s also do).
+    Open {
+        #[arg(value_parser = parse_window)]
+        duration: Option<Duration>,
+    },
     /// Close it: the SSID goes down, clients are disconnected.
     Close,
+}
+
+fn parse_mac(s: &str) -> Result<MacAddr, String> {
+    s.parse()
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    value::duration(s)
+}
+
+/// A bare number is minutes, as the window is counted in them.
+fn parse_window(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(m) => Ok(Duration::from_secs(m.saturating_mul(60))),
+        Err(_) => value::duration(s),
+    }
 }
 
 fn main() -> ExitCode {
@@ -169,44 +215,66 @@ fn provisionerd(args: DaemonArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn provisionerctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
+    let secs = |d: Option<Duration>| d.map(|d| d.as_secs());
     let request = match args.command {
         CtlCommand::Status => Request::Status,
         CtlCommand::Window {
-            action: WindowAction::Open { minutes },
-        } => Request::WindowOpen { minutes },
+            action: WindowAction::Open { duration },
+        } => Request::WindowOpen {
+            secs: secs(duration),
+        },
         CtlCommand::Window {
             action: WindowAction::Close,
         } => Request::WindowClose,
-        CtlCommand::Leases { json } => {
-            let leases = Firewall::open()?.snapshot(Instant::now())?.leases;
-            if json {
-                let leases: Vec<protocol::Lease> = leases
-                    .iter()
-                    .map(|l| protocol::Lease {
-                        mac: l.mac,
-                        ip: l.ip,
-                        expires_in: l.remaining.as_secs(),
-                    })
-                    .collect();
+        CtlCommand::Evict { mac, ban } => Request::Evict {
+            mac,
+            ban_secs: secs(ban),
+        },
+        CtlCommand::Ban { mac, duration } => Request::Ban {
+            mac,
+            secs: secs(duration),
+        },
+        CtlCommand::Unban { mac } => Request::Unban { mac },
+        CtlCommand::Leases => {
+            let leases: Vec<protocol::Lease> = Firewall::open()?
+                .snapshot(Instant::now())?
+                .leases
+                .iter()
+                .map(|l| protocol::Lease {
+                    mac: l.mac,
+                    ip: l.ip,
+                    expires_in: l.remaining.as_secs(),
+                })
+                .collect();
+            if args.json {
                 println!("{}", protocol::encode_leases(&leases));
             } else {
-                for l in &leases {
-                    println!("{}  {:15}  {}s", l.mac, l.ip, l.remaining.as_secs());
-                }
+                print!("{}", human::leases(&leases));
             }
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let reply = control::request(&args.socket, &request).map_err(|e| {
-        anyhow::anyhow!("{}: {e} (is provisionerd running?)", args.socket.display())
-    })?;
+    let reply = match control::request(&args.socket, &request) {
+        Ok(reply) => reply,
+        Err(e) => {
+            eprintln!(
+                "provisionerctl: {}: {e} (is provisionerd running?)",
+                args.socket.display()
+            );
+            return Ok(ExitCode::from(3));
+        }
+    };
     Ok(match reply {
         Reply::Error(f) => {
             eprintln!("provisionerctl: {f}");
             ExitCode::FAILURE
         }
-        reply => {
+        reply if args.json => {
             println!("{}", reply.encode());
+            ExitCode::SUCCESS
+        }
+        reply => {
+            print!("{}", human::reply(&reply));
             ExitCode::SUCCESS
         }
     })

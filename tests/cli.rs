@@ -186,13 +186,24 @@ fn ctl_against(name: &str, args: &[&str], reply: &str) -> (String, std::process:
 fn provisionerctl_says_what_the_reply_is() {
     // Success: the request in the protocol's form, the reply on stdout, exit 0.
     let window = r#"{"version":1,"window":{"open":true,"secs_left":420}}"#;
-    let (asked, out) = ctl_against("ok", &["window", "open", "7"], &format!("{window}\n"));
+    let (asked, out) = ctl_against(
+        "ok",
+        &["--json", "window", "open", "7"],
+        &format!("{window}\n"),
+    );
     assert_eq!(
         asked.trim_end(),
-        r#"{"version":1,"request":{"window_open":{"minutes":7}}}"#
+        r#"{"version":1,"request":{"window_open":{"secs":420}}}"#
     );
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), window);
+    // The same for people; a duration with a unit.
+    let (asked, out) = ctl_against("human", &["window", "open", "1h"], &format!("{window}\n"));
+    assert!(asked.contains(r#"{"secs":3600}"#), "{asked}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "window open, closes in 7m\n"
+    );
 
     // An error reply: its message on stderr, nothing on stdout, exit 1; whatever words
     // the message holds.
@@ -207,11 +218,24 @@ fn provisionerctl_says_what_the_reply_is() {
 
     // A reply this build cannot read: a failure that shows it.
     let (_, out) = ctl_against("garbage", &["window", "close"], "{\"error\"\n");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("not one this build reads"),
         "{out:?}"
     );
+
+    // No daemon: exit 3, saying so.
+    let out = provisioner()
+        .args([
+            "provisionerctl",
+            "-s",
+            "/nonexistent/provisioner.sock",
+            "status",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is provisionerd running?"));
 }
 
 #[test]

@@ -279,3 +279,90 @@ fn a_client_that_leaves_takes_its_connections_with_it() {
     // (The daemon ends them when it removes the binding, before it logs the eviction.)
     assert_eq!(flows(), 0, "conntrack entries of {ip} outlived its binding");
 }
+
+#[test]
+fn the_operator_evicts_bans_and_unbans_and_bad_orders_change_nothing() {
+    use provisioner::control::protocol::{Reply, StationState};
+    let rig = Rig::new(2);
+    let daemon = rig.start_daemon(&config("config limits\n\toption cooldown '1h'\n"));
+    let m1: provisioner::core::MacAddr = "02:00:00:00:00:01".parse().unwrap();
+    rig.dhcp(1).expect("a lease");
+    rig.dhcp(2).expect("a lease");
+    assert!(cloud_ok(&rig, 1) && cloud_ok(&rig, 2));
+
+    // Evicted and banned: cut off at once, and no address while banned.
+    let r = rig.ctl(&["evict", "02:00:00:00:00:01", "--ban", "1h"]);
+    let Reply::Station(StationState {
+        mac,
+        client: false,
+        banned_secs: Some(left),
+    }) = r
+    else {
+        panic!("{r:?}")
+    };
+    assert_eq!(mac, m1);
+    assert!((3590..=3600).contains(&left), "{left}");
+    daemon
+        .wait_line("event=evicted mac=02:00:00:00:00:01 reason=operator", LOG)
+        .unwrap();
+    assert!(
+        !tcp(rig.client(1), sa(CLOUD_ALLOWED, 443), None, NO).answered(),
+        "an evicted client kept its binding"
+    );
+    assert!(rig.dhcp(1).is_err(), "a banned client got an address");
+    assert!(cloud_ok(&rig, 2), "the other client was disturbed");
+    let status = rig.status();
+    assert_eq!(status.clients.len(), 1);
+    assert_eq!(status.bans.len(), 1);
+    assert_eq!(status.bans[0].mac, m1);
+
+    // What people read.
+    let out = rig.ctl_output(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("clients  1\n"), "{text}");
+    assert!(text.contains("bans     1\n  MAC"), "{text}");
+
+    // Unbanned: back at once.
+    let r = rig.ctl(&["unban", "02:00:00:00:00:01"]);
+    assert!(
+        matches!(
+            r,
+            Reply::Station(StationState {
+                banned_secs: None,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    daemon
+        .wait_line("event=unbanned mac=02:00:00:00:00:01", LOG)
+        .unwrap();
+    rig.dhcp(1).expect("an address once unbanned");
+    assert!(cloud_ok(&rig, 1));
+
+    // Refused orders say why, exit 1, and change nothing; a malformed one never leaves
+    // provisionerctl (exit 2).
+    for (args, says) in [
+        (&["unban", "02:00:00:00:00:07"][..], "is not banned"),
+        (&["evict", "02:00:00:00:00:07"][..], "is not a client"),
+        (&["window", "open", "4"][..], "5 to 60 minutes"),
+        (
+            &["ban", "02:00:00:00:00:02", "31d"][..],
+            "from 1 s to 30 days",
+        ),
+    ] {
+        let out = rig.ctl_output(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let out = rig.ctl_output(&["evict", "02:00:00:00:01"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a MAC address"));
+    assert_eq!(
+        rig.status().clients.len(),
+        2,
+        "a refused order changed something"
+    );
+    assert!(cloud_ok(&rig, 1) && cloud_ok(&rig, 2));
+}

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use provisioner::control::protocol::{Reply, WindowState};
+use provisioner::control::protocol::{Reply, StationState, WindowState};
 use rig::*;
 
 const YES: Duration = Duration::from_secs(5);
@@ -136,6 +136,59 @@ fn a_full_network_evicts_the_oldest_old_enough_client_and_bans_it() {
     )
     .unwrap();
     assert!(!cloud_ok(&rig, 1, NO));
+}
+
+#[test]
+fn an_operators_ban_disconnects_the_station_and_unban_lets_it_back() {
+    let rig = Rig::new(2);
+    let _h = rig.start_hostapd("");
+    let d = rig.start_daemon(&radio_config(&rig, "\toption cooldown '1h'\n", ALWAYS));
+    let _s1 = join_and_use(&rig, &d, 1);
+    let _s2 = join_and_use(&rig, &d, 2);
+    let reply = rig.ctl(&["ban", &mac(1), "10m"]);
+    assert!(
+        matches!(
+            reply,
+            Reply::Station(StationState {
+                client: false,
+                banned_secs: Some(590..=600),
+                ..
+            })
+        ),
+        "{reply:?}"
+    );
+    d.wait_line(
+        &format!("event=evicted mac={} reason=operator", mac(1)),
+        LOG,
+    )
+    .unwrap();
+    d.wait_line(
+        &format!("event=banned mac={} secs=600 reason=operator", mac(1)),
+        LOG,
+    )
+    .unwrap();
+    assert!(
+        !cloud_ok(&rig, 1, NO),
+        "the banned station still gets through"
+    );
+    assert!(cloud_ok(&rig, 2, YES));
+    assert_eq!(status_clients(&rig), [mac(2)]);
+    // Trying again while banned: turned away.
+    rig.wpa_cli(1, &["reauthenticate"]);
+    d.wait_line(
+        &format!("event=turned_away mac={} reason=banned", mac(1)),
+        LOG,
+    )
+    .unwrap();
+    // Unbanned: the next try is admitted, and it gets through again.
+    rig.ctl(&["unban", &mac(1)]);
+    d.wait_line(&format!("event=unbanned mac={}", mac(1)), LOG)
+        .unwrap();
+    rig.wpa_cli(1, &["reauthenticate"]);
+    d.wait_line(&format!("event=admitted mac={}", mac(1)), LOG)
+        .unwrap();
+    rig.dhcp(1).expect("an address once unbanned");
+    assert!(cloud_ok(&rig, 1, YES));
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! daemon for its state and gives it orders: one JSON request per line, one JSON reply per
 //! line, in the types and encoding of [`protocol`].
 
+pub mod human;
 pub mod protocol;
 
 use std::path::Path;
@@ -219,7 +220,7 @@ mod tests {
             rt.block_on(async move {
                 tokio::spawn(serve(listener, tx));
                 let o = rx.recv().await.unwrap();
-                assert_eq!(o.request, Request::WindowOpen { minutes: Some(7) });
+                assert_eq!(o.request, Request::WindowOpen { secs: Some(420) });
                 let _ = o
                     .reply
                     .send(Failure::new(FailureKind::Stopping, "the daemon is stopping").into());
@@ -227,7 +228,7 @@ mod tests {
                 let _ = read.await;
             })
         });
-        let r = request(&path, &Request::WindowOpen { minutes: Some(7) }).unwrap();
+        let r = request(&path, &Request::WindowOpen { secs: Some(420) }).unwrap();
         let _ = done.send(());
         assert!(r.is_error(), "{r:?}");
         server.join().unwrap();

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! {"version":1,"request":"status"}
-//! {"version":1,"request":{"window_open":{"minutes":15}}}
+//! {"version":1,"request":{"window_open":{"secs":900}}}
 //! {"version":1,"window":{"open":true,"secs_left":900}}
 //! {"version":1,"error":{"kind":"bad_request","message":"unknown variant `reboot`, ..."}}
 //! ```
@@ -31,12 +31,29 @@ pub const MAX_REQUEST: usize = 4096;
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     Status,
-    /// Open the activation window, for the configured duration or this many minutes.
+    /// Open the activation window, for the configured duration or this many seconds (5 to
+    /// 60 minutes).
     WindowOpen {
         #[serde(default)]
-        minutes: Option<u64>,
+        secs: Option<u64>,
     },
     WindowClose,
+    /// Evict a client now, banning it for `ban_secs` if given.
+    Evict {
+        mac: MacAddr,
+        #[serde(default)]
+        ban_secs: Option<u64>,
+    },
+    /// Keep a MAC off for `secs` (default: the configured cooldown); a client goes at once.
+    Ban {
+        mac: MacAddr,
+        #[serde(default)]
+        secs: Option<u64>,
+    },
+    /// Lift a MAC's ban.
+    Unban {
+        mac: MacAddr,
+    },
 }
 
 /// What the daemon answers: on the wire, the variant's name is the key beside `version`.
@@ -45,6 +62,8 @@ pub enum Reply {
     Status(Status),
     /// The window after an order to open or close it.
     Window(WindowState),
+    /// A station after an order about it (evict, ban, unban).
+    Station(StationState),
     Error(Failure),
 }
 
@@ -63,6 +82,15 @@ pub struct WindowState {
     /// Seconds until an opened window closes; `None` when it follows its mode alone
     /// (always, a schedule, or closed).
     pub secs_left: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StationState {
+    pub mac: MacAddr,
+    /// Admitted now.
+    pub client: bool,
+    /// Seconds its ban has left, if it is banned.
+    pub banned_secs: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +139,8 @@ pub enum FailureKind {
     BadRequest,
     /// Another protocol version than [`VERSION`].
     Version,
+    /// Understood, and refused: not a client, not banned, a duration out of range.
+    Refused,
     /// The daemon is stopping and did not carry it out.
     Stopping,
 }
@@ -149,6 +179,7 @@ impl Serialize for ReplyLine<'_> {
         match self.0 {
             Reply::Status(x) => m.serialize_entry("status", x)?,
             Reply::Window(x) => m.serialize_entry("window", x)?,
+            Reply::Station(x) => m.serialize_entry("station", x)?,
             Reply::Error(x) => m.serialize_entry("error", x)?,
         }
         m.end()
@@ -170,6 +201,7 @@ impl<'de> Deserialize<'de> for Reply {
                     let r = match key.as_str() {
                         "status" => Reply::Status(m.next_value()?),
                         "window" => Reply::Window(m.next_value()?),
+                        "station" => Reply::Station(m.next_value()?),
                         "error" => Reply::Error(m.next_value()?),
                         // The version, and what a newer daemon added.
                         _ => {
@@ -181,7 +213,9 @@ impl<'de> Deserialize<'de> for Reply {
                         return Err(A::Error::custom("more than one reply in the line"));
                     }
                 }
-                reply.ok_or_else(|| A::Error::custom("no status, window or error in the reply"))
+                reply.ok_or_else(|| {
+                    A::Error::custom("no status, window, station or error in the reply")
+                })
             }
         }
         d.deserialize_map(Line)
@@ -279,12 +313,32 @@ mod tests {
         let cases = [
             (Request::Status, r#"{"version":1,"request":"status"}"#),
             (
-                Request::WindowOpen { minutes: Some(15) },
-                r#"{"version":1,"request":{"window_open":{"minutes":15}}}"#,
+                Request::WindowOpen { secs: Some(900) },
+                r#"{"version":1,"request":{"window_open":{"secs":900}}}"#,
             ),
             (
-                Request::WindowOpen { minutes: None },
-                r#"{"version":1,"request":{"window_open":{"minutes":null}}}"#,
+                Request::WindowOpen { secs: None },
+                r#"{"version":1,"request":{"window_open":{"secs":null}}}"#,
+            ),
+            (
+                Request::Evict {
+                    mac: mac("02:00:00:00:00:01"),
+                    ban_secs: Some(3600),
+                },
+                r#"{"version":1,"request":{"evict":{"mac":"02:00:00:00:00:01","ban_secs":3600}}}"#,
+            ),
+            (
+                Request::Ban {
+                    mac: mac("02:00:00:00:00:01"),
+                    secs: None,
+                },
+                r#"{"version":1,"request":{"ban":{"mac":"02:00:00:00:00:01","secs":null}}}"#,
+            ),
+            (
+                Request::Unban {
+                    mac: mac("02:00:00:00:00:01"),
+                },
+                r#"{"version":1,"request":{"unban":{"mac":"02:00:00:00:00:01"}}}"#,
             ),
             (
                 Request::WindowClose,
@@ -297,7 +351,7 @@ mod tests {
         }
         assert_eq!(
             Request::decode(r#"{"version":1,"request":{"window_open":{}}}"#),
-            Ok(Request::WindowOpen { minutes: None })
+            Ok(Request::WindowOpen { secs: None })
         );
     }
 
@@ -321,10 +375,14 @@ mod tests {
             f.message,
             "unknown field `force`, expected `version` or `request` at line 1 column 39"
         );
-        let f = refused(r#"{"version":1,"request":{"window_open":{"minutes":"soon"}}}"#);
+        let f = refused(r#"{"version":1,"request":{"window_open":{"secs":"soon"}}}"#);
         assert!(f.message.contains("invalid type"), "{f}");
         let f = refused(r#"{"version":1,"request":{"window_open":{"hours":1}}}"#);
         assert!(f.message.contains("unknown field `hours`"), "{f}");
+        let f = refused(r#"{"version":1,"request":{"evict":{"mac":"02:00:00:00:01"}}}"#);
+        assert!(f.message.contains("not a MAC address"), "{f}");
+        let f = refused(r#"{"version":1,"request":{"unban":{}}}"#);
+        assert!(f.message.contains("missing field `mac`"), "{f}");
         let f = refused(r#"{"version":1,"request":"status"} trailing"#);
         assert!(f.message.contains("trailing"), "{f}");
     }

@@ -77,6 +77,8 @@ pub enum StationReason {
     NoDhcp,
     /// The configuration now allows fewer clients than there are.
     Limit,
+    /// An operator's order (provisionerctl evict or ban).
+    Operator,
 }
 
 impl StationReason {
@@ -90,6 +92,7 @@ impl StationReason {
             StationReason::Busy => "busy",
             StationReason::NoDhcp => "no_dhcp",
             StationReason::Limit => "limit",
+            StationReason::Operator => "operator",
         }
     }
 }
@@ -120,6 +123,10 @@ pub enum Event {
         mac: MacAddr,
         secs: u64,
         reason: StationReason,
+    },
+    /// An operator lifted its ban early.
+    Unbanned {
+        mac: MacAddr,
     },
     BanEnded {
         mac: MacAddr,
@@ -258,6 +265,7 @@ impl Event {
             Event::Left { .. } => "left",
             Event::Banned { .. } => "banned",
             Event::BanEnded { .. } => "ban_ended",
+            Event::Unbanned { .. } => "unbanned",
             Event::ClientRestored { .. } => "client_restored",
             Event::WindowOpened { .. } => "window_opened",
             Event::WindowClosed => "window_closed",
@@ -310,6 +318,7 @@ impl Event {
             | Event::Left { mac, .. }
             | Event::Banned { mac, .. }
             | Event::BanEnded { mac }
+            | Event::Unbanned { mac }
             | Event::LeaseGranted { mac, .. }
             | Event::LeaseRenewed { mac, .. }
             | Event::LeaseReleased { mac, .. }
@@ -381,7 +390,10 @@ impl fmt::Display for Event {
             | Event::LeaseRefused { ip, .. }
             | Event::LeaseRestored { ip, .. }
             | Event::LeaseRevoked { ip, .. } => write!(f, " ip={ip}")?,
-            Event::PoolExhausted { .. } | Event::BanEnded { .. } | Event::WindowClosed => {}
+            Event::PoolExhausted { .. }
+            | Event::BanEnded { .. }
+            | Event::Unbanned { .. }
+            | Event::WindowClosed => {}
             Event::ClientRestored { age, .. } => write!(f, " age={age}")?,
             Event::WindowOpened { secs } => match secs {
                 Some(s) => write!(f, " secs={s}")?,

@@ -673,17 +673,85 @@ impl Provisioner {
 
     /// Opens an on-demand window (`duration` clamped to 5-60 minutes, default from the
     /// settings); returns when it closes.
+    /// The operator opens the window, for the configured duration or `duration`, which
+    /// must be within 5 to 60 minutes (refused, not shortened).
     pub fn handle_window_open(
         &mut self,
         duration: Option<Duration>,
         now: Instant,
         local: LocalTime,
-    ) -> Instant {
+    ) -> Result<Instant, OrderError> {
+        if let Some(d) = duration.filter(|d| !(window::MIN_WINDOW..=window::MAX_WINDOW).contains(d))
+        {
+            return Err(OrderError::WindowLength(d));
+        }
         let until = self.window.open(duration, now);
         self.out.command_now(Command::SaveWindow(Some(until)));
         self.window_transitions(now, local);
         self.emit();
-        until
+        Ok(until)
+    }
+
+    /// The operator evicts a client, banning it for `ban` if given.
+    pub fn handle_evict(
+        &mut self,
+        mac: MacAddr,
+        ban: Option<Duration>,
+        now: Instant,
+    ) -> Result<(), OrderError> {
+        if let Some(d) = ban {
+            check_ban(d)?;
+        }
+        let actions = self
+            .stations
+            .evict_by_operator(mac, ban, now, &mut self.events)
+            .ok_or(OrderError::NotAClient(mac))?;
+        self.apply(actions, now);
+        self.emit();
+        Ok(())
+    }
+
+    /// The operator bans a MAC for `duration`, or the configured cooldown. Returns how long.
+    pub fn handle_ban(
+        &mut self,
+        mac: MacAddr,
+        duration: Option<Duration>,
+        now: Instant,
+    ) -> Result<Duration, OrderError> {
+        let d = match duration {
+            Some(d) => d,
+            None if self.stations.policy().cooldown.is_zero() => {
+                return Err(OrderError::NoBanDuration);
+            }
+            None => self.stations.policy().cooldown,
+        };
+        check_ban(d)?;
+        let actions = self.stations.ban_by_operator(mac, d, now, &mut self.events);
+        self.apply(actions, now);
+        self.emit();
+        Ok(d)
+    }
+
+    /// The operator lifts a ban early.
+    pub fn handle_unban(&mut self, mac: MacAddr, now: Instant) -> Result<(), OrderError> {
+        let actions = self
+            .stations
+            .unban(mac, now, &mut self.events)
+            .ok_or(OrderError::NotBanned(mac))?;
+        self.apply(actions, now);
+        self.emit();
+        Ok(())
+    }
+
+    /// Whether `mac` is admitted, and how long its ban has left if it has one.
+    pub fn station_state(&self, mac: MacAddr, now: Instant) -> (bool, Option<Duration>) {
+        let ban = self
+            .stations
+            .bans(now)
+            .into_iter()
+            .find(|&(m, _)| m == mac)
+            .map(|(_, left)| left);
+        (self.stations.is_admitted(mac), ban)
     }
 
     pub fn handle_window_close(&mut self, now: Instant, local: LocalTime) {
@@ -879,6 +947,28 @@ impl Provisioner {
         });
         self.emit();
     }
+}
+
+/// An operator's order the provisioner refuses, and why; nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OrderError {
+    #[error("{0} is not a client")]
+    NotAClient(MacAddr),
+    #[error("{0} is not banned")]
+    NotBanned(MacAddr),
+    #[error("a window of {}s: it opens for 5 to 60 minutes", .0.as_secs())]
+    WindowLength(Duration),
+    #[error("a ban of {}s: from 1 s to 30 days", .0.as_secs())]
+    BanLength(Duration),
+    #[error("no ban duration given, and the configured cooldown is 0")]
+    NoBanDuration,
+}
+
+fn check_ban(d: Duration) -> Result<(), OrderError> {
+    if d.is_zero() || d > stations::MAX_BAN {
+        return Err(OrderError::BanLength(d));
+    }
+    Ok(())
 }
 
 /// An Ethernet (802) MAC address.
@@ -1283,7 +1373,7 @@ mod tests {
             [RadioCommand::Deauthenticate(mac(1))],
             "turned away while closed"
         );
-        let until = core.handle_window_open(None, t(10), NOON);
+        let until = core.handle_window_open(None, t(10), NOON).unwrap();
         let fx = drain(&mut core);
         assert_eq!(
             (until, fx.radio.as_slice()),
@@ -1736,6 +1826,160 @@ mod tests {
         assert!(core.snapshot(t(20)).leases.is_empty());
         assert!(refused.commands.contains(&Command::RebuildTables));
         assert!(refused.commands.contains(&Command::EndFlows(vec![ip])));
+    }
+
+    #[test]
+    fn operators_evict_ban_and_unban_and_refused_orders_change_nothing() {
+        let mut core = started(
+            "config radio\n option hostapd external\nconfig limits\n option max_clients 2\n option cooldown 1h\n",
+        );
+        core.handle_station_joined(mac(1), t(0));
+        drain(&mut core);
+        lease(&mut core, mac(1), t(1));
+        events(&mut core);
+
+        // Evicted without a ban: disconnected, binding and client element gone, no ban; it
+        // may come back at once, with a new session.
+        core.handle_evict(mac(1), None, t(5)).unwrap();
+        let fx = drain(&mut core);
+        assert_eq!(fx.radio, [RadioCommand::Deauthenticate(mac(1))]);
+        assert!(
+            fx.changes.contains(&SetChange::Dismiss { mac: mac(1) }),
+            "{fx:?}"
+        );
+        assert!(
+            fx.changes.iter().any(|c| matches!(c, SetChange::Lease(_))),
+            "{fx:?}"
+        );
+        assert!(
+            !fx.changes
+                .iter()
+                .any(|c| matches!(c, SetChange::Ban { .. }))
+        );
+        assert_eq!(
+            events(&mut core),
+            ["event=evicted mac=02:00:00:00:00:01 reason=operator age=5"]
+        );
+        assert_eq!(core.station_state(mac(1), t(5)), (false, None));
+        core.handle_station_joined(mac(1), t(6));
+        let fx = drain(&mut core);
+        assert_eq!(
+            fx.changes,
+            [SetChange::Admit {
+                mac: mac(1),
+                session_left: secs(900),
+                since: t(6)
+            }]
+        );
+
+        // Evicted with a ban: kept off (kernel set and hostapd) until it ends or is lifted.
+        core.handle_evict(mac(1), Some(secs(600)), t(10)).unwrap();
+        let fx = drain(&mut core);
+        assert!(fx.changes.contains(&SetChange::Ban {
+            mac: mac(1),
+            timeout: secs(600)
+        }));
+        assert_eq!(
+            fx.radio,
+            [
+                RadioCommand::Deauthenticate(mac(1)),
+                RadioCommand::DenyAdd(mac(1))
+            ]
+        );
+        assert_eq!(core.station_state(mac(1), t(10)), (false, Some(secs(600))));
+        events(&mut core);
+        core.handle_station_joined(mac(1), t(11));
+        assert_eq!(
+            drain(&mut core).radio,
+            [RadioCommand::Deauthenticate(mac(1))]
+        );
+        core.handle_unban(mac(1), t(12)).unwrap();
+        let fx = drain(&mut core);
+        assert_eq!(fx.changes, [SetChange::Unban { mac: mac(1) }]);
+        assert_eq!(fx.radio, [RadioCommand::DenyDel(mac(1))]);
+        let ev = events(&mut core);
+        assert_eq!(ev.last().unwrap(), "event=unbanned mac=02:00:00:00:00:01");
+        core.handle_station_joined(mac(1), t(13));
+        drain(&mut core);
+        assert_eq!(core.station_state(mac(1), t(13)), (true, None));
+
+        // A MAC never seen can be banned ahead, for the cooldown by default; a client
+        // banned is disconnected.
+        assert_eq!(core.handle_ban(mac(3), None, t(20)), Ok(secs(3600)));
+        let fx = drain(&mut core);
+        assert_eq!(
+            fx.changes,
+            [SetChange::Ban {
+                mac: mac(3),
+                timeout: secs(3600)
+            }]
+        );
+        core.handle_station_joined(mac(3), t(21));
+        assert_eq!(
+            drain(&mut core).radio,
+            [RadioCommand::Deauthenticate(mac(3))]
+        );
+        assert_eq!(core.handle_ban(mac(1), Some(secs(60)), t(22)), Ok(secs(60)));
+        let fx = drain(&mut core);
+        assert!(
+            fx.changes.contains(&SetChange::Dismiss { mac: mac(1) }),
+            "{fx:?}"
+        );
+        assert_eq!(core.station_state(mac(1), t(22)), (false, Some(secs(60))));
+        // The ban ends by itself.
+        core.handle_timeout(t(82), NOON);
+        let fx = drain(&mut core);
+        assert!(
+            fx.changes.contains(&SetChange::Unban { mac: mac(1) }),
+            "{fx:?}"
+        );
+        events(&mut core);
+
+        // Refused, and nothing changes.
+        let refused: [(Result<(), OrderError>, OrderError); 7] = [
+            (
+                core.handle_evict(mac(9), None, t(90)),
+                OrderError::NotAClient(mac(9)),
+            ),
+            (
+                core.handle_unban(mac(9), t(90)),
+                OrderError::NotBanned(mac(9)),
+            ),
+            (
+                core.handle_unban(mac(1), t(90)),
+                OrderError::NotBanned(mac(1)),
+            ),
+            (
+                core.handle_ban(mac(9), Some(secs(0)), t(90)).map(drop),
+                OrderError::BanLength(secs(0)),
+            ),
+            (
+                core.handle_evict(mac(3), Some(secs(31 * 86_400)), t(90)),
+                OrderError::BanLength(secs(31 * 86_400)),
+            ),
+            (
+                core.handle_window_open(Some(secs(4 * 60)), t(90), NOON)
+                    .map(drop),
+                OrderError::WindowLength(secs(240)),
+            ),
+            (
+                core.handle_window_open(Some(secs(61 * 60)), t(90), NOON)
+                    .map(drop),
+                OrderError::WindowLength(secs(3660)),
+            ),
+        ];
+        for (got, want) in refused {
+            assert_eq!(got, Err(want));
+        }
+        assert!(drain(&mut core).is_empty());
+        assert!(events(&mut core).is_empty());
+
+        let mut core = started("config limits\n option cooldown 0\n");
+        assert_eq!(
+            core.handle_ban(mac(1), None, t(1)),
+            Err(OrderError::NoBanDuration)
+        );
+        assert!(drain(&mut core).is_empty());
     }
 
     #[test]

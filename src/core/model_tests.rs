@@ -128,6 +128,10 @@ enum Op {
     Reload(u8),
     WindowOpen,
     WindowClose,
+    /// The operator evicts (banning it for this many minutes if not 0), bans, unbans.
+    Evict(u8, u8),
+    Ban(u8, u8),
+    Unban(u8),
     /// The kernel refuses the next batch.
     RefuseNext,
 }
@@ -141,11 +145,14 @@ fn op() -> impl Strategy<Value = Op> {
         4 => m.clone().prop_map(Op::Request),
         2 => m.clone().prop_map(Op::Renew),
         1 => m.clone().prop_map(Op::Release),
-        3 => (m, 0..4u8).prop_map(|(c, a)| Op::Resolve(c, a)),
+        3 => (m.clone(), 0..4u8).prop_map(|(c, a)| Op::Resolve(c, a)),
         4 => (1..200u16).prop_map(Op::Tick),
         1 => (0..3u8).prop_map(Op::Reload),
         1 => Just(Op::WindowOpen),
         1 => Just(Op::WindowClose),
+        1 => (m.clone(), 0..3u8).prop_map(|(c, b)| Op::Evict(c, b)),
+        1 => (m.clone(), 0..3u8).prop_map(|(c, b)| Op::Ban(c, b)),
+        1 => m.prop_map(Op::Unban),
         2 => Just(Op::RefuseNext),
     ]
 }
@@ -333,9 +340,21 @@ impl World {
                 self.core.handle_reload(&s, self.now);
             }
             Op::WindowOpen => {
-                self.core.handle_window_open(None, self.now, NOON);
+                self.core.handle_window_open(None, self.now, NOON).unwrap();
             }
             Op::WindowClose => self.core.handle_window_close(self.now, NOON),
+            // Refused orders (not a client, not banned) change nothing: the checks hold.
+            Op::Evict(m, ban) => {
+                let ban = (ban > 0).then(|| Duration::from_secs(60 * u64::from(ban)));
+                let _ = self.core.handle_evict(mac(m), ban, self.now);
+            }
+            Op::Ban(m, minutes) => {
+                let d = (minutes > 0).then(|| Duration::from_secs(60 * u64::from(minutes)));
+                let _ = self.core.handle_ban(mac(m), d, self.now);
+            }
+            Op::Unban(m) => {
+                let _ = self.core.handle_unban(mac(m), self.now);
+            }
             Op::RefuseNext => self.refuse_next = true,
         }
     }

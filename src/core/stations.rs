@@ -28,6 +28,8 @@ use super::time::Instant;
 pub const MAX_WAITING: usize = 4;
 /// How long a waiting newcomer has to complete DHCP.
 pub const WAIT_HOLD: Duration = Duration::from_secs(60);
+/// The longest ban an operator may give (a longer one is refused, not shortened).
+pub const MAX_BAN: Duration = Duration::from_secs(30 * 86_400);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -154,17 +156,28 @@ impl Stations {
         out: &mut Vec<Action>,
         events: &mut Vec<Event>,
     ) {
-        if self.policy.cooldown.is_zero() {
-            return;
+        if !self.policy.cooldown.is_zero() {
+            self.ban_for(mac, self.policy.cooldown, reason, now, out, events);
         }
-        self.bans.insert(mac, now + self.policy.cooldown);
+    }
+
+    fn ban_for(
+        &mut self,
+        mac: MacAddr,
+        duration: Duration,
+        reason: StationReason,
+        now: Instant,
+        out: &mut Vec<Action>,
+        events: &mut Vec<Event>,
+    ) {
+        self.bans.insert(mac, now + duration);
         out.push(Action::Ban {
             mac,
-            timeout: self.policy.cooldown,
+            timeout: duration,
         });
         events.push(Event::Banned {
             mac,
-            secs: self.policy.cooldown.as_secs(),
+            secs: duration.as_secs(),
             reason,
         });
     }
@@ -389,6 +402,68 @@ impl Stations {
         self.departed
             .retain(|_, &mut t| now.saturating_since(t) < session);
         out
+    }
+
+    /// The operator evicts a client: it goes now, banned for `ban` if given, else free to
+    /// come back at once with a new session. `None` if it is not a client.
+    pub fn evict_by_operator(
+        &mut self,
+        mac: MacAddr,
+        ban: Option<Duration>,
+        now: Instant,
+        events: &mut Vec<Event>,
+    ) -> Option<Vec<Action>> {
+        let c = self.clients.remove(&mac)?;
+        events.push(Event::Evicted {
+            mac,
+            reason: StationReason::Operator,
+            age: now.saturating_since(c.admitted).as_secs(),
+        });
+        let mut out = vec![Action::Disconnect(mac)];
+        if let Some(d) = ban {
+            self.ban_for(mac, d, StationReason::Operator, now, &mut out, events);
+        }
+        Some(out)
+    }
+
+    /// The operator bans a MAC, client or not (a device can be kept out before it comes),
+    /// for `duration` from now, replacing a ban it has: a client is evicted, a newcomer
+    /// waiting for a spot turned away.
+    pub fn ban_by_operator(
+        &mut self,
+        mac: MacAddr,
+        duration: Duration,
+        now: Instant,
+        events: &mut Vec<Event>,
+    ) -> Vec<Action> {
+        let mut out = self
+            .evict_by_operator(mac, None, now, events)
+            .unwrap_or_default();
+        if self.waiting.remove(&mac).is_some() {
+            Self::turn_away(mac, StationReason::Operator, &mut out, events);
+        }
+        self.departed.remove(&mac);
+        self.ban_for(
+            mac,
+            duration,
+            StationReason::Operator,
+            now,
+            &mut out,
+            events,
+        );
+        out
+    }
+
+    /// The operator lifts a ban before it ends. `None` if the MAC is not banned.
+    pub fn unban(
+        &mut self,
+        mac: MacAddr,
+        now: Instant,
+        events: &mut Vec<Event>,
+    ) -> Option<Vec<Action>> {
+        self.bans.remove(&mac).filter(|&until| until > now)?;
+        events.push(Event::Unbanned { mac });
+        Some(vec![Action::Unban(mac)])
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {

@@ -22,11 +22,11 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::control::protocol::{self, RadioState, Status, WindowState};
-use crate::control::{self, Order, Reply, Request};
+use crate::control::{self, Failure, FailureKind, Order, Reply, Request};
 use crate::core::outbox::DhcpOut;
 use crate::core::settings::Settings;
 use crate::core::time::Instant;
-use crate::core::{Command, DhcpSender, Provisioner, SetChange};
+use crate::core::{Command, DhcpSender, MacAddr, Provisioner, SetChange};
 use crate::dhcp;
 use crate::dns::datagrams::{self, Inbox};
 use crate::dns::{self, Resolver, Route};
@@ -427,22 +427,40 @@ impl Daemon {
 
     fn on_order(&mut self, order: Order) {
         let now = Instant::now();
-        let reply = match order.request {
-            Request::Status => Reply::Status(self.status(now)),
-            Request::WindowOpen { minutes } => {
-                self.provisioner.handle_window_open(
-                    minutes.map(|m| Duration::from_secs(m.saturating_mul(60))),
-                    now,
-                    local_now(),
-                );
-                Reply::Window(self.window_state(now))
-            }
+        let p = &mut self.provisioner;
+        let done = match order.request {
+            Request::Status => Ok(Reply::Status(self.status(now))),
+            Request::WindowOpen { secs } => p
+                .handle_window_open(secs.map(Duration::from_secs), now, local_now())
+                .map(|_| Reply::Window(self.window_state(now))),
             Request::WindowClose => {
-                self.provisioner.handle_window_close(now, local_now());
-                Reply::Window(self.window_state(now))
+                p.handle_window_close(now, local_now());
+                Ok(Reply::Window(self.window_state(now)))
             }
+            Request::Evict { mac, ban_secs } => p
+                .handle_evict(mac, ban_secs.map(Duration::from_secs), now)
+                .map(|()| self.station_state(mac, now)),
+            Request::Ban { mac, secs } => p
+                .handle_ban(mac, secs.map(Duration::from_secs), now)
+                .map(|_| self.station_state(mac, now)),
+            Request::Unban { mac } => p
+                .handle_unban(mac, now)
+                .map(|()| self.station_state(mac, now)),
         };
+        let reply = done.unwrap_or_else(|e| {
+            info!("refused an operator's order: {e}");
+            Failure::new(FailureKind::Refused, e.to_string()).into()
+        });
         let _ = order.reply.send(reply);
+    }
+
+    fn station_state(&self, mac: MacAddr, now: Instant) -> Reply {
+        let (client, ban) = self.provisioner.station_state(mac, now);
+        Reply::Station(protocol::StationState {
+            mac,
+            client,
+            banned_secs: ban.map(|d| d.as_secs()),
+        })
     }
 
     fn window_state(&self, now: Instant) -> WindowState {

@@ -112,10 +112,9 @@ impl Rig {
         self.dir.join("control.sock")
     }
 
-    /// `provisionerctl ARGS` in the router namespace, its reply read as the control
-    /// protocol's type; a reply that is an error (provisionerctl exits non-zero) fails the
-    /// test with what it said.
-    pub fn ctl(&self, args: &[&str]) -> Reply {
+    /// `provisionerctl ARGS` in the router namespace, as it ran (for its exit status and
+    /// human output).
+    pub fn ctl_output(&self, args: &[&str]) -> std::process::Output {
         let bin = daemon_bin();
         let sock = self.control_socket();
         let mut cmd = vec![
@@ -125,7 +124,16 @@ impl Rig {
             sock.to_str().expect("utf-8 path"),
         ];
         cmd.extend_from_slice(args);
-        let out = self.router().exec(&cmd);
+        self.router().exec(&cmd)
+    }
+
+    /// `provisionerctl --json ARGS`, its reply read as the control protocol's type; a
+    /// reply that is an error (provisionerctl exits non-zero) fails the test with what it
+    /// said.
+    pub fn ctl(&self, args: &[&str]) -> Reply {
+        let mut with_json = vec!["--json"];
+        with_json.extend_from_slice(args);
+        let out = self.ctl_output(&with_json);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
