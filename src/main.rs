@@ -96,6 +96,8 @@ enum CtlCommand {
         #[arg(value_parser = parse_mac)]
         mac: MacAddr,
     },
+    /// Read the config again (as SIGHUP): applied, or the error and nothing changed.
+    Reload,
     /// The MAC/IP bindings the kernel holds (read from the kernel, works without the daemon).
     Leases,
 }
@@ -235,6 +237,7 @@ fn provisionerctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
             secs: secs(duration),
         },
         CtlCommand::Unban { mac } => Request::Unban { mac },
+        CtlCommand::Reload => Request::Reload,
         CtlCommand::Leases => {
             let leases: Vec<protocol::Lease> = Firewall::open()?
                 .snapshot(Instant::now())?

@@ -158,12 +158,31 @@ fn reload_applies_a_good_config_and_keeps_the_last_good_one_on_error() {
     );
     assert!(!tcp(rig.client(1), other, None, NO).answered());
 
-    // A good one takes effect at once.
+    // Through provisionerctl: the same error as the answer, exit 1, nothing changed.
+    let out = rig.ctl_output(&["reload"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains(&want), "{said}\nwanted {want}");
+    assert!(said.contains("kept the running configuration"), "{said}");
+    assert!(!tcp(rig.client(1), other, None, NO).answered());
+
+    // A good one takes effect at once, by SIGHUP or by provisionerctl.
     let good = config("\nconfig allow 'other'\n\tlist address '11.1.0.20'\n");
     std::fs::write(rig.config_path(), good).unwrap();
     daemon.signal(Signal::SIGHUP);
     daemon.wait_line("reloaded", LOG).expect("reload");
     assert!(tcp(rig.client(1), other, None, YES).answered());
+    assert!(cloud_ok(&rig, 1), "bindings survive the reload");
+    std::fs::write(rig.config_path(), config("")).unwrap();
+    let r = rig.ctl(&["reload"]);
+    assert!(
+        matches!(&r, provisioner::control::Reply::Reloaded(x) if x.config == path.display().to_string()),
+        "{r:?}"
+    );
+    assert!(
+        !tcp(rig.client(1), other, None, NO).answered(),
+        "the entry is gone"
+    );
     assert!(cloud_ok(&rig, 1), "bindings survive the reload");
 }
 

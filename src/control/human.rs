@@ -80,6 +80,7 @@ pub fn reply(r: &Reply) -> String {
         Reply::Status(s) => status(s),
         Reply::Window(w) => format!("window {}\n", window(w)),
         Reply::Station(s) => station(s),
+        Reply::Reloaded(r) => format!("reloaded {}\n", r.config),
         Reply::Error(f) => format!("error: {f}\n"),
     }
 }

@@ -17,6 +17,13 @@ pub use protocol::{Failure, FailureKind, Reply, Request};
 /// Where the daemon listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/var/run/provisioner.sock";
 
+/// Connections served at once (each holds at most a 1 KB buffer and a request); more are
+/// answered `busy` and closed.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// How long a connection may wait for its next request line to be complete.
+const IDLE: Duration = Duration::from_secs(10);
+
 /// A request on its way to the daemon loop, with the way back.
 pub struct Order {
     pub request: Request,
@@ -25,31 +32,37 @@ pub struct Order {
 
 /// Accepts connections and hands each request line to the daemon loop.
 pub async fn serve(listener: UnixListener, orders: mpsc::Sender<Order>) {
+    let room = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(permit) = room.clone().try_acquire_owned() else {
+            // Said without waiting (a full socket buffer just loses it), and closed.
+            let f = Failure::new(
+                FailureKind::Busy,
+                format!("{MAX_CONNECTIONS} connections are open; try again"),
+            );
+            let _ = stream.try_write(format!("{}\n", Reply::from(f).encode()).as_bytes());
             continue;
         };
         let orders = orders.clone();
         tokio::spawn(async move {
             let _ = connection(stream, orders).await;
+            drop(permit);
         });
     }
 }
 
 async fn connection(stream: UnixStream, orders: mpsc::Sender<Order>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut read = BufReader::new(read);
+    let mut read = BufReader::with_capacity(1024, read);
     let mut line = Vec::with_capacity(256);
     loop {
         line.clear();
         // One byte over the limit tells a line too long from one exactly at it.
         let mut limited = (&mut read).take(protocol::MAX_REQUEST as u64 + 1);
-        match tokio::time::timeout(
-            Duration::from_secs(30),
-            limited.read_until(b'\n', &mut line),
-        )
-        .await
-        {
+        match tokio::time::timeout(IDLE, limited.read_until(b'\n', &mut line)).await {
             Ok(Ok(0)) | Err(_) => return Ok(()),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e),
@@ -192,10 +205,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn silent_clients_hold_nobody_up() {
+    async fn silent_clients_hold_nobody_up_and_too_many_are_told_so() {
         let path = socket("silent");
         let mut silent = Vec::new();
-        for _ in 0..50 {
+        for _ in 0..MAX_CONNECTIONS - 1 {
             let mut s = UnixStream::connect(&path).await.unwrap();
             s.write_all(b"{\"version\":1,").await.unwrap();
             silent.push(s);
@@ -203,6 +216,30 @@ mod tests {
         let mut s = BufReader::new(UnixStream::connect(&path).await.unwrap());
         let ok = format!("{}\n", Request::WindowClose.encode());
         assert_eq!(exchange(&mut s, ok.as_bytes()).await, CLOSED);
+        // One more than the limit: told at once, and closed.
+        let mut over = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        let mut line = String::new();
+        over.read_line(&mut line).await.unwrap();
+        let f = failure(Reply::decode(line.trim_end()).unwrap());
+        assert_eq!(f.kind, FailureKind::Busy, "{f}");
+        line.clear();
+        assert_eq!(over.read_line(&mut line).await.unwrap(), 0, "closed");
+        // A connection that goes makes room.
+        drop(s);
+        let mut room = None;
+        for _ in 0..100 {
+            let mut s = BufReader::new(UnixStream::connect(&path).await.unwrap());
+            s.get_mut().write_all(ok.as_bytes()).await.unwrap();
+            let mut line = String::new();
+            s.read_line(&mut line).await.unwrap();
+            if Reply::decode(line.trim_end()).unwrap() == CLOSED {
+                room = Some(s);
+                break;
+            }
+            // The server notices the dropped connection on its next read: let it run.
+            tokio::task::yield_now().await;
+        }
+        assert!(room.is_some(), "no room after a connection closed");
         let _ = std::fs::remove_file(&path);
     }
 

@@ -54,6 +54,8 @@ pub enum Request {
     Unban {
         mac: MacAddr,
     },
+    /// Read the config file again (as SIGHUP does) and say how it went.
+    Reload,
 }
 
 /// What the daemon answers: on the wire, the variant's name is the key beside `version`.
@@ -64,6 +66,8 @@ pub enum Reply {
     Window(WindowState),
     /// A station after an order about it (evict, ban, unban).
     Station(StationState),
+    /// The config file was read again and is running.
+    Reloaded(Reloaded),
     Error(Failure),
 }
 
@@ -82,6 +86,12 @@ pub struct WindowState {
     /// Seconds until an opened window closes; `None` when it follows its mode alone
     /// (always, a schedule, or closed).
     pub secs_left: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reloaded {
+    /// The file it read.
+    pub config: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +153,8 @@ pub enum FailureKind {
     Refused,
     /// The daemon is stopping and did not carry it out.
     Stopping,
+    /// Too many connections are open; try again.
+    Busy,
 }
 
 impl Failure {
@@ -180,6 +192,7 @@ impl Serialize for ReplyLine<'_> {
             Reply::Status(x) => m.serialize_entry("status", x)?,
             Reply::Window(x) => m.serialize_entry("window", x)?,
             Reply::Station(x) => m.serialize_entry("station", x)?,
+            Reply::Reloaded(x) => m.serialize_entry("reloaded", x)?,
             Reply::Error(x) => m.serialize_entry("error", x)?,
         }
         m.end()
@@ -202,6 +215,7 @@ impl<'de> Deserialize<'de> for Reply {
                         "status" => Reply::Status(m.next_value()?),
                         "window" => Reply::Window(m.next_value()?),
                         "station" => Reply::Station(m.next_value()?),
+                        "reloaded" => Reply::Reloaded(m.next_value()?),
                         "error" => Reply::Error(m.next_value()?),
                         // The version, and what a newer daemon added.
                         _ => {
@@ -214,7 +228,7 @@ impl<'de> Deserialize<'de> for Reply {
                     }
                 }
                 reply.ok_or_else(|| {
-                    A::Error::custom("no status, window, station or error in the reply")
+                    A::Error::custom("no status, window, station, reloaded or error in the reply")
                 })
             }
         }
@@ -344,6 +358,7 @@ mod tests {
                 Request::WindowClose,
                 r#"{"version":1,"request":"window_close"}"#,
             ),
+            (Request::Reload, r#"{"version":1,"request":"reload"}"#),
         ];
         for (request, line) in cases {
             assert_eq!(request.encode(), line);

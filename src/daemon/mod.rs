@@ -254,7 +254,9 @@ impl Daemon {
                 _ = tokio::time::sleep(wake) => {
                     self.provisioner.handle_timeout(Instant::now(), local_now());
                 }
-                _ = hup.recv() => self.reload(),
+                _ = hup.recv() => {
+                    let _ = self.reload();
+                }
                 _ = check.tick() => {
                     self.ensure_table("found missing");
                     isolate_ports(&mut self.segment);
@@ -446,6 +448,18 @@ impl Daemon {
             Request::Unban { mac } => p
                 .handle_unban(mac, now)
                 .map(|()| self.station_state(mac, now)),
+            Request::Reload => {
+                let config = self.paths.config.display().to_string();
+                let _ = order.reply.send(match self.reload() {
+                    Ok(()) => Reply::Reloaded(protocol::Reloaded { config }),
+                    Err(e) => Failure::new(
+                        FailureKind::Refused,
+                        format!("{e}; kept the running configuration"),
+                    )
+                    .into(),
+                });
+                return;
+            }
         };
         let reply = done.unwrap_or_else(|e| {
             info!("refused an operator's order: {e}");
@@ -589,14 +603,20 @@ impl Daemon {
 
     /// SIGHUP: re-read the config; a bad one is reported and the running one kept. The new
     /// tables are installed before the provisioner switches, so a failure changes nothing.
-    fn reload(&mut self) {
-        let new = match Config::load(&self.paths.config) {
-            Ok(c) => c,
-            Err(e) => {
-                error!("reload: {e}; keeping the last good configuration");
-                return;
-            }
-        };
+    /// SIGHUP or `provisionerctl reload`: the config file read again and applied, or,
+    /// whatever is wrong with it (file:line: option for a bad value), nothing changed and
+    /// the error logged and returned.
+    fn reload(&mut self) -> Result<(), String> {
+        let result = self.try_reload();
+        match &result {
+            Ok(()) => info!("reloaded {}", self.paths.config.display()),
+            Err(e) => error!("reload: {e}; keeping the last good configuration"),
+        }
+        result
+    }
+
+    fn try_reload(&mut self) -> Result<(), String> {
+        let new = Config::load(&self.paths.config).map_err(|e| e.to_string())?;
         let now = Instant::now();
         let settings = Settings::from(&new);
         // Bound to another device, new sockets do not clash with the old ones on the same
@@ -604,42 +624,31 @@ impl Daemon {
         let dns = if new.network.interface != self.cfg.network.interface
             || new.network.router != self.cfg.network.router
         {
-            match DnsSockets::open(&new.network.interface, new.network.router) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    error!("reload: {e:#}; keeping the last good configuration");
-                    return;
-                }
-            }
+            Some(
+                DnsSockets::open(&new.network.interface, new.network.router)
+                    .map_err(|e| format!("{e:#}"))?,
+            )
         } else {
             None
         };
         let socket = if new.network.interface != self.cfg.network.interface
             || new.network.router != self.cfg.network.router
         {
-            match prepare_interface(&new.network.interface, new.network.router)
+            let opened = prepare_interface(&new.network.interface, new.network.router)
                 .and_then(|_| dhcp_sockets(&new))
                 .and_then(|s| {
                     let segment = Segment::open(new.network.interface.as_str())
                         .context("opening the rtnetlink socket")?;
                     Ok((s, segment))
-                }) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    error!("reload: {e:#}; keeping the last good configuration");
-                    return;
-                }
-            }
+                });
+            Some(opened.map_err(|e| format!("{e:#}"))?)
         } else {
             None
         };
         let rs = Ruleset::build(&new, &self.provisioner.snapshot_under(&settings, now));
-        if let Err(e) = self.fw.install(&rs) {
-            error!(
-                "reload: installing table inet {TABLE}: {e:#}; keeping the last good configuration"
-            );
-            return;
-        }
+        self.fw
+            .install(&rs)
+            .map_err(|e| format!("installing table inet {TABLE}: {e:#}"))?;
         self.provisioner.handle_reload(&settings, now);
         self.provisioner.set_router_addresses(&router_addresses());
         if let Some(((out, listener), segment)) = socket {
@@ -660,7 +669,7 @@ impl Daemon {
         self.resolver.reconfigure(&new);
         warn_not_enforced(&new);
         self.cfg = new;
-        info!("reloaded {}", self.paths.config.display());
+        Ok(())
     }
 
     /// Puts the tables back if someone removed them. `how`: what made us look.
