@@ -745,13 +745,10 @@ impl Provisioner {
 
     /// Whether `mac` is admitted, and how long its ban has left if it has one.
     pub fn station_state(&self, mac: MacAddr, now: Instant) -> (bool, Option<Duration>) {
-        let ban = self
-            .stations
-            .bans(now)
-            .into_iter()
-            .find(|&(m, _)| m == mac)
-            .map(|(_, left)| left);
-        (self.stations.is_admitted(mac), ban)
+        (
+            self.stations.is_admitted(mac),
+            self.stations.ban_left(mac, now),
+        )
     }
 
     pub fn handle_window_close(&mut self, now: Instant, local: LocalTime) {

@@ -148,6 +148,14 @@ impl Stations {
             .collect()
     }
 
+    /// How long `mac`'s ban has left, if it has one.
+    pub fn ban_left(&self, mac: MacAddr, now: Instant) -> Option<Duration> {
+        self.bans
+            .get(&mac)
+            .filter(|&&until| until > now)
+            .map(|until| until.saturating_since(now))
+    }
+
     fn ban(
         &mut self,
         mac: MacAddr,

@@ -68,14 +68,18 @@ impl Injector {
     }
 
     pub fn send(&self, frame: &[u8]) {
-        // SAFETY: frame is a valid buffer of the stated length.
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-        assert_eq!(
-            n,
-            frame.len() as isize,
+        assert!(
+            self.try_send(frame),
             "send: {}",
             std::io::Error::last_os_error()
         );
+    }
+
+    /// Whether the whole frame went out (for best-effort sends).
+    pub fn try_send(&self, frame: &[u8]) -> bool {
+        // SAFETY: frame is a valid buffer of the stated length.
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        n == frame.len() as isize
     }
 }
 

@@ -26,14 +26,18 @@
 //!   goes to whichever port-67 socket was bound last: start hostapd before the daemon.
 
 use std::fs;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::l2::{Injector, ether};
 use super::ns::ip_batch;
 use super::util::poll_readable;
 use super::{HOST_IF, PROV_IF, Proc, Rig};
+
+/// Where 802.1X frames go (IEEE 802.1X port access entity group address).
+const PAE_GROUP: [u8; 6] = [0x01, 0x80, 0xc2, 0x00, 0x00, 0x03];
 
 /// The one EAP identity hostapd knows, and its EAP-MD5 password.
 pub const EAP_IDENTITY: &str = "iot";
@@ -211,7 +215,7 @@ network={{
         .expect("write wpa_supplicant conf");
         // Opened before the supplicant starts: the Logoff must not depend on setns later,
         // when the namespace may already be going away.
-        let sock = ns.run(|| pae_socket(HOST_IF)).expect("EAPOL socket");
+        let sock = Injector::new(ns);
         let p = self.spawn(
             ns,
             &[
@@ -229,7 +233,10 @@ network={{
             .name(format!("rig-logoff-c{client}"))
             .spawn(move || {
                 poll_readable(&[pidfd.as_fd()], None);
-                send_eapol_logoff(&sock, mac);
+                // EtherType 802.1X, to the PAE group address; version 2, type 2
+                // (EAPOL-Logoff), body length 0. Best effort: the namespace may be gone.
+                let logoff = ether(PAE_GROUP, mac, 0x888e, &[0x02, 0x02, 0x00, 0x00]);
+                sock.try_send(&logoff);
             })
             .expect("spawn logoff thread");
         p
@@ -243,53 +250,5 @@ network={{
         let mut cmd = vec!["wpa_cli", "-p", dir.to_str().expect("utf-8"), "-i", HOST_IF];
         cmd.extend_from_slice(args);
         self.client(client).exec_ok(&cmd)
-    }
-}
-
-/// A raw packet socket on `ifname` that sends whole Ethernet frames and receives nothing.
-fn pae_socket(ifname: &str) -> std::io::Result<OwnedFd> {
-    // Protocol 0: no frames are queued to this socket; it only sends.
-    // SAFETY: plain syscall; on success we own the new descriptor.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let name = std::ffi::CString::new(ifname).expect("no NUL in interface name");
-    // SAFETY: name is a valid C string.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if ifindex == 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_ifindex = ifindex as i32;
-    // SAFETY: sll is a valid sockaddr_ll of the stated size.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&sll as *const libc::sockaddr_ll).cast(),
-            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(fd)
-}
-
-/// An EAPOL-Logoff from `mac` to the PAE group address (best effort: the namespace may
-/// be gone already).
-fn send_eapol_logoff(sock: &OwnedFd, mac: [u8; 6]) {
-    let mut frame = vec![0x01, 0x80, 0xc2, 0x00, 0x00, 0x03];
-    frame.extend_from_slice(&mac);
-    // EtherType 802.1X; version 2, type 2 (EAPOL-Logoff), body length 0.
-    frame.extend_from_slice(&[0x88, 0x8e, 0x02, 0x02, 0x00, 0x00]);
-    frame.resize(60, 0);
-    // SAFETY: frame is a valid buffer of the stated length.
-    unsafe {
-        libc::send(sock.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0);
     }
 }
