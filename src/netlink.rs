@@ -66,7 +66,7 @@ pub enum NetlinkError {
     TooLarge { len: usize, limit: usize },
     #[error("no reply from the kernel within {0:?}")]
     Timeout(Duration),
-    #[error("dump kept being interrupted by concurrent ruleset changes ({0} attempts)")]
+    #[error("dump kept changing under ruleset changes or a set resizing ({0} attempts)")]
     DumpInterrupted(u32),
 }
 

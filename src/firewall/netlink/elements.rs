@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::batch::BatchWriter;
-use super::{DUMP_ATTEMPTS, FAMILY_INET, Netlink, check_name, nft_type};
+use super::{FAMILY_INET, Netlink, check_name, nft_type};
 use crate::netlink::*;
 
 /// Longest key the kernel accepts (`NFT_DATA_VALUE_MAXLEN`).
@@ -130,7 +130,14 @@ impl Netlink {
     }
 
     /// Dump a set's elements (`NFT_MSG_GETSETELEM` with `NLM_F_DUMP`), including timeout and
-    /// remaining expiration. A missing table or set gives `Kernel { errno: ENOENT, .. }`.
+    /// remaining expiration, ordered by key. A missing table or set gives `Kernel { errno:
+    /// ENOENT, .. }`.
+    ///
+    /// A hash set's dump is not a snapshot: it spans several netlink messages, each resuming
+    /// by a count of elements to skip, and the kernel resizes a growing set's hash table in
+    /// the background, so a dump made while it does repeats some elements and misses others
+    /// (seen right after a batch of 5,000). The kernel does not flag that, so a read counts
+    /// only when two dumps in a row hold the same keys, none twice.
     pub fn set_elements(
         &mut self,
         table: &str,
@@ -138,9 +145,9 @@ impl Netlink {
     ) -> Result<Vec<SetElement>, NetlinkError> {
         check_name(table)?;
         check_name(set)?;
-        let mut out = Vec::new();
-        for _ in 0..DUMP_ATTEMPTS {
-            out.clear();
+        let mut last: Option<Vec<SetElement>> = None;
+        for _ in 0..STABLE_DUMP_ATTEMPTS {
+            let mut out = Vec::new();
             let seq = self.request(FAMILY_INET, NFT_MSG_GETSETELEM, NLM_F_DUMP, |buf| {
                 put_str(buf, NFTA_SET_ELEM_LIST_TABLE, table);
                 put_str(buf, NFTA_SET_ELEM_LIST_SET, set);
@@ -151,12 +158,26 @@ impl Netlink {
                 }
                 Ok(())
             })?;
-            if !intr {
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            let repeats = out.windows(2).any(|w| w[0].key == w[1].key);
+            if intr || repeats {
+                last = None;
+                continue;
+            }
+            if last.as_ref().is_some_and(|l| same_keys(l, &out)) {
                 return Ok(out);
             }
+            last = Some(out);
         }
-        Err(NetlinkError::DumpInterrupted(DUMP_ATTEMPTS))
+        Err(NetlinkError::DumpInterrupted(STABLE_DUMP_ATTEMPTS))
     }
+}
+
+/// Dumps a set's read-back may take to see the same keys twice in a row.
+const STABLE_DUMP_ATTEMPTS: u32 = 8;
+
+fn same_keys(a: &[SetElement], b: &[SetElement]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.key == y.key)
 }
 
 pub(super) fn validate_ops(table: &str, ops: &[SetOp]) -> Result<(), NetlinkError> {
