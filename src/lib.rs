@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod dhcp;
 pub mod dns;
 pub mod firewall;
+pub mod logging;
 pub mod net;
 mod netlink;
 pub mod radio;

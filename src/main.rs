@@ -41,6 +41,14 @@ struct DaemonArgs {
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
+    /// Log lines as key=value text, or as JSON objects (audit events with their seq, ts,
+    /// level, event and fields).
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    log_format: provisioner::logging::Format,
+    /// Log to syslog (logd on OpenWrt: `logread -e provisioner`) through this socket
+    /// rather than to stderr.
+    #[arg(long, value_name = "SOCKET", num_args = 0..=1, default_missing_value = "/dev/log")]
+    syslog: Option<PathBuf>,
     /// The control socket provisionerctl talks to.
     #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
     control: PathBuf,
@@ -98,6 +106,16 @@ enum CtlCommand {
     },
     /// Read the config again (as SIGHUP): applied, or the error and nothing changed.
     Reload,
+    /// The audit log: the events the daemon keeps (the last 1,024 decisions), each with its
+    /// number, time and fields.
+    Events {
+        /// Only those numbered after SEQ (a script passes the last number it saw).
+        #[arg(long, value_name = "SEQ")]
+        since: Option<u64>,
+        /// Then each new event as it happens, until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// The MAC/IP bindings the kernel holds (read from the kernel, works without the daemon).
     Leases,
 }
@@ -169,12 +187,7 @@ fn main() -> ExitCode {
 }
 
 fn provisionerd(args: DaemonArgs) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
-        .with_max_level(args.log_level)
-        .init();
+    provisioner::logging::init(args.log_level, args.log_format, args.syslog.clone());
     if let Some(path) = args.check {
         return Ok(match Config::load(&path) {
             Ok(cfg) => {
@@ -208,12 +221,66 @@ fn provisionerd(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         print!("{}", Ruleset::build(&cfg, &Snapshot::default()).script());
         return Ok(ExitCode::SUCCESS);
     }
-    daemon::run(daemon::Paths {
-        config: args.config,
-        control: args.control,
-        run_dir: args.run_dir,
-    })?;
+    daemon::run(
+        daemon::Paths {
+            config: args.config,
+            control: args.control,
+            run_dir: args.run_dir,
+        },
+        args.log_format == provisioner::logging::Format::Json,
+    )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `events --follow`: the kept events, then each new one, printed as they come (a line
+/// each, flushed, so a pipe sees them at once) until the daemon stops or stdout closes.
+fn follow_events(
+    socket: &std::path::Path,
+    since: Option<u64>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let request = Request::Events {
+        since,
+        follow: true,
+    };
+    let (mut refused, mut closed) = (None, false);
+    let mut out = std::io::stdout().lock();
+    let got = control::follow(socket, &request, |reply| {
+        let text = match &reply {
+            Reply::Error(f) => {
+                refused = Some(f.to_string());
+                return false;
+            }
+            r if json => format!("{}\n", r.encode()),
+            r => human::reply(r),
+        };
+        closed = out
+            .write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err();
+        !closed
+    });
+    if let Err(e) = got {
+        eprintln!(
+            "provisionerctl: {}: {e} (is provisionerd running?)",
+            socket.display()
+        );
+        return Ok(ExitCode::from(3));
+    }
+    Ok(match refused {
+        Some(f) => {
+            eprintln!("provisionerctl: {f}");
+            ExitCode::FAILURE
+        }
+        // Whoever read our output (`| head`) has what it wanted.
+        None if closed => ExitCode::SUCCESS,
+        // The daemon stopped (or restarted): a follower is told, not left hanging.
+        None => {
+            eprintln!("provisionerctl: the daemon closed the connection");
+            ExitCode::from(3)
+        }
+    })
 }
 
 fn provisionerctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
@@ -238,6 +305,14 @@ fn provisionerctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
         },
         CtlCommand::Unban { mac } => Request::Unban { mac },
         CtlCommand::Reload => Request::Reload,
+        CtlCommand::Events {
+            since,
+            follow: true,
+        } => return follow_events(&args.socket, since, args.json),
+        CtlCommand::Events { since, .. } => Request::Events {
+            since,
+            follow: false,
+        },
         CtlCommand::Leases => {
             let leases: Vec<protocol::Lease> = Firewall::open()?
                 .snapshot(Instant::now())?

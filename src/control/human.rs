@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::protocol::{Lease, RadioState, Reply, StationState, Status, WindowState};
+use super::protocol::{Events, Lease, RadioState, Reply, StationState, Status, WindowState};
 
 /// Seconds as `1d2h`, `14m59s`, `0s`: the units that are not zero.
 pub fn secs(s: u64) -> String {
@@ -81,8 +81,22 @@ pub fn reply(r: &Reply) -> String {
         Reply::Window(w) => format!("window {}\n", window(w)),
         Reply::Station(s) => station(s),
         Reply::Reloaded(r) => format!("reloaded {}\n", r.config),
+        Reply::Events(e) => events(e),
+        Reply::Event(e) => format!("{e}\n"),
         Reply::Error(f) => format!("error: {f}\n"),
     }
+}
+
+/// The audit log, one event a line; a gap is said before the events after it.
+pub fn events(e: &Events) -> String {
+    let mut out = String::new();
+    if e.lost > 0 {
+        let _ = writeln!(out, "({} earlier event(s) no longer kept)", e.lost);
+    }
+    for line in &e.events {
+        let _ = writeln!(out, "{line}");
+    }
+    out
 }
 
 pub fn leases(leases: &[Lease]) -> String {

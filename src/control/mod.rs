@@ -2,6 +2,7 @@
 //! daemon for its state and gives it orders: one JSON request per line, one JSON reply per
 //! line, in the types and encoding of [`protocol`].
 
+pub mod audit;
 pub mod human;
 pub mod protocol;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use protocol::{Failure, FailureKind, Reply, Request};
 
@@ -24,6 +25,17 @@ pub const MAX_CONNECTIONS: usize = 32;
 /// How long a connection may wait for its next request line to be complete.
 const IDLE: Duration = Duration::from_secs(10);
 
+/// Events waiting for a slow follower; one further behind is told how many it lost.
+pub const FOLLOW_BACKLOG: usize = 256;
+
+/// Connections following the events at once (each holds a connection until it hangs up,
+/// so they may not take all of [`MAX_CONNECTIONS`]).
+pub const MAX_FOLLOWERS: usize = 8;
+
+/// A new event for followers (`events --follow`): its number and its reply line, encoded
+/// once for all of them.
+pub type Followed = (u64, std::sync::Arc<str>);
+
 /// A request on its way to the daemon loop, with the way back.
 pub struct Order {
     pub request: Request,
@@ -31,7 +43,11 @@ pub struct Order {
 }
 
 /// Accepts connections and hands each request line to the daemon loop.
-pub async fn serve(listener: UnixListener, orders: mpsc::Sender<Order>) {
+pub async fn serve(
+    listener: UnixListener,
+    orders: mpsc::Sender<Order>,
+    feed: broadcast::Sender<Followed>,
+) {
     let room = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -47,14 +63,19 @@ pub async fn serve(listener: UnixListener, orders: mpsc::Sender<Order>) {
             continue;
         };
         let orders = orders.clone();
+        let feed = feed.clone();
         tokio::spawn(async move {
-            let _ = connection(stream, orders).await;
+            let _ = connection(stream, orders, feed).await;
             drop(permit);
         });
     }
 }
 
-async fn connection(stream: UnixStream, orders: mpsc::Sender<Order>) -> std::io::Result<()> {
+async fn connection(
+    stream: UnixStream,
+    orders: mpsc::Sender<Order>,
+    feed: broadcast::Sender<Followed>,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::with_capacity(1024, read);
     let mut line = Vec::with_capacity(256);
@@ -82,13 +103,32 @@ async fn connection(stream: UnixStream, orders: mpsc::Sender<Order>) -> std::io:
             Ok(text) => match Request::decode(text.trim_end()) {
                 Err(f) => Reply::from(f),
                 Ok(request) => {
+                    // Subscribed before the daemon reads its journal, so that nothing
+                    // falls between the page and the feed (what both hold is skipped).
+                    let follow = matches!(request, Request::Events { follow: true, .. })
+                        .then(|| feed.subscribe());
+                    if follow.is_some() && feed.receiver_count() > MAX_FOLLOWERS {
+                        let f = Failure::new(
+                            FailureKind::Busy,
+                            format!("{MAX_FOLLOWERS} readers already follow the events"),
+                        );
+                        write.write_all(Reply::from(f).encode().as_bytes()).await?;
+                        write.write_all(b"\n").await?;
+                        return Ok(());
+                    }
                     let (tx, rx) = oneshot::channel();
                     if orders.send(Order { request, reply: tx }).await.is_err() {
                         return Ok(());
                     }
-                    rx.await.unwrap_or_else(|_| {
+                    let reply = rx.await.unwrap_or_else(|_| {
                         Failure::new(FailureKind::Stopping, "the daemon is stopping").into()
-                    })
+                    });
+                    if let (Some(feed), Reply::Events(page)) = (follow, &reply) {
+                        write.write_all(reply.encode().as_bytes()).await?;
+                        write.write_all(b"\n").await?;
+                        return follow_events(read, write, feed, page.next).await;
+                    }
+                    reply
                 }
             },
         };
@@ -96,6 +136,37 @@ async fn connection(stream: UnixStream, orders: mpsc::Sender<Order>) -> std::io:
         write.write_all(b"\n").await?;
         if !complete {
             return Ok(());
+        }
+    }
+}
+
+/// `events --follow` after its page: each event numbered `next` or later as it comes, a
+/// note of how many were lost if this reader fell [`FOLLOW_BACKLOG`] behind, until the
+/// reader hangs up (or sends anything) or the daemon stops.
+async fn follow_events(
+    mut read: BufReader<tokio::net::unix::OwnedReadHalf>,
+    mut write: tokio::net::unix::OwnedWriteHalf,
+    mut feed: broadcast::Receiver<Followed>,
+    next: u64,
+) -> std::io::Result<()> {
+    let mut byte = [0u8; 1];
+    loop {
+        tokio::select! {
+            got = feed.recv() => match got {
+                Ok((seq, line)) => {
+                    if seq >= next {
+                        write.write_all(line.as_bytes()).await?;
+                        write.write_all(b"\n").await?;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(lost)) => {
+                    let note = Reply::Events(protocol::Events { events: Vec::new(), next: 0, lost });
+                    write.write_all(note.encode().as_bytes()).await?;
+                    write.write_all(b"\n").await?;
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            _ = read.read(&mut byte) => return Ok(()),
         }
     }
 }
@@ -133,6 +204,37 @@ pub fn request(path: &Path, request: &Request) -> std::io::Result<Reply> {
     })
 }
 
+/// `provisionerctl events --follow`'s side: the page, then each event as it comes, handed
+/// to `each` until it returns false or the daemon hangs up.
+pub fn follow(
+    path: &Path,
+    request: &Request,
+    mut each: impl FnMut(Reply) -> bool,
+) -> std::io::Result<()> {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path)?;
+    let mut line = request.encode();
+    line.push('\n');
+    s.write_all(line.as_bytes())?;
+    let mut lines = std::io::BufReader::new(s);
+    let mut reply = String::new();
+    loop {
+        reply.clear();
+        if lines.read_line(&mut reply)? == 0 {
+            return Ok(());
+        }
+        let r = Reply::decode(reply.trim_end()).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the daemon's reply is not one this build reads ({e})"),
+            )
+        })?;
+        if !each(r) {
+            return Ok(());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,7 +256,7 @@ mod tests {
         let path = temp_socket(name);
         let listener = bind(&path).unwrap();
         let (tx, mut rx) = mpsc::channel::<Order>(4);
-        tokio::spawn(serve(listener, tx));
+        tokio::spawn(serve(listener, tx, broadcast::channel(FOLLOW_BACKLOG).0));
         tokio::spawn(async move {
             while let Some(o) = rx.recv().await {
                 let _ = o.reply.send(CLOSED);
@@ -255,7 +357,7 @@ mod tests {
         let (done, read) = oneshot::channel::<()>();
         let server = std::thread::spawn(move || {
             rt.block_on(async move {
-                tokio::spawn(serve(listener, tx));
+                tokio::spawn(serve(listener, tx, broadcast::channel(FOLLOW_BACKLOG).0));
                 let o = rx.recv().await.unwrap();
                 assert_eq!(o.request, Request::WindowOpen { secs: Some(420) });
                 let _ = o
@@ -269,6 +371,91 @@ mod tests {
         let _ = done.send(());
         assert!(r.is_error(), "{r:?}");
         server.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+    }
+
+    fn line(seq: u64) -> protocol::EventLine {
+        protocol::EventLine {
+            seq,
+            ts: "2026-12-01T22:50:03.120Z".into(),
+            level: "info".into(),
+            event: "window_closed".into(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// A follower gets the page, then exactly the events after it (none twice, none
+    /// missing, whatever raced with the page), is told what it lost when too slow, and
+    /// the ninth follower is turned away.
+    #[tokio::test]
+    async fn followers_get_every_event_once_and_hear_of_losses() {
+        let path = temp_socket("follow");
+        let listener = bind(&path).unwrap();
+        let (tx, mut rx) = mpsc::channel::<Order>(4);
+        let (feed, _) = broadcast::channel::<Followed>(FOLLOW_BACKLOG);
+        tokio::spawn(serve(listener, tx, feed.clone()));
+        let send = |seq: u64| {
+            let _ = feed.send((seq, Reply::Event(line(seq)).encode().into()));
+        };
+        let pages = feed.clone();
+        tokio::spawn(async move {
+            while let Some(o) = rx.recv().await {
+                // Event 2 is already in the page and, racing with it, on the feed.
+                let _ = pages.send((2, Reply::Event(line(2)).encode().into()));
+                let _ = o.reply.send(Reply::Events(protocol::Events {
+                    events: vec![line(1), line(2)],
+                    next: 3,
+                    lost: 0,
+                }));
+            }
+        });
+        let ask = format!(
+            "{}\n",
+            Request::Events {
+                since: None,
+                follow: true
+            }
+            .encode()
+        );
+        let mut s = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        let page = exchange(&mut s, ask.as_bytes()).await;
+        assert!(
+            matches!(&page, Reply::Events(p) if p.events.len() == 2),
+            "{page:?}"
+        );
+        send(3);
+        send(4);
+        for want in [3, 4] {
+            let mut l = String::new();
+            s.read_line(&mut l).await.unwrap();
+            assert_eq!(
+                Reply::decode(l.trim_end()).unwrap(),
+                Reply::Event(line(want))
+            );
+        }
+        // Too slow: more than the backlog sent before it reads.
+        for seq in 5..5 + FOLLOW_BACKLOG as u64 + 10 {
+            send(seq);
+        }
+        let mut l = String::new();
+        s.read_line(&mut l).await.unwrap();
+        match Reply::decode(l.trim_end()).unwrap() {
+            Reply::Events(p) => assert_eq!((p.events.len(), p.lost), (0, 10)),
+            r => panic!("no note of the loss: {r:?}"),
+        }
+        // Followers are bounded.
+        let mut others = Vec::new();
+        for _ in 1..MAX_FOLLOWERS {
+            let mut o = BufReader::new(UnixStream::connect(&path).await.unwrap());
+            assert!(matches!(
+                exchange(&mut o, ask.as_bytes()).await,
+                Reply::Events(_)
+            ));
+            others.push(o);
+        }
+        let mut over = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        let f = failure(exchange(&mut over, ask.as_bytes()).await);
+        assert_eq!(f.kind, FailureKind::Busy, "{f}");
         let _ = std::fs::remove_file(&path);
     }
 }

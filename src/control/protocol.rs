@@ -19,6 +19,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::core::MacAddr;
 
+pub use super::audit::{EventLine, Events, Scalar};
+
 /// The protocol version this build speaks.
 pub const VERSION: u32 = 1;
 
@@ -56,6 +58,15 @@ pub enum Request {
     },
     /// Read the config file again (as SIGHUP does) and say how it went.
     Reload,
+    /// The audit log: the kept events numbered after `since` (all kept without it); with
+    /// `follow`, then every new event as it happens, one `event` line each, for as long as
+    /// the connection stays open.
+    Events {
+        #[serde(default)]
+        since: Option<u64>,
+        #[serde(default)]
+        follow: bool,
+    },
 }
 
 /// What the daemon answers: on the wire, the variant's name is the key beside `version`.
@@ -68,6 +79,10 @@ pub enum Reply {
     Station(StationState),
     /// The config file was read again and is running.
     Reloaded(Reloaded),
+    /// A page of the audit log.
+    Events(Events),
+    /// One new event, to a follower.
+    Event(EventLine),
     Error(Failure),
 }
 
@@ -193,6 +208,8 @@ impl Serialize for ReplyLine<'_> {
             Reply::Window(x) => m.serialize_entry("window", x)?,
             Reply::Station(x) => m.serialize_entry("station", x)?,
             Reply::Reloaded(x) => m.serialize_entry("reloaded", x)?,
+            Reply::Events(x) => m.serialize_entry("events", x)?,
+            Reply::Event(x) => m.serialize_entry("event", x)?,
             Reply::Error(x) => m.serialize_entry("error", x)?,
         }
         m.end()
@@ -216,6 +233,8 @@ impl<'de> Deserialize<'de> for Reply {
                         "window" => Reply::Window(m.next_value()?),
                         "station" => Reply::Station(m.next_value()?),
                         "reloaded" => Reply::Reloaded(m.next_value()?),
+                        "events" => Reply::Events(m.next_value()?),
+                        "event" => Reply::Event(m.next_value()?),
                         "error" => Reply::Error(m.next_value()?),
                         // The version, and what a newer daemon added.
                         _ => {

@@ -205,6 +205,14 @@ pub enum Event {
         mac: MacAddr,
         refused: u32,
     },
+    /// DNS-over-TCP connections refused at a bound (`limit`: client or total, `max` open
+    /// at once); `closed`: how many since the last such report.
+    DnsTcpLimit {
+        addr: std::net::IpAddr,
+        limit: &'static str,
+        max: usize,
+        closed: u64,
+    },
     /// A newcomer would have to evict someone: it waits until it completes DHCP.
     Waiting {
         mac: MacAddr,
@@ -246,6 +254,23 @@ pub enum Event {
     BatchRefused {
         undone: usize,
     },
+    /// The config file was read and applied at start...
+    ConfigLoaded {
+        file: Arc<str>,
+    },
+    /// ...read again and applied (SIGHUP, `provisionerctl reload`, an allow-list change).
+    ConfigReloaded {
+        file: Arc<str>,
+    },
+    /// A config file that was refused: the running configuration stays.
+    ConfigRejected {
+        file: Arc<str>,
+        error: Arc<str>,
+    },
+    /// A port of the provisioning bridge was isolated from the others (R4).
+    PortIsolated {
+        port: Arc<str>,
+    },
     /// A client may now reach `addr` (for `ttl` seconds as it was told).
     AddressLearned {
         mac: MacAddr,
@@ -282,6 +307,7 @@ impl Event {
             Event::DnsRefusalsSuppressed { .. } => "dns_refused_more",
             Event::DnsRebinding { .. } => "dns_rebinding",
             Event::DnsRateLimited { .. } => "dns_rate_limited",
+            Event::DnsTcpLimit { .. } => "dns_tcp_limit",
             Event::AddressLearned { .. } => "address_learned",
             Event::Waiting { .. } => "waiting",
             Event::DhcpSpoofed { .. } => "dhcp_spoofed",
@@ -289,6 +315,10 @@ impl Event {
             Event::MacFlood { .. } => "mac_flood",
             Event::SpoofingSuppressed { .. } => "spoofing_more",
             Event::BatchRefused { .. } => "batch_refused",
+            Event::ConfigLoaded { .. } => "config_loaded",
+            Event::ConfigReloaded { .. } => "config_reloaded",
+            Event::ConfigRejected { .. } => "config_rejected",
+            Event::PortIsolated { .. } => "port_isolated",
         }
     }
 
@@ -297,7 +327,9 @@ impl Event {
             Event::DnsRefused { .. }
             | Event::DnsRefusalsSuppressed { .. }
             | Event::DnsRebinding { .. } => Threat::Violation,
-            Event::DnsRateLimited { .. } | Event::MacFlood { .. } => Threat::Abuse,
+            Event::DnsRateLimited { .. } | Event::MacFlood { .. } | Event::DnsTcpLimit { .. } => {
+                Threat::Abuse
+            }
             Event::DhcpSpoofed { .. }
             | Event::ArpSpoofed { .. }
             | Event::SpoofingSuppressed { .. } => Threat::Spoofing,
@@ -308,7 +340,14 @@ impl Event {
     /// The station it is about (window events are about the network).
     pub fn mac(&self) -> Option<MacAddr> {
         Some(match self {
-            Event::WindowOpened { .. } | Event::WindowClosed | Event::BatchRefused { .. } => {
+            Event::WindowOpened { .. }
+            | Event::WindowClosed
+            | Event::BatchRefused { .. }
+            | Event::ConfigLoaded { .. }
+            | Event::ConfigReloaded { .. }
+            | Event::ConfigRejected { .. }
+            | Event::PortIsolated { .. }
+            | Event::DnsTcpLimit { .. } => {
                 return None;
             }
             Event::ClientRestored { mac, .. }
@@ -375,11 +414,35 @@ pub fn qtype_name(t: u16) -> String {
     known.to_owned()
 }
 
-impl fmt::Display for Event {
+/// One field of an event, borrowed: rendered as `key=value` for the log, as a JSON member
+/// for scripts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Value<'a> {
+    Str(&'a str),
+    Num(u64),
+    Mac(MacAddr),
+    Ip(Ipv4Addr),
+}
+
+impl fmt::Display for Value<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "event={}", self.kind())?;
+        match self {
+            Value::Str(s) => f.write_str(s),
+            Value::Num(n) => write!(f, "{n}"),
+            Value::Mac(m) => write!(f, "{m}"),
+            Value::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+impl Event {
+    /// Visits the event's fields after its kind, in their order: the MAC it is about
+    /// first, the threat grade last (when not routine). The one description of an event
+    /// that the `key=value` log, the JSON log and the control socket all render.
+    pub fn fields(&self, visit: &mut dyn FnMut(&'static str, Value<'_>)) {
+        use Value::{Ip, Mac, Num, Str};
         if let Some(mac) = self.mac() {
-            write!(f, " mac={mac}")?;
+            visit("mac", Mac(mac));
         }
         match self {
             Event::LeaseGranted { ip, .. }
@@ -389,44 +452,55 @@ impl fmt::Display for Event {
             | Event::LeaseDeclined { ip, .. }
             | Event::LeaseRefused { ip, .. }
             | Event::LeaseRestored { ip, .. }
-            | Event::LeaseRevoked { ip, .. } => write!(f, " ip={ip}")?,
+            | Event::LeaseRevoked { ip, .. } => visit("ip", Ip(*ip)),
             Event::PoolExhausted { .. }
             | Event::BanEnded { .. }
             | Event::Unbanned { .. }
-            | Event::WindowClosed => {}
-            Event::ClientRestored { age, .. } => write!(f, " age={age}")?,
+            | Event::WindowClosed
+            | Event::Waiting { .. } => {}
+            Event::ClientRestored { age, .. }
+            | Event::Admitted { age, .. }
+            | Event::Left { age, .. } => visit("age", Num(*age)),
             Event::WindowOpened { secs } => match secs {
-                Some(s) => write!(f, " secs={s}")?,
-                None => write!(f, " secs=unlimited")?,
+                Some(s) => visit("secs", Num(*s)),
+                None => visit("secs", Str("unlimited")),
             },
-            Event::Admitted { age, .. } | Event::Left { age, .. } => write!(f, " age={age}")?,
-            Event::TurnedAway { reason, .. } => write!(f, " reason={}", reason.as_str())?,
+            Event::TurnedAway { reason, .. } => visit("reason", Str(reason.as_str())),
             Event::Evicted { reason, age, .. } => {
-                write!(f, " reason={} age={age}", reason.as_str())?
+                visit("reason", Str(reason.as_str()));
+                visit("age", Num(*age));
             }
             Event::Banned { secs, reason, .. } => {
-                write!(f, " secs={secs} reason={}", reason.as_str())?
+                visit("secs", Num(*secs));
+                visit("reason", Str(reason.as_str()));
             }
             Event::DnsRefused {
                 name,
                 qtype,
                 reason,
                 ..
-            } => write!(
-                f,
-                " name={name} type={} reason={}",
-                qtype_name(*qtype),
-                reason.as_str()
-            )?,
-            Event::DnsRefusalsSuppressed { count, .. } => write!(f, " count={count}")?,
+            } => {
+                visit("name", Str(name));
+                visit("type", Str(&qtype_name(*qtype)));
+                visit("reason", Str(reason.as_str()));
+            }
+            Event::DnsRefusalsSuppressed { count, .. }
+            | Event::SpoofingSuppressed { count, .. } => visit("count", Num(u64::from(*count))),
             Event::DnsRebinding {
                 name, addr, why, ..
-            } => write!(f, " name={name} addr={addr} why={}", why.as_str())?,
-            Event::DnsRateLimited { refused, .. } => write!(f, " refused={refused}")?,
+            } => {
+                visit("name", Str(name));
+                visit("addr", Ip(*addr));
+                visit("why", Str(why.as_str()));
+            }
+            Event::DnsRateLimited { refused, .. } => visit("refused", Num(u64::from(*refused))),
             Event::AddressLearned {
                 name, addr, ttl, ..
-            } => write!(f, " name={name} addr={addr} ttl={ttl}")?,
-            Event::Waiting { .. } => {}
+            } => {
+                visit("name", Str(name));
+                visit("addr", Ip(*addr));
+                visit("ttl", Num(u64::from(*ttl)));
+            }
             Event::DhcpSpoofed {
                 claim,
                 msg,
@@ -435,14 +509,14 @@ impl fmt::Display for Event {
                 ..
             } => {
                 match claim {
-                    DhcpClaim::Chaddr(m) => write!(f, " chaddr={m}")?,
-                    DhcpClaim::ClientId(m) => write!(f, " client_id={m}")?,
+                    DhcpClaim::Chaddr(m) => visit("chaddr", Mac(*m)),
+                    DhcpClaim::ClientId(m) => visit("client_id", Mac(*m)),
                 }
-                write!(f, " msg={msg}")?;
+                visit("msg", Str(msg));
                 if let Some(ip) = ip {
-                    write!(f, " ip={ip}")?;
+                    visit("ip", Ip(*ip));
                 }
-                write!(f, " port={port}")?;
+                visit("port", Num(u64::from(*port)));
             }
             Event::ArpSpoofed {
                 sender,
@@ -451,20 +525,80 @@ impl fmt::Display for Event {
                 router,
                 ..
             } => {
-                write!(f, " sender={sender} ip={ip}")?;
+                visit("sender", Mac(*sender));
+                visit("ip", Ip(*ip));
                 match (router, owner) {
-                    (true, _) => write!(f, " owner=router")?,
-                    (false, Some(o)) => write!(f, " owner={o}")?,
-                    (false, None) => write!(f, " owner=none")?,
+                    (true, _) => visit("owner", Str("router")),
+                    (false, Some(o)) => visit("owner", Mac(*o)),
+                    (false, None) => visit("owner", Str("none")),
                 }
             }
-            Event::MacFlood { port, macs, .. } => write!(f, " port={port} macs={macs}")?,
-            Event::SpoofingSuppressed { count, .. } => write!(f, " count={count}")?,
-            Event::BatchRefused { undone } => write!(f, " undone={undone}")?,
+            Event::MacFlood { port, macs, .. } => {
+                visit("port", Num(u64::from(*port)));
+                visit("macs", Num(*macs as u64));
+            }
+            Event::BatchRefused { undone } => visit("undone", Num(*undone as u64)),
+            Event::ConfigLoaded { file } | Event::ConfigReloaded { file } => {
+                visit("file", Str(file))
+            }
+            Event::ConfigRejected { file, error } => {
+                visit("file", Str(file));
+                visit("error", Str(error));
+            }
+            Event::PortIsolated { port } => visit("port", Str(port)),
+            Event::DnsTcpLimit {
+                addr,
+                limit,
+                max,
+                closed,
+            } => {
+                visit("addr", Str(&addr.to_string()));
+                visit("limit", Str(limit));
+                visit("max", Num(*max as u64));
+                visit("closed", Num(*closed));
+            }
         }
         if self.threat() != Threat::Routine {
-            write!(f, " threat={}", self.threat().as_str())?;
+            visit("threat", Str(self.threat().as_str()));
         }
-        Ok(())
+    }
+}
+
+/// Writes `key=value`, quoting a value that holds a space, a quote, `=` or a control
+/// character (a refused DNS name is the client's choice of bytes), so one line stays one
+/// event and every pair parses back.
+pub fn write_pair(out: &mut dyn fmt::Write, key: &str, value: Value<'_>) -> fmt::Result {
+    let Value::Str(s) = value else {
+        return write!(out, " {key}={value}");
+    };
+    let plain = !s.is_empty()
+        && !s
+            .chars()
+            .any(|c| c == ' ' || c == '"' || c == '=' || c == '\\' || c.is_control());
+    if plain {
+        return write!(out, " {key}={s}");
+    }
+    write!(out, " {key}=\"")?;
+    for c in s.chars() {
+        match c {
+            '"' => out.write_str("\\\"")?,
+            '\\' => out.write_str("\\\\")?,
+            c if c.is_control() => write!(out, "\\x{:02x}", c as u32)?,
+            c => out.write_char(c)?,
+        }
+    }
+    out.write_char('"')
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "event={}", self.kind())?;
+        let mut result = Ok(());
+        self.fields(&mut |k, v| {
+            if result.is_ok() {
+                result = write_pair(f, k, v);
+            }
+        });
+        result
     }
 }

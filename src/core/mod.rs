@@ -12,6 +12,7 @@
 pub mod allow;
 pub mod dns;
 pub mod events;
+pub mod journal;
 pub mod leases;
 pub mod outbox;
 pub mod ports;

@@ -49,3 +49,66 @@ impl std::ops::Sub<Duration> for Instant {
         )
     }
 }
+
+/// A wall-clock time, milliseconds since the Unix epoch, shown as RFC 3339 in UTC
+/// (`2026-12-01T22:50:03.120Z`). Written out (days to civil date, Howard Hinnant's
+/// algorithm) rather than pulling a date crate onto the router for one format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct WallTime(pub u64);
+
+impl WallTime {
+    pub fn now() -> WallTime {
+        WallTime(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        )
+    }
+}
+
+impl std::fmt::Display for WallTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (secs, ms) = (self.0 / 1000, self.0 % 1000);
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
+    }
+}
+
+#[cfg(test)]
+mod wall_tests {
+    use super::WallTime;
+
+    #[test]
+    fn rfc3339_in_utc() {
+        assert_eq!(WallTime(0).to_string(), "1970-01-01T00:00:00.000Z");
+        // date -u -d @1796165403 → 2026-12-01T22:50:03Z
+        assert_eq!(
+            WallTime(1_796_165_403_120).to_string(),
+            "2026-12-01T22:50:03.120Z"
+        );
+        // A leap day, and the last millisecond of a century year that is not leap.
+        assert_eq!(
+            WallTime(951_782_400_000).to_string(),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            WallTime(4_107_542_399_999).to_string(),
+            "2100-02-28T23:59:59.999Z"
+        );
+    }
+}

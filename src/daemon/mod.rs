@@ -16,16 +16,19 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
+use crate::control::audit::EventLine;
 use crate::control::protocol::{self, RadioState, Status, WindowState};
 use crate::control::{self, Failure, FailureKind, Order, Reply, Request};
+use crate::core::events::Event;
+use crate::core::journal::{self, Journal};
 use crate::core::outbox::DhcpOut;
 use crate::core::settings::Settings;
-use crate::core::time::Instant;
+use crate::core::time::{Instant, WallTime};
 use crate::core::{Command, DhcpSender, MacAddr, Provisioner, SetChange};
 use crate::dhcp;
 use crate::dns::datagrams::{self, Inbox};
@@ -58,14 +61,15 @@ pub struct Paths {
     pub run_dir: PathBuf,
 }
 
-pub fn run(paths: Paths) -> anyhow::Result<()> {
+/// `json_log`: audit lines as JSON objects (`--log-format json`).
+pub fn run(paths: Paths, json_log: bool) -> anyhow::Result<()> {
     let cfg = Config::load(&paths.config)?;
     warn_not_enforced(&cfg);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the event loop")?;
-    rt.block_on(async { Daemon::start(paths, cfg)?.run().await })
+    rt.block_on(async { Daemon::start(paths, cfg, json_log)?.run().await })
 }
 
 fn warn_not_enforced(cfg: &Config) {
@@ -99,6 +103,12 @@ struct Daemon {
     control_task: JoinHandle<()>,
     /// DNS replies of a turn, sent together.
     replies: Vec<dns::Reply>,
+    /// The audit log's recent events, numbered...
+    journal: Journal,
+    /// ...and each new one for `events --follow`.
+    feed: broadcast::Sender<control::Followed>,
+    /// Audit lines as JSON objects (`--log-format json`) rather than key=value.
+    json_log: bool,
 }
 
 impl Drop for Daemon {
@@ -109,7 +119,7 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
-    fn start(paths: Paths, cfg: Config) -> anyhow::Result<Daemon> {
+    fn start(paths: Paths, cfg: Config, json_log: bool) -> anyhow::Result<Daemon> {
         prepare_interface(&cfg.network.interface, cfg.network.router)?;
         let mut fw = Firewall::open().context("opening the nftables netlink socket")?;
         let now = Instant::now();
@@ -125,7 +135,7 @@ impl Daemon {
         install(&mut fw, &cfg, &provisioner, now)?;
         let mut segment = Segment::open(cfg.network.interface.as_str())
             .context("opening the rtnetlink socket")?;
-        isolate_ports(&mut segment);
+        let isolated = isolate_ports(&mut segment);
         if let Err(e) = segment.reconcile(&provisioner.snapshot(now).leases) {
             warn!("pinning the clients' neighbour entries: {e}");
         }
@@ -144,7 +154,8 @@ impl Daemon {
         let listener = control::bind(&paths.control)
             .with_context(|| format!("opening the control socket {}", paths.control.display()))?;
         let (tx, orders) = mpsc::channel(16);
-        let control_task = tokio::spawn(control::serve(listener, tx));
+        let (feed, _) = broadcast::channel(control::FOLLOW_BACKLOG);
+        let control_task = tokio::spawn(control::serve(listener, tx, feed.clone()));
         let monitor = match Monitor::open()
             .map_err(std::io::Error::other)
             .and_then(register)
@@ -167,7 +178,7 @@ impl Daemon {
             || Nflog::open(nflog::GROUP),
             "spoofed ARP is dropped but not reported",
         );
-        let d = Daemon {
+        let mut d = Daemon {
             paths,
             cfg,
             provisioner,
@@ -184,7 +195,16 @@ impl Daemon {
             orders,
             control_task,
             replies: Vec::new(),
+            journal: Journal::new(journal::KEPT),
+            feed,
+            json_log,
         };
+        d.audit(Event::ConfigLoaded {
+            file: d.paths.config.display().to_string().into(),
+        });
+        for e in isolated {
+            d.audit(e);
+        }
         info!(
             "ready: table inet {TABLE} installed, DHCP serving {} on {}, DNS on {}:53, {} client(s) restored",
             d.cfg.network.subnet, d.cfg.network.interface, d.cfg.network.router, restored,
@@ -243,6 +263,7 @@ impl Daemon {
                 Some(q) = self.dns.tcp_rx.recv() => {
                     self.resolver.question(&mut self.provisioner, &q.bytes, q.src, Route::Tcp(q.reply), Instant::now(), &mut self.replies);
                 }
+                Some(e) = self.dns.tcp_reports.recv() => self.audit(e),
                 done = self.resolver.done() => {
                     self.resolver.upstream_done(&mut self.provisioner, done, Instant::now(), &mut self.replies);
                 }
@@ -259,7 +280,7 @@ impl Daemon {
                 }
                 _ = check.tick() => {
                     self.ensure_table("found missing");
-                    isolate_ports(&mut self.segment);
+                    self.isolate();
                     self.maintain_radio().await;
                 }
                 _ = term.recv() => break,
@@ -317,11 +338,33 @@ impl Daemon {
         let replies = std::mem::take(&mut self.replies);
         self.send_dns(replies).await;
         while let Some(e) = self.provisioner.poll_event() {
-            if e.is_chatty() {
-                debug!(target: "audit", "{e}");
-            } else {
-                info!(target: "audit", "{e}");
-            }
+            self.audit(e);
+        }
+    }
+
+    /// Isolates the bridge ports that are not yet (retried by the next check).
+    fn isolate(&mut self) {
+        for e in isolate_ports(&mut self.segment) {
+            self.audit(e);
+        }
+    }
+
+    /// Logs an event and, unless it is one of those on every answer (debug only, not
+    /// numbered: they would push the decisions out of the journal), numbers and keeps it
+    /// and hands it to followers.
+    fn audit(&mut self, e: Event) {
+        if e.is_chatty() {
+            debug!(target: "audit", "{e}");
+            return;
+        }
+        let r = self.journal.push(WallTime::now(), e);
+        let line = (self.json_log || self.feed.receiver_count() > 0).then(|| EventLine::from(&*r));
+        match (&line, self.json_log) {
+            (Some(l), true) => audit_line(r.level(), &l.to_json()),
+            _ => audit_line(r.level(), &format_args!("{} seq={}", r.event, r.seq)),
+        }
+        if let Some(l) = line.filter(|_| self.feed.receiver_count() > 0) {
+            let _ = self.feed.send((r.seq, Reply::Event(l).encode().into()));
         }
     }
 
@@ -448,6 +491,14 @@ impl Daemon {
             Request::Unban { mac } => p
                 .handle_unban(mac, now)
                 .map(|()| self.station_state(mac, now)),
+            Request::Events { since, .. } => {
+                let page = self.journal.since(since);
+                Ok(Reply::Events(protocol::Events {
+                    events: page.records.iter().map(|r| EventLine::from(&**r)).collect(),
+                    next: page.next,
+                    lost: page.lost,
+                }))
+            }
             Request::Reload => {
                 let config = self.paths.config.display().to_string();
                 let _ = order.reply.send(match self.reload() {
@@ -575,7 +626,7 @@ impl Daemon {
         };
         match fd.get_mut().read() {
             Ok(false) => {}
-            Ok(true) => isolate_ports(&mut self.segment),
+            Ok(true) => self.isolate(),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => warn!("reading link announcements: {e}"),
         }
@@ -608,9 +659,16 @@ impl Daemon {
     /// the error logged and returned.
     fn reload(&mut self) -> Result<(), String> {
         let result = self.try_reload();
+        let file: std::sync::Arc<str> = self.paths.config.display().to_string().into();
         match &result {
-            Ok(()) => info!("reloaded {}", self.paths.config.display()),
-            Err(e) => error!("reload: {e}; keeping the last good configuration"),
+            Ok(()) => self.audit(Event::ConfigReloaded { file }),
+            Err(e) => {
+                error!("reload: {e}; keeping the last good configuration");
+                self.audit(Event::ConfigRejected {
+                    file,
+                    error: e.as_str().into(),
+                });
+            }
         }
         result
     }
@@ -655,7 +713,7 @@ impl Daemon {
             self.dhcp = out;
             self.dhcp_in = listener;
             self.segment = segment;
-            isolate_ports(&mut self.segment);
+            self.isolate();
         }
         if let Err(e) = self
             .segment
@@ -693,6 +751,14 @@ impl Daemon {
     }
 }
 
+/// An audit line at its level (target `audit`, which the JSON log writes as it is).
+fn audit_line(level: &str, line: &dyn std::fmt::Display) {
+    match level {
+        "warning" => warn!(target: "audit", "{line}"),
+        _ => info!(target: "audit", "{line}"),
+    }
+}
+
 /// Builds the tables for `cfg` carrying the provisioner's live state, installs them
 /// atomically and verifies them.
 fn install(
@@ -708,13 +774,15 @@ fn install(
 
 /// Isolates the bridge ports that are not yet; failures are logged (and retried by the
 /// next check).
-fn isolate_ports(segment: &mut Segment) {
+fn isolate_ports(segment: &mut Segment) -> Vec<Event> {
     match segment.isolate_ports() {
-        Ok(ports) => {
-            for port in ports {
-                info!(target: "audit", "event=port_isolated port={port}");
-            }
+        Ok(ports) => ports
+            .into_iter()
+            .map(|p| Event::PortIsolated { port: p.into() })
+            .collect(),
+        Err(e) => {
+            warn!("isolating the provisioning bridge's ports: {e}");
+            Vec::new()
         }
-        Err(e) => warn!("isolating the provisioning bridge's ports: {e}"),
     }
 }

@@ -27,6 +27,8 @@ use crate::radio::link::RadioLink;
 pub(super) struct DnsSockets {
     pub(super) udp: UdpSocket,
     pub(super) tcp_rx: mpsc::Receiver<TcpQuestion>,
+    /// Connections refused at a bound, for the audit log.
+    pub(super) tcp_reports: mpsc::Receiver<crate::core::events::Event>,
     tcp_task: JoinHandle<()>,
 }
 
@@ -46,10 +48,12 @@ impl DnsSockets {
             .with_context(context)?;
         let tcp = TcpListener::from_std(std::net::TcpListener::from(fd))?;
         let (tx, tcp_rx) = mpsc::channel(64);
-        let tcp_task = tokio::spawn(dns::serve_tcp(tcp, tx));
+        let (reports, tcp_reports) = mpsc::channel(16);
+        let tcp_task = tokio::spawn(dns::serve_tcp(tcp, tx, reports));
         Ok(DnsSockets {
             udp,
             tcp_rx,
+            tcp_reports,
             tcp_task,
         })
     }

@@ -12,12 +12,12 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::core::events::Event;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::{self, JoinSet};
 use tokio::time::{Instant, timeout};
-use tracing::info;
 
 use super::UPSTREAM_TIMEOUT;
 use super::datagrams::QUESTION_ROOM;
@@ -62,11 +62,22 @@ const LIMITS: Limits = Limits {
 
 /// Accepts TCP connections and hands their questions to the daemon loop. Dropping the
 /// future (aborting its task) closes every connection it holds.
-pub async fn serve_tcp(listener: TcpListener, tx: mpsc::Sender<TcpQuestion>) {
-    serve(listener, tx, LIMITS).await;
+/// `reports`: a connection refused at a bound, for the audit log (dropped when the loop is
+/// behind: the next report carries the count).
+pub async fn serve_tcp(
+    listener: TcpListener,
+    tx: mpsc::Sender<TcpQuestion>,
+    reports: mpsc::Sender<Event>,
+) {
+    serve(listener, tx, reports, LIMITS).await;
 }
 
-async fn serve(listener: TcpListener, tx: mpsc::Sender<TcpQuestion>, limits: Limits) {
+async fn serve(
+    listener: TcpListener,
+    tx: mpsc::Sender<TcpQuestion>,
+    events: mpsc::Sender<Event>,
+    limits: Limits,
+) {
     let mut conns = JoinSet::new();
     // Every open connection's task and client: at most `limits.total`, so a scan is cheap.
     let mut open: Vec<(task::Id, IpAddr)> = Vec::with_capacity(limits.total);
@@ -113,11 +124,12 @@ async fn serve(listener: TcpListener, tx: mpsc::Sender<TcpQuestion>, limits: Lim
                         Bound::Total => limits.total,
                     };
                     if let Some(closed) = reports.hit(bound, ip, Instant::now()) {
-                        let limit = bound.as_str();
-                        info!(
-                            target: "audit",
-                            "event=dns_tcp_limit addr={ip} limit={limit} max={max} closed={closed} threat=abuse"
-                        );
+                        let _ = events.try_send(Event::DnsTcpLimit {
+                            addr: ip,
+                            limit: bound.as_str(),
+                            max,
+                            closed: u64::from(closed),
+                        });
                     }
                     continue;
                 }
@@ -250,7 +262,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel::<TcpQuestion>(8);
         // Every question's length, for the test to look at.
         let (seen_tx, seen_rx) = mpsc::channel(64);
-        tokio::spawn(serve(listener, tx, limits));
+        tokio::spawn(serve(listener, tx, mpsc::channel(8).0, limits));
         tokio::spawn(async move {
             while let Some(q) = rx.recv().await {
                 let _ = seen_tx.send(q.bytes.len()).await;

@@ -61,26 +61,32 @@ impl Rig {
     /// Writes `config` and starts `provisionerd` in the router namespace; returns once the
     /// daemon says it is ready (table installed, DHCP listening).
     pub fn start_daemon(&self, config: &str) -> Proc {
-        let path = self.config_path();
-        fs::write(&path, config).expect("write config");
-        let bin = daemon_bin();
-        let p = self.spawn(
-            self.router(),
-            &[
-                bin.to_str().expect("utf-8 path"),
-                "provisionerd",
-                "-c",
-                path.to_str().expect("utf-8 path"),
-                "--control",
-                self.control_socket().to_str().expect("utf-8 path"),
-                "--run-dir",
-                self.dir.join("run").to_str().expect("utf-8 path"),
-            ],
-        );
+        let p = self.spawn_daemon(config, &[]);
         if let Err(e) = p.wait_line("ready", Duration::from_secs(30)) {
             panic!("provisionerd did not come up: {e}");
         }
         p
+    }
+
+    /// Writes `config` and starts `provisionerd` with `extra` arguments, without waiting
+    /// (with `--syslog` it says "ready" elsewhere).
+    pub fn spawn_daemon(&self, config: &str, extra: &[&str]) -> Proc {
+        let path = self.config_path();
+        fs::write(&path, config).expect("write config");
+        let bin = daemon_bin();
+        let mut args = vec![
+            bin.to_str().expect("utf-8 path").to_owned(),
+            "provisionerd".into(),
+            "-c".into(),
+            path.to_str().expect("utf-8 path").into(),
+            "--control".into(),
+            self.control_socket().to_str().expect("utf-8 path").into(),
+            "--run-dir".into(),
+            self.dir.join("run").to_str().expect("utf-8 path").into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.spawn(self.router(), &args)
     }
 
     /// An `ssid_command` for the rig's hostapd, as the OpenWrt package's does through UCI:
