@@ -195,3 +195,95 @@ fn syslog_gets_each_line_with_its_priority() {
         daemon.lines()
     );
 }
+
+/// A client's refused flows reach the log from the kernel with destination, port and why,
+/// sampled: a burst of hundreds of packets is a handful of lines, not one per packet.
+#[test]
+fn blocked_flows_are_sampled_from_the_kernel_with_destination_and_why() {
+    let rig = Rig::new(2);
+    let d = rig.start_daemon(&config(""));
+    rig.dhcp(1).expect("lease 1");
+    rig.dhcp(2).expect("lease 2");
+    let m1 = provisioner::core::MacAddr(Rig::client_mac(1)).to_string();
+    let m2 = provisioner::core::MacAddr(Rig::client_mac(2)).to_string();
+    let quick = Duration::from_millis(500);
+    for (dst, why) in [
+        (SocketAddr::from((CLOUD_OTHER, 443)), "not_allowed"),
+        (SocketAddr::from((HOME_HOST, 22)), "not_wan"),
+        (SocketAddr::from((ROUTER_PROV, 22)), "router"),
+    ] {
+        let p = tcp(rig.client(1), dst, None, quick);
+        assert!(!p.answered(), "{dst}: {p:?}");
+        d.wait_line(
+            &format!(
+                "event=flow_blocked mac={m1} dst={} proto=tcp port={} why={why} threat=violation",
+                dst.ip(),
+                dst.port()
+            ),
+            LOG,
+        )
+        .unwrap();
+    }
+    // The twin: the allowed destination is reached, and nothing is reported about it.
+    assert!(
+        tcp(
+            rig.client(1),
+            SocketAddr::from((CLOUD_ALLOWED, 443)),
+            None,
+            LOG
+        )
+        .answered()
+    );
+
+    // A burst: 400 datagrams to as many ports of a refused destination.
+    let burst = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         for p in range(20000,20400): s.sendto(b'x',('{CLOUD_OTHER}',p))\n"
+    );
+    rig.client(1).exec_ok(&["python3", "-c", &burst]);
+    // A marker from the other client, logged after the burst (one log socket, in order).
+    assert!(
+        !tcp(
+            rig.client(2),
+            SocketAddr::from((ROUTER_PROV, 23)),
+            None,
+            quick
+        )
+        .answered()
+    );
+    d.wait_line(
+        &format!("event=flow_blocked mac={m2} dst={ROUTER_PROV} proto=tcp port=23"),
+        LOG,
+    )
+    .unwrap();
+    let reported = d
+        .lines()
+        .iter()
+        .filter(|l| {
+            l.contains(&format!(
+                "event=flow_blocked mac={m1} dst={CLOUD_OTHER} proto=udp"
+            ))
+        })
+        .count();
+    assert!(
+        (1..=8).contains(&reported),
+        "{reported} lines for 400 packets"
+    );
+    // ... while the kernel dropped every one of them.
+    let dropped = rig.router().exec_ok(&[
+        "nft",
+        "list",
+        "chain",
+        "inet",
+        "provisioner",
+        "forward_from_prov",
+    ]);
+    let packets: u64 = dropped
+        .lines()
+        .find(|l| l.contains("not allow-listed") && l.contains("drop"))
+        .and_then(|l| l.split("packets ").nth(1))
+        .and_then(|n| n.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{dropped}"));
+    assert!(packets >= 400, "{packets} dropped: {dropped}");
+}

@@ -1075,7 +1075,7 @@ fn init_registers_the_daemon_with_procd() {
     let asked = format!("provisionerd --config {conf} --print-config\n");
     let registered = format!(
         "{asked}{asked}procd_open_instance \n\
-         procd_set_param command provisionerd --config {conf}\n\
+         procd_set_param command provisionerd --config {conf} --syslog\n\
          procd_set_param respawn 3600 5 0\n\
          procd_set_param stdout 1\n\
          procd_set_param stderr 1\n\

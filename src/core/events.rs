@@ -51,6 +51,54 @@ impl DnsRefusal {
     }
 }
 
+/// Why the kernel refused a client's flow (the drop rule that logged it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowBlock {
+    /// Towards the internet, to a destination no allow-list grants.
+    NotAllowed,
+    /// Towards a protected network (the home LAN...).
+    Protected,
+    /// Not out the WAN: another interface of the router (the LAN, another client).
+    NotWan,
+    /// A service of the router itself other than DHCP and DNS.
+    Router,
+}
+
+impl FlowBlock {
+    pub const ALL: [FlowBlock; 4] = [
+        FlowBlock::NotAllowed,
+        FlowBlock::Protected,
+        FlowBlock::NotWan,
+        FlowBlock::Router,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowBlock::NotAllowed => "not_allowed",
+            FlowBlock::Protected => "protected",
+            FlowBlock::NotWan => "not_wan",
+            FlowBlock::Router => "router",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<FlowBlock> {
+        FlowBlock::ALL.into_iter().find(|b| b.as_str() == s)
+    }
+}
+
+/// An IP protocol's name as nft writes it (`tcp`, `udp`, `icmp`), else its number.
+pub fn proto_name(p: u8) -> std::borrow::Cow<'static, str> {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        47 => "gre".into(),
+        50 => "esp".into(),
+        132 => "sctp".into(),
+        n => n.to_string().into(),
+    }
+}
+
 /// A DHCP message's claim that does not match the frame it came in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DhcpClaim {
@@ -249,6 +297,20 @@ pub enum Event {
         mac: MacAddr,
         count: u32,
     },
+    /// The kernel dropped a flow of this client's (sampled: the rule logs a few a second
+    /// per client, and each destination is reported once a minute).
+    FlowBlocked {
+        mac: MacAddr,
+        dst: Ipv4Addr,
+        proto: u8,
+        port: Option<u16>,
+        why: FlowBlock,
+    },
+    /// Blocked flows of the last minute that were not reported one by one.
+    FlowsBlockedMore {
+        mac: MacAddr,
+        count: u32,
+    },
     /// The kernel refused a batch of set changes: the `undone` additions in it were taken
     /// back (the tables are rebuilt from what is left).
     BatchRefused {
@@ -315,6 +377,8 @@ impl Event {
             Event::MacFlood { .. } => "mac_flood",
             Event::SpoofingSuppressed { .. } => "spoofing_more",
             Event::BatchRefused { .. } => "batch_refused",
+            Event::FlowBlocked { .. } => "flow_blocked",
+            Event::FlowsBlockedMore { .. } => "flow_blocked_more",
             Event::ConfigLoaded { .. } => "config_loaded",
             Event::ConfigReloaded { .. } => "config_reloaded",
             Event::ConfigRejected { .. } => "config_rejected",
@@ -326,7 +390,9 @@ impl Event {
         match self {
             Event::DnsRefused { .. }
             | Event::DnsRefusalsSuppressed { .. }
-            | Event::DnsRebinding { .. } => Threat::Violation,
+            | Event::DnsRebinding { .. }
+            | Event::FlowBlocked { .. }
+            | Event::FlowsBlockedMore { .. } => Threat::Violation,
             Event::DnsRateLimited { .. } | Event::MacFlood { .. } | Event::DnsTcpLimit { .. } => {
                 Threat::Abuse
             }
@@ -376,7 +442,9 @@ impl Event {
             | Event::DhcpSpoofed { mac, .. }
             | Event::ArpSpoofed { mac, .. }
             | Event::MacFlood { mac, .. }
-            | Event::SpoofingSuppressed { mac, .. } => *mac,
+            | Event::SpoofingSuppressed { mac, .. }
+            | Event::FlowBlocked { mac, .. }
+            | Event::FlowsBlockedMore { mac, .. } => *mac,
         })
     }
 
@@ -485,7 +553,22 @@ impl Event {
                 visit("reason", Str(reason.as_str()));
             }
             Event::DnsRefusalsSuppressed { count, .. }
-            | Event::SpoofingSuppressed { count, .. } => visit("count", Num(u64::from(*count))),
+            | Event::SpoofingSuppressed { count, .. }
+            | Event::FlowsBlockedMore { count, .. } => visit("count", Num(u64::from(*count))),
+            Event::FlowBlocked {
+                dst,
+                proto,
+                port,
+                why,
+                ..
+            } => {
+                visit("dst", Ip(*dst));
+                visit("proto", Str(&proto_name(*proto)));
+                if let Some(p) = port {
+                    visit("port", Num(u64::from(*p)));
+                }
+                visit("why", Str(why.as_str()));
+            }
             Event::DnsRebinding {
                 name, addr, why, ..
             } => {

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use allow::{AllowList, LearnChange, LearnKey, Learned, RebindingGuard};
 use dns::{Record, RecordData};
-use events::{DhcpClaim, DnsRefusal, Event};
+use events::{DhcpClaim, DnsRefusal, Event, FlowBlock};
 use leases::{Binding, DhcpReply, DhcpRequest, LeaseChange, Leases};
 use outbox::{Deadline, DhcpOut, DhcpTransaction, DnsOut, DnsOutcome, Outbox, QueryId, Undo};
 use ports::Ports;
@@ -138,6 +138,8 @@ pub struct Provisioner {
     ports: Ports,
     /// Spoofing reports, once per sender and claim a minute.
     spoofs: Repeats,
+    /// Blocked flows, reported once per client, destination and minute.
+    blocked: Repeats,
     /// What the state machines report while deciding; moved to the outbox after each input.
     events: Vec<Event>,
     out: Outbox,
@@ -159,6 +161,7 @@ impl Provisioner {
             refusals: Repeats::new(|mac, count| Event::DnsRefusalsSuppressed { mac, count }),
             ports: Ports::default(),
             spoofs: Repeats::new(|mac, count| Event::SpoofingSuppressed { mac, count }),
+            blocked: Repeats::new(|mac, count| Event::FlowsBlockedMore { mac, count }),
             events: Vec::new(),
             out: Outbox::default(),
             settings: s,
@@ -213,6 +216,7 @@ impl Provisioner {
             (self.learned.next_deadline(), Deadline::LearnedAddress),
             (self.refusals.next_deadline(), Deadline::Reports),
             (self.spoofs.next_deadline(), Deadline::Reports),
+            (self.blocked.next_deadline(), Deadline::Reports),
             (self.stations.next_deadline(), Deadline::Station),
             (self.window.next_deadline(now), Deadline::Window),
         ]
@@ -670,6 +674,38 @@ impl Provisioner {
         self.emit();
     }
 
+    /// A flow the kernel dropped and logged (sampled), from `src` (`frame`: the frame's
+    /// source MAC, if the log had it). Reported once per client, destination and minute;
+    /// repeats are counted into one summary. A source no lease binds is not a client's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn handle_flow_blocked(
+        &mut self,
+        frame: Option<MacAddr>,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: u8,
+        port: Option<u16>,
+        why: FlowBlock,
+        now: Instant,
+    ) {
+        let Some(mac) = frame.or_else(|| self.leases.mac_of(src, now)) else {
+            return;
+        };
+        if self
+            .blocked
+            .report(mac, (dst, proto, port, why.as_str()), now, &mut self.events)
+        {
+            self.events.push(Event::FlowBlocked {
+                mac,
+                dst,
+                proto,
+                port,
+                why,
+            });
+        }
+        self.emit();
+    }
+
     // --- the activation window ------------------------------------------------------------
 
     /// Opens an on-demand window (`duration` clamped to 5-60 minutes, default from the
@@ -817,6 +853,7 @@ impl Provisioner {
         self.limits.forget_idle(now);
         self.refusals.report_due(now, &mut self.events);
         self.spoofs.report_due(now, &mut self.events);
+        self.blocked.report_due(now, &mut self.events);
         self.ports.expire(now);
         self.emit();
     }
@@ -1613,6 +1650,51 @@ mod tests {
             ),
             "{events:?}"
         );
+    }
+
+    #[test]
+    fn blocked_flows_are_reported_once_per_destination_and_minute() {
+        let mut core = started("");
+        let a = lease(&mut core, mac(1), t(0));
+        events(&mut core);
+        let other = Ipv4Addr::new(11, 1, 0, 20);
+        let home = Ipv4Addr::new(192, 168, 1, 10);
+        // Without the frame's MAC, the lease of the source says whose it is.
+        core.handle_flow_blocked(None, a, other, 6, Some(443), FlowBlock::NotAllowed, t(1));
+        core.handle_flow_blocked(
+            Some(mac(1)),
+            a,
+            other,
+            6,
+            Some(443),
+            FlowBlock::NotAllowed,
+            t(2),
+        );
+        core.handle_flow_blocked(Some(mac(1)), a, home, 17, Some(53), FlowBlock::NotWan, t(2));
+        core.handle_flow_blocked(Some(mac(1)), a, home, 1, None, FlowBlock::Protected, t(2));
+        // Nobody's address, no frame: not a client's flow.
+        core.handle_flow_blocked(
+            None,
+            Ipv4Addr::new(192, 168, 250, 99),
+            other,
+            6,
+            Some(80),
+            FlowBlock::NotAllowed,
+            t(2),
+        );
+        assert_eq!(
+            events(&mut core),
+            [
+                "event=flow_blocked mac=02:00:00:00:00:01 dst=11.1.0.20 proto=tcp port=443 why=not_allowed threat=violation",
+                "event=flow_blocked mac=02:00:00:00:00:01 dst=192.168.1.10 proto=udp port=53 why=not_wan threat=violation",
+                "event=flow_blocked mac=02:00:00:00:00:01 dst=192.168.1.10 proto=icmp why=protected threat=violation",
+            ]
+        );
+        core.handle_timeout(t(70), NOON);
+        drain(&mut core);
+        assert!(events(&mut core).contains(
+            &"event=flow_blocked_more mac=02:00:00:00:00:01 count=1 threat=violation".to_owned()
+        ));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::control::audit::EventLine;
 use crate::control::protocol::{self, RadioState, Status, WindowState};
 use crate::control::{self, Failure, FailureKind, Order, Reply, Request};
-use crate::core::events::Event;
+use crate::core::events::{Event, FlowBlock};
 use crate::core::journal::{self, Journal};
 use crate::core::outbox::DhcpOut;
 use crate::core::settings::Settings;
@@ -174,9 +174,9 @@ impl Daemon {
             "a port joining the bridge is isolated within a second",
         );
         let nflog = watch(
-            "the kernel's log of refused ARP",
+            "the kernel's log of refused ARP and flows",
             || Nflog::open(nflog::GROUP),
-            "spoofed ARP is dropped but not reported",
+            "spoofed ARP and blocked flows are dropped but not reported",
         );
         let mut d = Daemon {
             paths,
@@ -632,7 +632,8 @@ impl Daemon {
         }
     }
 
-    /// What our drop rules logged: refused ARP is a spoofing attempt to grade.
+    /// What our drop rules logged: refused ARP is a spoofing attempt to grade, a refused
+    /// flow a violation to report.
     fn on_logged(&mut self, logged: &mut Vec<nflog::Logged>) {
         let Some(fd) = self.nflog.as_mut() else {
             return;
@@ -644,10 +645,21 @@ impl Daemon {
             }
         }
         let now = Instant::now();
-        for l in logged.iter().filter(|l| l.prefix == nflog::PREFIX_ARP) {
-            if let Some(arp) = nflog::Arp::parse(&l.payload) {
-                self.provisioner
-                    .handle_arp_refused(l.src, arp.sender_mac, arp.sender_ip, now);
+        for l in logged.iter() {
+            if l.prefix == nflog::PREFIX_ARP {
+                if let Some(arp) = nflog::Arp::parse(&l.payload) {
+                    self.provisioner
+                        .handle_arp_refused(l.src, arp.sender_mac, arp.sender_ip, now);
+                }
+            } else if let Some(why) = l
+                .prefix
+                .strip_prefix(nflog::PREFIX_FLOW)
+                .and_then(FlowBlock::from_name)
+            {
+                if let Some(f) = nflog::Flow::parse(&l.payload) {
+                    self.provisioner
+                        .handle_flow_blocked(l.src, f.src, f.dst, f.proto, f.port, why, now);
+                }
             }
         }
     }

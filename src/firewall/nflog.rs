@@ -20,6 +20,10 @@ pub const GROUP: u16 = 0x5052;
 /// Prefix of the ARP table's rule for a sender that no lease binds.
 pub const PREFIX_ARP: &str = "provisioner arp";
 
+/// Prefixes of the rules that log a refused flow from a client (sampled), ending in why
+/// it was refused (a [`crate::core::events::FlowBlock`]'s name).
+pub const PREFIX_FLOW: &str = "provisioner flow ";
+
 const NFNL_SUBSYS_ULOG: u16 = 4;
 const NFULNL_MSG_PACKET: u16 = 0;
 const NFULNL_MSG_CONFIG: u16 = 1;
@@ -65,6 +69,39 @@ impl Arp {
             sender_mac: MacAddr(b[8..14].try_into().ok()?),
             sender_ip: ip(14),
             target_ip: ip(24),
+        })
+    }
+}
+
+/// An IPv4 packet's addresses, protocol and destination port, as logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    /// TCP or UDP, and not a later fragment.
+    pub port: Option<u16>,
+}
+
+impl Flow {
+    /// Reads an IPv4 header (and a TCP/UDP destination port); `None` for anything else.
+    pub fn parse(b: &[u8]) -> Option<Flow> {
+        let ihl = usize::from(*b.first()? & 0x0f) * 4;
+        if b[0] >> 4 != 4 || ihl < 20 || b.len() < ihl {
+            return None;
+        }
+        let ip = |at: usize| Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3]);
+        let proto = b[9];
+        let first_fragment = u16::from_be_bytes([b[6], b[7]]) & 0x1fff == 0;
+        let port = (first_fragment && (proto == 6 || proto == 17))
+            .then(|| b.get(ihl + 2..ihl + 4))
+            .flatten()
+            .map(|p| u16::from_be_bytes([p[0], p[1]]));
+        Some(Flow {
+            src: ip(12),
+            dst: ip(16),
+            proto,
+            port,
         })
     }
 }
@@ -182,6 +219,36 @@ pub fn parse_packet(payload: &[u8]) -> Option<Logged> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flows_read_their_destination_and_nothing_past_the_buffer() {
+        // IPv4, IHL 5, TCP, 192.168.250.10 -> 11.1.0.20, sport 40000, dport 443.
+        let mut b = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0];
+        b.extend_from_slice(&[192, 168, 250, 10, 11, 1, 0, 20]);
+        b.extend_from_slice(&[0x9c, 0x40, 0x01, 0xbb]);
+        let f = Flow::parse(&b).unwrap();
+        assert_eq!(
+            (f.src, f.dst, f.proto, f.port),
+            (
+                "192.168.250.10".parse().unwrap(),
+                "11.1.0.20".parse().unwrap(),
+                6,
+                Some(443)
+            )
+        );
+        // A later fragment has no ports; ICMP none; a cut header no port; no IPv6, no junk.
+        let mut frag = b.clone();
+        frag[6] = 0x00;
+        frag[7] = 0x10;
+        assert_eq!(Flow::parse(&frag).unwrap().port, None);
+        let mut icmp = b.clone();
+        icmp[9] = 1;
+        assert_eq!(Flow::parse(&icmp).unwrap().port, None);
+        assert_eq!(Flow::parse(&b[..22]).unwrap().port, None);
+        for bad in [&b[..19], &[0x65u8; 40][..], &[0x44u8; 40][..], &[][..]] {
+            assert_eq!(Flow::parse(bad), None, "{bad:?}");
+        }
+    }
 
     fn arp_body(op: u16, sha: [u8; 6], spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
         let mut b = vec![0, 1, 8, 0, 6, 4];

@@ -15,6 +15,7 @@ use crate::config::value::Rate;
 use std::time::Duration;
 
 use crate::core::Snapshot;
+use crate::core::events::FlowBlock;
 use crate::firewall::nflog;
 
 pub const TABLE: &str = "provisioner";
@@ -218,6 +219,18 @@ fn rate_rules(cfg: &Config) -> (Vec<String>, Vec<String>) {
     )
 }
 
+/// Logs a packet about to be dropped for `why` to the daemon (the audit log's
+/// flow_blocked), sampled in the kernel: a few a second per client, 64 a second per rule in
+/// all, so a scan or a flood costs the daemon next to nothing.
+fn sampled(why: FlowBlock) -> String {
+    format!(
+        "update @flow_logged {{ ether saddr limit rate 2/second burst 4 packets }} limit rate 64/second log prefix \"{}{}\" group {}",
+        nflog::PREFIX_FLOW,
+        why.as_str(),
+        nflog::GROUP
+    )
+}
+
 impl Ruleset {
     /// The table for `cfg`, carrying the live elements of `state` over.
     pub fn build(cfg: &Config, state: &Snapshot) -> Ruleset {
@@ -348,6 +361,14 @@ impl Ruleset {
                     .collect(),
             },
         ];
+        // Clients whose refused flows were logged lately (see `sampled`).
+        sets.push(Set {
+            name: "flow_logged",
+            key: "ether_addr",
+            flags: "dynamic,timeout",
+            settings: &["size 1024", "timeout 1m"],
+            elements: Vec::new(),
+        });
         // Each client's rate, by its address, in a set the rules fill as packets pass
         // (an element leaves a minute after the client's last packet).
         for (name, per_client) in [
@@ -415,9 +436,10 @@ impl Ruleset {
                 ]
                 .into_iter()
                 .chain(ours.iter().cloned())
-                .chain([r(
-                    "counter drop comment \"router service not offered to provisionees\"",
-                )])
+                .chain([
+                    sampled(FlowBlock::Router),
+                    r("counter drop comment \"router service not offered to provisionees\""),
+                ])
                 .collect(),
             },
             Chain {
@@ -433,7 +455,9 @@ impl Ruleset {
                 base: None,
                 rules: [
                     // Out the WAN only: not the home LAN, not back to another client.
+                    format!("oifname != {wan} {}", sampled(FlowBlock::NotWan)),
                     format!("oifname != {wan} counter drop comment \"not towards the WAN\""),
+                    format!("ip daddr @protect4 {}", sampled(FlowBlock::Protected)),
                     r("ip daddr @protect4 counter drop comment \"protected network\""),
                 ]
                 .into_iter()
@@ -443,6 +467,7 @@ impl Ruleset {
                 .chain([
                     format!("ip daddr . meta l4proto . th dport @allow4_net {allowed}"),
                     format!("ether saddr . ip daddr . meta l4proto . th dport @learned4 {allowed}"),
+                    sampled(FlowBlock::NotAllowed),
                     r("counter drop comment \"not allow-listed\""),
                 ])
                 .collect(),
@@ -761,7 +786,7 @@ config allow 'ntp'
                 .chains
                 .iter()
                 .flat_map(|c| &c.rules)
-                .any(|r| r.contains("limit rate"))
+                .any(|r| r.contains("limit rate") && !r.contains(nflog::PREFIX_FLOW))
         );
         assert!(!plain.inet.sets.iter().any(|s| s.name.starts_with("rate_")));
         for name in ["forward_from_prov", "forward_to_prov"] {
