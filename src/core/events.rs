@@ -246,6 +246,22 @@ pub enum Event {
     BatchRefused {
         undone: usize,
     },
+    /// An allow entry came into force (`provisionerctl allow add`, or a reload).
+    AllowAdded {
+        name: String,
+    },
+    /// An allow entry went: `flows_ended` connections that were open to what only it
+    /// granted were ended (`None`: ending them failed, see the daemon's log).
+    AllowRemoved {
+        name: String,
+        flows_ended: Option<usize>,
+    },
+    /// An allow entry now grants other destinations, protocol or ports (a reload); the
+    /// connections it no longer grants were ended.
+    AllowChanged {
+        name: String,
+        flows_ended: Option<usize>,
+    },
     /// A client may now reach `addr` (for `ttl` seconds as it was told).
     AddressLearned {
         mac: MacAddr,
@@ -289,6 +305,9 @@ impl Event {
             Event::MacFlood { .. } => "mac_flood",
             Event::SpoofingSuppressed { .. } => "spoofing_more",
             Event::BatchRefused { .. } => "batch_refused",
+            Event::AllowAdded { .. } => "allow_added",
+            Event::AllowRemoved { .. } => "allow_removed",
+            Event::AllowChanged { .. } => "allow_changed",
         }
     }
 
@@ -309,6 +328,9 @@ impl Event {
     pub fn mac(&self) -> Option<MacAddr> {
         Some(match self {
             Event::WindowOpened { .. } | Event::WindowClosed | Event::BatchRefused { .. } => {
+                return None;
+            }
+            Event::AllowAdded { .. } | Event::AllowRemoved { .. } | Event::AllowChanged { .. } => {
                 return None;
             }
             Event::ClientRestored { mac, .. }
@@ -461,6 +483,15 @@ impl fmt::Display for Event {
             Event::MacFlood { port, macs, .. } => write!(f, " port={port} macs={macs}")?,
             Event::SpoofingSuppressed { count, .. } => write!(f, " count={count}")?,
             Event::BatchRefused { undone } => write!(f, " undone={undone}")?,
+            Event::AllowAdded { name } => write!(f, " name={name}")?,
+            Event::AllowRemoved { name, flows_ended }
+            | Event::AllowChanged { name, flows_ended } => {
+                write!(f, " name={name}")?;
+                match flows_ended {
+                    Some(n) => write!(f, " flows_ended={n}")?,
+                    None => write!(f, " flows_ended=failed")?,
+                }
+            }
         }
         if self.threat() != Threat::Routine {
             write!(f, " threat={}", self.threat().as_str())?;

@@ -10,6 +10,7 @@
 //! disagrees with the kernel's.
 
 pub mod allow;
+pub mod closing;
 pub mod dns;
 pub mod events;
 pub mod leases;
@@ -337,15 +338,98 @@ impl Provisioner {
         let actions = self.stations.set_policy(s.stations, now, &mut self.events);
         self.apply(actions, now);
         self.window.reconfigure(&s.window);
-        self.allow = AllowList::new(&s.allow);
+        let old_allow = std::mem::replace(&mut self.allow, AllowList::new(&s.allow));
         self.guard = RebindingGuard::new(s.router, s.subnet, &s.protect, &self.router_addrs);
         // The limiters keep their state unless their rates changed.
         if (s.client_qps, s.total_qps) != (self.settings.client_qps, self.settings.total_qps) {
             self.limits = DnsLimits::new(s.client_qps, s.total_qps);
         }
-        self.learned.revoke(&self.allow, &mut Vec::new());
+        let mut revoked = Vec::new();
+        self.learned.revoke_named(&self.allow, &mut revoked);
+        self.close_allow(&old_allow, &s, &revoked, now);
         self.settings = s;
         self.emit();
+    }
+
+    /// After an allow-list change (`s` is the new settings, `self.settings` still the old):
+    /// added entries are reported, and what removed and changed ones no longer grant is
+    /// handed to the edge to end ([`Command::EndFlowsTo`]), reported when it has.
+    fn close_allow(
+        &mut self,
+        old_allow: &AllowList,
+        s: &Settings,
+        revoked: &[(LearnKey, Arc<str>)],
+        now: Instant,
+    ) {
+        let old = &self.settings.allow;
+        let diff = closing::AllowDiff::between(old, &s.allow);
+        for name in &diff.added {
+            self.events.push(Event::AllowAdded { name: name.clone() });
+        }
+        if diff.removed.is_empty() && diff.changed.is_empty() {
+            return;
+        }
+        let ips: std::collections::HashMap<MacAddr, Ipv4Addr> =
+            self.leases.bound(now).map(|l| (l.mac, l.ip)).collect();
+        let flow = |key: &LearnKey| {
+            ips.get(&key.mac).map(|&client| closing::LearnedFlow {
+                client,
+                addr: key.ip,
+                proto: key.proto,
+                port: key.port,
+            })
+        };
+        let closing: Vec<&String> = diff.closing().collect();
+        let revoked: Vec<_> = revoked
+            .iter()
+            .filter_map(|(key, name)| {
+                // The entry it was learned for: the first closing one that allowed the name.
+                let entry = old_allow
+                    .matching(name)
+                    .filter_map(|i| old.get(i))
+                    .map(|e| &e.name)
+                    .find(|n| closing.contains(n))
+                    .cloned();
+                flow(key).map(|f| (f, entry))
+            })
+            .collect();
+        let held: Vec<_> = self
+            .learned
+            .elements(now)
+            .filter_map(|(key, ..)| flow(&key))
+            .collect();
+        let closed = closing::Closed::new(s.subnet, &diff, old, &s.allow, &revoked, held);
+        self.out.command_now(Command::EndFlowsTo(closed));
+    }
+
+    /// The edge ended what [`Command::EndFlowsTo`] asked: `ended[i]` connections for
+    /// `closed.names[i]` (`None`: it could not). One event per removed or changed entry.
+    pub fn handle_allow_closed(&mut self, closed: &closing::Closed, ended: Option<&[usize]>) {
+        for (i, name) in closed.names.iter().enumerate() {
+            let flows_ended = ended.map(|e| e.get(i).copied().unwrap_or(0));
+            let name = name.clone();
+            self.events.push(if i < closed.removed {
+                Event::AllowRemoved { name, flows_ended }
+            } else {
+                Event::AllowChanged { name, flows_ended }
+            });
+        }
+        self.emit();
+    }
+
+    /// Per allow entry (in the configuration's order), how many distinct addresses are
+    /// learned for its names now.
+    pub fn learned_per_entry(&self, now: Instant) -> Vec<usize> {
+        let mut per: Vec<std::collections::BTreeSet<Ipv4Addr>> =
+            vec![Default::default(); self.settings.allow.len()];
+        for (key, _, name) in self.learned.elements(now) {
+            for i in self.allow.matching(&name) {
+                if let Some(set) = per.get_mut(i) {
+                    set.insert(key.ip);
+                }
+            }
+        }
+        per.into_iter().map(|s| s.len()).collect()
     }
 
     /// Everything the kernel's sets should hold now, to carry into a rebuilt table.

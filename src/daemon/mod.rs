@@ -350,6 +350,15 @@ impl Daemon {
                 }
             }
             Command::SaveWindow(until) => write_window(&self.paths.run_dir, until),
+            Command::EndFlowsTo(closed) => {
+                let ended = self
+                    .fw
+                    .end_flows_to(&closed)
+                    .map_err(|e| warn!("ending connections the allow-list no longer grants: {e}"))
+                    .ok();
+                self.provisioner
+                    .handle_allow_closed(&closed, ended.as_deref());
+            }
         }
     }
 
