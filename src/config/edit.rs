@@ -13,7 +13,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::document::{Document, Section};
+use super::document::Section;
 use super::{Config, ConfigError, schema, tomlfile, uci};
 
 /// A new allow entry as the operator gave it: values as in the config file.
