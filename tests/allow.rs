@@ -190,13 +190,13 @@ fn remove_and_add(rig: &Rig, daemon: &Proc) {
         after.contains(&"keep".to_owned()) && !after.contains(&"gone".to_owned()),
         "{after:?}"
     );
-    daemon
-        .wait_line("event=allow_removed name=gone flows_ended=1", LOG)
-        .expect("removal event counting the open connection");
     assert!(
         !echoes(&mut doomed, NO),
         "the open connection to the removed entry still carries data"
     );
+    daemon
+        .wait_line("event=allow_removed name=gone flows_ended=1", LOG)
+        .expect("removal event counting the open connection");
     assert!(
         refused_now(rig, CLOUD_OTHER),
         "a new connection got through"

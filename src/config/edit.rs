@@ -174,7 +174,7 @@ pub fn plan(path: &Path, current: &[u8], change: &AllowChange) -> Result<Edit, E
             AllowChange::Add(new) => uci_add(&mut batch, &package, new),
             AllowChange::Remove(_) => {
                 // Highest place first: deleting `@allow[1]` renumbers those after it.
-                removed_at.sort_by(|a, b| b.0.cmp(&a.0));
+                removed_at.sort_by_key(|r| std::cmp::Reverse(r.0));
                 for (_, name) in &removed_at {
                     batch.push_str(&format!("delete {package}.{name}\n"));
                 }

@@ -229,7 +229,10 @@ mod tests {
         assert_eq!(d.added, ["c"]);
         assert_eq!(d.removed, ["a"]);
         assert_eq!(d.changed, ["b"]);
-        assert_eq!(AllowDiff::between(&[a.clone()], &[a]), AllowDiff::default());
+        assert_eq!(
+            AllowDiff::between(std::slice::from_ref(&a), std::slice::from_ref(&a)),
+            AllowDiff::default()
+        );
     }
 
     #[test]

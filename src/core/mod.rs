@@ -1855,6 +1855,86 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_that_removes_entries_asks_to_end_what_they_granted_and_reports_it() {
+        let extra =
+            "config allow b\n list address 11.2.0.0/16\nconfig allow c\n list address 11.3.0.1\n";
+        let mut core = started(extra);
+        let ip = lease(&mut core, mac(1), t(0));
+        let name: Arc<str> = "ok.example".into();
+        let learned = Ipv4Addr::new(11, 1, 0, 10);
+        let records = [Record {
+            owner: "ok.example",
+            ttl: 60,
+            data: RecordData::A(learned),
+        }];
+        ask(&mut core, ip, "ok.example", QTYPE_A, t(1));
+        core.handle_dns_answer(7, mac(1), &name, &records, 0, t(1));
+        drain(&mut core);
+        assert_eq!(core.learned_per_entry(t(1)), [1, 0, 0]);
+        events(&mut core);
+        // 'a' (the domain) and 'b' go, 'c' stays, 'd' comes.
+        let new = Config::parse(
+            "t",
+            "config network\n option interface p\n option wan w\nconfig window\n option mode always\nconfig allow c\n list address 11.3.0.1\nconfig allow d\n list address 11.4.0.1\n",
+            false,
+        )
+        .unwrap();
+        core.handle_reload(&Settings::from(&new), t(2));
+        let d = drain(&mut core);
+        let closed = d
+            .commands
+            .iter()
+            .find_map(|c| match c {
+                Command::EndFlowsTo(c) => Some(c.clone()),
+                _ => None,
+            })
+            .expect("asked to end flows");
+        assert_eq!(closed.names, ["a", "b"]);
+        let flow = |dst: Ipv4Addr| closing::Flow {
+            src: ip,
+            dst,
+            proto: 6,
+            dport: 443,
+        };
+        assert_eq!(closed.ends(&flow(learned)), Some(0), "the learned address");
+        assert_eq!(closed.ends(&flow(Ipv4Addr::new(11, 2, 9, 9))), Some(1));
+        assert_eq!(
+            closed.ends(&flow(Ipv4Addr::new(11, 3, 0, 1))),
+            None,
+            "'c' stayed"
+        );
+        assert_eq!(
+            closed.ends(&flow(Ipv4Addr::new(11, 4, 0, 1))),
+            None,
+            "'d' is new"
+        );
+        assert!(core.snapshot(t(2)).learned.is_empty(), "revoked");
+        assert_eq!(events(&mut core), ["event=allow_added name=d"]);
+        core.handle_allow_closed(&closed, Some(&[2, 0]));
+        assert_eq!(
+            events(&mut core),
+            [
+                "event=allow_removed name=a flows_ended=2",
+                "event=allow_removed name=b flows_ended=0"
+            ]
+        );
+        core.handle_allow_closed(&closed, None);
+        assert_eq!(
+            events(&mut core)[0],
+            "event=allow_removed name=a flows_ended=failed"
+        );
+        // Reloading the same file closes nothing and asks nothing.
+        core.handle_reload(&Settings::from(&new), t(3));
+        let d = drain(&mut core);
+        assert!(
+            !d.commands
+                .iter()
+                .any(|c| matches!(c, Command::EndFlowsTo(_))),
+            "{d:?}"
+        );
+    }
+
+    #[test]
     fn a_refused_learned_address_fails_the_answer_and_is_written_again_next_time() {
         let mut core = started("");
         let ip = lease(&mut core, mac(1), t(0));
