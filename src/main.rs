@@ -118,6 +118,44 @@ enum CtlCommand {
     },
     /// The MAC/IP bindings the kernel holds (read from the kernel, works without the daemon).
     Leases,
+    /// The allow-list: list it, or add and remove entries (written back to the config
+    /// file, through uci for a UCI config, and applied at once).
+    Allow {
+        #[command(subcommand)]
+        action: AllowAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AllowAction {
+    /// Each entry's domains, addresses, protocol, ports and addresses learned now.
+    List {
+        /// Only this entry.
+        name: Option<String>,
+    },
+    /// Add an entry (a name not in use): what a config `allow` section holds.
+    Add {
+        /// Letters, digits and '_' (a uci section name).
+        name: String,
+        /// A name or *.suffix its clients may resolve (repeatable).
+        #[arg(long = "domain", value_name = "NAME")]
+        domains: Vec<String>,
+        /// An IPv4 address or network (CIDR) (repeatable).
+        #[arg(long = "address", value_name = "ADDR")]
+        addresses: Vec<String>,
+        /// tcp (the default) or udp.
+        #[arg(long, value_name = "PROTO")]
+        proto: Option<String>,
+        /// A port or range, 443 or 8000-8100 (repeatable; default 443).
+        #[arg(long = "port", value_name = "PORT")]
+        ports: Vec<String>,
+    },
+    /// Remove entries (all of them, or none if one is unknown); open connections to what
+    /// only they allowed are ended.
+    Remove {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -313,6 +351,28 @@ fn provisionerctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
             since,
             follow: false,
         },
+        CtlCommand::Allow {
+            action: AllowAction::List { name },
+        } => Request::AllowList { name },
+        CtlCommand::Allow {
+            action:
+                AllowAction::Add {
+                    name,
+                    domains,
+                    addresses,
+                    proto,
+                    ports,
+                },
+        } => Request::AllowAdd(protocol::AllowSpec {
+            name,
+            domains,
+            addresses,
+            proto,
+            ports,
+        }),
+        CtlCommand::Allow {
+            action: AllowAction::Remove { names },
+        } => Request::AllowRemove { names },
         CtlCommand::Leases => {
             let leases: Vec<protocol::Lease> = Firewall::open()?
                 .snapshot(Instant::now())?

@@ -4,6 +4,7 @@
 //! always names the file, the line and the option.
 
 pub mod document;
+pub mod edit;
 mod schema;
 mod tomlfile;
 pub mod uci;

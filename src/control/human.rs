@@ -83,6 +83,7 @@ pub fn reply(r: &Reply) -> String {
         Reply::Reloaded(r) => format!("reloaded {}\n", r.config),
         Reply::Events(e) => events(e),
         Reply::Event(e) => format!("{e}\n"),
+        Reply::Allow(a) => allow(a),
         Reply::Error(f) => format!("error: {f}\n"),
     }
 }
@@ -95,6 +96,63 @@ pub fn events(e: &Events) -> String {
     }
     for line in &e.events {
         let _ = writeln!(out, "{line}");
+    }
+    out
+}
+
+/// The allow entries as a table, one line each, lists comma-separated; a single address
+/// shows without its `/32`; LEARNED only for entries with domains.
+fn allow(a: &super::protocol::AllowEntries) -> String {
+    if a.entries.is_empty() {
+        return "no allow entries\n".into();
+    }
+    let join = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.iter()
+                .map(|s| s.strip_suffix("/32").unwrap_or(s))
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    };
+    let rows: Vec<[String; 6]> = a
+        .entries
+        .iter()
+        .map(|e| {
+            [
+                e.name.clone(),
+                e.proto.clone(),
+                join(&e.ports),
+                join(&e.addresses),
+                join(&e.domains),
+                if e.domains.is_empty() {
+                    "-".into()
+                } else {
+                    e.learned.to_string()
+                },
+            ]
+        })
+        .collect();
+    let head = ["NAME", "PROTO", "PORTS", "ADDRESSES", "DOMAINS", "LEARNED"];
+    let mut width = head.map(str::len);
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in std::iter::once(head.map(str::to_owned)).chain(rows) {
+        let mut line = String::new();
+        for (i, (c, w)) in r.iter().zip(width).enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                let _ = write!(line, "{c:w$}  ");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     out
 }
@@ -172,5 +230,34 @@ mod tests {
             secs_left: None,
         };
         assert_eq!(reply(&Reply::Window(closed)), "window closed\n");
+    }
+
+    #[test]
+    fn allow_entries_as_a_table() {
+        use crate::control::protocol::{AllowEntries, AllowInfo};
+        let info = |name: &str, domains: &[&str], addresses: &[&str], ports: &[&str]| AllowInfo {
+            name: name.into(),
+            domains: domains.iter().map(|s| s.to_string()).collect(),
+            addresses: addresses.iter().map(|s| s.to_string()).collect(),
+            proto: "tcp".into(),
+            ports: ports.iter().map(|s| s.to_string()).collect(),
+            learned: 3,
+        };
+        let a = AllowEntries {
+            entries: vec![
+                info("cloud", &[], &["11.1.0.10/32", "11.2.0.0/16"], &["443"]),
+                info("fw", &["*.fw.example.com"], &[], &["443", "8000-8100"]),
+            ],
+        };
+        assert_eq!(
+            reply(&Reply::Allow(a)),
+            "NAME   PROTO  PORTS          ADDRESSES              DOMAINS           LEARNED\n\
+             cloud  tcp    443            11.1.0.10,11.2.0.0/16  -                 -\n\
+             fw     tcp    443,8000-8100  -                      *.fw.example.com  3\n"
+        );
+        assert_eq!(
+            reply(&Reply::Allow(AllowEntries { entries: vec![] })),
+            "no allow entries\n"
+        );
     }
 }

@@ -67,6 +67,52 @@ pub enum Request {
         #[serde(default)]
         follow: bool,
     },
+    /// The allow entries, or the one named.
+    AllowList {
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// Add an allow entry: written to the config file, then applied as a reload.
+    AllowAdd(AllowSpec),
+    /// Remove allow entries (all or none): written to the config file, then applied; open
+    /// connections to what they granted are ended.
+    AllowRemove {
+        names: Vec<String>,
+    },
+}
+
+/// A new allow entry, its values as the config file takes them (checked by the daemon).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowSpec {
+    pub name: String,
+    #[serde(default)]
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub proto: Option<String>,
+    #[serde(default)]
+    pub ports: Vec<String>,
+}
+
+/// The allow entries after `allow list`, `allow add` or `allow remove`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowEntries {
+    pub entries: Vec<AllowInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowInfo {
+    pub name: String,
+    pub domains: Vec<String>,
+    /// Addresses and networks, as CIDR (`11.1.0.10/32`).
+    pub addresses: Vec<String>,
+    pub proto: String,
+    /// Ports and ranges (`443`, `8000-8100`).
+    pub ports: Vec<String>,
+    /// Distinct addresses learned for its domains now (by any client).
+    pub learned: usize,
 }
 
 /// What the daemon answers: on the wire, the variant's name is the key beside `version`.
@@ -83,6 +129,8 @@ pub enum Reply {
     Events(Events),
     /// One new event, to a follower.
     Event(EventLine),
+    /// The allow entries (after a change: all of them, as now running).
+    Allow(AllowEntries),
     Error(Failure),
 }
 
@@ -210,6 +258,7 @@ impl Serialize for ReplyLine<'_> {
             Reply::Reloaded(x) => m.serialize_entry("reloaded", x)?,
             Reply::Events(x) => m.serialize_entry("events", x)?,
             Reply::Event(x) => m.serialize_entry("event", x)?,
+            Reply::Allow(x) => m.serialize_entry("allow", x)?,
             Reply::Error(x) => m.serialize_entry("error", x)?,
         }
         m.end()
@@ -235,6 +284,7 @@ impl<'de> Deserialize<'de> for Reply {
                         "reloaded" => Reply::Reloaded(m.next_value()?),
                         "events" => Reply::Events(m.next_value()?),
                         "event" => Reply::Event(m.next_value()?),
+                        "allow" => Reply::Allow(m.next_value()?),
                         "error" => Reply::Error(m.next_value()?),
                         // The version, and what a newer daemon added.
                         _ => {
@@ -247,7 +297,9 @@ impl<'de> Deserialize<'de> for Reply {
                     }
                 }
                 reply.ok_or_else(|| {
-                    A::Error::custom("no status, window, station, reloaded or error in the reply")
+                    A::Error::custom(
+                        "no status, window, station, reloaded, allow, events, event or error in the reply",
+                    )
                 })
             }
         }
@@ -515,5 +567,57 @@ mod tests {
                 .to_string()
                 .contains("not a MAC address")
         );
+    }
+
+    #[test]
+    fn allow_requests_and_replies_round_trip() {
+        let cases = [
+            (
+                Request::AllowList { name: None },
+                r#"{"version":1,"request":{"allow_list":{"name":null}}}"#,
+            ),
+            (
+                Request::AllowAdd(AllowSpec {
+                    name: "fw".into(),
+                    domains: vec!["fw.example.com".into()],
+                    addresses: vec!["11.1.0.30".into()],
+                    proto: Some("tcp".into()),
+                    ports: vec!["443".into()],
+                }),
+                r#"{"version":1,"request":{"allow_add":{"name":"fw","domains":["fw.example.com"],"addresses":["11.1.0.30"],"proto":"tcp","ports":["443"]}}}"#,
+            ),
+            (
+                Request::AllowRemove {
+                    names: vec!["a".into(), "b".into()],
+                },
+                r#"{"version":1,"request":{"allow_remove":{"names":["a","b"]}}}"#,
+            ),
+        ];
+        for (request, line) in cases {
+            assert_eq!(request.encode(), line);
+            assert_eq!(Request::decode(line), Ok(request));
+        }
+        assert!(
+            Request::decode(r#"{"version":1,"request":{"allow_add":{"name":"x","port":["1"]}}}"#)
+                .unwrap_err()
+                .message
+                .contains("unknown field `port`")
+        );
+        let reply = Reply::Allow(AllowEntries {
+            entries: vec![AllowInfo {
+                name: "fw".into(),
+                domains: vec!["*.fw.example.com".into()],
+                addresses: vec![],
+                proto: "tcp".into(),
+                ports: vec!["443".into()],
+                learned: 2,
+            }],
+        });
+        let line = reply.encode();
+        assert_eq!(
+            line,
+            r#"{"version":1,"allow":{"entries":[{"name":"fw","domains":["*.fw.example.com"],"addresses":[],"proto":"tcp","ports":["443"],"learned":2}]}}"#
+        );
+        assert_eq!(Reply::decode(&line).unwrap(), reply);
     }
 }

@@ -144,6 +144,12 @@ impl AllowList {
         exact.chain(suffixes)
     }
 
+    /// The indices (in the entries given to [`AllowList::new`]) of the entries that allow
+    /// `name`.
+    pub fn matching<'a>(&'a self, name: &'a str) -> impl Iterator<Item = usize> + 'a {
+        self.entries(name)
+    }
+
     pub fn allows(&self, name: &str) -> bool {
         self.entries(name).next().is_some()
     }
@@ -457,6 +463,21 @@ impl Learned {
                 out.push(LearnChange::Remove { key: *key });
                 false
             }
+        });
+    }
+
+    /// As [`Learned::revoke`], saying for each element removed the name it was learned for.
+    pub fn revoke_named(&mut self, allow: &AllowList, out: &mut Vec<(LearnKey, Arc<str>)>) {
+        let mut grants: HashMap<Arc<str>, Grant> = HashMap::new();
+        self.map.retain(|key, e| {
+            let grant = grants
+                .entry(e.name.clone())
+                .or_insert_with(|| allow.grant(&e.name));
+            let keep = grant.ports.contains(&(key.proto, key.port));
+            if !keep {
+                out.push((*key, e.name.clone()));
+            }
+            keep
         });
     }
 

@@ -333,6 +333,22 @@ pub enum Event {
     PortIsolated {
         port: Arc<str>,
     },
+    /// An allow entry came into force (`provisionerctl allow add`, or a reload).
+    AllowAdded {
+        name: String,
+    },
+    /// An allow entry went: `flows_ended` connections that were open to what only it
+    /// granted were ended (`None`: ending them failed, see the daemon's log).
+    AllowRemoved {
+        name: String,
+        flows_ended: Option<usize>,
+    },
+    /// An allow entry now grants other destinations, protocol or ports (a reload); the
+    /// connections it no longer grants were ended.
+    AllowChanged {
+        name: String,
+        flows_ended: Option<usize>,
+    },
     /// A client may now reach `addr` (for `ttl` seconds as it was told).
     AddressLearned {
         mac: MacAddr,
@@ -383,6 +399,9 @@ impl Event {
             Event::ConfigReloaded { .. } => "config_reloaded",
             Event::ConfigRejected { .. } => "config_rejected",
             Event::PortIsolated { .. } => "port_isolated",
+            Event::AllowAdded { .. } => "allow_added",
+            Event::AllowRemoved { .. } => "allow_removed",
+            Event::AllowChanged { .. } => "allow_changed",
         }
     }
 
@@ -414,6 +433,9 @@ impl Event {
             | Event::ConfigRejected { .. }
             | Event::PortIsolated { .. }
             | Event::DnsTcpLimit { .. } => {
+                return None;
+            }
+            Event::AllowAdded { .. } | Event::AllowRemoved { .. } | Event::AllowChanged { .. } => {
                 return None;
             }
             Event::ClientRestored { mac, .. }
@@ -639,6 +661,15 @@ impl Event {
                 visit("limit", Str(limit));
                 visit("max", Num(*max as u64));
                 visit("closed", Num(*closed));
+            }
+            Event::AllowAdded { name } => visit("name", Str(name)),
+            Event::AllowRemoved { name, flows_ended }
+            | Event::AllowChanged { name, flows_ended } => {
+                visit("name", Str(name));
+                match flows_ended {
+                    Some(n) => visit("flows_ended", Num(*n as u64)),
+                    None => visit("flows_ended", Str("failed")),
+                }
             }
         }
         if self.threat() != Threat::Routine {

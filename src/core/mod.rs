@@ -10,6 +10,7 @@
 //! disagrees with the kernel's.
 
 pub mod allow;
+pub mod closing;
 pub mod dns;
 pub mod events;
 pub mod journal;
@@ -342,15 +343,98 @@ impl Provisioner {
         let actions = self.stations.set_policy(s.stations, now, &mut self.events);
         self.apply(actions, now);
         self.window.reconfigure(&s.window);
-        self.allow = AllowList::new(&s.allow);
+        let old_allow = std::mem::replace(&mut self.allow, AllowList::new(&s.allow));
         self.guard = RebindingGuard::new(s.router, s.subnet, &s.protect, &self.router_addrs);
         // The limiters keep their state unless their rates changed.
         if (s.client_qps, s.total_qps) != (self.settings.client_qps, self.settings.total_qps) {
             self.limits = DnsLimits::new(s.client_qps, s.total_qps);
         }
-        self.learned.revoke(&self.allow, &mut Vec::new());
+        let mut revoked = Vec::new();
+        self.learned.revoke_named(&self.allow, &mut revoked);
+        self.close_allow(&old_allow, &s, &revoked, now);
         self.settings = s;
         self.emit();
+    }
+
+    /// After an allow-list change (`s` is the new settings, `self.settings` still the old):
+    /// added entries are reported, and what removed and changed ones no longer grant is
+    /// handed to the edge to end ([`Command::EndFlowsTo`]), reported when it has.
+    fn close_allow(
+        &mut self,
+        old_allow: &AllowList,
+        s: &Settings,
+        revoked: &[(LearnKey, Arc<str>)],
+        now: Instant,
+    ) {
+        let old = &self.settings.allow;
+        let diff = closing::AllowDiff::between(old, &s.allow);
+        for name in &diff.added {
+            self.events.push(Event::AllowAdded { name: name.clone() });
+        }
+        if diff.removed.is_empty() && diff.changed.is_empty() {
+            return;
+        }
+        let ips: std::collections::HashMap<MacAddr, Ipv4Addr> =
+            self.leases.bound(now).map(|l| (l.mac, l.ip)).collect();
+        let flow = |key: &LearnKey| {
+            ips.get(&key.mac).map(|&client| closing::LearnedFlow {
+                client,
+                addr: key.ip,
+                proto: key.proto,
+                port: key.port,
+            })
+        };
+        let closing: Vec<&String> = diff.closing().collect();
+        let revoked: Vec<_> = revoked
+            .iter()
+            .filter_map(|(key, name)| {
+                // The entry it was learned for: the first closing one that allowed the name.
+                let entry = old_allow
+                    .matching(name)
+                    .filter_map(|i| old.get(i))
+                    .map(|e| &e.name)
+                    .find(|n| closing.contains(n))
+                    .cloned();
+                flow(key).map(|f| (f, entry))
+            })
+            .collect();
+        let held: Vec<_> = self
+            .learned
+            .elements(now)
+            .filter_map(|(key, ..)| flow(&key))
+            .collect();
+        let closed = closing::Closed::new(s.subnet, &diff, old, &s.allow, &revoked, held);
+        self.out.command_now(Command::EndFlowsTo(closed));
+    }
+
+    /// The edge ended what [`Command::EndFlowsTo`] asked: `ended[i]` connections for
+    /// `closed.names[i]` (`None`: it could not). One event per removed or changed entry.
+    pub fn handle_allow_closed(&mut self, closed: &closing::Closed, ended: Option<&[usize]>) {
+        for (i, name) in closed.names.iter().enumerate() {
+            let flows_ended = ended.map(|e| e.get(i).copied().unwrap_or(0));
+            let name = name.clone();
+            self.events.push(if i < closed.removed {
+                Event::AllowRemoved { name, flows_ended }
+            } else {
+                Event::AllowChanged { name, flows_ended }
+            });
+        }
+        self.emit();
+    }
+
+    /// Per allow entry (in the configuration's order), how many distinct addresses are
+    /// learned for its names now.
+    pub fn learned_per_entry(&self, now: Instant) -> Vec<usize> {
+        let mut per: Vec<std::collections::BTreeSet<Ipv4Addr>> =
+            vec![Default::default(); self.settings.allow.len()];
+        for (key, _, name) in self.learned.elements(now) {
+            for i in self.allow.matching(&name) {
+                if let Some(set) = per.get_mut(i) {
+                    set.insert(key.ip);
+                }
+            }
+        }
+        per.into_iter().map(|s| s.len()).collect()
     }
 
     /// Everything the kernel's sets should hold now, to carry into a rebuilt table.
@@ -1851,6 +1935,86 @@ mod tests {
         let d = drain(&mut core);
         assert!(matches!(d.changes[..], [SetChange::Admit { .. }]), "{d:?}");
         assert!(core.stations.is_admitted(mac(1)));
+    }
+
+    #[test]
+    fn a_reload_that_removes_entries_asks_to_end_what_they_granted_and_reports_it() {
+        let extra =
+            "config allow b\n list address 11.2.0.0/16\nconfig allow c\n list address 11.3.0.1\n";
+        let mut core = started(extra);
+        let ip = lease(&mut core, mac(1), t(0));
+        let name: Arc<str> = "ok.example".into();
+        let learned = Ipv4Addr::new(11, 1, 0, 10);
+        let records = [Record {
+            owner: "ok.example",
+            ttl: 60,
+            data: RecordData::A(learned),
+        }];
+        ask(&mut core, ip, "ok.example", QTYPE_A, t(1));
+        core.handle_dns_answer(7, mac(1), &name, &records, 0, t(1));
+        drain(&mut core);
+        assert_eq!(core.learned_per_entry(t(1)), [1, 0, 0]);
+        events(&mut core);
+        // 'a' (the domain) and 'b' go, 'c' stays, 'd' comes.
+        let new = Config::parse(
+            "t",
+            "config network\n option interface p\n option wan w\nconfig window\n option mode always\nconfig allow c\n list address 11.3.0.1\nconfig allow d\n list address 11.4.0.1\n",
+            false,
+        )
+        .unwrap();
+        core.handle_reload(&Settings::from(&new), t(2));
+        let d = drain(&mut core);
+        let closed = d
+            .commands
+            .iter()
+            .find_map(|c| match c {
+                Command::EndFlowsTo(c) => Some(c.clone()),
+                _ => None,
+            })
+            .expect("asked to end flows");
+        assert_eq!(closed.names, ["a", "b"]);
+        let flow = |dst: Ipv4Addr| closing::Flow {
+            src: ip,
+            dst,
+            proto: 6,
+            dport: 443,
+        };
+        assert_eq!(closed.ends(&flow(learned)), Some(0), "the learned address");
+        assert_eq!(closed.ends(&flow(Ipv4Addr::new(11, 2, 9, 9))), Some(1));
+        assert_eq!(
+            closed.ends(&flow(Ipv4Addr::new(11, 3, 0, 1))),
+            None,
+            "'c' stayed"
+        );
+        assert_eq!(
+            closed.ends(&flow(Ipv4Addr::new(11, 4, 0, 1))),
+            None,
+            "'d' is new"
+        );
+        assert!(core.snapshot(t(2)).learned.is_empty(), "revoked");
+        assert_eq!(events(&mut core), ["event=allow_added name=d"]);
+        core.handle_allow_closed(&closed, Some(&[2, 0]));
+        assert_eq!(
+            events(&mut core),
+            [
+                "event=allow_removed name=a flows_ended=2",
+                "event=allow_removed name=b flows_ended=0"
+            ]
+        );
+        core.handle_allow_closed(&closed, None);
+        assert_eq!(
+            events(&mut core)[0],
+            "event=allow_removed name=a flows_ended=failed"
+        );
+        // Reloading the same file closes nothing and asks nothing.
+        core.handle_reload(&Settings::from(&new), t(3));
+        let d = drain(&mut core);
+        assert!(
+            !d.commands
+                .iter()
+                .any(|c| matches!(c, Command::EndFlowsTo(_))),
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub enum Command {
     RebuildTables,
     /// Keep an on-demand window's end across a restart of the daemon (`None`: forget it).
     SaveWindow(Option<Instant>),
+    /// The allow-list changed: end the clients' connections it no longer grants (they are
+    /// accepted by their conntrack mark, not the sets), then report with
+    /// [`crate::core::Provisioner::handle_allow_closed`].
+    EndFlowsTo(crate::core::closing::Closed),
 }
 
 /// The DHCP transaction a reply answers, as the request carried it.

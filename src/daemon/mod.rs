@@ -3,6 +3,7 @@
 //! own: the loop (here), its sockets and listeners ([`sockets`]), and what it asks of the
 //! system ([`system`]).
 
+mod allow;
 mod sockets;
 mod system;
 
@@ -393,6 +394,15 @@ impl Daemon {
                 }
             }
             Command::SaveWindow(until) => write_window(&self.paths.run_dir, until),
+            Command::EndFlowsTo(closed) => {
+                let ended = self
+                    .fw
+                    .end_flows_to(&closed)
+                    .map_err(|e| warn!("ending connections the allow-list no longer grants: {e}"))
+                    .ok();
+                self.provisioner
+                    .handle_allow_closed(&closed, ended.as_deref());
+            }
         }
     }
 
@@ -509,6 +519,20 @@ impl Daemon {
                     )
                     .into(),
                 });
+                return;
+            }
+            Request::AllowList { name } => {
+                let _ = order.reply.send(self.allow_entries(name.as_deref(), now));
+                return;
+            }
+            Request::AllowAdd(spec) => {
+                let reply = self.change_allow(crate::config::edit::AllowChange::Add(spec.into()));
+                let _ = order.reply.send(reply);
+                return;
+            }
+            Request::AllowRemove { names } => {
+                let reply = self.change_allow(crate::config::edit::AllowChange::Remove(names));
+                let _ = order.reply.send(reply);
                 return;
             }
         };

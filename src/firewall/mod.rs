@@ -323,6 +323,17 @@ impl Firewall {
         Ok(self.nl.end_flows(ips)?)
     }
 
+    /// Ends the clients' connections an allow-list change closed (one conntrack dump);
+    /// how many per entry of `closed.names`.
+    pub fn end_flows_to(
+        &mut self,
+        closed: &crate::core::closing::Closed,
+    ) -> Result<Vec<usize>, FirewallError> {
+        Ok(self
+            .nl
+            .end_flows_where(closed.names.len(), |f| closed.ends(f))?)
+    }
+
     /// Removes our tables: the one deliberate way to open what the daemon closed. True if
     /// any was there.
     pub fn remove_tables(&mut self) -> Result<bool, FirewallError> {

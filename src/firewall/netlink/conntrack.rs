@@ -18,6 +18,10 @@ const IPCTNL_MSG_CT_DELETE: u16 = 2;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
+const CTA_TUPLE_PROTO: u16 = 2;
+const CTA_PROTO_NUM: u16 = 1;
+const CTA_PROTO_DST_PORT: u16 = 3;
 const CTA_ZONE: u16 = 18;
 
 /// Deletes per send: keeps the send buffer and the queued acks (about 1 KiB of kernel
@@ -66,6 +70,43 @@ impl Netlink {
             deleted += self.delete_flows(flows)?;
         }
         Ok(deleted)
+    }
+
+    /// Ends every IPv4 connection for which `judge` names a tag (below `tags`), reading
+    /// its original direction: one dump of the table, then the deletes. Returns how many
+    /// entries were ended per tag. For destinations an allow-list change closed.
+    pub fn end_flows_where(
+        &mut self,
+        tags: usize,
+        mut judge: impl FnMut(&crate::core::closing::Flow) -> Option<usize>,
+    ) -> Result<Vec<usize>, NetlinkError> {
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        self.send.clear();
+        let start = begin_nfmsg(
+            &mut self.send,
+            ct_type(IPCTNL_MSG_CT_GET),
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            libc::AF_INET as u8,
+            0,
+        );
+        end_msg(&mut self.send, start);
+        let mut per = vec![0; tags];
+        let mut doomed: Vec<Flow> = Vec::new();
+        self.dump(seq, "dump conntrack", |msg| {
+            if let Some((flow, key)) = flow_key(msg.payload)? {
+                if let Some(n) = judge(&key).and_then(|tag| per.get_mut(tag)) {
+                    *n += 1;
+                    doomed.push(flow);
+                }
+            }
+            Ok(())
+        })?;
+        for flows in doomed.chunks(DELETES_PER_SEND) {
+            self.delete_flows(flows)?;
+        }
+        Ok(per)
     }
 
     /// One delete per entry, all in one send; an entry that ended meanwhile is fine.
@@ -146,6 +187,43 @@ fn flow_from(payload: &[u8], sources: &[[u8; 4]]) -> Result<Option<Flow>, Netlin
     )))
 }
 
+/// A conntrack dump message as a [`Flow`] to delete and its original direction's
+/// addresses, protocol and destination port (0 without ports). Pure; never panics.
+fn flow_key(payload: &[u8]) -> Result<Option<(Flow, crate::core::closing::Flow)>, NetlinkError> {
+    let t = attr_table::<19>(nfgen_attrs(payload)?)?;
+    let Some(tuple) = t[usize::from(CTA_TUPLE_ORIG)] else {
+        return Ok(None);
+    };
+    let parts = attr_table::<3>(tuple)?;
+    let (Some(ip), Some(proto)) = (
+        parts[usize::from(CTA_TUPLE_IP)],
+        parts[usize::from(CTA_TUPLE_PROTO)],
+    ) else {
+        return Ok(None);
+    };
+    let ip = attr_table::<3>(ip)?;
+    let addr = |ty: u16| ip[usize::from(ty)].and_then(|a| <[u8; 4]>::try_from(a).ok());
+    let (Some(src), Some(dst)) = (addr(CTA_IP_V4_SRC), addr(CTA_IP_V4_DST)) else {
+        return Ok(None);
+    };
+    let proto = attr_table::<4>(proto)?;
+    let Some(&[num]) = proto[usize::from(CTA_PROTO_NUM)] else {
+        return Ok(None);
+    };
+    let dport = proto[usize::from(CTA_PROTO_DST_PORT)]
+        .and_then(|p| <[u8; 2]>::try_from(p).ok())
+        .map_or(0, u16::from_be_bytes);
+    Ok(Some((
+        (tuple.to_vec(), t[usize::from(CTA_ZONE)].map(<[u8]>::to_vec)),
+        crate::core::closing::Flow {
+            src: Ipv4Addr::from(src),
+            dst: Ipv4Addr::from(dst),
+            proto: num,
+            dport,
+        },
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +254,41 @@ mod tests {
         assert!(flow_from(&payload, &[]).unwrap().is_none());
         for cut in 0..payload.len() {
             let _ = flow_from(&payload[..cut], &ours);
+        }
+    }
+
+    #[test]
+    fn conntrack_entries_are_read_as_their_original_direction() {
+        let nest = |ty: u16, inner: &[u8]| {
+            let mut a = Vec::new();
+            put_attr(&mut a, ty | NLA_F_NESTED, inner);
+            a
+        };
+        let mut ips = Vec::new();
+        put_attr(&mut ips, CTA_IP_V4_SRC, &[192, 168, 250, 2]);
+        put_attr(&mut ips, CTA_IP_V4_DST, &[11, 1, 0, 20]);
+        let mut proto = Vec::new();
+        put_attr(&mut proto, CTA_PROTO_NUM, &[6]);
+        put_attr(&mut proto, 2, &[0xc0, 0x00]);
+        put_attr(&mut proto, CTA_PROTO_DST_PORT, &[0x23, 0x28]);
+        let mut tuple = nest(CTA_TUPLE_IP, &ips);
+        tuple.extend(nest(CTA_TUPLE_PROTO, &proto));
+        let mut payload = vec![2, 0, 0, 0];
+        payload.extend(nest(CTA_TUPLE_ORIG, &tuple));
+        let ((got, zone), key) = flow_key(&payload).unwrap().unwrap();
+        assert_eq!(got, tuple);
+        assert_eq!(zone, None);
+        assert_eq!(
+            key,
+            crate::core::closing::Flow {
+                src: Ipv4Addr::new(192, 168, 250, 2),
+                dst: Ipv4Addr::new(11, 1, 0, 20),
+                proto: 6,
+                dport: 9000,
+            }
+        );
+        for cut in 0..payload.len() {
+            let _ = flow_key(&payload[..cut]);
         }
     }
 }

@@ -1,0 +1,409 @@
+//! `provisionerctl allow list/add/remove` in the netns rig: a change is written back to the
+//! config file (TOML as text, UCI through the kit's real `uci`), takes effect at once, ends
+//! the connections that were open to what it removed (and only those), survives a restart,
+//! and a refused one changes nothing.
+
+mod kit;
+mod rig;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use provisioner::control::protocol::Reply;
+use rig::*;
+
+const YES: Duration = Duration::from_secs(5);
+const NO: Duration = Duration::from_millis(1500);
+const LOG: Duration = Duration::from_secs(10);
+/// Port of the echo servers this test runs in the cloud.
+const ECHO: u16 = 9000;
+/// A cloud address no config here allows until `allow add`.
+const CLOUD_NEW: Ipv4Addr = Ipv4Addr::new(11, 1, 0, 30);
+
+fn toml_config() -> String {
+    format!(
+        "# Lab provisioner: the comments and order of this file must survive edits.
+[network]
+interface = \"{PROV_IF}\"
+wan = \"{WAN_IF}\"   # out through here
+subnet = \"{PROV_NET}/{PROV_PREFIX}\"
+router = \"{ROUTER_PROV}\"
+
+[window]
+mode = \"always\"
+
+# Stays.
+[allow.keep]
+address = [\"{CLOUD_ALLOWED}\"]
+port = [{ECHO}]
+
+[allow.gone]
+address = [\"{CLOUD_OTHER}\"]
+port = [{ECHO}]
+
+# The end.
+"
+    )
+}
+
+fn uci_config() -> String {
+    config(&format!(
+        "
+config allow 'keep'
+\tlist address '{CLOUD_ALLOWED}'
+\tlist port '{ECHO}'
+
+config allow 'gone'
+\tlist address '{CLOUD_OTHER}'
+\tlist port '{ECHO}'
+"
+    ))
+}
+
+/// Starts the daemon on the config at `path` (written first), with `uci` from `uci_dir` if
+/// given; returns once it is ready.
+fn start(rig: &Rig, path: &Path, uci_dir: Option<&Path>) -> Proc {
+    let bin = daemon_bin();
+    let sock = rig.control_socket();
+    let run = rig.dir().join("run");
+    let env_path = uci_dir.map(|d| {
+        format!(
+            "PATH={}:{}",
+            d.display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    });
+    let mut cmd: Vec<&str> = Vec::new();
+    if let Some(p) = &env_path {
+        cmd.extend(["env", p]);
+    }
+    cmd.extend([
+        bin.to_str().unwrap(),
+        "provisionerd",
+        "-c",
+        path.to_str().unwrap(),
+        "--control",
+        sock.to_str().unwrap(),
+        "--run-dir",
+        run.to_str().unwrap(),
+    ]);
+    let p = rig.spawn(rig.router(), &cmd);
+    if let Err(e) = p.wait_line("ready", Duration::from_secs(30)) {
+        panic!("provisionerd did not come up: {e}");
+    }
+    p
+}
+
+/// Echo servers on `ECHO` at these cloud addresses (adding the address to the cloud's lo
+/// if it has none): every connection gets back what it sends.
+fn echo_servers(rig: &Rig, addrs: &[Ipv4Addr]) {
+    for &a in addrs {
+        let listener = rig.cloud().run(|| {
+            TcpListener::bind((a, ECHO)).or_else(|_| {
+                let out = std::process::Command::new("ip")
+                    .args(["addr", "add", &format!("{a}/32"), "dev", "lo"])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "ip addr add {a}: {out:?}");
+                TcpListener::bind((a, ECHO))
+            })
+        });
+        let listener = listener.unwrap_or_else(|e| panic!("bind {a}:{ECHO}: {e}"));
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut c) = conn else { return };
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 256];
+                    while let Ok(n @ 1..) = c.read(&mut buf) {
+                        if c.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+    }
+}
+
+/// A connection from client `i` to `dst`:ECHO, if one can be opened.
+fn connect(rig: &Rig, i: usize, dst: Ipv4Addr, timeout: Duration) -> Option<TcpStream> {
+    rig.client(i)
+        .run(|| TcpStream::connect_timeout(&SocketAddr::from((dst, ECHO)), timeout))
+        .ok()
+}
+
+/// Whether a line sent on `s` comes back within `timeout`.
+fn echoes(s: &mut TcpStream, timeout: Duration) -> bool {
+    let line = b"ping\n";
+    if s.write_all(line).is_err() {
+        return false;
+    }
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while got.len() < line.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got == line
+}
+
+fn reachable(rig: &Rig, dst: Ipv4Addr) -> bool {
+    connect(rig, 1, dst, YES).is_some_and(|mut s| echoes(&mut s, YES))
+}
+
+fn refused_now(rig: &Rig, dst: Ipv4Addr) -> bool {
+    connect(rig, 1, dst, NO).is_none_or(|mut s| !echoes(&mut s, NO))
+}
+
+fn names(r: &Reply) -> Vec<String> {
+    match r {
+        Reply::Allow(a) => a.entries.iter().map(|e| e.name.clone()).collect(),
+        other => panic!("not an allow reply: {other:?}"),
+    }
+}
+
+/// The removal and addition every format must carry out the same way: the open connection
+/// to the removed entry is cut, its twin to the entry that stayed keeps working, the new
+/// address is reachable at once and was not before.
+fn remove_and_add(rig: &Rig, daemon: &Proc) {
+    rig.dhcp(1).expect("lease");
+    let mut kept = connect(rig, 1, CLOUD_ALLOWED, YES).expect("connect to keep");
+    let mut doomed = connect(rig, 1, CLOUD_OTHER, YES).expect("connect to gone");
+    assert!(
+        echoes(&mut kept, YES) && echoes(&mut doomed, YES),
+        "both open"
+    );
+    assert!(refused_now(rig, CLOUD_NEW), "not allowed yet");
+
+    let after = names(&rig.ctl(&["allow", "remove", "gone"]));
+    assert!(
+        after.contains(&"keep".to_owned()) && !after.contains(&"gone".to_owned()),
+        "{after:?}"
+    );
+    assert!(
+        !echoes(&mut doomed, NO),
+        "the open connection to the removed entry still carries data"
+    );
+    daemon
+        .wait_line("event=allow_removed name=gone flows_ended=1", LOG)
+        .expect("removal event counting the open connection");
+    assert!(
+        refused_now(rig, CLOUD_OTHER),
+        "a new connection got through"
+    );
+    assert!(
+        echoes(&mut kept, YES),
+        "the connection to the entry that stayed was cut too"
+    );
+
+    let after = rig.ctl(&[
+        "allow",
+        "add",
+        "added",
+        "--address",
+        &CLOUD_NEW.to_string(),
+        "--port",
+        &ECHO.to_string(),
+    ]);
+    let after = names(&after);
+    assert_eq!(after.last().map(String::as_str), Some("added"), "{after:?}");
+    assert!(after.contains(&"keep".to_owned()), "{after:?}");
+    daemon
+        .wait_line("event=allow_added name=added", LOG)
+        .expect("addition event");
+    assert!(
+        reachable(rig, CLOUD_NEW),
+        "the added address is not reachable"
+    );
+    assert!(echoes(&mut kept, YES), "kept connection survives an add");
+}
+
+#[test]
+fn toml_remove_cuts_open_connections_and_add_opens_at_once_and_both_persist() {
+    let rig = Rig::new(1);
+    echo_servers(&rig, &[CLOUD_ALLOWED, CLOUD_OTHER, CLOUD_NEW]);
+    let path = rig.dir().join("provisioner.toml");
+    std::fs::write(&path, toml_config()).unwrap();
+    let mut daemon = start(&rig, &path, None);
+    remove_and_add(&rig, &daemon);
+
+    // Written back: the rest of the file as it was, the entry gone, the new one appended.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let expected = toml_config().replace(
+        &format!("[allow.gone]\naddress = [\"{CLOUD_OTHER}\"]\nport = [{ECHO}]\n\n"),
+        "",
+    ) + &format!("\n[allow.added]\naddress = [\"{CLOUD_NEW}\"]\nport = [{ECHO}]\n");
+    assert_eq!(text, expected);
+
+    // A restart keeps both changes.
+    daemon.kill9();
+    let _daemon = start(&rig, &path, None);
+    assert!(reachable(&rig, CLOUD_NEW), "added entry lost on restart");
+    assert!(
+        refused_now(&rig, CLOUD_OTHER),
+        "removed entry back on restart"
+    );
+    assert!(reachable(&rig, CLOUD_ALLOWED));
+}
+
+#[test]
+fn refused_changes_leave_the_file_and_the_network_as_they_were() {
+    let rig = Rig::new(1);
+    echo_servers(&rig, &[CLOUD_ALLOWED, CLOUD_OTHER]);
+    let path = rig.dir().join("provisioner.toml");
+    std::fs::write(&path, toml_config()).unwrap();
+    let _daemon = start(&rig, &path, None);
+    rig.dhcp(1).expect("lease");
+    let before = std::fs::read(&path).unwrap();
+    let mut open = connect(&rig, 1, CLOUD_OTHER, YES).expect("connect");
+    let a = CLOUD_NEW.to_string();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["allow", "add", "keep", "--address", &a],
+            "remove it first",
+        ),
+        (
+            &["allow", "remove", "gone", "nope"],
+            "no allow entry 'nope'",
+        ),
+        (
+            &[
+                "allow",
+                "add",
+                "x",
+                "--domain",
+                "not a name",
+                "--address",
+                &a,
+            ],
+            "not a domain name",
+        ),
+        (
+            &["allow", "add", "x", "--address", "192.168.1.0/24"],
+            "protected network",
+        ),
+        (
+            &["allow", "add", "x", "--address", "11.1.0.0/33"],
+            "not an IPv4",
+        ),
+        (
+            &["allow", "add", "x", "--address", &a, "--proto", "icmp"],
+            "not a protocol",
+        ),
+        (
+            &["allow", "add", "x", "--address", &a, "--port", "0"],
+            "out of range",
+        ),
+        (&["allow", "add", "x", "--port", "443"], "allows nothing"),
+        (
+            &["allow", "add", "a.b", "--address", &a],
+            "not an allow entry name",
+        ),
+        (&["allow", "list", "nope"], "no allow entry 'nope'"),
+    ];
+    for (args, needle) in cases {
+        let out = rig.ctl_output(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "{args:?} changed the file"
+        );
+    }
+    for args in [
+        &["allow", "add"][..],
+        &["allow", "remove"],
+        &["allow", "add", "x", "--address"],
+        &["allow", "add", "x", "--colour", "red"],
+    ] {
+        let out = rig.ctl_output(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: usage error");
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    // Nothing was removed by the remove that named an unknown entry.
+    assert!(echoes(&mut open, YES), "a refused remove cut a connection");
+    assert!(reachable(&rig, CLOUD_OTHER) && reachable(&rig, CLOUD_ALLOWED));
+    assert!(refused_now(&rig, CLOUD_NEW));
+    let listed = rig.ctl(&["allow", "list"]);
+    assert_eq!(names(&listed), ["keep", "gone"]);
+
+    // For people: a table.
+    let out = rig.ctl_output(&["allow", "list"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "NAME  PROTO  PORTS  ADDRESSES  DOMAINS  LEARNED\nkeep  tcp    {ECHO}   {CLOUD_ALLOWED}  -        -\ngone  tcp    {ECHO}   {CLOUD_OTHER}  -        -\n"
+        )
+    );
+}
+
+/// The kit's `uci` directory, for the daemon's PATH.
+fn kit_uci_dir() -> PathBuf {
+    kit::bin("uci").parent().unwrap().to_path_buf()
+}
+
+#[test]
+#[cfg_attr(
+    not(openwrt_kit),
+    ignore = "needs OpenWrt's uci from the kit in ../shared/openwrt (tests/kit)"
+)]
+fn uci_changes_go_through_uci_and_show_in_uci_show() {
+    let rig = Rig::new(1);
+    echo_servers(&rig, &[CLOUD_ALLOWED, CLOUD_OTHER, CLOUD_NEW]);
+    let path = rig.config_path();
+    std::fs::write(&path, uci_config()).unwrap();
+    let uci_dir = kit_uci_dir();
+    let mut daemon = start(&rig, &path, Some(&uci_dir));
+    remove_and_add(&rig, &daemon);
+
+    let show = || {
+        let out = std::process::Command::new(kit::bin("uci"))
+            .arg("-c")
+            .arg(rig.dir())
+            .args(["-t", rig.dir().join("uci-show").to_str().unwrap()])
+            .args(["show", "provisioner"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let shown = show();
+    assert!(shown.contains("provisioner.added=allow\n"), "{shown}");
+    assert!(
+        shown.contains(&format!("provisioner.added.address='{CLOUD_NEW}'\n")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("provisioner.added.port='{ECHO}'\n")),
+        "{shown}"
+    );
+    assert!(!shown.contains("provisioner.gone"), "{shown}");
+    assert!(shown.contains("provisioner.keep=allow\n"), "{shown}");
+
+    // A refused change through uci: the file's bytes as they were.
+    let before = std::fs::read(&path).unwrap();
+    let out = rig.ctl_output(&["allow", "add", "x", "--address", "192.168.1.5"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+
+    daemon.kill9();
+    let _daemon = start(&rig, &path, Some(&uci_dir));
+    assert!(reachable(&rig, CLOUD_NEW), "added entry lost on restart");
+    assert!(
+        refused_now(&rig, CLOUD_OTHER),
+        "removed entry back on restart"
+    );
+}
