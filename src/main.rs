@@ -100,6 +100,9 @@ enum CtlCommand {
     Reload,
     /// The MAC/IP bindings the kernel holds (read from the kernel, works without the daemon).
     Leases,
+    /// Every station: admitted (since when, session left), waiting, banned, turned away;
+    /// bytes and packets up and down as the kernel counted them.
+    Clients,
 }
 
 #[derive(Subcommand)]
@@ -238,6 +241,7 @@ fn provisionerctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
         },
         CtlCommand::Unban { mac } => Request::Unban { mac },
         CtlCommand::Reload => Request::Reload,
+        CtlCommand::Clients => Request::Clients,
         CtlCommand::Leases => {
             let leases: Vec<protocol::Lease> = Firewall::open()?
                 .snapshot(Instant::now())?

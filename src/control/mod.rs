@@ -2,6 +2,7 @@
 //! daemon for its state and gives it orders: one JSON request per line, one JSON reply per
 //! line, in the types and encoding of [`protocol`].
 
+pub mod clock;
 pub mod human;
 pub mod protocol;
 

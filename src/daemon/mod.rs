@@ -3,6 +3,7 @@
 //! own: the loop (here), its sockets and listeners ([`sockets`]), and what it asks of the
 //! system ([`system`]).
 
+mod clients;
 mod sockets;
 mod system;
 
@@ -99,6 +100,12 @@ struct Daemon {
     control_task: JoinHandle<()>,
     /// DNS replies of a turn, sent together.
     replies: Vec<dns::Reply>,
+    /// When the daemon started (boot clock), and when it last loaded its config (wall
+    /// clock), for `status`.
+    started: Instant,
+    config_loaded: std::time::SystemTime,
+    /// Table checks since the counts were last read (see `clients::COUNTS_KEPT_EVERY`).
+    checks: u32,
 }
 
 impl Drop for Daemon {
@@ -184,6 +191,9 @@ impl Daemon {
             orders,
             control_task,
             replies: Vec::new(),
+            started: now,
+            config_loaded: std::time::SystemTime::now(),
+            checks: 0,
         };
         info!(
             "ready: table inet {TABLE} installed, DHCP serving {} on {}, DNS on {}:53, {} client(s) restored",
@@ -259,6 +269,7 @@ impl Daemon {
                 }
                 _ = check.tick() => {
                     self.ensure_table("found missing");
+                    self.keep_counts();
                     isolate_ports(&mut self.segment);
                     self.maintain_radio().await;
                 }
@@ -432,6 +443,7 @@ impl Daemon {
         let p = &mut self.provisioner;
         let done = match order.request {
             Request::Status => Ok(Reply::Status(self.status(now))),
+            Request::Clients => Ok(self.clients(now)),
             Request::WindowOpen { secs } => p
                 .handle_window_open(secs.map(Duration::from_secs), now, local_now())
                 .map(|_| Reply::Window(self.window_state(now))),
@@ -518,6 +530,7 @@ impl Daemon {
             }),
             clients,
             bans,
+            ..self.status_more(now)
         }
     }
 
@@ -609,7 +622,10 @@ impl Daemon {
     fn reload(&mut self) -> Result<(), String> {
         let result = self.try_reload();
         match &result {
-            Ok(()) => info!("reloaded {}", self.paths.config.display()),
+            Ok(()) => {
+                self.config_loaded = std::time::SystemTime::now();
+                info!("reloaded {}", self.paths.config.display())
+            }
             Err(e) => error!("reload: {e}; keeping the last good configuration"),
         }
         result
