@@ -124,6 +124,9 @@ enum CtlCommand {
         #[command(subcommand)]
         action: AllowAction,
     },
+    /// Every station: admitted (since when, session left), waiting, banned, turned away;
+    /// bytes and packets up and down as the kernel counted them.
+    Clients,
 }
 
 #[derive(Subcommand)]
@@ -373,6 +376,7 @@ fn provisionerctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
         CtlCommand::Allow {
             action: AllowAction::Remove { names },
         } => Request::AllowRemove { names },
+        CtlCommand::Clients => Request::Clients,
         CtlCommand::Leases => {
             let leases: Vec<protocol::Lease> = Firewall::open()?
                 .snapshot(Instant::now())?

@@ -3,7 +3,10 @@
 
 use std::fmt::Write as _;
 
-use super::protocol::{Events, Lease, RadioState, Reply, StationState, Status, WindowState};
+use super::protocol::{
+    Clients, Events, Lease, RadioState, Rates, Reply, StationKind, StationState, Status,
+    WindowState,
+};
 
 /// Seconds as `1d2h`, `14m59s`, `0s`: the units that are not zero.
 pub fn secs(s: u64) -> String {
@@ -16,6 +19,94 @@ pub fn secs(s: u64) -> String {
         if v != 0 {
             let _ = write!(out, "{v}{unit}");
         }
+    }
+    out
+}
+
+/// Bytes as `512 B`, `1.2 MB`: decimal units, one decimal from a kilobyte on.
+pub fn bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
+    if b < 1000 {
+        return format!("{b} B");
+    }
+    let mut v = b as f64 / 1000.0;
+    let mut unit = 0;
+    while v >= 999.95 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+fn rates(r: &Rates) -> String {
+    let mut out = format!(
+        "DNS {}/s per client, {}/s in all",
+        r.dns_qps_client, r.dns_qps_total
+    );
+    for (name, rate) in [
+        ("client up", r.client_up),
+        ("client down", r.client_down),
+        ("network up", r.total_up),
+        ("network down", r.total_down),
+    ] {
+        if let Some(rate) = rate {
+            let _ = write!(out, "; {name} {}/s", bytes(rate));
+        }
+    }
+    out
+}
+
+fn clients(c: &Clients) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:17}  {:15}  {:11}  {:20}  {:>8}  {:>12}  {:>9}  {:>9}  {:>8}  {:>8}  NOTE",
+        "MAC",
+        "IP",
+        "STATE",
+        "ADMITTED AT",
+        "AGE",
+        "SESSION LEFT",
+        "UP",
+        "DOWN",
+        "PKTS UP",
+        "PKTS DN"
+    );
+    let dash = || "-".to_owned();
+    for r in &c.stations {
+        let state = match r.state {
+            StationKind::Admitted => "admitted",
+            StationKind::Waiting => "waiting",
+            StationKind::Banned => "banned",
+            StationKind::TurnedAway => "turned_away",
+        };
+        let mut note = String::new();
+        if let Some(left) = r.ban_left {
+            let _ = write!(note, "ban ends in {}", secs(left));
+        }
+        if let Some(reason) = &r.reason {
+            if !note.is_empty() {
+                note.push_str("; ");
+            }
+            let _ = write!(note, "turned away: {reason}");
+            if let Some(at) = &r.turned_away_at {
+                let _ = write!(note, " at {at}");
+            }
+        }
+        let line = format!(
+            "{:17}  {:15}  {:11}  {:20}  {:>8}  {:>12}  {:>9}  {:>9}  {:>8}  {:>8}  {note}",
+            r.mac.to_string(),
+            r.ip.map_or_else(dash, |ip| ip.to_string()),
+            state,
+            r.admitted_at.clone().unwrap_or_else(dash),
+            r.age.map_or_else(dash, secs),
+            r.session_left.map_or_else(dash, secs),
+            bytes(r.bytes_up),
+            bytes(r.bytes_down),
+            r.packets_up,
+            r.packets_down,
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     out
 }
@@ -38,14 +129,28 @@ fn station(s: &StationState) -> String {
 
 fn status(s: &Status) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "window   {}", window(&s.window));
+    let _ = write!(out, "window   {}", window(&s.window));
+    match (&s.window_until, s.window_mode.is_empty()) {
+        (Some(until), _) => {
+            let _ = write!(out, " ({}, until {until})", s.window_mode);
+        }
+        (None, false) => {
+            let _ = write!(out, " ({})", s.window_mode);
+        }
+        (None, true) => {}
+    }
+    out.push('\n');
     let radio = match s.radio {
         None => "none (a station is whoever asks for DHCP)",
         Some(RadioState::Connected) => "connected",
         Some(RadioState::Disconnected) => "disconnected (hostapd unreachable)",
     };
     let _ = writeln!(out, "radio    {radio}");
-    let _ = writeln!(out, "clients  {}", s.clients.len());
+    if s.max_clients > 0 {
+        let _ = writeln!(out, "clients  {} of {}", s.clients.len(), s.max_clients);
+    } else {
+        let _ = writeln!(out, "clients  {}", s.clients.len());
+    }
     if !s.clients.is_empty() {
         let _ = writeln!(
             out,
@@ -71,6 +176,14 @@ fn status(s: &Status) -> String {
             let _ = writeln!(out, "  {:17}  {:>8}", b.mac.to_string(), secs(b.left));
         }
     }
+    // What an older daemon does not say is left out.
+    if !s.version.is_empty() {
+        let _ = writeln!(out, "learned  {} address(es)", s.learned);
+        let _ = writeln!(out, "rates    {}", rates(&s.rates));
+        let _ = writeln!(out, "uptime   {}", secs(s.uptime));
+        let _ = writeln!(out, "version  {}", s.version);
+        let _ = writeln!(out, "config   {} (loaded {})", s.config, s.config_loaded_at);
+    }
     out
 }
 
@@ -84,6 +197,7 @@ pub fn reply(r: &Reply) -> String {
         Reply::Events(e) => events(e),
         Reply::Event(e) => format!("{e}\n"),
         Reply::Allow(a) => allow(a),
+        Reply::Clients(c) => clients(c),
         Reply::Error(f) => format!("error: {f}\n"),
     }
 }
@@ -174,7 +288,7 @@ pub fn leases(leases: &[Lease]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::protocol::{Ban, Client};
+    use crate::control::protocol::{Ban, Client, StationRow};
 
     #[test]
     fn durations_read_as_units() {
@@ -183,6 +297,72 @@ mod tests {
         assert_eq!(secs(899), "14m59s");
         assert_eq!(secs(3600), "1h");
         assert_eq!(secs(90_061), "1d1h1m1s");
+    }
+
+    #[test]
+    fn bytes_read_as_decimal_units() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(999), "999 B");
+        assert_eq!(bytes(1000), "1.0 kB");
+        assert_eq!(bytes(1_234_567), "1.2 MB");
+        assert_eq!(bytes(999_960), "1.0 MB");
+        assert_eq!(bytes(5_000_000_000), "5.0 GB");
+        assert_eq!(bytes(u64::MAX), "18446.7 PB");
+    }
+
+    #[test]
+    fn clients_as_people_read_them() {
+        let mac = |s: &str| s.parse().unwrap();
+        let base = |m: &str, state| StationRow {
+            mac: mac(m),
+            state,
+            ip: None,
+            admitted_at: None,
+            age: None,
+            session_left: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            packets_up: 0,
+            packets_down: 0,
+            ban_left: None,
+            reason: None,
+            turned_away_at: None,
+        };
+        let c = Clients {
+            stations: vec![
+                StationRow {
+                    ip: Some("192.168.250.2".parse().unwrap()),
+                    admitted_at: Some("2025-03-01T12:00:05Z".into()),
+                    age: Some(75),
+                    session_left: Some(825),
+                    bytes_up: 52_300,
+                    bytes_down: 1_234_567,
+                    packets_up: 410,
+                    packets_down: 905,
+                    ..base("02:00:00:00:00:01", StationKind::Admitted)
+                },
+                base("02:00:00:00:00:02", StationKind::Waiting),
+                StationRow {
+                    ban_left: Some(299),
+                    reason: Some("full".into()),
+                    turned_away_at: Some("2025-03-01T12:01:00Z".into()),
+                    ..base("02:00:00:00:00:03", StationKind::Banned)
+                },
+                StationRow {
+                    reason: Some("window_closed".into()),
+                    turned_away_at: Some("2025-03-01T11:59:00Z".into()),
+                    ..base("02:00:00:00:00:04", StationKind::TurnedAway)
+                },
+            ],
+        };
+        assert_eq!(
+            reply(&Reply::Clients(c)),
+            "MAC                IP               STATE        ADMITTED AT                AGE  SESSION LEFT         UP       DOWN   PKTS UP   PKTS DN  NOTE\n\
+             02:00:00:00:00:01  192.168.250.2    admitted     2025-03-01T12:00:05Z     1m15s        13m45s    52.3 kB     1.2 MB       410       905\n\
+             02:00:00:00:00:02  -                waiting      -                            -             -        0 B        0 B         0         0\n\
+             02:00:00:00:00:03  -                banned       -                            -             -        0 B        0 B         0         0  ban ends in 4m59s; turned away: full at 2025-03-01T12:01:00Z\n\
+             02:00:00:00:00:04  -                turned_away  -                            -             -        0 B        0 B         0         0  turned away: window_closed at 2025-03-01T11:59:00Z\n"
+        );
     }
 
     #[test]
@@ -204,17 +384,37 @@ mod tests {
                 mac: mac("02:00:00:00:00:09"),
                 left: 3599,
             }],
+            window_mode: "on_demand".into(),
+            window_until: Some("2025-03-01T12:04:57Z".into()),
+            max_clients: 8,
+            learned: 3,
+            rates: Rates {
+                dns_qps_client: 10,
+                dns_qps_total: 100,
+                client_down: Some(250_000),
+                total_up: Some(1_500_000),
+                ..Rates::default()
+            },
+            uptime: 3723,
+            version: "0.1.0".into(),
+            config: "/etc/config/provisioner".into(),
+            config_loaded_at: "2025-03-01T11:58:00Z".into(),
         };
         assert_eq!(
             reply(&Reply::Status(s)),
-            "window   open, closes in 4m57s\n\
+            "window   open, closes in 4m57s (on_demand, until 2025-03-01T12:04:57Z)\n\
              radio    connected\n\
-             clients  1\n\
+             clients  1 of 8\n\
             \x20 MAC                IP                    AGE  SESSION LEFT\n\
             \x20 02:00:00:00:00:01  192.168.250.2          3s        14m57s\n\
              bans     1\n\
             \x20 MAC                    LEFT\n\
-            \x20 02:00:00:00:00:09    59m59s\n"
+            \x20 02:00:00:00:00:09    59m59s\n\
+             learned  3 address(es)\n\
+             rates    DNS 10/s per client, 100/s in all; client down 250.0 kB/s; network up 1.5 MB/s\n\
+             uptime   1h2m3s\n\
+             version  0.1.0\n\
+             config   /etc/config/provisioner (loaded 2025-03-01T11:58:00Z)\n"
         );
         let st = StationState {
             mac: mac("02:00:00:00:00:01"),

@@ -3,6 +3,7 @@
 //! line, in the types and encoding of [`protocol`].
 
 pub mod audit;
+pub mod clock;
 pub mod human;
 pub mod protocol;
 

@@ -79,6 +79,8 @@ pub enum Request {
     AllowRemove {
         names: Vec<String>,
     },
+    /// Every station the daemon knows, with its traffic as the kernel counted it.
+    Clients,
 }
 
 /// A new allow entry, its values as the config file takes them (checked by the daemon).
@@ -116,6 +118,8 @@ pub struct AllowInfo {
 }
 
 /// What the daemon answers: on the wire, the variant's name is the key beside `version`.
+// One reply a request, moved once: boxing the status would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
     Status(Status),
@@ -131,6 +135,8 @@ pub enum Reply {
     Event(EventLine),
     /// The allow entries (after a change: all of them, as now running).
     Allow(AllowEntries),
+    /// `clients`: one row per station.
+    Clients(Clients),
     Error(Failure),
 }
 
@@ -141,6 +147,84 @@ pub struct Status {
     pub radio: Option<RadioState>,
     pub clients: Vec<Client>,
     pub bans: Vec<Ban>,
+    // Added later: an older daemon's reply leaves them at their defaults.
+    /// `on_demand`, `always` or `schedule`.
+    #[serde(default)]
+    pub window_mode: String,
+    /// When an opened window closes (RFC 3339, UTC).
+    #[serde(default)]
+    pub window_until: Option<String>,
+    /// The client limit (`max_clients`); `clients` holds the count.
+    #[serde(default)]
+    pub max_clients: u16,
+    /// Addresses learned from DNS answers (elements of `learned4`).
+    #[serde(default)]
+    pub learned: u64,
+    #[serde(default)]
+    pub rates: Rates,
+    /// Seconds since the daemon started.
+    #[serde(default)]
+    pub uptime: u64,
+    /// The daemon's version.
+    #[serde(default)]
+    pub version: String,
+    /// The config file, and when it was last loaded (RFC 3339, UTC).
+    #[serde(default)]
+    pub config: String,
+    #[serde(default)]
+    pub config_loaded_at: String,
+}
+
+/// The configured rates; `None` is unlimited.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rates {
+    /// DNS queries a second, per client and in all.
+    pub dns_qps_client: u32,
+    pub dns_qps_total: u32,
+    /// Bytes a second, each client's and the whole network's, up and down.
+    pub client_up: Option<u64>,
+    pub client_down: Option<u64>,
+    pub total_up: Option<u64>,
+    pub total_down: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clients {
+    pub stations: Vec<StationRow>,
+}
+
+/// What the daemon holds a station as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StationKind {
+    Admitted,
+    /// A newcomer waiting for a spot (it must complete DHCP).
+    Waiting,
+    Banned,
+    /// Turned away lately (the last few), and not banned.
+    TurnedAway,
+}
+
+/// One station in `clients`. Traffic is what was forwarded from it (up) and to it
+/// (down), counted by the kernel per binding; the router's own DHCP and DNS are not in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StationRow {
+    pub mac: MacAddr,
+    pub state: StationKind,
+    pub ip: Option<Ipv4Addr>,
+    /// Admitted clients: when (RFC 3339, UTC), seconds since, seconds left of the session.
+    pub admitted_at: Option<String>,
+    pub age: Option<u64>,
+    pub session_left: Option<u64>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub packets_up: u64,
+    pub packets_down: u64,
+    /// Seconds its ban has left.
+    pub ban_left: Option<u64>,
+    /// Turned away: why (`full`, `window_closed`, `banned`, ...) and when (RFC 3339).
+    pub reason: Option<String>,
+    pub turned_away_at: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,6 +343,7 @@ impl Serialize for ReplyLine<'_> {
             Reply::Events(x) => m.serialize_entry("events", x)?,
             Reply::Event(x) => m.serialize_entry("event", x)?,
             Reply::Allow(x) => m.serialize_entry("allow", x)?,
+            Reply::Clients(x) => m.serialize_entry("clients", x)?,
             Reply::Error(x) => m.serialize_entry("error", x)?,
         }
         m.end()
@@ -285,6 +370,7 @@ impl<'de> Deserialize<'de> for Reply {
                         "events" => Reply::Events(m.next_value()?),
                         "event" => Reply::Event(m.next_value()?),
                         "allow" => Reply::Allow(m.next_value()?),
+                        "clients" => Reply::Clients(m.next_value()?),
                         "error" => Reply::Error(m.next_value()?),
                         // The version, and what a newer daemon added.
                         _ => {
@@ -298,7 +384,7 @@ impl<'de> Deserialize<'de> for Reply {
                 }
                 reply.ok_or_else(|| {
                     A::Error::custom(
-                        "no status, window, station, reloaded, allow, events, event or error in the reply",
+                        "no status, window, station, reloaded, allow, clients, events, event or error in the reply",
                     )
                 })
             }
@@ -499,6 +585,20 @@ mod tests {
                 mac: mac("02:00:00:00:00:03"),
                 left: 3599,
             }],
+            window_mode: "on_demand".into(),
+            window_until: Some("2025-03-01T12:05:00Z".into()),
+            max_clients: 8,
+            learned: 3,
+            rates: Rates {
+                dns_qps_client: 10,
+                dns_qps_total: 100,
+                client_up: Some(125_000),
+                ..Rates::default()
+            },
+            uptime: 61,
+            version: "0.1.0".into(),
+            config: "/etc/config/provisioner".into(),
+            config_loaded_at: "2025-03-01T12:00:00Z".into(),
         });
         let line = status.encode();
         assert_eq!(
@@ -508,10 +608,54 @@ mod tests {
                 r#""radio":"connected","clients":["#,
                 r#"{"mac":"02:00:00:00:00:01","ip":"192.168.250.2","age":12,"session_left":588},"#,
                 r#"{"mac":"02:00:00:00:00:02","ip":null,"age":1,"session_left":599}],"#,
-                r#""bans":[{"mac":"02:00:00:00:00:03","left":3599}]}}"#
+                r#""bans":[{"mac":"02:00:00:00:00:03","left":3599}],"#,
+                r#""window_mode":"on_demand","window_until":"2025-03-01T12:05:00Z","#,
+                r#""max_clients":8,"learned":3,"rates":{"dns_qps_client":10,"dns_qps_total":100,"#,
+                r#""client_up":125000,"client_down":null,"total_up":null,"total_down":null},"#,
+                r#""uptime":61,"version":"0.1.0","config":"/etc/config/provisioner","#,
+                r#""config_loaded_at":"2025-03-01T12:00:00Z"}}"#
             )
         );
         assert_eq!(Reply::decode(&line).unwrap(), status);
+        // An older daemon's status, without the fields added since: still a status.
+        let old = Reply::decode(
+            r#"{"version":1,"status":{"window":{"open":false,"secs_left":null},"radio":null,"clients":[],"bans":[]}}"#,
+        )
+        .unwrap();
+        let Reply::Status(old) = old else {
+            panic!("{old:?}")
+        };
+        assert_eq!((old.max_clients, old.version.as_str()), (0, ""));
+
+        let clients = Reply::Clients(Clients {
+            stations: vec![StationRow {
+                mac: mac("02:00:00:00:00:01"),
+                state: StationKind::TurnedAway,
+                ip: None,
+                admitted_at: None,
+                age: None,
+                session_left: None,
+                bytes_up: 0,
+                bytes_down: 0,
+                packets_up: 0,
+                packets_down: 0,
+                ban_left: None,
+                reason: Some("full".into()),
+                turned_away_at: Some("2025-03-01T12:00:00Z".into()),
+            }],
+        });
+        let line = clients.encode();
+        assert!(
+            line.starts_with(
+                r#"{"version":1,"clients":{"stations":[{"mac":"02:00:00:00:00:01","state":"turned_away","#
+            ),
+            "{line}"
+        );
+        assert_eq!(Reply::decode(&line).unwrap(), clients);
+        assert_eq!(
+            Request::decode(r#"{"version":1,"request":"clients"}"#),
+            Ok(Request::Clients)
+        );
         assert!(!status.is_error());
 
         let error = Reply::from(Failure::new(

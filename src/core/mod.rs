@@ -21,6 +21,7 @@ pub mod ratelimit;
 pub mod settings;
 pub mod stations;
 pub mod time;
+pub mod turned_away;
 pub mod window;
 
 #[cfg(test)]
@@ -144,6 +145,8 @@ pub struct Provisioner {
     /// What the state machines report while deciding; moved to the outbox after each input.
     events: Vec<Event>,
     out: Outbox,
+    /// The stations turned away lately (`provisionerctl clients`).
+    turned_away: turned_away::TurnedAway,
 }
 
 impl Provisioner {
@@ -165,6 +168,7 @@ impl Provisioner {
             blocked: Repeats::new(|mac, count| Event::FlowsBlockedMore { mac, count }),
             events: Vec::new(),
             out: Outbox::default(),
+            turned_away: turned_away::TurnedAway::default(),
             settings: s,
         }
     }
@@ -506,6 +510,13 @@ impl Provisioner {
                     self.out.change(SetChange::Dismiss { mac });
                 }
                 Action::TurnAway(mac) => {
+                    let reason = self.events.iter().rev().find_map(|e| match *e {
+                        Event::TurnedAway { mac: m, reason } if m == mac => Some(reason),
+                        _ => None,
+                    });
+                    if let Some(reason) = reason {
+                        self.turned_away.record(mac, reason, now);
+                    }
                     if radio {
                         self.out
                             .command(Command::Radio(RadioCommand::Deauthenticate(mac)));
@@ -537,6 +548,8 @@ impl Provisioner {
 
     /// The `clients` element for a client just admitted.
     fn admit(&mut self, mac: MacAddr, now: Instant) {
+        // Let in after all: no longer one of the stations turned away.
+        self.turned_away.forget(mac);
         if let Some(since) = self.stations.admitted_at(mac) {
             let session_left = (since + self.stations.policy().session).saturating_since(now);
             self.out.addition(
@@ -862,6 +875,16 @@ impl Provisioner {
         self.apply(actions, now);
         self.emit();
         Ok(())
+    }
+
+    /// The stations turned away lately, newest first (one entry each).
+    pub fn turned_away(&self) -> impl Iterator<Item = &turned_away::Refusal> {
+        self.turned_away.recent()
+    }
+
+    /// The stations waiting for a spot (see [`Stations::confirm`]).
+    pub fn waiting(&self) -> Vec<MacAddr> {
+        self.stations.waiting()
     }
 
     /// Whether `mac` is admitted, and how long its ban has left if it has one.
@@ -1295,6 +1318,45 @@ mod tests {
         let d = dhcp(core, request, now);
         assert!(matches!(d.reply, Some(DhcpReply::Ack { .. })), "{d:?}");
         ip
+    }
+
+    #[test]
+    fn stations_turned_away_are_recorded_with_why_and_when_and_waiting_ones_listed() {
+        let mut core = started(
+            "config radio\n option hostapd external\nconfig limits\n option max_clients 1\n",
+        );
+        core.handle_station_joined(mac(1), t(0));
+        drain(&mut core);
+        // Full, and the client is too young to evict: turned away.
+        core.handle_station_joined(mac(2), t(5));
+        drain(&mut core);
+        let got: Vec<_> = core.turned_away().copied().collect();
+        assert_eq!(
+            got,
+            [turned_away::Refusal {
+                mac: mac(2),
+                reason: events::StationReason::Full,
+                at: t(5)
+            }]
+        );
+        assert!(core.waiting().is_empty());
+        // Back while banned (the cooldown of a turned-away station): one entry, the latest.
+        core.handle_station_joined(mac(2), t(7));
+        drain(&mut core);
+        let got: Vec<_> = core
+            .turned_away()
+            .map(|r| (r.mac, r.reason, r.at))
+            .collect();
+        assert_eq!(got, [(mac(2), events::StationReason::Banned, t(7))]);
+        // Later the client is old enough: a newcomer waits for its spot (not turned away).
+        core.handle_station_joined(mac(4), t(200));
+        drain(&mut core);
+        assert_eq!(core.waiting(), [mac(4)]);
+        assert_eq!(core.turned_away().count(), 1);
+        // It completes DHCP: admitted, no longer waiting.
+        lease(&mut core, mac(4), t(201));
+        assert!(core.waiting().is_empty());
+        assert!(core.station_state(mac(4), t(201)).0);
     }
 
     #[test]

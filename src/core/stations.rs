@@ -125,6 +125,11 @@ impl Stations {
         self.waiting.contains_key(&mac)
     }
 
+    /// The newcomers waiting for a spot.
+    pub fn waiting(&self) -> Vec<MacAddr> {
+        self.waiting.keys().copied().collect()
+    }
+
     pub fn is_banned(&self, mac: MacAddr, now: Instant) -> bool {
         self.bans.get(&mac).is_some_and(|&until| until > now)
     }

@@ -4,6 +4,7 @@
 //! system ([`system`]).
 
 mod allow;
+mod clients;
 mod sockets;
 mod system;
 
@@ -110,6 +111,12 @@ struct Daemon {
     feed: broadcast::Sender<control::Followed>,
     /// Audit lines as JSON objects (`--log-format json`) rather than key=value.
     json_log: bool,
+    /// When the daemon started (boot clock), and when it last loaded its config (wall
+    /// clock), for `status`.
+    started: Instant,
+    config_loaded: std::time::SystemTime,
+    /// Table checks since the counts were last read (see `clients::COUNTS_KEPT_EVERY`).
+    checks: u32,
 }
 
 impl Drop for Daemon {
@@ -199,6 +206,9 @@ impl Daemon {
             journal: Journal::new(journal::KEPT),
             feed,
             json_log,
+            started: now,
+            config_loaded: std::time::SystemTime::now(),
+            checks: 0,
         };
         d.audit(Event::ConfigLoaded {
             file: d.paths.config.display().to_string().into(),
@@ -281,6 +291,7 @@ impl Daemon {
                 }
                 _ = check.tick() => {
                     self.ensure_table("found missing");
+                    self.keep_counts();
                     self.isolate();
                     self.maintain_radio().await;
                 }
@@ -485,6 +496,7 @@ impl Daemon {
         let p = &mut self.provisioner;
         let done = match order.request {
             Request::Status => Ok(Reply::Status(self.status(now))),
+            Request::Clients => Ok(self.clients(now)),
             Request::WindowOpen { secs } => p
                 .handle_window_open(secs.map(Duration::from_secs), now, local_now())
                 .map(|_| Reply::Window(self.window_state(now))),
@@ -593,6 +605,7 @@ impl Daemon {
             }),
             clients,
             bans,
+            ..self.status_more(now)
         }
     }
 
@@ -697,7 +710,10 @@ impl Daemon {
         let result = self.try_reload();
         let file: std::sync::Arc<str> = self.paths.config.display().to_string().into();
         match &result {
-            Ok(()) => self.audit(Event::ConfigReloaded { file }),
+            Ok(()) => {
+                self.config_loaded = std::time::SystemTime::now();
+                self.audit(Event::ConfigReloaded { file });
+            }
             Err(e) => {
                 error!("reload: {e}; keeping the last good configuration");
                 self.audit(Event::ConfigRejected {

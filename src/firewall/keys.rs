@@ -52,6 +52,7 @@ impl std::fmt::Debug for Key {
 /// | --- | --- |
 /// | [`MacAddr`]: `ether_addr` | `clients`, `banned` |
 /// | `(MacAddr, Ipv4Addr)`: `ether_addr . ipv4_addr` | `leases` (inet and arp) |
+/// | `Ipv4Addr`: `ipv4_addr` | `count_down` (`count_up` is keyed like `leases`) |
 /// | [`LearnKey`]: `ether_addr . ipv4_addr . inet_proto . inet_service` | `learned4` |
 /// | `(Ipv4Addr, Proto, u16)`: `ipv4_addr . inet_proto . inet_service` | a point of `allow4_net` (nft writes its ranges) |
 pub trait SetKey: Sized {
@@ -89,6 +90,19 @@ impl SetKey for (MacAddr, Ipv4Addr) {
         let mut f = Fields(key);
         let v = (MacAddr(f.next()?), Ipv4Addr::from(f.next::<4>()?));
         f.end(v)
+    }
+}
+
+/// `count_down`'s key: a client's address.
+impl SetKey for Ipv4Addr {
+    const TYPE: &'static str = "ipv4_addr";
+
+    fn encode(&self) -> Key {
+        single(&self.octets())
+    }
+
+    fn decode(key: &[u8]) -> Option<Self> {
+        <[u8; 4]>::try_from(key).ok().map(Ipv4Addr::from)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The nftables data plane: one table, `inet provisioner`, installed atomically, read back
 //! to verify, and updated through set elements in batches over one netlink socket.
 
+pub mod counters;
 pub mod keys;
 pub mod netlink;
 pub mod nflog;
@@ -40,6 +41,8 @@ pub struct Firewall {
     /// Reused for every batch so the hot path does not allocate.
     batch: Vec<Pending>,
     index: HashMap<(&'static str, Key), usize>,
+    /// The counts last read from the counting sets (see `counters`).
+    last_traffic: counters::TrafficMap,
 }
 
 /// The sets, in the order a batch touches them.
@@ -51,6 +54,18 @@ struct Pending {
     key: Key,
     /// `None`: removed.
     add: Option<(Duration, Option<Arc<str>>)>,
+    /// Removed at some point in the batch (a binding's counts then start again).
+    removed: bool,
+}
+
+/// What a batch does to one counting element.
+struct CountChange {
+    set: &'static str,
+    key: Key,
+    /// Deleted (its binding ended in this batch).
+    removed: bool,
+    /// There at the end (its binding is bound).
+    stays: bool,
 }
 
 /// `since=<ms on the boot clock>`: when a client was admitted, kept with its element so
@@ -73,14 +88,17 @@ impl Firewall {
             nl: Netlink::open()?,
             batch: Vec::new(),
             index: HashMap::new(),
+            last_traffic: HashMap::new(),
         })
     }
 
     /// Replaces the table in one transaction, then reads it back and checks that every set
     /// and chain, with its hook, priority and number of rules, is what was asked for.
+    /// Each client's counts are carried over from the table it replaces.
     pub fn install(&mut self, rs: &Ruleset) -> Result<(), FirewallError> {
+        let rs = self.carry_traffic(rs);
         run_nft(&rs.script())?;
-        self.verify(rs)
+        self.verify(&rs)
     }
 
     pub fn verify(&mut self, rs: &Ruleset) -> Result<(), FirewallError> {
@@ -253,11 +271,20 @@ impl Firewall {
             };
             // A zero timeout would be no timeout at all: an element that never ends.
             let add = add.filter(|(timeout, _)| !timeout.is_zero());
+            let removed = add.is_none();
             match self.index.get(&(set, key)) {
-                Some(&i) => self.batch[i].add = add,
+                Some(&i) => {
+                    self.batch[i].add = add;
+                    self.batch[i].removed |= removed;
+                }
                 None => {
                     self.index.insert((set, key), self.batch.len());
-                    self.batch.push(Pending { set, key, add });
+                    self.batch.push(Pending {
+                        set,
+                        key,
+                        add,
+                        removed,
+                    });
                 }
             }
         }
@@ -300,6 +327,28 @@ impl Firewall {
                 })
             }));
         }
+        // Each binding's counting elements follow it: created when it is bound (an existing
+        // one keeps its count: an add without EXCL changes nothing), deleted when it ends,
+        // so that a renewal, which re-adds the lease, does not reset the count.
+        let counts = self.count_changes();
+        for phase in 0..3 {
+            for c in &counts {
+                let set = c.set;
+                let key = c.key.as_bytes();
+                let add = SetOp::Add {
+                    set,
+                    key,
+                    timeout: None,
+                    comment: None,
+                };
+                match phase {
+                    0 if c.removed => ops.push(add),
+                    1 if c.removed => ops.push(SetOp::Delete { set, key }),
+                    2 if c.stays => ops.push(add),
+                    _ => {}
+                }
+            }
+        }
         // The ARP table's copy of the bindings changes in the same transaction.
         let arp: Vec<SetOp> = ops
             .iter()
@@ -310,7 +359,44 @@ impl Firewall {
             TABLE,
             &[(Family::Inet.number(), &ops), (Family::Arp.number(), &arp)],
         )?;
+        for p in self.batch.iter().filter(|p| p.set == "leases" && p.removed) {
+            if let Some(pair) = SetKey::decode(&p.key) {
+                // A binding that ended: its counts are not carried into a rebuilt table.
+                self.last_traffic.remove(&pair);
+            }
+        }
         Ok(())
+    }
+
+    /// The counting sets' elements a batch touches (through its bindings), each once.
+    fn count_changes(&self) -> Vec<CountChange> {
+        let mut out: Vec<CountChange> = Vec::new();
+        for p in self.batch.iter().filter(|p| p.set == "leases") {
+            let Some((_, ip)) = <(MacAddr, Ipv4Addr)>::decode(&p.key) else {
+                continue;
+            };
+            for (set, key) in [
+                (ruleset::COUNT_UP, p.key),
+                (ruleset::COUNT_DOWN, ip.encode()),
+            ] {
+                let (removed, stays) = (p.removed, p.add.is_some());
+                // One address, two bindings in one batch (one ended, one began): the
+                // element is deleted once and added back once, counting from zero.
+                match out.iter_mut().find(|c| c.set == set && c.key == key) {
+                    Some(c) => {
+                        c.removed |= removed;
+                        c.stays |= stays;
+                    }
+                    None => out.push(CountChange {
+                        set,
+                        key,
+                        removed,
+                        stays,
+                    }),
+                }
+            }
+        }
+        out
     }
 
     /// Ends the connections of these addresses (their bindings ended): their conntrack
@@ -516,6 +602,150 @@ config allow 'acme'
                 points.contains(&(Ipv4Addr::new(11, 1, 0, 10), Proto::Tcp, 443)),
                 "{points:?}"
             );
+        });
+    }
+
+    /// What the counting relies on, on this kernel: a positive lookup counts the element
+    /// it finds, a negated one (`!= @set`) counts nothing even for an element in the set,
+    /// and re-adding an existing element (an add without EXCL) keeps its count. Read back
+    /// through our own dump parser.
+    #[test]
+    #[cfg_attr(not(feature = "rig"), ignore = "needs root: cargo test --features rig")]
+    fn kernel_lookups_count_only_when_positive() {
+        let thread = std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let lo = Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .status();
+            assert!(lo.unwrap().success());
+            run_nft(&format!(
+                "table inet {TABLE} {{
+\tset s {{
+\t\ttype ipv4_addr
+\t\tcounter
+\t\telements = {{ 127.0.0.2, 127.0.0.3 }}
+\t}}
+\tchain output {{
+\t\ttype filter hook output priority 0; policy accept;
+\t\tip daddr 127.0.0.2 ip daddr @s
+\t\tip daddr 127.0.0.3 ip daddr != @s
+\t}}
+}}"
+            ))
+            .unwrap();
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            for _ in 0..3 {
+                for dst in ["127.0.0.2:9", "127.0.0.3:9"] {
+                    sock.send_to(&[0; 72], dst).unwrap();
+                }
+            }
+            let mut fw = Firewall::open().unwrap();
+            let count = |fw: &mut Firewall, ip: [u8; 4]| {
+                let elems = fw.elements("s").unwrap();
+                elems.iter().find(|e| e.key == ip).unwrap().counter.unwrap()
+            };
+            // 3 datagrams of 72 bytes + UDP (8) + IPv4 (20) headers.
+            let counted = netlink::Counter {
+                packets: 3,
+                bytes: 3 * 100,
+            };
+            assert_eq!(count(&mut fw, [127, 0, 0, 2]), counted);
+            assert_eq!(count(&mut fw, [127, 0, 0, 3]), netlink::Counter::default());
+            let key = Ipv4Addr::new(127, 0, 0, 2).encode();
+            fw.nl
+                .apply(
+                    TABLE,
+                    &[SetOp::Add {
+                        set: "s",
+                        key: key.as_bytes(),
+                        timeout: None,
+                        comment: None,
+                    }],
+                )
+                .unwrap();
+            assert_eq!(count(&mut fw, [127, 0, 0, 2]), counted);
+        });
+        if let Err(panic) = thread.join() {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    /// A binding's counts outlive its renewal and every rebuild of the table (reload and
+    /// restart: read from the table it replaces; removed from outside: the last read), and
+    /// start again when the binding ends.
+    #[test]
+    #[cfg_attr(not(feature = "rig"), ignore = "needs root: cargo test --features rig")]
+    fn counts_survive_renewals_and_rebuilds() {
+        with_tables(|fw, _| {
+            let cfg = Config::parse("t", CONFIG, false).unwrap();
+            let mac: MacAddr = "02:00:00:00:00:0a".parse().unwrap();
+            let ip = Ipv4Addr::new(192, 168, 250, 5);
+            let minute = Duration::from_secs(60);
+            let bind = SetChange::Lease(LeaseChange::Bind {
+                mac,
+                ip,
+                timeout: minute,
+            });
+            fw.apply(std::slice::from_ref(&bind)).unwrap();
+            let t = fw.traffic().unwrap();
+            assert_eq!(t[&(mac, ip)], counters::Traffic::default());
+
+            let state = Snapshot {
+                leases: vec![Binding {
+                    mac,
+                    ip,
+                    remaining: minute,
+                }],
+                ..Snapshot::default()
+            };
+            let c = |packets, bytes| netlink::Counter { packets, bytes };
+            let want = counters::Traffic {
+                up: c(3, 300),
+                down: c(800, 1_100_000),
+            };
+            // Counts as the kernel would have them (nft writes them into the elements).
+            let rs = Ruleset::build(&cfg, &state).with_counters(|_, _| Some((want.up, want.down)));
+            run_nft(&rs.script()).unwrap();
+            assert_eq!(fw.traffic().unwrap()[&(mac, ip)], want);
+
+            // A reload or restart installs a table without counts: they come from the old.
+            fw.install(&Ruleset::build(&cfg, &state)).unwrap();
+            assert_eq!(fw.traffic().unwrap()[&(mac, ip)], want);
+            assert!(
+                nft_list_set("inet", "count_down").contains("counter packets 800 bytes 1100000")
+            );
+            // A renewal keeps them.
+            fw.apply(std::slice::from_ref(&bind)).unwrap();
+            assert_eq!(fw.traffic().unwrap()[&(mac, ip)], want);
+            // Removed from outside: the last read is carried into the restored table.
+            assert!(fw.remove_tables().unwrap());
+            fw.install(&Ruleset::build(&cfg, &state)).unwrap();
+            assert_eq!(fw.traffic().unwrap()[&(mac, ip)], want);
+
+            // The binding ends: its counting elements go; bound again, it counts afresh.
+            fw.apply(&[SetChange::Lease(LeaseChange::Unbind { mac, ip })])
+                .unwrap();
+            assert!(fw.traffic().unwrap().is_empty());
+            fw.apply(std::slice::from_ref(&bind)).unwrap();
+            assert_eq!(
+                fw.traffic().unwrap()[&(mac, ip)],
+                counters::Traffic::default()
+            );
+            // One address, passed from one client to another in a batch: counted afresh.
+            run_nft(&rs.script()).unwrap();
+            let next: MacAddr = "02:00:00:00:00:0b".parse().unwrap();
+            fw.apply(&[
+                SetChange::Lease(LeaseChange::Unbind { mac, ip }),
+                SetChange::Lease(LeaseChange::Bind {
+                    mac: next,
+                    ip,
+                    timeout: minute,
+                }),
+            ])
+            .unwrap();
+            let t = fw.traffic().unwrap();
+            assert_eq!(t.len(), 1, "{t:?}");
+            assert_eq!(t[&(next, ip)], counters::Traffic::default());
         });
     }
 }

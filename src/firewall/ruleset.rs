@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::core::Snapshot;
 use crate::core::events::FlowBlock;
+use crate::firewall::netlink::Counter;
 use crate::firewall::nflog;
 
 pub const TABLE: &str = "provisioner";
@@ -122,7 +123,19 @@ pub struct Table {
 pub struct Ruleset {
     pub inet: Table,
     pub arp: Table,
+    /// The bindings whose traffic the `count_up`/`count_down` sets count (see
+    /// [`Ruleset::with_counters`]).
+    pub counted: Vec<(crate::core::MacAddr, std::net::Ipv4Addr)>,
 }
+
+/// The sets that count each client's traffic in the kernel (`firewall::counters`): up by
+/// its MAC/IP pair, down by its address.
+pub const COUNT_UP: &str = "count_up";
+pub const COUNT_DOWN: &str = "count_down";
+
+/// The counting chain runs after ours and fw4's forward chains (at `filter`), so it counts
+/// only what both let through: what was really forwarded.
+const PRIO_COUNT: i32 = PRIO_FILTER + 10;
 
 /// ` comment "name"` for an element, if the name is safe to quote (DNS names as the
 /// resolver normalises them always are).
@@ -369,6 +382,14 @@ impl Ruleset {
             settings: &["size 1024", "timeout 1m"],
             elements: Vec::new(),
         });
+        // Each client's traffic, counted per element as it is forwarded (the elements follow
+        // the bindings; their counts are carried over by `Ruleset::with_counters`).
+        let counted: Vec<_> = leases
+            .iter()
+            .filter(|l| !l.remaining.is_zero())
+            .map(|l| (l.mac, l.ip))
+            .collect();
+        sets.extend(count_sets(&counted, |_, _| None));
         // Each client's rate, by its address, in a set the rules fill as packets pass
         // (an element leaves a minute after the client's last packet).
         for (name, per_client) in [
@@ -496,6 +517,17 @@ impl Ruleset {
                     format!("oifname {prov} ct state new ct mark set ct mark | {ALLOW_MARK:#x}"),
                 ],
             },
+            // Per-client bytes and packets, forwarded from (up) and to (down) the client:
+            // positive lookups, which count the element they find (a negated one, `!=
+            // @set`, counts nothing: see the kernel test), never per-client rules.
+            Chain {
+                name: "forwarded",
+                base: base("filter", Hook::Forward, PRIO_COUNT),
+                rules: vec![
+                    format!("iifname {prov} ether saddr . ip saddr @{COUNT_UP}"),
+                    format!("oifname {prov} ip daddr @{COUNT_DOWN}"),
+                ],
+            },
             Chain {
                 name: "srcnat",
                 base: base("nat", Hook::Postrouting, PRIO_SRCNAT),
@@ -551,7 +583,24 @@ impl Ruleset {
                 chains,
             },
             arp,
+            counted,
         }
+    }
+
+    /// The same tables with the counts in `carried` (keyed by binding: up, down) written
+    /// into the counting sets' elements, so that a rebuilt table goes on counting from
+    /// where the old one was.
+    pub fn with_counters(
+        mut self,
+        carried: impl Fn(crate::core::MacAddr, std::net::Ipv4Addr) -> Option<(Counter, Counter)>,
+    ) -> Ruleset {
+        let new = count_sets(&self.counted, carried);
+        for set in new {
+            if let Some(old) = self.inet.sets.iter_mut().find(|s| s.name == set.name) {
+                *old = set;
+            }
+        }
+        self
     }
 
     pub fn tables(&self) -> [&Table; 2] {
@@ -581,7 +630,9 @@ impl Table {
         for set in &self.sets {
             let _ = writeln!(s, "\tset {} {{", set.name);
             let _ = writeln!(s, "\t\ttype {}", set.key);
-            let _ = writeln!(s, "\t\tflags {}", set.flags);
+            if !set.flags.is_empty() {
+                let _ = writeln!(s, "\t\tflags {}", set.flags);
+            }
             for line in set.settings {
                 let _ = writeln!(s, "\t\t{line}");
             }
@@ -608,6 +659,48 @@ impl Table {
         }
         let _ = writeln!(s, "}}");
     }
+}
+
+/// ` counter packets N bytes M`: a counting element's start, if it has counted anything.
+fn nft_counter(c: Option<Counter>) -> String {
+    match c {
+        Some(c) if c != Counter::default() => {
+            format!(" counter packets {} bytes {}", c.packets, c.bytes)
+        }
+        _ => String::new(),
+    }
+}
+
+/// `count_up` (MAC . IP) and `count_down` (IP), one element per binding, each starting
+/// from what `carried` says it had counted. No timeouts: an element's count would not
+/// survive the delete-and-add that refreshes a timeout; the daemon removes it with the
+/// binding.
+fn count_sets(
+    counted: &[(crate::core::MacAddr, std::net::Ipv4Addr)],
+    carried: impl Fn(crate::core::MacAddr, std::net::Ipv4Addr) -> Option<(Counter, Counter)>,
+) -> [Set; 2] {
+    let (mut up, mut down) = (Vec::new(), Vec::new());
+    for &(mac, ip) in counted {
+        let c = carried(mac, ip);
+        up.push(format!("{mac} . {ip}{}", nft_counter(c.map(|c| c.0))));
+        down.push(format!("{ip}{}", nft_counter(c.map(|c| c.1))));
+    }
+    [
+        Set {
+            name: COUNT_UP,
+            key: "ether_addr . ipv4_addr",
+            flags: "",
+            settings: &["counter"],
+            elements: up,
+        },
+        Set {
+            name: COUNT_DOWN,
+            key: "ipv4_addr",
+            flags: "",
+            settings: &["counter"],
+            elements: down,
+        },
+    ]
 }
 
 /// The MAC/IP pairs DHCP bound, each timing out with its lease: one set in each table.
@@ -826,6 +919,58 @@ config allow 'ntp'
             rs.script()
                 .contains("flags dynamic,timeout\n\t\tsize 4096\n\t\ttimeout 1m")
         );
+    }
+
+    #[test]
+    fn each_binding_is_counted_both_ways_and_counts_carry_over() {
+        let r = ruleset();
+        let set = |r: &Ruleset, n| r.inet.sets.iter().find(|s| s.name == n).unwrap().clone();
+        let up = set(&r, COUNT_UP);
+        assert_eq!(up.key, "ether_addr . ipv4_addr");
+        assert_eq!(up.elements, ["02:00:00:00:00:01 . 192.168.250.2"]);
+        assert_eq!(set(&r, COUNT_DOWN).elements, ["192.168.250.2"]);
+        assert!(r.script().contains(
+            "\tset count_down {\n\t\ttype ipv4_addr\n\t\tcounter\n\t\telements = { 192.168.250.2 }\n\t}"
+        ));
+        // Only what both our forward chain and fw4's (at `filter`) let through is counted,
+        // each way by a positive lookup (a negated one counts nothing).
+        let count = r
+            .inet
+            .chains
+            .iter()
+            .find(|c| c.name == "forwarded")
+            .unwrap();
+        let base = count.base.as_ref().unwrap();
+        assert_eq!(
+            (base.hook, base.priority),
+            (Hook::Forward, PRIO_FILTER + 10)
+        );
+        assert_eq!(
+            count.rules,
+            [
+                "iifname \"prov0\" ether saddr . ip saddr @count_up",
+                "oifname \"prov0\" ip daddr @count_down"
+            ]
+        );
+        assert!(count.rules.iter().all(|r| !r.contains("!=")));
+
+        let mac: crate::core::MacAddr = "02:00:00:00:00:01".parse().unwrap();
+        let c = |packets, bytes| Counter { packets, bytes };
+        let carried = r.clone().with_counters(|m, ip| {
+            (m == mac && ip == std::net::Ipv4Addr::new(192, 168, 250, 2))
+                .then_some((c(3, 300), c(5, 1_000_000)))
+        });
+        assert_eq!(
+            set(&carried, COUNT_UP).elements,
+            ["02:00:00:00:00:01 . 192.168.250.2 counter packets 3 bytes 300"]
+        );
+        assert_eq!(
+            set(&carried, COUNT_DOWN).elements,
+            ["192.168.250.2 counter packets 5 bytes 1000000"]
+        );
+        // Nothing else changes; nothing carried, nothing written.
+        assert_eq!(carried.inet.chains, r.inet.chains);
+        assert_eq!(r.clone().with_counters(|_, _| None), r);
     }
 
     #[test]

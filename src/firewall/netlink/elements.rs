@@ -26,6 +26,14 @@ pub(super) const NFTA_SET_ELEM_KEY: u16 = 1;
 pub(super) const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
 pub(super) const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
 const NFTA_SET_ELEM_USERDATA: u16 = 6;
+/// An element's one expression (its counter) as a dump gives it; with several, they come
+/// nested in `NFTA_SET_ELEM_EXPRESSIONS` instead.
+const NFTA_SET_ELEM_EXPR: u16 = 7;
+const NFTA_SET_ELEM_EXPRESSIONS: u16 = 11;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_COUNTER_BYTES: u16 = 1;
+const NFTA_COUNTER_PACKETS: u16 = 2;
 /// libnftnl's user-data TLV type for an element comment (what `nft list` shows as
 /// `comment "..."`), stored NUL-terminated.
 const NFTNL_UDATA_SET_ELEM_COMMENT: u8 = 0;
@@ -94,6 +102,15 @@ pub struct SetElement {
     pub expires: Option<Duration>,
     /// The element's comment, if it has one.
     pub comment: Option<String>,
+    /// What the element's `counter` counted (sets declared with `counter`).
+    pub counter: Option<Counter>,
+}
+
+/// An nft counter's packets and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 impl Netlink {
@@ -293,7 +310,7 @@ pub(super) fn parse_setelem_msg(
         if ty != NFTA_LIST_ELEM {
             continue;
         }
-        let t = attr_table::<7>(elem)?;
+        let t = attr_table::<12>(elem)?;
         let Some(key) = t[usize::from(NFTA_SET_ELEM_KEY)] else {
             continue;
         };
@@ -309,9 +326,54 @@ pub(super) fn parse_setelem_msg(
             timeout: ms(NFTA_SET_ELEM_TIMEOUT)?,
             expires: ms(NFTA_SET_ELEM_EXPIRATION)?,
             comment: t[usize::from(NFTA_SET_ELEM_USERDATA)].and_then(parse_comment),
+            counter: parse_counter(
+                t[usize::from(NFTA_SET_ELEM_EXPR)],
+                t[usize::from(NFTA_SET_ELEM_EXPRESSIONS)],
+            )?,
         });
     }
     Ok(())
+}
+
+/// The `counter` among an element's expressions: the single one (`NFTA_SET_ELEM_EXPR`) or
+/// one of a list (`NFTA_SET_ELEM_EXPRESSIONS`, each an `NFTA_LIST_ELEM`).
+fn parse_counter(
+    single: Option<&[u8]>,
+    list: Option<&[u8]>,
+) -> Result<Option<Counter>, NetlinkError> {
+    let counter_of = |expr: &[u8]| -> Result<Option<Counter>, NetlinkError> {
+        let e = attr_table::<3>(expr)?;
+        if e[usize::from(NFTA_EXPR_NAME)].map(cstr) != Some(b"counter".as_slice()) {
+            return Ok(None);
+        }
+        let data = e[usize::from(NFTA_EXPR_DATA)]
+            .ok_or(NetlinkError::Malformed("counter without data"))?;
+        let c = attr_table::<3>(data)?;
+        let (bytes, packets) = (
+            c[usize::from(NFTA_COUNTER_BYTES)],
+            c[usize::from(NFTA_COUNTER_PACKETS)],
+        );
+        let value = |a: Option<&[u8]>| {
+            a.ok_or(NetlinkError::Malformed("counter without packets or bytes"))
+                .and_then(be_u64)
+        };
+        Ok(Some(Counter {
+            packets: value(packets)?,
+            bytes: value(bytes)?,
+        }))
+    };
+    if let Some(expr) = single {
+        return counter_of(expr);
+    }
+    for a in Attrs::new(list.unwrap_or_default()) {
+        let (ty, expr) = a?;
+        if ty == NFTA_LIST_ELEM {
+            if let Some(c) = counter_of(expr)? {
+                return Ok(Some(c));
+            }
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -526,6 +588,64 @@ mod tests {
         let long = "x".repeat(256);
         assert!(check_name(&long).is_err());
         assert!(check_name(&long[..255]).is_ok());
+    }
+
+    /// One expression as the kernel dumps it (`nft_expr_dump`): a nest of name and data.
+    fn expr(buf: &mut Vec<u8>, ty: u16, name: &str, data: &[(u16, u64)]) {
+        let e = begin_nest(buf, ty);
+        put_str(buf, NFTA_EXPR_NAME, name);
+        let d = begin_nest(buf, NFTA_EXPR_DATA);
+        for &(ty, v) in data {
+            put_attr(buf, ty, &v.to_be_bytes());
+        }
+        end_nest(buf, d);
+        end_nest(buf, e);
+    }
+
+    #[test]
+    fn element_counters_parse_alone_or_in_a_list() {
+        let counter = [(NFTA_COUNTER_BYTES, 1_048_576), (NFTA_COUNTER_PACKETS, 712)];
+        let want = Some(Counter {
+            packets: 712,
+            bytes: 1_048_576,
+        });
+        // One expression: NFTA_SET_ELEM_EXPR.
+        let mut one = Vec::new();
+        expr(&mut one, NFTA_SET_ELEM_EXPR, "counter", &counter);
+        let one_attr = Attrs::new(&one).next().unwrap().unwrap().1;
+        assert_eq!(parse_counter(Some(one_attr), None).unwrap(), want);
+        // Several: the counter is found among them (here after a `limit`).
+        let mut list = Vec::new();
+        expr(&mut list, NFTA_LIST_ELEM, "limit", &[(1, 5)]);
+        expr(&mut list, NFTA_LIST_ELEM, "counter", &counter);
+        assert_eq!(parse_counter(None, Some(&list)).unwrap(), want);
+        // No expression, or none a counter: no counter.
+        assert_eq!(parse_counter(None, None).unwrap(), None);
+        let mut limit = Vec::new();
+        expr(&mut limit, NFTA_SET_ELEM_EXPR, "limit", &[(1, 5)]);
+        let limit_attr = Attrs::new(&limit).next().unwrap().unwrap().1;
+        assert_eq!(parse_counter(Some(limit_attr), None).unwrap(), None);
+        // A counter without its packets, or with a short value: malformed, not zero.
+        let mut bad = Vec::new();
+        expr(&mut bad, NFTA_SET_ELEM_EXPR, "counter", &counter[..1]);
+        let bad_attr = Attrs::new(&bad).next().unwrap().unwrap().1;
+        assert!(parse_counter(Some(bad_attr), None).is_err());
+
+        // Inside a whole dumped element, beside its key.
+        let mut payload = vec![FAMILY_INET, 0, 0, 0];
+        let elems = begin_nest(&mut payload, NFTA_SET_ELEM_LIST_ELEMENTS);
+        let elem = begin_nest(&mut payload, NFTA_LIST_ELEM);
+        let key = begin_nest(&mut payload, NFTA_SET_ELEM_KEY);
+        put_attr(&mut payload, NFTA_DATA_VALUE, &[192, 168, 250, 2]);
+        end_nest(&mut payload, key);
+        expr(&mut payload, NFTA_SET_ELEM_EXPR, "counter", &counter);
+        end_nest(&mut payload, elem);
+        end_nest(&mut payload, elems);
+        let mut out = Vec::new();
+        parse_setelem_msg(&payload, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].key, [192, 168, 250, 2]);
+        assert_eq!(out[0].counter, want);
     }
 
     #[test]

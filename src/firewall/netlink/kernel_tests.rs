@@ -143,7 +143,8 @@ fn kernel_add_and_read_back() {
                 key: k3.to_vec(),
                 timeout: None,
                 expires: None,
-                comment: None
+                comment: None,
+                counter: None
             }
         );
         let allow = elements(nl, "allow4");

@@ -44,7 +44,7 @@ use nix::sys::time::TimeVal;
 
 pub use crate::netlink::NetlinkError;
 use crate::netlink::*;
-pub use elements::{MAX_COMMENT_LEN, MAX_KEY_LEN, SetElement, SetOp};
+pub use elements::{Counter, MAX_COMMENT_LEN, MAX_KEY_LEN, SetElement, SetOp};
 pub use monitor::{Monitor, announces_deletion};
 pub use table::{
     ChainInfo, HOOK_FORWARD, HOOK_INGRESS, HOOK_INPUT, HOOK_OUTPUT, HOOK_POSTROUTING,
@@ -392,13 +392,15 @@ mod tests {
                     key: vec![1; 12],
                     timeout: secs(60),
                     expires: secs(59),
-                    comment: None
+                    comment: None,
+                    counter: None
                 },
                 SetElement {
                     key: vec![2; 12],
                     timeout: None,
                     expires: None,
-                    comment: None
+                    comment: None,
+                    counter: None
                 },
             ]
         );

@@ -1,0 +1,159 @@
+//! `provisionerctl clients` and the newer fields of `status`: what the daemon knows of each
+//! station, with its traffic as the kernel counted it (one dump of each counting set per
+//! request, never a call per client).
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use tracing::{debug, warn};
+
+use super::Daemon;
+use crate::control::clock::{rfc3339, unix_secs_of};
+use crate::control::protocol::{self, Rates, StationKind, StationRow, Status};
+use crate::control::{Failure, FailureKind, Reply};
+use crate::core::MacAddr;
+use crate::core::time::Instant;
+use crate::core::window::WindowMode;
+use crate::firewall::counters::Traffic;
+
+/// The counts are read every this many table checks (seconds), so that a table removed
+/// from outside is restored with counts at most this old.
+pub(super) const COUNTS_KEPT_EVERY: u32 = 10;
+
+impl Daemon {
+    pub(super) fn clients(&mut self, now: Instant) -> Reply {
+        let traffic = match self.fw.traffic() {
+            Ok(t) => t,
+            Err(e) => {
+                warn!("reading the clients' traffic counters: {e}");
+                return Failure::new(
+                    FailureKind::Refused,
+                    format!("cannot read the traffic counters: {e}"),
+                )
+                .into();
+            }
+        };
+        // By MAC: a client's bindings (one, normally) added up.
+        let mut by_mac: HashMap<MacAddr, Traffic> = HashMap::with_capacity(traffic.len());
+        for (&(mac, _), t) in &traffic {
+            let sum = by_mac.entry(mac).or_default();
+            sum.up.packets += t.up.packets;
+            sum.up.bytes += t.up.bytes;
+            sum.down.packets += t.down.packets;
+            sum.down.bytes += t.down.bytes;
+        }
+        let wall = SystemTime::now();
+        let at = |i: Instant| rfc3339(unix_secs_of(i, now, wall));
+        let snap = self.provisioner.snapshot(now);
+        let ips: HashMap<MacAddr, std::net::Ipv4Addr> =
+            snap.leases.iter().map(|l| (l.mac, l.ip)).collect();
+        let row = |mac: MacAddr, state| {
+            let t = by_mac.get(&mac).copied().unwrap_or_default();
+            StationRow {
+                mac,
+                state,
+                ip: ips.get(&mac).copied(),
+                admitted_at: None,
+                age: None,
+                session_left: None,
+                bytes_up: t.up.bytes,
+                bytes_down: t.down.bytes,
+                packets_up: t.up.packets,
+                packets_down: t.down.packets,
+                ban_left: None,
+                reason: None,
+                turned_away_at: None,
+            }
+        };
+        let mut stations: Vec<StationRow> = Vec::new();
+        for (c, left) in &snap.clients {
+            stations.push(StationRow {
+                admitted_at: Some(at(c.since)),
+                age: Some(now.saturating_since(c.since).as_secs()),
+                session_left: Some(left.as_secs()),
+                ..row(c.mac, StationKind::Admitted)
+            });
+        }
+        for mac in self.provisioner.waiting() {
+            stations.push(row(mac, StationKind::Waiting));
+        }
+        for &(mac, left) in &snap.bans {
+            stations.push(StationRow {
+                ban_left: Some(left.as_secs()),
+                ..row(mac, StationKind::Banned)
+            });
+        }
+        // Turned away lately: said on the station's row if it has one (a banned one), else
+        // a row of its own.
+        for r in self.provisioner.turned_away() {
+            let (reason, when) = (Some(r.reason.as_str().to_owned()), Some(at(r.at)));
+            match stations.iter_mut().find(|s| s.mac == r.mac) {
+                Some(s) if s.state == StationKind::Banned => {
+                    s.reason = reason;
+                    s.turned_away_at = when;
+                }
+                Some(_) => {}
+                None => stations.push(StationRow {
+                    reason,
+                    turned_away_at: when,
+                    ..row(r.mac, StationKind::TurnedAway)
+                }),
+            }
+        }
+        Reply::Clients(protocol::Clients { stations })
+    }
+
+    /// The fields `status` gained after its first version (the rest is filled by
+    /// `status`). Nothing here asks the kernel.
+    pub(super) fn status_more(&self, now: Instant) -> Status {
+        let p = &self.provisioner;
+        let wall = SystemTime::now();
+        let l = &self.cfg.limits;
+        let rate = |r: Option<crate::config::value::Rate>| r.map(|r| r.bytes_per_sec);
+        Status {
+            window: self.window_state(now),
+            radio: None,
+            clients: Vec::new(),
+            bans: Vec::new(),
+            window_mode: match p.settings().window.mode {
+                WindowMode::Always => "always",
+                WindowMode::OnDemand => "on_demand",
+                WindowMode::Schedule => "schedule",
+            }
+            .to_owned(),
+            window_until: p
+                .window_until(now)
+                .map(|u| rfc3339(unix_secs_of(u, now, wall))),
+            max_clients: p.settings().stations.max_clients,
+            learned: p.snapshot(now).learned.len() as u64,
+            rates: Rates {
+                dns_qps_client: self.cfg.dns.client_qps,
+                dns_qps_total: self.cfg.dns.total_qps,
+                client_up: rate(l.client_rate_up),
+                client_down: rate(l.client_rate_down),
+                total_up: rate(l.total_rate_up),
+                total_down: rate(l.total_rate_down),
+            },
+            uptime: now.saturating_since(self.started).as_secs(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            config: self.paths.config.display().to_string(),
+            config_loaded_at: rfc3339(
+                self.config_loaded
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            ),
+        }
+    }
+
+    /// Every [`COUNTS_KEPT_EVERY`] table checks, the counts are read, to be carried into
+    /// a table restored after someone removed it.
+    pub(super) fn keep_counts(&mut self) {
+        self.checks += 1;
+        if self.checks >= COUNTS_KEPT_EVERY {
+            self.checks = 0;
+            if let Err(e) = self.fw.traffic() {
+                debug!("reading the traffic counters: {e}");
+            }
+        }
+    }
+}
