@@ -121,6 +121,8 @@ fn ubus_calls_reach_the_daemon_through_rpcd_and_bad_ones_change_nothing() {
         r#""evict":{"mac":"String","ban":"Integer"}"#,
         r#""window":{"action":"String","secs":"Integer"}"#,
         r#""allow_add":{"name":"String","domain":"Array","address":"Array","proto":"String","port":"Array"}"#,
+        r#""allow_remove":{"name":"Array"}"#,
+        r#""events":{"since":"Integer"}"#,
         r#""status":{}"#,
     ] {
         assert!(listing.contains(typed), "{typed} not in: {listing}");
