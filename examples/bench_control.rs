@@ -173,7 +173,8 @@ fn measure(
         times.push(took);
     }
     if request == "evict" {
-        rig.dhcp(2).map_err(|e| format!("client 2 back by DHCP: {e}"))?;
+        rig.dhcp(2)
+            .map_err(|e| format!("client 2 back by DHCP: {e}"))?;
     }
     Ok(percentiles(times))
 }
