@@ -39,8 +39,9 @@ demo: deps
 
 # On the netns rig, release builds, side by side (about three minutes): our DNS resolver
 # against dnsmasq --nftset under dnsperf; join-to-admitted latency; TCP forwarding through
-# our table against conntrack + masquerade alone (iperf3). Prints figures and ratios; not
-# a test.
+# our table against conntrack + masquerade alone (iperf3); control-plane latency (status,
+# clients, evict over the socket and through ubus/rpcd, at 10 and 250 clients). Prints
+# figures and ratios; not a test.
 bench: deps
 	$(CARGO) build --release
 	PROVISIONER_BIN="$${CARGO_TARGET_DIR:-target}/release/provisioner" \
@@ -48,6 +49,8 @@ bench: deps
 	$(CARGO) run --quiet --release --example bench_admission
 	PROVISIONER_BIN="$${CARGO_TARGET_DIR:-target}/release/provisioner" \
 		$(CARGO) run --quiet --release --features rig --example bench_forward
+	PROVISIONER_BIN="$${CARGO_TARGET_DIR:-target}/release/provisioner" \
+		$(CARGO) run --quiet --release --features rig --example bench_control
 
 # Coverage-guided fuzzing of the hand-written and untrusted-input parsers (nightly), built
 # as shipped (-O: no debug assertions; dhcproto debug-asserts on option lengths).

@@ -358,6 +358,8 @@ fn ipk_is_what_ipkg_build_makes() {
             ("./usr/", "drwxr-xr-x", None),
             ("./usr/libexec/", "drwxr-xr-x", None),
             ("./usr/libexec/provisioner-ssid", "-rwxr-xr-x", None),
+            ("./usr/libexec/rpcd/", "drwxr-xr-x", None),
+            ("./usr/libexec/rpcd/provisioner", "-rwxr-xr-x", None),
             ("./usr/sbin/", "drwxr-xr-x", None),
             ("./usr/sbin/provisioner", "-rwxr-xr-x", None),
             (
@@ -366,6 +368,14 @@ fn ipk_is_what_ipkg_build_makes() {
                 Some("provisioner")
             ),
             ("./usr/sbin/provisionerd", "lrwxrwxrwx", Some("provisioner")),
+            ("./usr/share/", "drwxr-xr-x", None),
+            ("./usr/share/rpcd/", "drwxr-xr-x", None),
+            ("./usr/share/rpcd/acl.d/", "drwxr-xr-x", None),
+            (
+                "./usr/share/rpcd/acl.d/provisioner.json",
+                "-rw-r--r--",
+                None
+            ),
         ]
     );
     let same = |packaged: &str, source: &Path| {
@@ -391,6 +401,14 @@ fn ipk_is_what_ipkg_build_makes() {
     same(
         "/usr/libexec/provisioner-ssid",
         &root().join("openwrt/files/provisioner.ssid"),
+    );
+    same(
+        "/usr/libexec/rpcd/provisioner",
+        &root().join("openwrt/files/provisioner.rpcd"),
+    );
+    same(
+        "/usr/share/rpcd/acl.d/provisioner.json",
+        &root().join("openwrt/files/provisioner.acl.json"),
     );
     // The shipped config is valid as it is.
     check_config(&p.data("/etc/config/provisioner"));
@@ -544,6 +562,7 @@ fn all_scripts(dir: &Path) -> (Vec<PathBuf>, Unpacked) {
         "openwrt/files/provisioner.init",
         "openwrt/files/provisioner.uci-defaults",
         "openwrt/files/provisioner.ssid",
+        "openwrt/files/provisioner.rpcd",
     ] {
         assert!(scripts.contains(&root().join(must)), "{must} not found");
     }

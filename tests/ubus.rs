@@ -1,0 +1,234 @@
+//! The ubus object `provisioner` (openwrt/files/provisioner.rpcd, an rpcd exec plugin) and
+//! its ACL (openwrt/files/provisioner.acl.json), on the OpenWrt kit's real ubusd and rpcd
+//! (tests/bus), against the daemon running in the netns rig: what `ubus call` answers is
+//! the daemon's own JSON, orders reach it, bad ones change nothing, and rpcd's sessions
+//! give a read-only login the read methods alone.
+
+mod bus;
+mod kit;
+mod rig;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use bus::Bus;
+use rig::*;
+use serde_json::{Value, json};
+
+fn source(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The methods `provisioner list` declares, with their argument types.
+fn listed() -> serde_json::Map<String, Value> {
+    let out = Command::new("sh")
+        .arg(source("openwrt/files/provisioner.rpcd"))
+        .arg("list")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    match serde_json::from_slice(&out.stdout).expect("list prints JSON") {
+        Value::Object(m) => m,
+        other => panic!("list printed {other}"),
+    }
+}
+
+fn names(v: &Value) -> BTreeSet<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list of methods: {v}"))
+        .iter()
+        .map(|m| m.as_str().expect("a method name").to_owned())
+        .collect()
+}
+
+#[test]
+fn the_acl_names_every_method_the_plugin_lists_reads_apart_from_orders() {
+    let acl: Value = serde_json::from_str(
+        &std::fs::read_to_string(source("openwrt/files/provisioner.acl.json")).unwrap(),
+    )
+    .expect("the ACL is JSON");
+    let group = &acl["luci-app-provisioner"];
+    let read = names(&group["read"]["ubus"]["provisioner"]);
+    let write = names(&group["write"]["ubus"]["provisioner"]);
+    assert!(read.is_disjoint(&write), "{read:?} {write:?}");
+    let all: BTreeSet<String> = read.union(&write).cloned().collect();
+    let methods: BTreeSet<String> = listed().keys().cloned().collect();
+    assert_eq!(all, methods, "the ACL and the plugin's methods differ");
+    let reads: BTreeSet<String> = ["status", "clients", "allow_list", "events", "metrics"]
+        .map(String::from)
+        .into();
+    assert_eq!(read, reads);
+    assert_eq!(acl.as_object().unwrap().len(), 1, "one group, for LuCI");
+}
+
+/// `session access` for `function` of `provisioner` in session `sid`.
+fn may(bus: &Bus, sid: &str, function: &str) -> bool {
+    let r = bus.call(
+        "session",
+        "access",
+        &json!({"ubus_rpc_session": sid, "scope": "ubus", "object": "provisioner", "function": function})
+            .to_string(),
+    );
+    r["access"]
+        .as_bool()
+        .unwrap_or_else(|| panic!("session access: {r}"))
+}
+
+fn login(bus: &Bus, user: &str) -> String {
+    let r = bus.call(
+        "session",
+        "login",
+        &json!({"username": user, "password": bus::PASSWORD, "timeout": 60}).to_string(),
+    );
+    r["ubus_rpc_session"]
+        .as_str()
+        .unwrap_or_else(|| panic!("session login {user}: {r}"))
+        .to_owned()
+}
+
+fn error(reply: &Value) -> (&str, &str) {
+    let e = &reply["error"];
+    match (e["kind"].as_str(), e["message"].as_str()) {
+        (Some(k), Some(m)) => (k, m),
+        _ => panic!("not an error reply: {reply}"),
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(openwrt_kit),
+    ignore = "needs the OpenWrt kit (../shared/openwrt or $OPENWRT_KIT): real ubusd and rpcd"
+)]
+fn ubus_calls_reach_the_daemon_through_rpcd_and_bad_ones_change_nothing() {
+    let rig = Rig::new(2);
+    let _daemon = rig.start_daemon(&config(""));
+    rig.dhcp(1).expect("a lease");
+    rig.dhcp(2).expect("a lease");
+    let bus = Bus::start(&rig.dir().join("ubus"), &rig.control_socket());
+
+    // The methods and their argument types, as rpcd published them.
+    let out = bus.ubus(&["-v", "list", "provisioner"]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    for method in listed().keys() {
+        assert!(
+            listing.contains(&format!("\"{method}\":")),
+            "{method} missing: {listing}"
+        );
+    }
+    for typed in [
+        r#""evict":{"mac":"String","ban":"Integer"}"#,
+        r#""window":{"action":"String","secs":"Integer"}"#,
+        r#""allow_add":{"name":"String","domain":"Array","address":"Array","proto":"String","port":"Array"}"#,
+        r#""allow_remove":{"name":"Array"}"#,
+        r#""events":{"since":"Integer"}"#,
+        r#""status":{}"#,
+    ] {
+        assert!(listing.contains(typed), "{typed} not in: {listing}");
+    }
+
+    // status: the daemon's reply, as provisionerctl --json prints it.
+    let daemon = rig.status();
+    let s = bus.provisioner("status", "{}");
+    assert_eq!(s["version"], 1, "{s}");
+    assert_eq!(
+        s["status"]["window"]["open"],
+        json!(daemon.window.open),
+        "{s}"
+    );
+    assert_eq!(s["status"]["window"]["open"], true, "mode always: {s}");
+    let macs: BTreeSet<&str> = s["status"]["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["mac"].as_str().unwrap())
+        .collect();
+    assert_eq!(macs, ["02:00:00:00:00:01", "02:00:00:00:00:02"].into());
+
+    // An evict of a client: gone, in the daemon's own status.
+    let r = bus.provisioner("evict", r#"{"mac":"02:00:00:00:00:01"}"#);
+    assert_eq!(r["station"]["mac"], "02:00:00:00:00:01", "{r}");
+    assert_eq!(r["station"]["client"], false, "{r}");
+    let after = rig.status();
+    assert_eq!(after.clients.len(), 1, "{after:?}");
+    assert_eq!(after.clients[0].mac.to_string(), "02:00:00:00:00:02");
+
+    // Refused (not a client any more; never one), with the daemon's reason, and nothing
+    // changed.
+    for mac in ["02:00:00:00:00:01", "02:00:00:00:00:07"] {
+        let r = bus.provisioner("evict", &json!({ "mac": mac }).to_string());
+        let (kind, message) = error(&r);
+        assert_eq!(kind, "refused", "{r}");
+        assert!(message.contains(&format!("{mac} is not a client")), "{r}");
+    }
+    // Orders with a ban go through as durations in seconds; out of range is refused.
+    let r = bus.provisioner("ban", r#"{"mac":"02:00:00:00:00:09","secs":3600}"#);
+    let left = r["station"]["banned_secs"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{r}"));
+    assert!((3590..=3600).contains(&left), "{r}");
+    let r = bus.provisioner("unban", r#"{"mac":"02:00:00:00:00:09"}"#);
+    assert_eq!(r["station"]["banned_secs"], Value::Null, "{r}");
+    let r = bus.provisioner("evict", r#"{"mac":"02:00:00:00:00:02","ban":99999999}"#);
+    assert_eq!(error(&r).0, "refused", "{r}");
+    let r = bus.provisioner("window", r#"{"action":"reboot"}"#);
+    assert_eq!(error(&r).0, "usage", "{r}");
+
+    // Hostile strings reach provisionerctl as one argument each and are refused there:
+    // no shell runs them, no option is taken from them, nothing changes.
+    let marker = rig.dir().join("pwned");
+    let m = marker.display();
+    for hostile in [
+        format!("$(touch {m})"),
+        format!("`touch {m}`"),
+        format!("02:00:00:00:00:02; touch {m}"),
+        format!("' ; touch {m}; '"),
+        "--help".to_owned(),
+        "02:00:00:00:00:02 --ban 1h".to_owned(),
+        "02:00:00:00:00:02\n".to_owned(),
+    ] {
+        for (method, args) in [
+            ("evict", json!({ "mac": hostile })),
+            ("ban", json!({ "mac": hostile, "secs": 60 })),
+            (
+                "ban",
+                json!({ "mac": "02:00:00:00:00:02", "secs": hostile }),
+            ),
+            ("unban", json!({ "mac": hostile })),
+        ] {
+            let r = bus.provisioner(method, &args.to_string());
+            let (kind, message) = error(&r);
+            assert_eq!(kind, "usage", "{method} {args}: {r}");
+            assert!(
+                message.contains("not a MAC address") || message.contains("not a duration"),
+                "{method} {args}: {r}"
+            );
+        }
+    }
+    assert!(!marker.exists(), "a MAC string ran a command");
+    let unchanged = rig.status();
+    let macs = |s: &provisioner::control::protocol::Status| {
+        s.clients.iter().map(|c| c.mac).collect::<Vec<_>>()
+    };
+    assert_eq!(macs(&unchanged), macs(&after), "{unchanged:?}");
+    assert!(unchanged.bans.is_empty(), "{unchanged:?}");
+
+    // rpcd's sessions, from the ACL file: a read-only login may read, not order.
+    let viewer = login(&bus, "viewer");
+    assert!(may(&bus, &viewer, "status"));
+    assert!(may(&bus, &viewer, "clients"));
+    assert!(!may(&bus, &viewer, "evict"));
+    assert!(!may(&bus, &viewer, "window"));
+    let operator = login(&bus, "operator");
+    assert!(may(&bus, &operator, "status"));
+    assert!(may(&bus, &operator, "evict"));
+    assert!(!may(&bus, &operator, "reboot"));
+    let r = bus.ubus(&[
+        "call",
+        "session",
+        "login",
+        &json!({"username": "operator", "password": "wrong"}).to_string(),
+    ]);
+    assert!(!r.status.success(), "a wrong password logged in: {r:?}");
+}
