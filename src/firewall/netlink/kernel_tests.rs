@@ -501,6 +501,30 @@ fn kernel_end_flows_takes_the_given_sources_only() {
     });
 }
 
+/// The kernel filters a dump by original source (CTA_FILTER): only that address's
+/// entries cross to the daemon, not the whole table.
+#[test]
+#[cfg_attr(not(feature = "rig"), ignore = "needs root: cargo test --features rig")]
+fn kernel_filters_a_conntrack_dump_by_source() {
+    in_netns(|nl| {
+        track_loopback();
+        udp_flows(Ipv4Addr::new(127, 0, 0, 2), 30);
+        udp_flows(Ipv4Addr::new(127, 0, 0, 3), 500);
+        let count = |nl: &mut Netlink, source: Option<[u8; 4]>| {
+            let mut n = 0;
+            nl.dump_conntrack(source, |_| {
+                n += 1;
+                Ok(())
+            })
+            .unwrap();
+            n
+        };
+        assert!(count(nl, None) >= 530);
+        assert_eq!(count(nl, Some([127, 0, 0, 2])), 30);
+        assert_eq!(count(nl, Some([127, 0, 0, 9])), 0);
+    });
+}
+
 /// Informational: ending the flows of many addresses in one dump against one dump per
 /// address (what the daemon did before), with a table full of other entries.
 #[test]
