@@ -124,6 +124,9 @@ enum CtlCommand {
         #[command(subcommand)]
         action: AllowAction,
     },
+    /// The daemon's counters in the Prometheus text format (clients, decisions by reason,
+    /// traffic, DNS replies, set-batch latency, window state).
+    Metrics,
     /// Every station: admitted (since when, session left), waiting, banned, turned away;
     /// bytes and packets up and down as the kernel counted them.
     Clients,
@@ -377,6 +380,7 @@ fn provisionerctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
             action: AllowAction::Remove { names },
         } => Request::AllowRemove { names },
         CtlCommand::Clients => Request::Clients,
+        CtlCommand::Metrics => Request::Metrics,
         CtlCommand::Leases => {
             let leases: Vec<protocol::Lease> = Firewall::open()?
                 .snapshot(Instant::now())?

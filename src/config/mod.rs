@@ -56,6 +56,9 @@ pub struct Config {
     /// `None`: no radio under our control; a station is whoever asks for DHCP.
     pub radio: Option<Radio>,
     pub allow: Vec<AllowEntry>,
+    /// `config metrics` / `option listen`: where `/metrics` is served over HTTP (never on
+    /// the provisioning network); `None`: only `provisionerctl metrics`.
+    pub metrics: Option<std::net::SocketAddrV4>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -133,7 +133,9 @@ pub const DEFAULT_PROTECT: &[&str] = &[
 /// Ports (ranges counted out) an allow entry with domains may have.
 const MAX_DOMAIN_PORTS: u32 = 64;
 
-const SINGLETONS: &[&str] = &["network", "dhcp", "dns", "limits", "window", "radio"];
+const SINGLETONS: &[&str] = &[
+    "network", "dhcp", "dns", "limits", "window", "radio", "metrics",
+];
 
 /// hostapd.conf keys provisionerd sets itself (the product's promises: hidden, open,
 /// isolated, bounded).
@@ -221,6 +223,11 @@ pub fn build(file: &str, doc: &Document) -> Result<Config, ConfigError> {
         .map(|s| radio(file, s, &network))
         .transpose()?;
 
+    let metrics = section("metrics")
+        .map(|s| metrics(file, s, &network))
+        .transpose()?
+        .flatten();
+
     let mut allow = Vec::new();
     let mut names = HashSet::new();
     for (i, s) in doc
@@ -269,7 +276,35 @@ pub fn build(file: &str, doc: &Document) -> Result<Config, ConfigError> {
         window,
         radio,
         allow,
+        metrics,
     })
+}
+
+/// The metrics listener: an address of the router's own, outside the provisioning
+/// network (and not every address at once, which would include it).
+fn metrics(file: &str, s: &Section, net: &Network) -> Result<Option<SocketAddrV4>, ConfigError> {
+    let mut o = Options::new(file, s);
+    let listen = o.scalar("listen", |v| {
+        let a: SocketAddrV4 = v
+            .parse()
+            .map_err(|_| format!("'{v}' is not an IPv4 address and port (192.168.1.1:9100)"))?;
+        if a.ip().is_unspecified() {
+            Err(format!(
+                "'{v}' would listen on every address, the provisioning network's too: give the router's LAN address"
+            ))
+        } else if net.subnet.contains(a.ip()) {
+            Err(format!(
+                "'{v}' is on the provisioning network ({}): give the router's LAN address",
+                net.subnet
+            ))
+        } else if a.port() == 0 {
+            Err(format!("'{v}' has no port"))
+        } else {
+            Ok(a)
+        }
+    })?;
+    o.finish()?;
+    Ok(listen.map(|(a, _)| a))
 }
 
 fn radio(file: &str, s: &Section, net: &Network) -> Result<Radio, ConfigError> {
@@ -957,6 +992,15 @@ config allow
         assert!(e.message.contains("unknown section type"), "{e}");
         let e = with("config network\n");
         assert!(e.message.contains("given twice"), "{e}");
+
+        // The metrics listener: never on the provisioning network, nor on every address.
+        let e = with("config metrics\n option listen 0.0.0.0:9100\n");
+        assert_eq!((e.line, e.option.as_deref()), (5, Some("listen")), "{e}");
+        assert!(e.message.contains("every address"), "{e}");
+        let e = with("config metrics\n option listen 192.168.250.1:9100\n");
+        assert!(e.message.contains("provisioning network"), "{e}");
+        let e = with("config metrics\n option listen 192.168.1.1\n");
+        assert!(e.message.contains("address and port"), "{e}");
     }
 
     /// What `uci show` shows is what is enforced: a later `option` replaces the earlier

@@ -198,6 +198,7 @@ pub fn reply(r: &Reply) -> String {
         Reply::Event(e) => format!("{e}\n"),
         Reply::Allow(a) => allow(a),
         Reply::Clients(c) => clients(c),
+        Reply::Metrics(m) => m.text.clone(),
         Reply::Error(f) => format!("error: {f}\n"),
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod clock;
+pub mod http;
 pub mod human;
 pub mod protocol;
 

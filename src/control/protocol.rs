@@ -81,6 +81,8 @@ pub enum Request {
     },
     /// Every station the daemon knows, with its traffic as the kernel counted it.
     Clients,
+    /// The daemon's counters and gauges in the Prometheus text format.
+    Metrics,
 }
 
 /// A new allow entry, its values as the config file takes them (checked by the daemon).
@@ -137,6 +139,7 @@ pub enum Reply {
     Allow(AllowEntries),
     /// `clients`: one row per station.
     Clients(Clients),
+    Metrics(MetricsText),
     Error(Failure),
 }
 
@@ -233,6 +236,12 @@ pub struct WindowState {
     /// Seconds until an opened window closes; `None` when it follows its mode alone
     /// (always, a schedule, or closed).
     pub secs_left: Option<u64>,
+}
+
+/// Prometheus text format (0.0.4), as `/metrics` serves it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsText {
+    pub text: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -344,6 +353,7 @@ impl Serialize for ReplyLine<'_> {
             Reply::Event(x) => m.serialize_entry("event", x)?,
             Reply::Allow(x) => m.serialize_entry("allow", x)?,
             Reply::Clients(x) => m.serialize_entry("clients", x)?,
+            Reply::Metrics(x) => m.serialize_entry("metrics", x)?,
             Reply::Error(x) => m.serialize_entry("error", x)?,
         }
         m.end()
@@ -371,6 +381,7 @@ impl<'de> Deserialize<'de> for Reply {
                         "event" => Reply::Event(m.next_value()?),
                         "allow" => Reply::Allow(m.next_value()?),
                         "clients" => Reply::Clients(m.next_value()?),
+                        "metrics" => Reply::Metrics(m.next_value()?),
                         "error" => Reply::Error(m.next_value()?),
                         // The version, and what a newer daemon added.
                         _ => {
@@ -384,7 +395,7 @@ impl<'de> Deserialize<'de> for Reply {
                 }
                 reply.ok_or_else(|| {
                     A::Error::custom(
-                        "no status, window, station, reloaded, allow, clients, events, event or error in the reply",
+                        "no status, window, station, reloaded, allow, clients, metrics, events, event or error in the reply",
                     )
                 })
             }

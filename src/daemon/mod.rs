@@ -5,6 +5,7 @@
 
 mod allow;
 mod clients;
+mod metrics;
 mod sockets;
 mod system;
 
@@ -111,6 +112,10 @@ struct Daemon {
     feed: broadcast::Sender<control::Followed>,
     /// Audit lines as JSON objects (`--log-format json`) rather than key=value.
     json_log: bool,
+    metrics: metrics::Metrics,
+    /// `/metrics` over HTTP (`config metrics`), and the way its requests come in.
+    metrics_task: Option<JoinHandle<()>>,
+    orders_tx: mpsc::Sender<Order>,
     /// When the daemon started (boot clock), and when it last loaded its config (wall
     /// clock), for `status`.
     started: Instant,
@@ -122,6 +127,9 @@ struct Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.control_task.abort();
+        if let Some(t) = &self.metrics_task {
+            t.abort();
+        }
         let _ = std::fs::remove_file(&self.paths.control);
     }
 }
@@ -163,7 +171,8 @@ impl Daemon {
             .with_context(|| format!("opening the control socket {}", paths.control.display()))?;
         let (tx, orders) = mpsc::channel(16);
         let (feed, _) = broadcast::channel(control::FOLLOW_BACKLOG);
-        let control_task = tokio::spawn(control::serve(listener, tx, feed.clone()));
+        let metrics_task = cfg.metrics.and_then(|a| serve_metrics(a, &tx));
+        let control_task = tokio::spawn(control::serve(listener, tx.clone(), feed.clone()));
         let monitor = match Monitor::open()
             .map_err(std::io::Error::other)
             .and_then(register)
@@ -206,6 +215,9 @@ impl Daemon {
             journal: Journal::new(journal::KEPT),
             feed,
             json_log,
+            metrics: metrics::Metrics::default(),
+            metrics_task,
+            orders_tx: tx,
             started: now,
             config_loaded: std::time::SystemTime::now(),
             checks: 0,
@@ -320,7 +332,10 @@ impl Daemon {
                     .outcome(&mut self.provisioner, out, now, &mut self.replies);
             }
             if let Some(batch) = self.provisioner.poll_batch() {
-                match self.fw.apply(&batch.changes) {
+                let started = std::time::Instant::now();
+                let applied = self.fw.apply(&batch.changes);
+                self.metrics.batch(started.elapsed(), applied.is_ok());
+                match applied {
                     Ok(()) => {
                         self.follow_leases(&batch.changes);
                         self.provisioner.handle_batch_applied(batch.id);
@@ -348,6 +363,7 @@ impl Daemon {
             }
         }
         let replies = std::mem::take(&mut self.replies);
+        self.metrics.dns_replies(replies.len());
         self.send_dns(replies).await;
         while let Some(e) = self.provisioner.poll_event() {
             self.audit(e);
@@ -365,6 +381,7 @@ impl Daemon {
     /// numbered: they would push the decisions out of the journal), numbers and keeps it
     /// and hands it to followers.
     fn audit(&mut self, e: Event) {
+        self.metrics.event(&e);
         if e.is_chatty() {
             debug!(target: "audit", "{e}");
             return;
@@ -513,6 +530,7 @@ impl Daemon {
             Request::Unban { mac } => p
                 .handle_unban(mac, now)
                 .map(|()| self.station_state(mac, now)),
+            Request::Metrics => Ok(self.metrics_reply(now)),
             Request::Events { since, .. } => {
                 let page = self.journal.since(since);
                 Ok(Reply::Events(protocol::Events {
@@ -553,6 +571,36 @@ impl Daemon {
             Failure::new(FailureKind::Refused, e.to_string()).into()
         });
         let _ = order.reply.send(reply);
+    }
+
+    fn metrics_reply(&mut self, now: Instant) -> Reply {
+        let traffic = match self.fw.traffic() {
+            Ok(t) => Some(t.values().fold([(0, 0); 2], |[up, down], t| {
+                [
+                    (up.0 + t.up.bytes, up.1 + t.up.packets),
+                    (down.0 + t.down.bytes, down.1 + t.down.packets),
+                ]
+            })),
+            Err(e) => {
+                warn!("reading the clients' traffic counters: {e}");
+                None
+            }
+        };
+        let p = &self.provisioner;
+        let snap = p.snapshot(now);
+        let gauges = metrics::Gauges {
+            clients: snap.clients.len(),
+            max_clients: usize::from(p.settings().stations.max_clients),
+            bans: snap.bans.len(),
+            learned: snap.learned.len(),
+            window_open: p.window_is_open(),
+            uptime: now.saturating_since(self.started),
+            traffic,
+            journal_next: self.journal.next_seq(),
+        };
+        Reply::Metrics(protocol::MetricsText {
+            text: self.metrics.render(&gauges),
+        })
     }
 
     fn station_state(&self, mac: MacAddr, now: Instant) -> Reply {
@@ -777,6 +825,12 @@ impl Daemon {
             self.dns = d;
         }
         self.resolver.reconfigure(&new);
+        if new.metrics != self.cfg.metrics {
+            if let Some(t) = self.metrics_task.take() {
+                t.abort();
+            }
+            self.metrics_task = new.metrics.and_then(|a| serve_metrics(a, &self.orders_tx));
+        }
         warn_not_enforced(&new);
         self.cfg = new;
         Ok(())
@@ -799,6 +853,24 @@ impl Daemon {
                 }
             }
             Err(e) => warn!("checking table inet {TABLE}: {e}"),
+        }
+    }
+}
+
+/// Serves `/metrics` on `addr`; a failure to listen is logged, not fatal (the network
+/// does not depend on its metrics).
+fn serve_metrics(addr: SocketAddrV4, orders: &mpsc::Sender<Order>) -> Option<JoinHandle<()>> {
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(tokio::net::TcpListener::from_std);
+    match listener {
+        Ok(l) => {
+            info!("serving /metrics on http://{addr}");
+            Some(tokio::spawn(control::http::serve(l, orders.clone())))
+        }
+        Err(e) => {
+            warn!("cannot serve /metrics on {addr}: {e} (provisionerctl metrics still works)");
+            None
         }
     }
 }
