@@ -76,10 +76,7 @@ impl Metrics {
     pub fn render(&self, g: &Gauges) -> String {
         let mut out = String::with_capacity(2048);
         let mut gauge = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}"
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
         gauge("provisioner_clients", "Admitted clients.", g.clients as u64);
         gauge(
@@ -149,7 +146,10 @@ impl Metrics {
             "# HELP provisioner_set_batch_seconds Time to apply a batch of set changes in the kernel.\n# TYPE provisioner_set_batch_seconds histogram"
         );
         for (n, le) in self.batches.iter().zip(BATCH_BUCKETS) {
-            let _ = writeln!(out, "provisioner_set_batch_seconds_bucket{{le=\"{le}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "provisioner_set_batch_seconds_bucket{{le=\"{le}\"}} {n}"
+            );
         }
         let _ = writeln!(
             out,
@@ -181,7 +181,11 @@ mod tests {
     fn counts_decisions_by_reason_and_renders_the_text_format() {
         let mac = MacAddr([2, 0, 0, 0, 0, 1]);
         let mut m = Metrics::default();
-        for reason in [StationReason::Full, StationReason::Full, StationReason::Banned] {
+        for reason in [
+            StationReason::Full,
+            StationReason::Full,
+            StationReason::Banned,
+        ] {
             m.event(&Event::TurnedAway { mac, reason });
         }
         m.event(&Event::Admitted { mac, age: 0 });
