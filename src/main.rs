@@ -412,6 +412,10 @@ fn provisionerctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
     };
     Ok(match reply {
         Reply::Error(f) => {
+            // A script reads the daemon's error object (its kind) where it reads replies.
+            if args.json {
+                println!("{}", Reply::Error(f.clone()).encode());
+            }
             eprintln!("provisionerctl: {f}");
             ExitCode::FAILURE
         }

@@ -215,6 +215,12 @@ fn provisionerctl_says_what_the_reply_is() {
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("window: it went"));
+    // With --json, the error object on stdout too (a script reads its kind there).
+    let refused = "{\"version\":1,\"error\":{\"kind\":\"refused\",\"message\":\"no\"}}";
+    let (_, out) = ctl_against("error-json", &["--json", "status"], &format!("{refused}\n"));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), refused);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no"));
 
     // A reply this build cannot read: a failure that shows it.
     let (_, out) = ctl_against("garbage", &["window", "close"], "{\"error\"\n");

@@ -102,7 +102,9 @@ fn error(reply: &Value) -> (&str, &str) {
 )]
 fn ubus_calls_reach_the_daemon_through_rpcd_and_bad_ones_change_nothing() {
     let rig = Rig::new(2);
-    let _daemon = rig.start_daemon(&config(""));
+    // With OpenWrt's uci on its PATH, as on a router: allow_add writes through it.
+    let uci_dir = kit::bin("uci").parent().unwrap().to_path_buf();
+    let _daemon = rig.start_daemon_with_path(&uci_dir, &config(""));
     rig.dhcp(1).expect("a lease");
     rig.dhcp(2).expect("a lease");
     let bus = Bus::start(&rig.dir().join("ubus"), &rig.control_socket());
@@ -213,6 +215,47 @@ fn ubus_calls_reach_the_daemon_through_rpcd_and_bad_ones_change_nothing() {
     };
     assert_eq!(macs(&unchanged), macs(&after), "{unchanged:?}");
     assert!(unchanged.bans.is_empty(), "{unchanged:?}");
+
+    // The other methods, each the daemon's reply: clients with kernel counters, the audit
+    // log (the eviction above in it), metrics, the allow-list and a change to it.
+    let c = bus.provisioner("clients", "{}");
+    assert!(
+        c["clients"]["stations"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|r| r["mac"] == "02:00:00:00:00:02")),
+        "{c}"
+    );
+    let e = bus.provisioner("events", r#"{"since":0}"#);
+    let events = e["events"]["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{e}"));
+    assert!(
+        events
+            .iter()
+            .any(|v| v["event"] == "evicted" && v["reason"] == "operator"),
+        "{e}"
+    );
+    let m = bus.provisioner("metrics", "{}");
+    let text = m["metrics"]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{m}"));
+    assert!(text.lines().any(|l| l == "provisioner_clients 1"), "{text}");
+    let a = bus.provisioner(
+        "allow_add",
+        r#"{"name":"extra","address":["11.1.0.30"],"port":["8443"]}"#,
+    );
+    assert!(
+        a["allow"]["entries"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|x| x["name"] == "extra")),
+        "{a}"
+    );
+    let l = bus.provisioner("allow_list", r#"{"name":"extra"}"#);
+    assert_eq!(l["allow"]["entries"][0]["ports"], json!(["8443"]), "{l}");
+    let r = bus.provisioner("allow_remove", r#"{"name":["extra","nope"]}"#);
+    assert_eq!(error(&r).0, "refused", "{r}");
+    let r = bus.provisioner("allow_remove", r#"{"name":["extra"]}"#);
+    assert!(r["allow"]["entries"].is_array(), "{r}");
 
     // rpcd's sessions, from the ACL file: a read-only login may read, not order.
     let viewer = login(&bus, "viewer");

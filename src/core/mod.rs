@@ -441,8 +441,22 @@ impl Provisioner {
         per.into_iter().map(|s| s.len()).collect()
     }
 
+    /// Learned grants held now (what `snapshot(now).learned` would list, without copying).
+    pub fn learned_now(&self, now: Instant) -> usize {
+        self.learned.elements(now).count()
+    }
+
     /// Everything the kernel's sets should hold now, to carry into a rebuilt table.
     pub fn snapshot(&self, now: Instant) -> Snapshot {
+        Snapshot {
+            learned: self.learned.elements(now).collect(),
+            ..self.stations_snapshot(now)
+        }
+    }
+
+    /// [`Provisioner::snapshot`] without the learned grants (thousands, under DNS load):
+    /// the clients, bans and bindings, for the operator's views.
+    pub fn stations_snapshot(&self, now: Instant) -> Snapshot {
         let session = self.stations.policy().session;
         Snapshot {
             clients: self
@@ -466,7 +480,7 @@ impl Provisioner {
                     remaining: l.expires.saturating_since(now),
                 })
                 .collect(),
-            learned: self.learned.elements(now).collect(),
+            learned: Vec::new(),
         }
     }
 

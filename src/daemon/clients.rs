@@ -44,7 +44,7 @@ impl Daemon {
         }
         let wall = SystemTime::now();
         let at = |i: Instant| rfc3339(unix_secs_of(i, now, wall));
-        let snap = self.provisioner.snapshot(now);
+        let snap = self.provisioner.stations_snapshot(now);
         let ips: HashMap<MacAddr, std::net::Ipv4Addr> =
             snap.leases.iter().map(|l| (l.mac, l.ip)).collect();
         let row = |mac: MacAddr, state| {
@@ -125,7 +125,7 @@ impl Daemon {
                 .window_until(now)
                 .map(|u| rfc3339(unix_secs_of(u, now, wall))),
             max_clients: p.settings().stations.max_clients,
-            learned: p.snapshot(now).learned.len() as u64,
+            learned: p.learned_now(now) as u64,
             rates: Rates {
                 dns_qps_client: self.cfg.dns.client_qps,
                 dns_qps_total: self.cfg.dns.total_qps,

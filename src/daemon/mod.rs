@@ -113,6 +113,8 @@ struct Daemon {
     /// Audit lines as JSON objects (`--log-format json`) rather than key=value.
     json_log: bool,
     metrics: metrics::Metrics,
+    /// An operator's order was answered this turn (its reply waits for the loop to yield).
+    answered: bool,
     /// `/metrics` over HTTP (`config metrics`), and the way its requests come in.
     metrics_task: Option<JoinHandle<()>>,
     orders_tx: mpsc::Sender<Order>,
@@ -152,7 +154,7 @@ impl Daemon {
         let mut segment = Segment::open(cfg.network.interface.as_str())
             .context("opening the rtnetlink socket")?;
         let isolated = isolate_ports(&mut segment);
-        if let Err(e) = segment.reconcile(&provisioner.snapshot(now).leases) {
+        if let Err(e) = segment.reconcile(&provisioner.stations_snapshot(now).leases) {
             warn!("pinning the clients' neighbour entries: {e}");
         }
         let (dhcp, dhcp_in) = dhcp_sockets(&cfg)?;
@@ -216,6 +218,7 @@ impl Daemon {
             feed,
             json_log,
             metrics: metrics::Metrics::default(),
+            answered: false,
             metrics_task,
             orders_tx: tx,
             started: now,
@@ -352,6 +355,13 @@ impl Daemon {
             }
             while let Some(c) = self.provisioner.poll_command() {
                 progressed = true;
+                if matches!(c, Command::EndFlows(_)) && std::mem::take(&mut self.answered) {
+                    // The order's effect is in the kernel (the batch above took the client
+                    // out: its packets are dropped from now on); its reply goes out before
+                    // the conntrack walk, which costs as much as the table has buckets
+                    // (262,144 here: 14 ms) rather than entries.
+                    tokio::task::yield_now().await;
+                }
                 self.command(c).await;
             }
             while let Some(out) = self.provisioner.poll_dhcp() {
@@ -416,7 +426,7 @@ impl Daemon {
                 }
                 if let Err(e) = self
                     .segment
-                    .reconcile(&self.provisioner.snapshot(Instant::now()).leases)
+                    .reconcile(&self.provisioner.stations_snapshot(Instant::now()).leases)
                 {
                     warn!("pinning the clients' neighbour entries: {e}");
                 }
@@ -509,6 +519,7 @@ impl Daemon {
     }
 
     fn on_order(&mut self, order: Order) {
+        self.answered = true;
         let now = Instant::now();
         let p = &mut self.provisioner;
         let done = match order.request {
@@ -587,12 +598,12 @@ impl Daemon {
             }
         };
         let p = &self.provisioner;
-        let snap = p.snapshot(now);
+        let snap = p.stations_snapshot(now);
         let gauges = metrics::Gauges {
             clients: snap.clients.len(),
             max_clients: usize::from(p.settings().stations.max_clients),
             bans: snap.bans.len(),
-            learned: snap.learned.len(),
+            learned: p.learned_now(now),
             window_open: p.window_is_open(),
             uptime: now.saturating_since(self.started),
             traffic,
@@ -623,13 +634,15 @@ impl Daemon {
     }
 
     fn status(&self, now: Instant) -> Status {
-        let snap = self.provisioner.snapshot(now);
+        let snap = self.provisioner.stations_snapshot(now);
+        let ips: std::collections::HashMap<MacAddr, std::net::Ipv4Addr> =
+            snap.leases.iter().map(|l| (l.mac, l.ip)).collect();
         let clients = snap
             .clients
             .iter()
             .map(|(c, left)| protocol::Client {
                 mac: c.mac,
-                ip: snap.leases.iter().find(|l| l.mac == c.mac).map(|l| l.ip),
+                ip: ips.get(&c.mac).copied(),
                 age: now.saturating_since(c.since).as_secs(),
                 session_left: left.as_secs(),
             })
@@ -817,7 +830,7 @@ impl Daemon {
         }
         if let Err(e) = self
             .segment
-            .reconcile(&self.provisioner.snapshot(now).leases)
+            .reconcile(&self.provisioner.stations_snapshot(now).leases)
         {
             warn!("pinning the clients' neighbour entries: {e}");
         }

@@ -71,10 +71,35 @@ impl Rig {
     /// Writes `config` and starts `provisionerd` with `extra` arguments, without waiting
     /// (with `--syslog` it says "ready" elsewhere).
     pub fn spawn_daemon(&self, config: &str, extra: &[&str]) -> Proc {
+        self.spawn_daemon_in(None, config, extra)
+    }
+
+    /// [`Rig::start_daemon`] with `dir` first in the daemon's PATH (the kit's `uci`, as a
+    /// router has it).
+    pub fn start_daemon_with_path(&self, dir: &Path, config: &str) -> Proc {
+        let p = self.spawn_daemon_in(Some(dir), config, &[]);
+        if let Err(e) = p.wait_line("ready", Duration::from_secs(30)) {
+            panic!("provisionerd did not come up: {e}");
+        }
+        p
+    }
+
+    fn spawn_daemon_in(&self, path_dir: Option<&Path>, config: &str, extra: &[&str]) -> Proc {
         let path = self.config_path();
         fs::write(&path, config).expect("write config");
         let bin = daemon_bin();
-        let mut args = vec![
+        let mut args: Vec<String> = match path_dir {
+            Some(d) => vec![
+                "env".into(),
+                format!(
+                    "PATH={}:{}",
+                    d.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            ],
+            None => Vec::new(),
+        };
+        args.extend([
             bin.to_str().expect("utf-8 path").to_owned(),
             "provisionerd".into(),
             "-c".into(),
@@ -83,7 +108,7 @@ impl Rig {
             self.control_socket().to_str().expect("utf-8 path").into(),
             "--run-dir".into(),
             self.dir.join("run").to_str().expect("utf-8 path").into(),
-        ];
+        ]);
         args.extend(extra.iter().map(|a| a.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.spawn(self.router(), &args)
