@@ -74,6 +74,8 @@ want ethtool         ethtool
 # tests/package.rs: lint the OpenWrt package's scripts, and run them in busybox's ash too.
 want shellcheck      shellcheck
 want busybox         busybox
+# tests/metrics.rs: the prometheus-node-exporter-lua collector, in OpenWrt's Lua (5.1).
+want lua5.1          lua5.1
 
 # The OpenWrt kit (../shared/openwrt: OpenWrt's own uci, firewall4, ubus, rpcd, built from
 # upstream source) for the tests against real OpenWrt components: its build dependencies.

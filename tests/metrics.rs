@@ -17,6 +17,46 @@ fn scrape(ns: &Ns, host: std::net::Ipv4Addr) -> String {
     ns.exec_ok(&["python3", "-c", &get])
 }
 
+/// Runs the shipped collector's scrape() under lua5.1 as the exporter would, with a
+/// `provisionerctl` on the PATH that asks `socket`.
+fn collect(rig: &Rig, name: &str, socket: &std::path::Path) -> std::process::Output {
+    let bin_dir = rig.dir().join(name);
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let ctl = bin_dir.join("provisionerctl");
+    std::fs::write(
+        &ctl,
+        format!(
+            "#!/bin/sh\nexec {} provisionerctl -s {} \"$@\"\n",
+            daemon_bin().display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let collector = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("openwrt/files/provisioner.collector.lua");
+    let harness = format!(
+        "function output(s) io.write(s, '\\n') end\n\
+         local c = dofile('{}')\n\
+         local ok, err = pcall(c.scrape)\n\
+         if not ok then io.stderr:write(err, '\\n') os.exit(1) end\n",
+        collector.display()
+    );
+    std::process::Command::new("lua5.1")
+        .args(["-e", &harness])
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin_dir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .expect("lua5.1 (scripts/deps.sh installs it)")
+}
+
 fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -79,6 +119,28 @@ fn metrics_count_decisions_and_are_served_to_the_lan_only() {
         Some(1.0),
         "{scraped}"
     );
+    // Through OpenWrt's exporter: the collector passes the same text on (in its Lua, 5.1,
+    // with the exporter's output() and provisionerctl on the PATH, as on a router).
+    let collected = collect(&rig, "collector", &rig.control_socket());
+    assert!(collected.status.success(), "{collected:?}");
+    let collected = String::from_utf8_lossy(&collected.stdout).into_owned();
+    assert!(
+        collected.contains("# TYPE provisioner_clients gauge\n"),
+        "{collected}"
+    );
+    assert_eq!(
+        sample(&collected, "provisioner_clients"),
+        Some(1.0),
+        "{collected}"
+    );
+    // Without a daemon to ask, the scrape fails (the exporter reports it unsuccessful).
+    let lost = collect(&rig, "collector-lost", &rig.dir().join("nobody.sock"));
+    assert!(!lost.status.success(), "{lost:?}");
+    assert!(
+        String::from_utf8_lossy(&lost.stderr).contains("provisionerd does not answer"),
+        "{lost:?}"
+    );
+
     // ... and to nobody on the provisioning network, by either of the router's addresses.
     for host in [ROUTER_LAN, ROUTER_PROV] {
         let p = tcp(

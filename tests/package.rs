@@ -356,6 +356,14 @@ fn ipk_is_what_ipkg_build_makes() {
             ("./etc/uci-defaults/", "drwxr-xr-x", None),
             ("./etc/uci-defaults/90-provisioner", "-rwxr-xr-x", None),
             ("./usr/", "drwxr-xr-x", None),
+            ("./usr/lib/", "drwxr-xr-x", None),
+            ("./usr/lib/lua/", "drwxr-xr-x", None),
+            ("./usr/lib/lua/prometheus-collectors/", "drwxr-xr-x", None),
+            (
+                "./usr/lib/lua/prometheus-collectors/provisioner.lua",
+                "-rw-r--r--",
+                None
+            ),
             ("./usr/libexec/", "drwxr-xr-x", None),
             ("./usr/libexec/provisioner-ssid", "-rwxr-xr-x", None),
             ("./usr/libexec/rpcd/", "drwxr-xr-x", None),
@@ -409,6 +417,10 @@ fn ipk_is_what_ipkg_build_makes() {
     same(
         "/usr/share/rpcd/acl.d/provisioner.json",
         &root().join("openwrt/files/provisioner.acl.json"),
+    );
+    same(
+        "/usr/lib/lua/prometheus-collectors/provisioner.lua",
+        &root().join("openwrt/files/provisioner.collector.lua"),
     );
     // The shipped config is valid as it is.
     check_config(&p.data("/etc/config/provisioner"));
