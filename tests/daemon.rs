@@ -365,6 +365,7 @@ fn the_operator_evicts_bans_and_unbans_and_bad_orders_change_nothing() {
         (&["unban", "02:00:00:00:00:07"][..], "is not banned"),
         (&["evict", "02:00:00:00:00:07"][..], "is not a client"),
         (&["window", "open", "4"][..], "5 to 60 minutes"),
+        (&["window", "close"][..], "always open"),
         (
             &["ban", "02:00:00:00:00:02", "31d"][..],
             "from 1 s to 30 days",

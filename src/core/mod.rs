@@ -43,7 +43,7 @@ use ratelimit::{DnsLimits, Repeats};
 use settings::Settings;
 use stations::{Action, Stations};
 use time::Instant;
-use window::{LocalTime, Window};
+use window::{LocalTime, Window, WindowMode};
 
 pub use outbox::{Batch, Command};
 
@@ -833,6 +833,9 @@ impl Provisioner {
         {
             return Err(OrderError::WindowLength(d));
         }
+        if self.window.mode() == WindowMode::Always {
+            return Err(OrderError::WindowHeldOpen(WindowMode::Always));
+        }
         let until = self.window.open(duration, now);
         self.out.command_now(Command::SaveWindow(Some(until)));
         self.window_transitions(now, local);
@@ -909,11 +912,21 @@ impl Provisioner {
         )
     }
 
-    pub fn handle_window_close(&mut self, now: Instant, local: LocalTime) {
+    /// The operator closes the window: refused (nothing changes) when its mode keeps it
+    /// open now, always or within a span of the schedule.
+    pub fn handle_window_close(
+        &mut self,
+        now: Instant,
+        local: LocalTime,
+    ) -> Result<(), OrderError> {
+        if self.window.held_open(local) {
+            return Err(OrderError::WindowHeldOpen(self.window.mode()));
+        }
         self.window.close();
         self.out.command_now(Command::SaveWindow(None));
         self.window_transitions(now, local);
         self.emit();
+        Ok(())
     }
 
     /// Whether the window is open, as of the last evaluation.
@@ -1118,6 +1131,11 @@ pub enum OrderError {
     BanLength(Duration),
     #[error("no ban duration given, and the configured cooldown is 0")]
     NoBanDuration,
+    #[error("{}", match .0 {
+        WindowMode::Always => "the window is always open (window mode 'always'): there is nothing to open or close",
+        _ => "the window's schedule holds it open now: it closes when the span ends",
+    })]
+    WindowHeldOpen(WindowMode),
 }
 
 fn check_ban(d: Duration) -> Result<(), OrderError> {
@@ -1810,6 +1828,44 @@ mod tests {
             ),
             "{events:?}"
         );
+    }
+
+    #[test]
+    fn window_orders_that_cannot_take_effect_are_refused() {
+        let held = |m| Err(OrderError::WindowHeldOpen(m));
+        let mut core = started("");
+        assert_eq!(
+            core.handle_window_open(None, t(1), NOON).map(drop),
+            held(WindowMode::Always)
+        );
+        assert_eq!(
+            core.handle_window_close(t(1), NOON),
+            held(WindowMode::Always)
+        );
+        assert!(drain(&mut core).is_empty());
+        assert!(events(&mut core).is_empty());
+        // On a schedule: within a span it cannot be closed; outside one it opens and
+        // closes on order.
+        let mut core = Provisioner::new(&Settings::from(&cfg(
+            "config window\n option mode schedule\n list schedule 'Mon-Sun 11:00-13:00'\n",
+        )));
+        core.handle_timeout(t(0), NOON);
+        assert!(core.window_is_open());
+        assert_eq!(
+            core.handle_window_close(t(1), NOON),
+            held(WindowMode::Schedule)
+        );
+        assert!(core.window_is_open());
+        let morning = LocalTime {
+            weekday: 0,
+            minute: 600,
+        };
+        core.handle_timeout(t(2), morning);
+        assert!(!core.window_is_open());
+        assert!(core.handle_window_open(None, t(3), morning).is_ok());
+        assert!(core.window_is_open());
+        assert_eq!(core.handle_window_close(t(4), morning), Ok(()));
+        assert!(!core.window_is_open());
     }
 
     #[test]

@@ -342,7 +342,7 @@ impl World {
             Op::WindowOpen => {
                 self.core.handle_window_open(None, self.now, NOON).unwrap();
             }
-            Op::WindowClose => self.core.handle_window_close(self.now, NOON),
+            Op::WindowClose => self.core.handle_window_close(self.now, NOON).unwrap(),
             // Refused orders (not a client, not banned) change nothing: the checks hold.
             Op::Evict(m, ban) => {
                 let ban = (ban > 0).then(|| Duration::from_secs(60 * u64::from(ban)));

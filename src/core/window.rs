@@ -106,6 +106,20 @@ impl Window {
         }
     }
 
+    /// Whether the window is open whatever an order says: always, or within a span of its
+    /// schedule.
+    pub fn held_open(&self, local: LocalTime) -> bool {
+        match self.mode {
+            WindowMode::Always => true,
+            WindowMode::OnDemand => false,
+            WindowMode::Schedule => self.schedule.iter().any(|s| in_span(s, local)),
+        }
+    }
+
+    pub fn mode(&self) -> WindowMode {
+        self.mode
+    }
+
     /// Closes an on-demand window (a schedule or `always` stays as it is).
     pub fn close(&mut self) {
         self.open_until = None;

@@ -528,10 +528,9 @@ impl Daemon {
             Request::WindowOpen { secs } => p
                 .handle_window_open(secs.map(Duration::from_secs), now, local_now())
                 .map(|_| Reply::Window(self.window_state(now))),
-            Request::WindowClose => {
-                p.handle_window_close(now, local_now());
-                Ok(Reply::Window(self.window_state(now)))
-            }
+            Request::WindowClose => p
+                .handle_window_close(now, local_now())
+                .map(|()| Reply::Window(self.window_state(now))),
             Request::Evict { mac, ban_secs } => p
                 .handle_evict(mac, ban_secs.map(Duration::from_secs), now)
                 .map(|()| self.station_state(mac, now)),

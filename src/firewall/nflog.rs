@@ -29,6 +29,7 @@ const NFULNL_MSG_PACKET: u16 = 0;
 const NFULNL_MSG_CONFIG: u16 = 1;
 const NFULA_CFG_CMD: u16 = 1;
 const NFULA_CFG_MODE: u16 = 2;
+const NFULA_CFG_QTHRESH: u16 = 5;
 const NFULNL_CFG_CMD_BIND: u8 = 1;
 const NFULNL_COPY_PACKET: u8 = 2;
 const NFULA_HWADDR: u16 = 8;
@@ -136,6 +137,11 @@ impl Nflog {
         mode[4] = NFULNL_COPY_PACKET;
         config_msg(&mut cmd, 2, group, NFULA_CFG_MODE, &mode);
         log.configure(&cmd, "set nflog copy mode")?;
+        // Each packet as it is logged: the kernel's default holds up to 100 for up to a
+        // second, which an operator watching `events --follow` would see as lag.
+        cmd.clear();
+        config_msg(&mut cmd, 3, group, NFULA_CFG_QTHRESH, &1u32.to_be_bytes());
+        log.configure(&cmd, "set nflog queue threshold")?;
         let flags = nix::fcntl::OFlag::O_NONBLOCK;
         nix::fcntl::fcntl(&log.fd, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(io)?;
         // A burst the daemon reads late is better kept than lost.
