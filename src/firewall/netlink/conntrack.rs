@@ -87,22 +87,10 @@ impl Netlink {
         tags: usize,
         mut judge: impl FnMut(&crate::core::closing::Flow) -> Option<usize>,
     ) -> Result<Vec<usize>, NetlinkError> {
-        let seq = self.seq;
-        self.seq = self.seq.wrapping_add(1);
-        self.send.clear();
-        let start = begin_nfmsg(
-            &mut self.send,
-            ct_type(IPCTNL_MSG_CT_GET),
-            NLM_F_REQUEST | NLM_F_DUMP,
-            seq,
-            libc::AF_INET as u8,
-            0,
-        );
-        end_msg(&mut self.send, start);
         let mut per = vec![0; tags];
         let mut doomed: Vec<Flow> = Vec::new();
-        self.dump(seq, "dump conntrack", |msg| {
-            if let Some((flow, key)) = flow_key(msg.payload)? {
+        self.dump_conntrack(None, |payload| {
+            if let Some((flow, key)) = flow_key(payload)? {
                 if let Some(n) = judge(&key).and_then(|tag| per.get_mut(tag)) {
                     *n += 1;
                     doomed.push(flow);
