@@ -386,3 +386,35 @@ fn the_operator_evicts_bans_and_unbans_and_bad_orders_change_nothing() {
     );
     assert!(cloud_ok(&rig, 1) && cloud_ok(&rig, 2));
 }
+
+/// The control socket is root's alone unless the config names a group, which then may use
+/// it too (0660); a reload that drops the group makes it root's again.
+#[test]
+fn the_control_socket_is_shared_with_the_configured_group_only() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let rig = Rig::new(1);
+    let nogroup = nix::unistd::Group::from_name("nogroup")
+        .unwrap()
+        .expect("Debian's nogroup");
+    let with = config("\nconfig control 'control'\n\toption group 'nogroup'\n");
+    let daemon = rig.start_daemon(&with);
+    let meta = std::fs::metadata(rig.control_socket()).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), nogroup.gid.as_raw());
+    std::fs::write(rig.config_path(), config("")).unwrap();
+    rig.ctl(&["reload"]);
+    let meta = std::fs::metadata(rig.control_socket()).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // A group the system does not have: said, and root only.
+    std::fs::write(
+        rig.config_path(),
+        config("\nconfig control 'control'\n\toption group 'no_such_group'\n"),
+    )
+    .unwrap();
+    rig.ctl(&["reload"]);
+    daemon
+        .wait_line("control group 'no_such_group' does not exist", LOG)
+        .unwrap();
+    let meta = std::fs::metadata(rig.control_socket()).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+}

@@ -43,6 +43,9 @@ fn cloud_ok(rig: &Rig, client: usize, timeout: Duration) -> bool {
 fn join_and_use(rig: &Rig, daemon: &Proc, i: usize) -> Proc {
     let sta = rig.associate(i);
     daemon
+        .wait_line(&format!("event=joined mac={}", mac(i)), LOG)
+        .unwrap();
+    daemon
         .wait_line(&format!("event=admitted mac={}", mac(i)), LOG)
         .unwrap();
     rig.dhcp(i).expect("an admitted station gets an address");

@@ -59,6 +59,9 @@ pub struct Config {
     /// `config metrics` / `option listen`: where `/metrics` is served over HTTP (never on
     /// the provisioning network); `None`: only `provisionerctl metrics`.
     pub metrics: Option<std::net::SocketAddrV4>,
+    /// `config control` / `option group`: the group that may use the control socket too
+    /// (mode 0660); `None`: root only (0600).
+    pub control_group: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -134,7 +134,7 @@ pub const DEFAULT_PROTECT: &[&str] = &[
 const MAX_DOMAIN_PORTS: u32 = 64;
 
 const SINGLETONS: &[&str] = &[
-    "network", "dhcp", "dns", "limits", "window", "radio", "metrics",
+    "network", "dhcp", "dns", "limits", "window", "radio", "metrics", "control",
 ];
 
 /// hostapd.conf keys provisionerd sets itself (the product's promises: hidden, open,
@@ -223,6 +223,10 @@ pub fn build(file: &str, doc: &Document) -> Result<Config, ConfigError> {
         .map(|s| radio(file, s, &network))
         .transpose()?;
 
+    let control_group = section("control")
+        .map(|s| control(file, s))
+        .transpose()?
+        .flatten();
     let metrics = section("metrics")
         .map(|s| metrics(file, s, &network))
         .transpose()?
@@ -277,7 +281,31 @@ pub fn build(file: &str, doc: &Document) -> Result<Config, ConfigError> {
         radio,
         allow,
         metrics,
+        control_group,
     })
+}
+
+/// The control socket's group: a name as groupadd takes it (whether it exists is the
+/// system's, checked when the socket is made).
+fn control(file: &str, s: &Section) -> Result<Option<String>, ConfigError> {
+    let mut o = Options::new(file, s);
+    let group = o.scalar("group", |v| {
+        let ok = (1..=32).contains(&v.len())
+            && v.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+            && v.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if ok {
+            Ok(v.to_owned())
+        } else {
+            Err(format!(
+                "'{v}' is not a group name (a-z, 0-9, _ and -, up to 32)"
+            ))
+        }
+    })?;
+    o.finish()?;
+    Ok(group.map(|(g, _)| g))
 }
 
 /// The metrics listener: an address of the router's own, outside the provisioning
@@ -1001,6 +1029,8 @@ config allow
         assert!(e.message.contains("provisioning network"), "{e}");
         let e = with("config metrics\n option listen 192.168.1.1\n");
         assert!(e.message.contains("address and port"), "{e}");
+        let e = with("config control\n option group 'root; rm'\n");
+        assert_eq!((e.line, e.option.as_deref()), (5, Some("group")), "{e}");
     }
 
     /// What `uci show` shows is what is enforced: a later `option` replaces the earlier

@@ -179,10 +179,38 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
         let _ = std::fs::remove_file(path);
     }
     let listener = UnixListener::bind(path)?;
-    // Root only: this socket opens the network.
+    // Root only until told otherwise: this socket opens the network.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
+}
+
+/// Who may use the control socket besides root: `group` (by name) with mode 0660, or
+/// nobody (0600). A group the system does not know is an error, and leaves it root only.
+pub fn share(path: &Path, group: Option<&str>) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |m| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m))
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let Some(name) = group else {
+        return mode(0o600);
+    };
+    let gid = match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => g.gid,
+        Ok(None) => {
+            mode(0o600)?;
+            return Err(format!(
+                "control group '{name}' does not exist; the control socket stays root's only"
+            ));
+        }
+        Err(e) => {
+            mode(0o600)?;
+            return Err(format!("looking up control group '{name}': {e}"));
+        }
+    };
+    nix::unistd::chown(path, None, Some(gid)).map_err(|e| format!("{}: {e}", path.display()))?;
+    mode(0o660)
 }
 
 /// `provisionerctl`'s side: one request, one reply.

@@ -147,6 +147,11 @@ impl StationReason {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
+    /// A station associated with the radio (hostapd's AP-STA-CONNECTED); what is decided
+    /// about it follows (admitted, waiting, turned_away).
+    Joined {
+        mac: MacAddr,
+    },
     /// A station was let in; `age`: seconds since its session began (non-zero when it came
     /// back within its session).
     Admitted {
@@ -362,6 +367,7 @@ impl Event {
     /// A stable, greppable name for the event kind.
     pub fn kind(&self) -> &'static str {
         match self {
+            Event::Joined { .. } => "joined",
             Event::Admitted { .. } => "admitted",
             Event::TurnedAway { .. } => "turned_away",
             Event::Evicted { .. } => "evicted",
@@ -439,6 +445,7 @@ impl Event {
                 return None;
             }
             Event::ClientRestored { mac, .. }
+            | Event::Joined { mac }
             | Event::Admitted { mac, .. }
             | Event::TurnedAway { mac, .. }
             | Event::Evicted { mac, .. }
@@ -544,6 +551,7 @@ impl Event {
             | Event::LeaseRestored { ip, .. }
             | Event::LeaseRevoked { ip, .. } => visit("ip", Ip(*ip)),
             Event::PoolExhausted { .. }
+            | Event::Joined { .. }
             | Event::BanEnded { .. }
             | Event::Unbanned { .. }
             | Event::WindowClosed

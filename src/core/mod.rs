@@ -596,6 +596,7 @@ impl Provisioner {
 
     /// A station associated (hostapd reports it).
     pub fn handle_station_joined(&mut self, mac: MacAddr, now: Instant) {
+        self.events.push(Event::Joined { mac });
         self.station_joined(mac, None, now);
         self.emit();
     }

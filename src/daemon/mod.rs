@@ -171,6 +171,9 @@ impl Daemon {
         });
         let listener = control::bind(&paths.control)
             .with_context(|| format!("opening the control socket {}", paths.control.display()))?;
+        if let Err(e) = control::share(&paths.control, cfg.control_group.as_deref()) {
+            warn!("{e}");
+        }
         let (tx, orders) = mpsc::channel(16);
         let (feed, _) = broadcast::channel(control::FOLLOW_BACKLOG);
         let metrics_task = cfg.metrics.and_then(|a| serve_metrics(a, &tx));
@@ -372,6 +375,7 @@ impl Daemon {
                 break;
             }
         }
+        self.answered = false;
         let replies = std::mem::take(&mut self.replies);
         self.metrics.dns_replies(replies.len());
         self.send_dns(replies).await;
@@ -837,6 +841,11 @@ impl Daemon {
             self.dns = d;
         }
         self.resolver.reconfigure(&new);
+        if new.control_group != self.cfg.control_group {
+            if let Err(e) = control::share(&self.paths.control, new.control_group.as_deref()) {
+                warn!("{e}");
+            }
+        }
         if new.metrics != self.cfg.metrics {
             if let Some(t) = self.metrics_task.take() {
                 t.abort();
