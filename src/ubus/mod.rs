@@ -172,6 +172,8 @@ impl Inbox {
 struct Call {
     seq: u16,
     peer: u32,
+    /// False for a call sent "no reply".
+    answer: bool,
     reply: oneshot::Receiver<Reply>,
 }
 
@@ -269,18 +271,18 @@ impl Session {
                     Frame::Message(h, n) => {
                         if h.kind == wire::INVOKE {
                             let payload = &self.inbox.buf[wire::PREFIX..n];
-                            match invoke(self.objid, h, payload, &mut self.out) {
-                                Some(request) => {
-                                    let (tx, rx) = oneshot::channel();
-                                    let order = Order { request, reply: tx };
-                                    orders.send(order).await.map_err(|_| Error::Stopping)?;
-                                    calls.push_back(Call {
-                                        seq: h.seq,
-                                        peer: h.peer,
-                                        reply: rx,
-                                    });
-                                }
-                                None => {}
+                            if let Some((request, answer)) =
+                                invoke(self.objid, h, payload, &mut self.out)
+                            {
+                                let (tx, rx) = oneshot::channel();
+                                let order = Order { request, reply: tx };
+                                orders.send(order).await.map_err(|_| Error::Stopping)?;
+                                calls.push_back(Call {
+                                    seq: h.seq,
+                                    peer: h.peer,
+                                    answer,
+                                    reply: rx,
+                                });
                             }
                         }
                         // Else: notifications of subscribers, answers to nothing we
@@ -300,9 +302,11 @@ impl Session {
                     let reply = reply.unwrap_or_else(|_| {
                         Failure::new(FailureKind::Stopping, "the daemon is stopping").into()
                     });
-                    self.out.clear();
-                    answer(&mut self.out, self.objid, call.seq, call.peer, &reply);
-                    write.write_all(&self.out).await?;
+                    if call.answer {
+                        self.out.clear();
+                        answer(&mut self.out, self.objid, call.seq, call.peer, &reply);
+                        write.write_all(&self.out).await?;
+                    }
                 }
             }
         }
@@ -317,9 +321,10 @@ async fn next_reply(calls: &mut VecDeque<Call>) -> Result<Reply, oneshot::error:
     }
 }
 
-/// An INVOKE: the request it makes, or (into `out`) the answer it gets at once: a usage
-/// error as a reply, a ubus status for what is not a call of ours.
-fn invoke(objid: u32, h: Header, payload: &[u8], out: &mut Vec<u8>) -> Option<Request> {
+/// An INVOKE: the request it makes (and whether the caller wants the reply), or (into
+/// `out`) the answer it gets at once: a usage error as a reply, a ubus status for what is
+/// not a call of ours.
+fn invoke(objid: u32, h: Header, payload: &[u8], out: &mut Vec<u8>) -> Option<(Request, bool)> {
     let a = wire::attrs(payload);
     let status = |out: &mut Vec<u8>, s| wire::status(out, h.seq, h.peer, objid, s);
     if a[wire::ATTR_OBJID as usize].and_then(|a| a.u32()) != Some(objid) {
@@ -341,7 +346,7 @@ fn invoke(objid: u32, h: Header, payload: &[u8], out: &mut Vec<u8>) -> Option<Re
         return None;
     };
     match methods::request(method, blob::Attrs::new(data.data)) {
-        Ok(request) => Some(request),
+        Ok(request) => Some((request, !no_reply)),
         Err(_) if no_reply => None,
         Err(usage) => {
             let reply = Reply::Error(Failure::new(FailureKind::Usage, usage));
