@@ -118,7 +118,14 @@ fn ask(rig: &Rig, bus: &Bus, path: Path, request: &str, mac: &str) -> (String, D
                 _ => "{}".to_owned(),
             };
             let out = bus.ubus(&["call", "provisioner", request, &args]);
-            String::from_utf8_lossy(&out.stdout).into_owned()
+            match out.status.success() {
+                true => String::from_utf8_lossy(&out.stdout).into_owned(),
+                false => format!(
+                    r#"{{"error":"ubus call: {} ({})"}}"#,
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    out.status
+                ),
+            }
         }
     };
     (reply, t.elapsed())
@@ -317,7 +324,8 @@ fn run() -> Result<(), String> {
         daemon.kill9();
         add_fakes(&rig, fakes, size - REAL, &since)?;
         fakes = size - REAL;
-        daemon = rig.start_daemon(&cfg);
+        daemon = rig.start_daemon_in(None, &cfg, &["--ubus", socket.to_str().unwrap()]);
+        bus.wait_for("provisioner", Duration::from_secs(10));
         let have = rig.status().clients.len();
         if have != size {
             return Err(format!(
