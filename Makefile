@@ -40,7 +40,7 @@ demo: deps
 # On the netns rig, release builds, side by side (about three minutes): our DNS resolver
 # against dnsmasq --nftset under dnsperf; join-to-admitted latency; TCP forwarding through
 # our table against conntrack + masquerade alone (iperf3); control-plane latency (status,
-# clients, evict over the socket and through ubus/rpcd, at 10 and 250 clients). Prints
+# clients, evict over the socket and through ubus, at 10 and 250 clients). Prints
 # figures and ratios; not a test.
 bench: deps
 	$(CARGO) build --release

@@ -2,8 +2,8 @@
 //! netns rig, with 1,000 allow-list entries in the config and a DNS load running (dnsperf
 //! from an admitted client, at a fixed rate), p50/p99 of `status`, `clients` and `evict`,
 //! over the control socket (a client speaking the JSON line protocol, a connection per
-//! request as provisionerctl does) and through ubus (`ubus call` -> the kit's rpcd -> the
-//! exec plugin -> provisionerctl), at 10 and at 250 admitted clients; the 250/10 ratios
+//! request as provisionerctl does) and through ubus (`ubus call` -> the kit's ubusd -> the
+//! daemon's own ubus object), at 10 and at 250 admitted clients; the 250/10 ratios
 //! and whether the issue's bar is met: p99 under 20 ms each, no growth beyond 2x.
 //!
 //! The clients: two are real (rig namespaces that took a lease by DHCP: one runs dnsperf,
@@ -118,7 +118,14 @@ fn ask(rig: &Rig, bus: &Bus, path: Path, request: &str, mac: &str) -> (String, D
                 _ => "{}".to_owned(),
             };
             let out = bus.ubus(&["call", "provisioner", request, &args]);
-            String::from_utf8_lossy(&out.stdout).into_owned()
+            match out.status.success() {
+                true => String::from_utf8_lossy(&out.stdout).into_owned(),
+                false => format!(
+                    r#"{{"error":"ubus call: {} ({})"}}"#,
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    out.status
+                ),
+            }
         }
     };
     (reply, t.elapsed())
@@ -270,7 +277,9 @@ fn run() -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
 
-    let mut daemon = rig.start_daemon(&cfg);
+    let bus_dir = rig.dir().join("ubus");
+    let socket = Bus::socket(&bus_dir);
+    let mut daemon = rig.start_daemon_in(None, &cfg, &["--ubus", socket.to_str().unwrap()]);
     for c in 1..=REAL {
         rig.dhcp(c).map_err(|e| format!("client {c}: {e}"))?;
     }
@@ -284,7 +293,8 @@ fn run() -> Result<(), String> {
         .and_then(|s| s.split('"').next())
         .ok_or_else(|| format!("no since= comment in the clients set:\n{set}"))?
         .to_owned();
-    let bus = Bus::start(&rig.dir().join("ubus"), &rig.control_socket());
+    let bus = Bus::start(&bus_dir);
+    bus.wait_for("provisioner", Duration::from_secs(10));
     let dnsload = rig.spawn(
         rig.client(1),
         &[
@@ -314,7 +324,8 @@ fn run() -> Result<(), String> {
         daemon.kill9();
         add_fakes(&rig, fakes, size - REAL, &since)?;
         fakes = size - REAL;
-        daemon = rig.start_daemon(&cfg);
+        daemon = rig.start_daemon_in(None, &cfg, &["--ubus", socket.to_str().unwrap()]);
+        bus.wait_for("provisioner", Duration::from_secs(10));
         let have = rig.status().clients.len();
         if have != size {
             return Err(format!(

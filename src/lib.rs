@@ -16,3 +16,4 @@ pub mod logging;
 pub mod net;
 mod netlink;
 pub mod radio;
+pub mod ubus;

@@ -55,6 +55,10 @@ struct DaemonArgs {
     /// Runtime files (a managed hostapd's config, control sockets).
     #[arg(long, value_name = "DIR", default_value = "/var/run/provisioner")]
     run_dir: PathBuf,
+    /// ubusd's socket, where the daemon provides the ubus object `provisioner` (it keeps
+    /// trying while there is no ubusd); `none`: no ubus object.
+    #[arg(long, value_name = "SOCKET", default_value = provisioner::ubus::DEFAULT_SOCKET)]
+    ubus: PathBuf,
 }
 
 /// Operate the provisioning network.
@@ -270,6 +274,7 @@ fn provisionerd(args: DaemonArgs) -> anyhow::Result<ExitCode> {
             config: args.config,
             control: args.control,
             run_dir: args.run_dir,
+            ubus: (args.ubus.as_os_str() != "none").then_some(args.ubus),
         },
         args.log_format == provisioner::logging::Format::Json,
     )?;

@@ -366,8 +366,6 @@ fn ipk_is_what_ipkg_build_makes() {
             ),
             ("./usr/libexec/", "drwxr-xr-x", None),
             ("./usr/libexec/provisioner-ssid", "-rwxr-xr-x", None),
-            ("./usr/libexec/rpcd/", "drwxr-xr-x", None),
-            ("./usr/libexec/rpcd/provisioner", "-rwxr-xr-x", None),
             ("./usr/sbin/", "drwxr-xr-x", None),
             ("./usr/sbin/provisioner", "-rwxr-xr-x", None),
             (
@@ -409,10 +407,6 @@ fn ipk_is_what_ipkg_build_makes() {
     same(
         "/usr/libexec/provisioner-ssid",
         &root().join("openwrt/files/provisioner.ssid"),
-    );
-    same(
-        "/usr/libexec/rpcd/provisioner",
-        &root().join("openwrt/files/provisioner.rpcd"),
     );
     same(
         "/usr/share/rpcd/acl.d/provisioner.json",
@@ -574,7 +568,6 @@ fn all_scripts(dir: &Path) -> (Vec<PathBuf>, Unpacked) {
         "openwrt/files/provisioner.init",
         "openwrt/files/provisioner.uci-defaults",
         "openwrt/files/provisioner.ssid",
-        "openwrt/files/provisioner.rpcd",
     ] {
         assert!(scripts.contains(&root().join(must)), "{must} not found");
     }

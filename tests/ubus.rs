@@ -1,8 +1,9 @@
-//! The ubus object `provisioner` (openwrt/files/provisioner.rpcd, an rpcd exec plugin) and
-//! its ACL (openwrt/files/provisioner.acl.json), on the OpenWrt kit's real ubusd and rpcd
-//! (tests/bus), against the daemon running in the netns rig: what `ubus call` answers is
-//! the daemon's own JSON, orders reach it, bad ones change nothing, and rpcd's sessions
-//! give a read-only login the read methods alone.
+//! The ubus object `provisioner`, provided by the daemon itself (src/ubus), and its ACL
+//! (openwrt/files/provisioner.acl.json), on the OpenWrt kit's real ubusd and rpcd
+//! (tests/bus), with the daemon running in the netns rig: what `ubus call` answers is the
+//! daemon's own JSON, orders reach it, bad ones change nothing, rpcd's sessions give a
+//! read-only login the read methods alone, and the object is there whenever ubusd is
+//! (started after the daemon, restarted).
 
 mod bus;
 mod kit;
@@ -10,7 +11,7 @@ mod rig;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
+use std::time::Duration;
 
 use bus::Bus;
 use rig::*;
@@ -20,18 +21,12 @@ fn source(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-/// The methods `provisioner list` declares, with their argument types.
-fn listed() -> serde_json::Map<String, Value> {
-    let out = Command::new("sh")
-        .arg(source("openwrt/files/provisioner.rpcd"))
-        .arg("list")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    match serde_json::from_slice(&out.stdout).expect("list prints JSON") {
-        Value::Object(m) => m,
-        other => panic!("list printed {other}"),
-    }
+/// The methods the object declares.
+fn listed() -> BTreeSet<String> {
+    provisioner::ubus::methods::METHODS
+        .iter()
+        .map(|m| m.name.to_owned())
+        .collect()
 }
 
 fn names(v: &Value) -> BTreeSet<String> {
@@ -43,7 +38,7 @@ fn names(v: &Value) -> BTreeSet<String> {
 }
 
 #[test]
-fn the_acl_names_every_method_the_plugin_lists_reads_apart_from_orders() {
+fn the_acl_names_every_method_the_object_has_reads_apart_from_orders() {
     let acl: Value = serde_json::from_str(
         &std::fs::read_to_string(source("openwrt/files/provisioner.acl.json")).unwrap(),
     )
@@ -53,8 +48,7 @@ fn the_acl_names_every_method_the_plugin_lists_reads_apart_from_orders() {
     let write = names(&group["write"]["ubus"]["provisioner"]);
     assert!(read.is_disjoint(&write), "{read:?} {write:?}");
     let all: BTreeSet<String> = read.union(&write).cloned().collect();
-    let methods: BTreeSet<String> = listed().keys().cloned().collect();
-    assert_eq!(all, methods, "the ACL and the plugin's methods differ");
+    assert_eq!(all, listed(), "the ACL and the object's methods differ");
     let reads: BTreeSet<String> = ["status", "clients", "allow_list", "events", "metrics"]
         .map(String::from)
         .into();
@@ -100,20 +94,38 @@ fn error(reply: &Value) -> (&str, &str) {
     not(openwrt_kit),
     ignore = "needs the OpenWrt kit (../shared/openwrt or $OPENWRT_KIT): real ubusd and rpcd"
 )]
-fn ubus_calls_reach_the_daemon_through_rpcd_and_bad_ones_change_nothing() {
+fn ubus_calls_reach_the_daemon_and_bad_ones_change_nothing() {
     let rig = Rig::new(2);
-    // With OpenWrt's uci on its PATH, as on a router: allow_add writes through it.
+    // With OpenWrt's uci on its PATH, as on a router: allow_add writes through it. Started
+    // before ubusd: the object is there once ubusd is.
     let uci_dir = kit::bin("uci").parent().unwrap().to_path_buf();
-    let _daemon = rig.start_daemon_with_path(&uci_dir, &config(""));
+    let bus_dir = rig.dir().join("ubus");
+    let socket = Bus::socket(&bus_dir);
+    let daemon = rig.start_daemon_in(
+        Some(&uci_dir),
+        &config(""),
+        &["--ubus", socket.to_str().unwrap()],
+    );
     rig.dhcp(1).expect("a lease");
     rig.dhcp(2).expect("a lease");
-    let bus = Bus::start(&rig.dir().join("ubus"), &rig.control_socket());
+    let mut bus = Bus::start(&bus_dir);
+    bus.wait_for("provisioner", Duration::from_secs(10));
+    let absent: Vec<String> = daemon
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("no ubus object"))
+        .collect();
+    assert_eq!(
+        absent.len(),
+        1,
+        "one line while ubusd was not there: {absent:?}"
+    );
 
-    // The methods and their argument types, as rpcd published them.
+    // The methods and their argument types, as the daemon registered them.
     let out = bus.ubus(&["-v", "list", "provisioner"]);
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
-    for method in listed().keys() {
+    for method in listed() {
         assert!(
             listing.contains(&format!("\"{method}\":")),
             "{method} missing: {listing}"
@@ -147,6 +159,17 @@ fn ubus_calls_reach_the_daemon_through_rpcd_and_bad_ones_change_nothing() {
         .map(|c| c["mac"].as_str().unwrap())
         .collect();
     assert_eq!(macs, ["02:00:00:00:00:01", "02:00:00:00:00:02"].into());
+    // All of it is the daemon's reply, nulls included, but for the clocks that moved.
+    let mut want = serde_json::to_value(&daemon).unwrap();
+    let mut got = s["status"].clone();
+    for v in [&mut want, &mut got] {
+        v["uptime"] = Value::Null;
+        for c in v["clients"].as_array_mut().unwrap() {
+            c["age"] = Value::Null;
+            c["session_left"] = Value::Null;
+        }
+    }
+    assert_eq!(got, want, "ubus's status is not the daemon's");
 
     // An evict of a client: gone, in the daemon's own status.
     let r = bus.provisioner("evict", r#"{"mac":"02:00:00:00:00:01"}"#);
@@ -177,8 +200,8 @@ fn ubus_calls_reach_the_daemon_through_rpcd_and_bad_ones_change_nothing() {
     let r = bus.provisioner("window", r#"{"action":"reboot"}"#);
     assert_eq!(error(&r).0, "usage", "{r}");
 
-    // Hostile strings reach provisionerctl as one argument each and are refused there:
-    // no shell runs them, no option is taken from them, nothing changes.
+    // Hostile strings are judged as what they stand for, refused as usage, and change
+    // nothing: no shell runs them, no option is taken from them.
     let marker = rig.dir().join("pwned");
     let m = marker.display();
     for hostile in [
@@ -274,4 +297,14 @@ fn ubus_calls_reach_the_daemon_through_rpcd_and_bad_ones_change_nothing() {
         &json!({"username": "operator", "password": "wrong"}).to_string(),
     ]);
     assert!(!r.status.success(), "a wrong password logged in: {r:?}");
+
+    // ubusd restarted: its objects are gone, and the daemon puts its own back.
+    bus.restart();
+    bus.wait_for("provisioner", Duration::from_secs(10));
+    let s = bus.provisioner("status", "{}");
+    assert_eq!(
+        s["status"]["clients"].as_array().map(Vec::len),
+        Some(1),
+        "{s}"
+    );
 }

@@ -1,6 +1,7 @@
-//! The control socket: a UNIX stream socket where `provisionerctl` (and later rpcd) asks the
-//! daemon for its state and gives it orders: one JSON request per line, one JSON reply per
-//! line, in the types and encoding of [`protocol`].
+//! The control socket: a UNIX stream socket where `provisionerctl` asks the daemon for its
+//! state and gives it orders: one JSON request per line, one JSON reply per line, in the
+//! types and encoding of [`protocol`]. (The ubus object, `crate::ubus`, sends the same
+//! requests down the same order channel.)
 
 pub mod audit;
 pub mod clock;

@@ -311,6 +311,11 @@ pub enum FailureKind {
     Stopping,
     /// Too many connections are open; try again.
     Busy,
+    /// A ubus call's arguments do not make a request (a malformed MAC, a string for a
+    /// number, an unknown action): nothing was asked of the daemon.
+    Usage,
+    /// The daemon could not answer (a ubus reply over ubusd's message limit).
+    Failed,
 }
 
 impl Failure {
@@ -335,9 +340,9 @@ struct RequestLine {
     request: Request,
 }
 
-/// A reply line. Written out rather than `#[serde(flatten)]`, whose buffering decoder
-/// costs 10 KB on mipsel.
-struct ReplyLine<'a>(&'a Reply);
+/// A reply line (also what ubus callers get, as blobmsg). Written out rather than
+/// `#[serde(flatten)]`, whose buffering decoder costs 10 KB on mipsel.
+pub struct ReplyLine<'a>(pub &'a Reply);
 
 impl Serialize for ReplyLine<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -62,6 +62,8 @@ pub struct Paths {
     pub control: PathBuf,
     /// Runtime files: a managed hostapd's config, our hostapd control sockets, the window.
     pub run_dir: PathBuf,
+    /// ubusd's socket, where the daemon provides the object `provisioner`; none: no ubus.
+    pub ubus: Option<PathBuf>,
 }
 
 /// `json_log`: audit lines as JSON objects (`--log-format json`).
@@ -104,6 +106,8 @@ struct Daemon {
     monitor: Option<AsyncFd<Monitor>>,
     orders: mpsc::Receiver<Order>,
     control_task: JoinHandle<()>,
+    /// The ubus object (`Paths::ubus`).
+    ubus_task: Option<JoinHandle<()>>,
     /// DNS replies of a turn, sent together.
     replies: Vec<dns::Reply>,
     /// The audit log's recent events, numbered...
@@ -129,6 +133,9 @@ struct Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.control_task.abort();
+        if let Some(t) = &self.ubus_task {
+            t.abort();
+        }
         if let Some(t) = &self.metrics_task {
             t.abort();
         }
@@ -178,6 +185,10 @@ impl Daemon {
         let (feed, _) = broadcast::channel(control::FOLLOW_BACKLOG);
         let metrics_task = cfg.metrics.and_then(|a| serve_metrics(a, &tx));
         let control_task = tokio::spawn(control::serve(listener, tx.clone(), feed.clone()));
+        let ubus_task = paths
+            .ubus
+            .clone()
+            .map(|socket| tokio::spawn(crate::ubus::serve(socket, tx.clone())));
         let monitor = match Monitor::open()
             .map_err(std::io::Error::other)
             .and_then(register)
@@ -216,6 +227,7 @@ impl Daemon {
             monitor,
             orders,
             control_task,
+            ubus_task,
             replies: Vec::new(),
             journal: Journal::new(journal::KEPT),
             feed,

@@ -1,26 +1,22 @@
-//! A ubus of its own with rpcd publishing the package's exec plugin
-//! (openwrt/files/provisioner.rpcd) and its ACL (openwrt/files/provisioner.acl.json), as
-//! the package installs them, on the kit's real ubusd and rpcd (tests/kit), talking to the
-//! rig's daemon. For tests/ubus.rs and examples/bench_control.rs. Dropping the [`Bus`]
-//! kills rpcd and ubusd (also while unwinding from a panic).
+//! A ubus of its own, the kit's real ubusd and rpcd (tests/kit), with the package's ACL
+//! (openwrt/files/provisioner.acl.json) where the package installs it; the rig's daemon
+//! provides the object `provisioner` on it (`provisionerd --ubus` [`Bus::socket`]). For
+//! tests/ubus.rs and examples/bench_control.rs. Dropping the [`Bus`] kills rpcd and ubusd
+//! (also while unwinding from a panic).
 //!
 //! Layout, under `dir`: `root/` stands for the router's `/` (rpcd's working directory: its
-//! paths are relative to it in the kit), `bin/provisionerctl` (the daemon binary, as the
-//! package links it), `acl/` (ubusd's, empty: uid 0 only), `ubus.sock`. rpcd runs in a
-//! mount namespace of its own where `/etc` is an overlay holding `/etc/config/rpcd` (its
-//! logins): the host's `/etc` is not touched. The plugin runs in busybox's ash (OpenWrt's
-//! /bin/sh) where busybox is installed.
+//! paths are relative to it in the kit), `acl/` (ubusd's, empty: uid 0 only), `ubus.sock`.
+//! rpcd runs in a mount namespace of its own where `/etc` is an overlay holding
+//! `/etc/config/rpcd` (its logins): the host's `/etc` is not touched.
 
 #![allow(dead_code)]
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::kit;
-use crate::rig::daemon_bin;
 
 /// rpcd's logins (`/etc/config/rpcd`, as LuCI's users are set up): `viewer` may read the
 /// provisioner (the ACL group's read part), `operator` may also give it orders. Both
@@ -43,7 +39,7 @@ pub const PASSWORD: &str = "secret";
 pub struct Bus {
     pub dir: PathBuf,
     pub sock: PathBuf,
-    ubusd: Child,
+    ubusd: Option<Child>,
     rpcd: Option<Child>,
 }
 
@@ -60,27 +56,21 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 }
 
 impl Bus {
-    /// ubusd and rpcd in `dir` (created), the plugin pointed at `control` (the daemon's
-    /// socket) through `PROVISIONER_SOCKET`; returns once `provisioner` is on the bus.
-    pub fn start(dir: &Path, control: &Path) -> Bus {
+    /// Where the bus in `dir` has ubusd's socket: for `provisionerd --ubus`, also before
+    /// the bus starts.
+    pub fn socket(dir: &Path) -> PathBuf {
+        dir.join("ubus.sock")
+    }
+
+    /// ubusd and rpcd (sessions, the ACL) in `dir` (created); returns once rpcd's
+    /// `session` is on the bus. The daemon provides `provisioner` itself (`--ubus`
+    /// [`Bus::socket`]): [`Bus::wait_for`] it.
+    pub fn start(dir: &Path) -> Bus {
         let root = dir.join("root");
-        let plugins = root.join("usr/libexec/rpcd");
         let acls = root.join("usr/share/rpcd/acl.d");
-        for d in [&plugins, &acls, &root.join("var/run"), &dir.join("acl")] {
+        for d in [&acls, &root.join("var/run"), &dir.join("acl")] {
             fs::create_dir_all(d).unwrap();
         }
-        fs::create_dir_all(dir.join("bin")).unwrap();
-        let _ = fs::remove_file(dir.join("bin/provisionerctl"));
-        std::os::unix::fs::symlink(daemon_bin(), dir.join("bin/provisionerctl")).unwrap();
-
-        let plugin = fs::read_to_string(source("openwrt/files/provisioner.rpcd")).unwrap();
-        let plugin = match Path::new("/usr/bin/busybox").exists() {
-            true => plugin.replacen("#!/bin/sh\n", "#!/usr/bin/busybox ash\n", 1),
-            false => plugin,
-        };
-        let installed = plugins.join("provisioner");
-        fs::write(&installed, plugin).unwrap();
-        fs::set_permissions(&installed, fs::Permissions::from_mode(0o755)).unwrap();
         fs::copy(
             source("openwrt/files/provisioner.acl.json"),
             acls.join("provisioner.json"),
@@ -96,27 +86,33 @@ impl Bus {
             fs::create_dir_all(etc.join(d)).unwrap();
         }
         fs::write(etc.join("upper/config/rpcd"), RPCD_CONFIG).unwrap();
+        let mut bus = Bus {
+            dir: dir.to_owned(),
+            sock: Bus::socket(dir),
+            ubusd: None,
+            rpcd: None,
+        };
+        bus.spawn();
+        bus
+    }
 
-        let sock = dir.join("ubus.sock");
+    /// ubusd, then rpcd on it (owned by the Bus from the start: a failure kills them).
+    fn spawn(&mut self) {
+        let _ = fs::remove_file(&self.sock);
         let ubusd = Command::new(kit::bin("ubusd"))
             .arg("-s")
-            .arg(&sock)
+            .arg(&self.sock)
             .arg("-A")
-            .arg(dir.join("acl"))
+            .arg(self.dir.join("acl"))
             .stdin(Stdio::null())
             .spawn()
             .expect("start ubusd");
-        // Owned by the Bus from here: a failure below kills what started.
-        let mut bus = Bus {
-            dir: dir.to_owned(),
-            sock: sock.clone(),
-            ubusd,
-            rpcd: None,
-        };
-        wait_for("ubusd's socket", Duration::from_secs(10), || sock.exists());
+        self.ubusd = Some(ubusd);
+        wait_for("ubusd's socket", Duration::from_secs(10), || {
+            self.sock.exists()
+        });
         let path = format!(
-            "{}:{}:{}",
-            dir.join("bin").display(),
+            "{}:{}",
             kit::prefix().join("bin").display(),
             std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
         );
@@ -128,23 +124,43 @@ impl Bus {
                  && cd \"$2\" && exec \"$3\" -s \"$4\"",
             )
             .arg("sh")
-            .arg(&etc)
-            .arg(&root)
+            .arg(self.dir.join("etc"))
+            .arg(self.dir.join("root"))
             .arg(kit::bin("rpcd"))
-            .arg(&sock)
+            .arg(&self.sock)
             .env("PATH", path)
-            .env("PROVISIONER_SOCKET", control)
             .stdin(Stdio::null())
             .spawn()
             .expect("start rpcd");
-        bus.rpcd = Some(rpcd);
-        let out = bus.ubus(&["-t", "10", "wait_for", "provisioner", "session"]);
+        self.rpcd = Some(rpcd);
+        self.wait_for("session", Duration::from_secs(10));
+    }
+
+    /// Until `object` is on the bus (`ubus wait_for`), or panics.
+    pub fn wait_for(&self, object: &str, timeout: Duration) {
+        let secs = timeout.as_secs().max(1).to_string();
+        let out = self.ubus(&["-t", &secs, "wait_for", object]);
         assert!(
             out.status.success(),
-            "rpcd did not publish provisioner and session: {}",
+            "{object} not on the bus within {timeout:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        bus
+    }
+
+    /// ubusd (and rpcd with it) stopped and started again: every object is gone, and
+    /// who provides one must put it back.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn stop(&mut self) {
+        for c in self.rpcd.iter_mut().chain(self.ubusd.iter_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.rpcd = None;
+        self.ubusd = None;
     }
 
     /// `ubus -s SOCK ARGS`.
@@ -180,9 +196,6 @@ impl Bus {
 
 impl Drop for Bus {
     fn drop(&mut self) {
-        for c in self.rpcd.iter_mut().chain([&mut self.ubusd]) {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.stop();
     }
 }

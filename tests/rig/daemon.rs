@@ -77,7 +77,12 @@ impl Rig {
     /// [`Rig::start_daemon`] with `dir` first in the daemon's PATH (the kit's `uci`, as a
     /// router has it).
     pub fn start_daemon_with_path(&self, dir: &Path, config: &str) -> Proc {
-        let p = self.spawn_daemon_in(Some(dir), config, &[]);
+        self.start_daemon_in(Some(dir), config, &[])
+    }
+
+    /// [`Rig::start_daemon`] with `path_dir` first in its PATH and `extra` arguments.
+    pub fn start_daemon_in(&self, path_dir: Option<&Path>, config: &str, extra: &[&str]) -> Proc {
+        let p = self.spawn_daemon_in(path_dir, config, extra);
         if let Err(e) = p.wait_line("ready", Duration::from_secs(30)) {
             panic!("provisionerd did not come up: {e}");
         }
@@ -110,6 +115,10 @@ impl Rig {
             self.dir.join("run").to_str().expect("utf-8 path").into(),
         ]);
         args.extend(extra.iter().map(|a| a.to_string()));
+        // No ubus object unless a test asks for one: a ubusd of the host's is not ours.
+        if !extra.contains(&"--ubus") {
+            args.extend(["--ubus".into(), "none".into()]);
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.spawn(self.router(), &args)
     }
