@@ -166,6 +166,10 @@ pub struct Leases {
     slots: Vec<Option<Holder>>,
     /// The last address each recently seen client had, so a returning client gets it back.
     previous: HashMap<MacAddr, Ipv4Addr>,
+    /// Addresses whose binding ended and whose connections are being ended: offered to
+    /// nobody until that is done, so that no new holder finds (and could use) an old
+    /// holder's connections, nor loses its own to the cleanup.
+    ending: Vec<Ipv4Addr>,
 }
 
 impl Leases {
@@ -176,7 +180,26 @@ impl Leases {
             lease_time,
             slots: vec![None; usize::from(pool_size)],
             previous: HashMap::new(),
+            ending: Vec::new(),
         }
+    }
+
+    /// `ips` are held (offered to nobody) until [`Leases::flows_ended`] says their
+    /// connections are gone.
+    pub fn hold_while_ending(&mut self, ips: &[Ipv4Addr]) {
+        for ip in ips {
+            if !self.ending.contains(ip) {
+                self.ending.push(*ip);
+            }
+        }
+    }
+
+    pub fn flows_ended(&mut self, ips: &[Ipv4Addr]) {
+        self.ending.retain(|ip| !ips.contains(ip));
+    }
+
+    fn is_ending(&self, slot: usize) -> bool {
+        !self.ending.is_empty() && self.ending.contains(&self.ip(slot))
     }
 
     fn slot(&self, ip: Ipv4Addr) -> Option<usize> {
@@ -208,7 +231,7 @@ impl Leases {
     /// Free for `mac`: nobody holds it, or `mac` itself does.
     fn free_for(&self, slot: usize, mac: MacAddr, now: Instant) -> bool {
         match self.holder(slot, now) {
-            None => true,
+            None => !self.is_ending(slot),
             Some(Holder::Offered { mac: m, .. } | Holder::Bound { mac: m, .. }) => m == mac,
             Some(Holder::Quarantined { .. }) => false,
         }
@@ -371,7 +394,9 @@ impl Leases {
                     .and_then(|&ip| self.slot(ip))
                     .filter(|&i| self.free_for(i, mac, now))
             })
-            .or_else(|| (0..self.slots.len()).find(|&i| self.holder(i, now).is_none()));
+            .or_else(|| {
+                (0..self.slots.len()).find(|&i| self.holder(i, now).is_none() && !self.is_ending(i))
+            });
         let Some(i) = pick else {
             events.push(Event::PoolExhausted { mac });
             return Decision::default();
@@ -517,6 +542,7 @@ impl Leases {
         let kept: Vec<Lease> = self.bound(now).collect();
         *self = Leases {
             previous: std::mem::take(&mut self.previous),
+            ending: std::mem::take(&mut self.ending),
             ..Leases::new(pool_start, pool_size, lease_time)
         };
         let mut changes = Vec::new();

@@ -239,10 +239,23 @@ impl Provisioner {
 
     pub fn handle_batch_applied(&mut self, id: u64) {
         if let Some((_, ended)) = self.out.resolve(id, true) {
-            if !ended.is_empty() {
-                self.out.command_now(Command::EndFlows(ended));
-            }
+            self.end_flows(ended);
         }
+    }
+
+    /// Asks the edge to end the connections of addresses whose bindings ended; each is
+    /// held out of the pool until [`Provisioner::handle_flows_ended`].
+    fn end_flows(&mut self, ended: Vec<Ipv4Addr>) {
+        if !ended.is_empty() {
+            self.leases.hold_while_ending(&ended);
+            self.out.command_now(Command::EndFlows(ended));
+        }
+    }
+
+    /// The edge ended (or failed to end: the address cannot stay out of the pool for
+    /// ever) the connections [`Command::EndFlows`] asked for: the addresses are free.
+    pub fn handle_flows_ended(&mut self, ips: &[Ipv4Addr]) {
+        self.leases.flows_ended(ips);
     }
 
     /// The kernel refused batch `id` (nothing of it was applied): what it would have added
@@ -271,9 +284,7 @@ impl Provisioner {
             }
         }
         self.out.command_now(Command::RebuildTables);
-        if !ended.is_empty() {
-            self.out.command_now(Command::EndFlows(ended));
-        }
+        self.end_flows(ended);
         self.events.push(Event::BatchRefused { undone });
         self.emit();
     }
@@ -1228,6 +1239,11 @@ mod tests {
                 more = true;
                 match c {
                     Command::Radio(r) => t.radio.push(r),
+                    Command::EndFlows(ips) => {
+                        // As the daemon's worker reports it (here: done at once).
+                        p.handle_flows_ended(&ips);
+                        t.commands.push(Command::EndFlows(ips));
+                    }
                     c => t.commands.push(c),
                 }
             }
@@ -1829,6 +1845,42 @@ mod tests {
             ),
             "{events:?}"
         );
+    }
+
+    /// An address whose binding ended is offered to nobody while the edge ends its
+    /// connections (a newcomer would find the old holder's, or lose its own to the
+    /// cleanup); once the edge says so it is free again.
+    #[test]
+    fn an_address_is_held_while_its_connections_are_ended() {
+        let mut core = started("");
+        let a = lease(&mut core, mac(1), t(0));
+        core.handle_evict(mac(1), None, t(1)).unwrap();
+        // Carried out by hand: the batch applied, the cleanup asked for, not yet done.
+        while let Some(b) = core.poll_batch() {
+            core.handle_batch_applied(b.id);
+        }
+        let mut ending = Vec::new();
+        while let Some(c) = core.poll_command() {
+            if let Command::EndFlows(ips) = c {
+                ending.extend(ips);
+            }
+        }
+        assert_eq!(ending, [a]);
+        let b = lease(&mut core, mac(2), t(2));
+        assert_ne!(b, a, "offered while its connections are being ended");
+        let asked = dhcp(
+            &mut core,
+            DhcpRequest::Request {
+                mac: mac(3),
+                server_id: None,
+                requested: Some(a),
+                ciaddr: None,
+            },
+            t(2),
+        );
+        assert_eq!(asked.reply, Some(DhcpReply::Nak));
+        core.handle_flows_ended(&ending);
+        assert_eq!(lease(&mut core, mac(3), t(3)), a);
     }
 
     #[test]

@@ -191,6 +191,10 @@ struct World {
     /// What each client was offered last.
     offers: BTreeMap<MacAddr, Ipv4Addr>,
     next_id: u64,
+    /// Addresses whose connections the edge is ending, reported done every fourth input
+    /// (the daemon's worker does it beside the loop, while inputs go on).
+    ending: Vec<Ipv4Addr>,
+    steps: u64,
 }
 
 impl World {
@@ -209,6 +213,9 @@ impl World {
             }
             while let Some(c) = self.core.poll_command() {
                 more = true;
+                if let Command::EndFlows(ips) = &c {
+                    self.ending.extend(ips);
+                }
                 if c == Command::RebuildTables {
                     self.kernel = Kernel::rebuilt(&self.core.snapshot(self.now), self.now);
                 }
@@ -220,6 +227,12 @@ impl World {
                         self.offers.insert(d.to.chaddr, ip);
                     }
                     DhcpReply::Ack { ip, .. } => {
+                        // No address is bound again while its old connections are ended.
+                        prop_assert!(
+                            !self.ending.contains(&ip),
+                            "ACK for {ip} to {} while its connections are being ended",
+                            d.to.chaddr
+                        );
                         // An ACK leaves only for a binding the kernel holds.
                         prop_assert!(
                             self.kernel.leases.contains_key(&(d.to.chaddr, ip)),
@@ -257,6 +270,11 @@ impl World {
     }
 
     fn step(&mut self, op: &Op, radio: bool) {
+        self.steps += 1;
+        if self.steps % 4 == 0 {
+            let ended = std::mem::take(&mut self.ending);
+            self.core.handle_flows_ended(&ended);
+        }
         let router = self.core.settings().router;
         match *op {
             Op::Join(n) if radio => self.core.handle_station_joined(mac(n), self.now),
@@ -407,6 +425,8 @@ proptest! {
             refuse_next: false,
             offers: BTreeMap::new(),
             next_id: 0,
+            ending: Vec::new(),
+            steps: 0,
         };
         w.core.handle_timeout(w.now, NOON);
         w.carry_out()?;

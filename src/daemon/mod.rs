@@ -117,8 +117,9 @@ struct Daemon {
     /// Audit lines as JSON objects (`--log-format json`) rather than key=value.
     json_log: bool,
     metrics: metrics::Metrics,
-    /// An operator's order was answered this turn (its reply waits for the loop to yield).
-    answered: bool,
+    /// Connections of ended bindings are ended beside the loop, reported back here.
+    flows: Option<crate::firewall::FlowEnder>,
+    flows_done: mpsc::UnboundedReceiver<crate::firewall::FlowsEnded>,
     /// `/metrics` over HTTP (`config metrics`), and the way its requests come in.
     metrics_task: Option<JoinHandle<()>>,
     orders_tx: mpsc::Sender<Order>,
@@ -181,6 +182,14 @@ impl Daemon {
         if let Err(e) = control::share(&paths.control, cfg.control_group.as_deref()) {
             warn!("{e}");
         }
+        let (flows_tx, flows_done) = mpsc::unbounded_channel();
+        let flows = match crate::firewall::FlowEnder::start(flows_tx) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                warn!("connections of ended bindings are ended in the loop: {e}");
+                None
+            }
+        };
         let (tx, orders) = mpsc::channel(16);
         let (feed, _) = broadcast::channel(control::FOLLOW_BACKLOG);
         let metrics_task = cfg.metrics.and_then(|a| serve_metrics(a, &tx));
@@ -233,7 +242,8 @@ impl Daemon {
             feed,
             json_log,
             metrics: metrics::Metrics::default(),
-            answered: false,
+            flows,
+            flows_done,
             metrics_task,
             orders_tx: tx,
             started: now,
@@ -305,6 +315,7 @@ impl Daemon {
                     self.resolver.question(&mut self.provisioner, &q.bytes, q.src, Route::Tcp(q.reply), Instant::now(), &mut self.replies);
                 }
                 Some(e) = self.dns.tcp_reports.recv() => self.audit(e),
+                Some(done) = self.flows_done.recv() => self.flows_ended(done),
                 done = self.resolver.done() => {
                     self.resolver.upstream_done(&mut self.provisioner, done, Instant::now(), &mut self.replies);
                 }
@@ -370,13 +381,6 @@ impl Daemon {
             }
             while let Some(c) = self.provisioner.poll_command() {
                 progressed = true;
-                if matches!(c, Command::EndFlows(_)) && std::mem::take(&mut self.answered) {
-                    // The order's effect is in the kernel (the batch above took the client
-                    // out: its packets are dropped from now on); its reply goes out before
-                    // the conntrack walk, which costs as much as the table has buckets
-                    // (262,144 here: 14 ms) rather than entries.
-                    tokio::task::yield_now().await;
-                }
                 self.command(c).await;
             }
             while let Some(out) = self.provisioner.poll_dhcp() {
@@ -387,7 +391,6 @@ impl Daemon {
                 break;
             }
         }
-        self.answered = false;
         let replies = std::mem::take(&mut self.replies);
         self.metrics.dns_replies(replies.len());
         self.send_dns(replies).await;
@@ -430,11 +433,18 @@ impl Daemon {
                     r.apply(&[cmd]).await;
                 }
             }
-            Command::EndFlows(ips) => match self.fw.end_flows(&ips) {
-                Ok(0) => {}
-                Ok(n) => debug!("ended {n} connection(s) of {} address(es)", ips.len()),
-                Err(e) => warn!("ending the connections of {ips:?}: {e}"),
-            },
+            Command::EndFlows(ips) => {
+                let ips = match &self.flows {
+                    Some(f) => match f.end(ips) {
+                        Ok(()) => return,
+                        Err(ips) => ips,
+                    },
+                    None => ips,
+                };
+                // No worker (it could not start, or is gone): here, holding the loop.
+                let r = self.fw.end_flows(&ips).map_err(|e| e.to_string());
+                self.flows_ended((ips, r));
+            }
             Command::RebuildTables => {
                 if let Err(e) = install(&mut self.fw, &self.cfg, &self.provisioner, Instant::now())
                 {
@@ -458,6 +468,17 @@ impl Daemon {
                     .handle_allow_closed(&closed, ended.as_deref());
             }
         }
+    }
+
+    /// The connections of `ips` are ended (or could not be): the addresses go back to the
+    /// pool.
+    fn flows_ended(&mut self, (ips, result): crate::firewall::FlowsEnded) {
+        match result {
+            Ok(0) => {}
+            Ok(n) => debug!("ended {n} connection(s) of {} address(es)", ips.len()),
+            Err(e) => warn!("ending the connections of {ips:?}: {e}"),
+        }
+        self.provisioner.handle_flows_ended(&ips);
     }
 
     async fn send_dhcp(&mut self, out: DhcpOut) {
@@ -535,7 +556,6 @@ impl Daemon {
     }
 
     fn on_order(&mut self, order: Order) {
-        self.answered = true;
         let now = Instant::now();
         let p = &mut self.provisioner;
         let done = match order.request {

@@ -33,6 +33,8 @@ pub enum FirewallError {
     Netlink(#[from] NetlinkError),
     #[error("table inet {TABLE} does not match what was installed: {0}")]
     Verify(String),
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// The daemon's handle on its table.
@@ -428,6 +430,44 @@ impl Firewall {
             any |= self.nl.delete_table(family.number(), TABLE)?;
         }
         Ok(any)
+    }
+}
+
+/// What a [`FlowEnder`] reports: the addresses it was given, and how many connections it
+/// ended (or why it could not).
+pub type FlowsEnded = (Vec<Ipv4Addr>, Result<usize, String>);
+
+/// Ends connections beside the daemon loop, on a netlink socket and a thread of its own:
+/// a conntrack walk costs as much as the table has buckets (262,144 on a big host: 14 ms),
+/// and nothing the loop answers should wait for it. The core holds the addresses out of
+/// the pool until the report comes back.
+pub struct FlowEnder {
+    tx: std::sync::mpsc::Sender<Vec<Ipv4Addr>>,
+}
+
+impl FlowEnder {
+    pub fn start(
+        done: tokio::sync::mpsc::UnboundedSender<FlowsEnded>,
+    ) -> Result<FlowEnder, FirewallError> {
+        let mut nl = Netlink::open()?;
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<Ipv4Addr>>();
+        std::thread::Builder::new()
+            .name("end-flows".into())
+            .spawn(move || {
+                for ips in rx {
+                    let r = nl.end_flows(&ips).map_err(|e| e.to_string());
+                    if done.send((ips, r)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(FirewallError::Thread)?;
+        Ok(FlowEnder { tx })
+    }
+
+    /// Hands `ips` to the thread; back if it is gone.
+    pub fn end(&self, ips: Vec<Ipv4Addr>) -> Result<(), Vec<Ipv4Addr>> {
+        self.tx.send(ips).map_err(|e| e.0)
     }
 }
 
