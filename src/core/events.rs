@@ -478,6 +478,20 @@ impl Event {
     }
 
     /// Events that happen on every answer: logged at debug level, not info.
+    /// Why it happened, for the events that say (the `reason` or `why` field): what the
+    /// metrics count decisions by.
+    pub fn reason(&self) -> Option<&'static str> {
+        Some(match self {
+            Event::TurnedAway { reason, .. }
+            | Event::Evicted { reason, .. }
+            | Event::Banned { reason, .. } => reason.as_str(),
+            Event::DnsRefused { reason, .. } => reason.as_str(),
+            Event::FlowBlocked { why, .. } => why.as_str(),
+            Event::DnsRebinding { why, .. } => why.as_str(),
+            _ => return None,
+        })
+    }
+
     pub fn is_chatty(&self) -> bool {
         matches!(
             self,
@@ -722,5 +736,63 @@ impl fmt::Display for Event {
             }
         });
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `reason()` is the `reason` or `why` field the event renders, for every kind that has
+    /// one, and nothing for the others.
+    #[test]
+    fn the_reason_is_the_field_the_event_shows() {
+        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+        let ip = Ipv4Addr::new(11, 1, 0, 20);
+        for e in [
+            Event::TurnedAway {
+                mac,
+                reason: StationReason::Full,
+            },
+            Event::Evicted {
+                mac,
+                reason: StationReason::Operator,
+                age: 3,
+            },
+            Event::Banned {
+                mac,
+                secs: 60,
+                reason: StationReason::MakeRoom,
+            },
+            Event::DnsRefused {
+                mac,
+                name: "x.example".into(),
+                qtype: 16,
+                reason: DnsRefusal::QueryType,
+            },
+            Event::FlowBlocked {
+                mac,
+                dst: ip,
+                proto: 6,
+                port: Some(443),
+                why: FlowBlock::NotWan,
+            },
+            Event::DnsRebinding {
+                mac,
+                name: "x.example".into(),
+                addr: ip,
+                why: Unsafe::Protected,
+            },
+            Event::Admitted { mac, age: 0 },
+            Event::LeaseGranted { mac, ip },
+        ] {
+            let mut shown = None;
+            e.fields(&mut |k, v| {
+                if let ("reason" | "why", Value::Str(s)) = (k, v) {
+                    shown = Some(s.to_owned());
+                }
+            });
+            assert_eq!(e.reason().map(str::to_owned), shown, "{e}");
+        }
     }
 }

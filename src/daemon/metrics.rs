@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::core::events::{Event, Value};
+use crate::core::events::Event;
 
 /// Upper bounds (seconds) of the set-batch latency histogram.
 const BATCH_BUCKETS: [f64; 7] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25];
@@ -13,7 +13,7 @@ const BATCH_BUCKETS: [f64; 7] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25]
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// (event kind, its reason or why, or ""), count: a few dozen at most, so a list.
-    events: Vec<(&'static str, Box<str>, u64)>,
+    events: Vec<(&'static str, &'static str, u64)>,
     dns_replies: u64,
     batches: [u64; BATCH_BUCKETS.len()],
     batch_count: u64,
@@ -37,21 +37,14 @@ pub struct Gauges {
 
 impl Metrics {
     pub fn event(&mut self, e: &Event) {
-        let kind = e.kind();
-        let mut reason: Option<String> = None;
-        e.fields(&mut |k, v| {
-            if let ("reason" | "why", Value::Str(s)) = (k, v) {
-                reason.get_or_insert_with(|| s.to_owned());
-            }
-        });
-        let reason = reason.as_deref().unwrap_or("");
+        let (kind, reason) = (e.kind(), e.reason().unwrap_or(""));
         match self
             .events
             .iter_mut()
-            .find(|(k, r, _)| *k == kind && &**r == reason)
+            .find(|(k, r, _)| *k == kind && *r == reason)
         {
             Some((_, _, n)) => *n += 1,
-            None => self.events.push((kind, reason.into(), 1)),
+            None => self.events.push((kind, reason, 1)),
         }
     }
 

@@ -475,11 +475,11 @@ impl Ruleset {
                 name: "forward_from_prov",
                 base: None,
                 rules: [
-                    // Out the WAN only: not the home LAN, not back to another client.
-                    format!("oifname != {wan} {}", sampled(FlowBlock::NotWan)),
-                    format!("oifname != {wan} counter drop comment \"not towards the WAN\""),
-                    format!("ip daddr @protect4 {}", sampled(FlowBlock::Protected)),
-                    r("ip daddr @protect4 counter drop comment \"protected network\""),
+                    // Out the WAN only: not the home LAN, not back to another client. (Each
+                    // match once: the sample and the drop are in the chain it goes to, so
+                    // allowed traffic pays no second compare or lookup.)
+                    format!("oifname != {wan} goto refuse_not_wan"),
+                    r("ip daddr @protect4 goto refuse_protected"),
                 ]
                 .into_iter()
                 .chain(up)
@@ -492,6 +492,22 @@ impl Ruleset {
                     r("counter drop comment \"not allow-listed\""),
                 ])
                 .collect(),
+            },
+            Chain {
+                name: "refuse_not_wan",
+                base: None,
+                rules: vec![
+                    sampled(FlowBlock::NotWan),
+                    r("counter drop comment \"not towards the WAN\""),
+                ],
+            },
+            Chain {
+                name: "refuse_protected",
+                base: None,
+                rules: vec![
+                    sampled(FlowBlock::Protected),
+                    r("counter drop comment \"protected network\""),
+                ],
             },
             // Inbound: replies to what a client opened, from the WAN, and nothing else.
             Chain {
