@@ -15,6 +15,7 @@ pub mod dns;
 pub mod events;
 pub mod journal;
 pub mod leases;
+pub mod oui;
 pub mod outbox;
 pub mod ports;
 pub mod ratelimit;
