@@ -15,7 +15,8 @@
 //!
 //! Not a test: it prints figures and exits non-zero only if it could not measure. Needs
 //! root, dnsperf and the OpenWrt kit (ubusd, rpcd, ubus). `BENCH_SAMPLES` sets the requests
-//! per figure (default 300; evicts too, each after a DHCP).
+//! per figure (default 300; evicts too, each after a DHCP); `BENCH_REQUESTS` (e.g.
+//! `status,clients`) measures only those, for profiling one.
 
 #[path = "../tests/bus/mod.rs"]
 mod bus;
@@ -311,7 +312,12 @@ fn run() -> Result<(), String> {
         ],
     );
 
-    let requests = ["status", "clients", "evict"];
+    let all = ["status", "clients", "evict"];
+    let only = std::env::var("BENCH_REQUESTS").unwrap_or_default();
+    let requests: Vec<&str> = all
+        .into_iter()
+        .filter(|r| only.is_empty() || only.split(',').any(|o| o == *r))
+        .collect();
     let paths = [(Path::Socket, "socket"), (Path::Ubus, "ubus")];
     // [size][path][request]
     let mut figures: Vec<Vec<Vec<Figure>>> = Vec::new();
@@ -333,7 +339,7 @@ fn run() -> Result<(), String> {
         let mut per_path = Vec::new();
         for (path, _) in paths {
             let mut per_request = Vec::new();
-            for r in requests {
+            for &r in &requests {
                 per_request.push(measure(&rig, &bus, path, r, samples)?);
             }
             per_path.push(per_request);

@@ -74,6 +74,13 @@ pub async fn serve(
     }
 }
 
+/// A reply line, in one write (a reader waiting for the newline wakes once).
+async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -> std::io::Result<()> {
+    let mut line = reply.encode();
+    line.push('\n');
+    write.write_all(line.as_bytes()).await
+}
+
 async fn connection(
     stream: UnixStream,
     orders: mpsc::Sender<Order>,
@@ -127,16 +134,14 @@ async fn connection(
                         Failure::new(FailureKind::Stopping, "the daemon is stopping").into()
                     });
                     if let (Some(feed), Reply::Events(page)) = (follow, &reply) {
-                        write.write_all(reply.encode().as_bytes()).await?;
-                        write.write_all(b"\n").await?;
+                        send(&mut write, &reply).await?;
                         return follow_events(read, write, feed, page.next).await;
                     }
                     reply
                 }
             },
         };
-        write.write_all(reply.encode().as_bytes()).await?;
-        write.write_all(b"\n").await?;
+        send(&mut write, &reply).await?;
         if !complete {
             return Ok(());
         }

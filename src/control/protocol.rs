@@ -476,7 +476,8 @@ fn to_line<T: Serialize + ?Sized>(value: &T) -> String {
 
 impl Serialize for MacAddr {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        let text = self.text();
+        s.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
     }
 }
 

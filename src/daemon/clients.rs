@@ -22,7 +22,9 @@ pub(super) const COUNTS_KEPT_EVERY: u32 = 10;
 
 impl Daemon {
     pub(super) fn clients(&mut self, now: Instant) -> Reply {
-        let traffic = match self.fw.traffic() {
+        let snap = self.provisioner.stations_snapshot(now);
+        let bindings: Vec<_> = snap.leases.iter().map(|l| (l.mac, l.ip)).collect();
+        let traffic = match self.fw.traffic_of(Some(&bindings)) {
             Ok(t) => t,
             Err(e) => {
                 warn!("reading the clients' traffic counters: {e}");
@@ -44,7 +46,6 @@ impl Daemon {
         }
         let wall = SystemTime::now();
         let at = |i: Instant| rfc3339(unix_secs_of(i, now, wall));
-        let snap = self.provisioner.stations_snapshot(now);
         let ips: HashMap<MacAddr, std::net::Ipv4Addr> =
             snap.leases.iter().map(|l| (l.mac, l.ip)).collect();
         let row = |mac: MacAddr, state| {
@@ -151,7 +152,8 @@ impl Daemon {
         self.checks += 1;
         if self.checks >= COUNTS_KEPT_EVERY {
             self.checks = 0;
-            if let Err(e) = self.fw.traffic() {
+            let bindings = self.provisioner.bindings(Instant::now());
+            if let Err(e) = self.fw.traffic_of(Some(&bindings)) {
                 debug!("reading the traffic counters: {e}");
             }
         }

@@ -620,7 +620,8 @@ impl Daemon {
     }
 
     fn metrics_reply(&mut self, now: Instant) -> Reply {
-        let traffic = match self.fw.traffic() {
+        let bindings = self.provisioner.bindings(now);
+        let traffic = match self.fw.traffic_of(Some(&bindings)) {
             Ok(t) => Some(t.values().fold([(0, 0); 2], |[up, down], t| {
                 [
                     (up.0 + t.up.bytes, up.1 + t.up.packets),

@@ -52,7 +52,17 @@ impl Firewall {
     /// (empty without a table). What it read is also kept, for a table that must be rebuilt
     /// after someone removed it (then the counts since this read are lost with it).
     pub fn traffic(&mut self) -> Result<TrafficMap, FirewallError> {
-        let map = self.read_traffic()?;
+        self.traffic_of(None)
+    }
+
+    /// [`Self::traffic`], given the bindings the core holds (`bindings`): each set is then
+    /// read in one dump when it holds exactly their elements, instead of two (see
+    /// `Netlink::set_elements_expecting`).
+    pub fn traffic_of(
+        &mut self,
+        bindings: Option<&[(MacAddr, Ipv4Addr)]>,
+    ) -> Result<TrafficMap, FirewallError> {
+        let map = self.read_traffic(bindings)?;
         // (An empty read is no news: the table may be gone, to be restored from this.)
         if !map.is_empty() {
             self.last_traffic.clone_from(&map);
@@ -60,21 +70,32 @@ impl Firewall {
         Ok(map)
     }
 
-    fn read_traffic(&mut self) -> Result<TrafficMap, FirewallError> {
+    fn read_traffic(
+        &mut self,
+        bindings: Option<&[(MacAddr, Ipv4Addr)]>,
+    ) -> Result<TrafficMap, FirewallError> {
         let pairs = |v: Vec<super::netlink::SetElement>| {
             v.into_iter()
                 .map(|e| (e.key, e.counter))
                 .collect::<Vec<_>>()
         };
-        let up = pairs(self.elements(COUNT_UP)?);
-        let down = pairs(self.elements(COUNT_DOWN)?);
+        let keys = |mut k: Vec<Vec<u8>>| {
+            k.sort_unstable();
+            k.dedup();
+            k
+        };
+        let want_up = bindings.map(|b| keys(b.iter().map(|p| p.encode().to_vec()).collect()));
+        let want_down =
+            bindings.map(|b| keys(b.iter().map(|(_, ip)| ip.encode().to_vec()).collect()));
+        let up = pairs(self.elements_expecting(COUNT_UP, want_up.as_deref())?);
+        let down = pairs(self.elements_expecting(COUNT_DOWN, want_down.as_deref())?);
         Ok(join(up, down))
     }
 
     /// `rs` with the counts of the table it replaces: the kernel's where it still counts
     /// (a reload, a restart), else the last ones read (a table removed from outside).
     pub(super) fn carry_traffic(&mut self, rs: &Ruleset) -> Ruleset {
-        let live = match self.read_traffic() {
+        let live = match self.read_traffic(None) {
             Ok(live) if !live.is_empty() => live,
             _ => std::mem::take(&mut self.last_traffic),
         };

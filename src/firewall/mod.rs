@@ -177,7 +177,15 @@ impl Firewall {
     }
 
     fn elements(&mut self, set: &str) -> Result<Vec<netlink::SetElement>, FirewallError> {
-        match self.nl.set_elements(TABLE, set) {
+        self.elements_expecting(set, None)
+    }
+
+    fn elements_expecting(
+        &mut self,
+        set: &str,
+        expected: Option<&[Vec<u8>]>,
+    ) -> Result<Vec<netlink::SetElement>, FirewallError> {
+        match self.nl.set_elements_expecting(TABLE, set, expected) {
             // No table (first start) or no such set (a table from an older version).
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(Vec::new()),
             r => Ok(r?),

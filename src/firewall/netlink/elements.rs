@@ -160,10 +160,23 @@ impl Netlink {
         table: &str,
         set: &str,
     ) -> Result<Vec<SetElement>, NetlinkError> {
+        self.set_elements_expecting(table, set, None)
+    }
+
+    /// [`Self::set_elements`], where the caller knows which keys the set should hold
+    /// (`expected`, sorted): a single dump holding exactly those, none twice, is accepted
+    /// at once, as a dump that repeats or misses elements cannot hold exactly the set's keys
+    /// (a repeat shows; a miss leaves one out). Otherwise it falls back to two dumps alike.
+    pub fn set_elements_expecting(
+        &mut self,
+        table: &str,
+        set: &str,
+        expected: Option<&[Vec<u8>]>,
+    ) -> Result<Vec<SetElement>, NetlinkError> {
         check_name(table)?;
         check_name(set)?;
         let mut last: Option<Vec<SetElement>> = None;
-        for _ in 0..STABLE_DUMP_ATTEMPTS {
+        for attempt in 0..STABLE_DUMP_ATTEMPTS {
             let mut out = Vec::new();
             let seq = self.request(FAMILY_INET, NFT_MSG_GETSETELEM, NLM_F_DUMP, |buf| {
                 put_str(buf, NFTA_SET_ELEM_LIST_TABLE, table);
@@ -180,6 +193,13 @@ impl Netlink {
             if intr || repeats {
                 last = None;
                 continue;
+            }
+            if attempt == 0
+                && expected.is_some_and(|keys| {
+                    keys.len() == out.len() && keys.iter().zip(&out).all(|(k, e)| *k == e.key)
+                })
+            {
+                return Ok(out);
             }
             if last.as_ref().is_some_and(|l| same_keys(l, &out)) {
                 return Ok(out);

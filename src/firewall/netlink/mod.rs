@@ -96,6 +96,9 @@ pub struct Netlink {
     rcvbuf: usize,
     /// An earlier request was abandoned with replies possibly still queued.
     dirty: bool,
+    /// Dumps requested, for the tests that count them.
+    #[cfg(test)]
+    dumps: usize,
 }
 
 impl Netlink {
@@ -127,6 +130,8 @@ impl Netlink {
             sndbuf,
             rcvbuf,
             dirty: false,
+            #[cfg(test)]
+            dumps: 0,
         })
     }
 
@@ -162,6 +167,10 @@ impl Netlink {
         op: &'static str,
         mut f: impl FnMut(&Msg<'_>) -> Result<(), NetlinkError>,
     ) -> Result<bool, NetlinkError> {
+        #[cfg(test)]
+        {
+            self.dumps += 1;
+        }
         self.drain_stale();
         self.send_request()?;
         let mut interrupted = false;
