@@ -62,6 +62,17 @@ pub struct Config {
     /// `config control` / `option group`: the group that may use the control socket too
     /// (mode 0660); `None`: root only (0600).
     pub control_group: Option<String>,
+    /// `config threat`: the responses to violations, floods and spoofing, and the alarm.
+    pub threat: Threat,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Threat {
+    pub policy: crate::core::threat::ThreatPolicy,
+    /// Run (by `/bin/sh -c`) with each alarm event as JSON on stdin and in `PROVISIONER_*`
+    /// variables, one at a time, killed after `alarm_timeout`.
+    pub alarm_command: Option<String>,
+    pub alarm_timeout: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,6 +189,7 @@ impl From<&Config> for crate::core::settings::Settings {
             },
             client_qps: c.dns.client_qps,
             total_qps: c.dns.total_qps,
+            threat: c.threat.policy.clone(),
         }
     }
 }

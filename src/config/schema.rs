@@ -134,7 +134,7 @@ pub const DEFAULT_PROTECT: &[&str] = &[
 const MAX_DOMAIN_PORTS: u32 = 64;
 
 const SINGLETONS: &[&str] = &[
-    "network", "dhcp", "dns", "limits", "window", "radio", "metrics", "control",
+    "network", "dhcp", "dns", "limits", "window", "radio", "metrics", "control", "threat",
 ];
 
 /// hostapd.conf keys provisionerd sets itself (the product's promises: hidden, open,
@@ -232,6 +232,13 @@ pub fn build(file: &str, doc: &Document) -> Result<Config, ConfigError> {
         .transpose()?
         .flatten();
 
+    let threat = threat(
+        file,
+        &section("threat")
+            .cloned()
+            .unwrap_or_else(|| empty("threat")),
+    )?;
+
     let mut allow = Vec::new();
     let mut names = HashSet::new();
     for (i, s) in doc
@@ -282,6 +289,60 @@ pub fn build(file: &str, doc: &Document) -> Result<Config, ConfigError> {
         allow,
         metrics,
         control_group,
+        threat,
+    })
+}
+
+/// `config threat`: what each grade costs a client, the counts that make abuse, the bans,
+/// and the operator's alarm hook.
+fn threat(file: &str, s: &Section) -> Result<super::Threat, ConfigError> {
+    use crate::core::threat::{Response, ThreatPolicy};
+    let mut o = Options::new(file, s);
+    let response = |v: &str| {
+        Response::parse(v)
+            .ok_or_else(|| format!("'{v}' is not a response (log, report, ban, suspend)"))
+    };
+    let d = ThreatPolicy::default();
+    let violation = o.scalar("violation", response)?;
+    let abuse = o.scalar("abuse", response)?;
+    let spoofing = o.scalar("spoofing", response)?;
+    let violations = o.scalar("violations", |v| value::unsigned(v, 1, 1000))?;
+    let window = o.scalar("window", |v| value::duration_in(v, SECS(1), SECS(86400)))?;
+    let dns_flood = o.scalar("dns_flood", |v| value::unsigned(v, 1, 100_000))?;
+    let dhcp_flood = o.scalar("dhcp_flood", |v| value::unsigned(v, 4, 10_000))?;
+    let ban = o.scalar("ban", |v| {
+        value::duration_in(v, SECS(1), crate::core::stations::MAX_BAN)
+    })?;
+    let suspend = o.scalar("suspend", |v| {
+        value::duration_in(v, SECS(1), crate::core::stations::MAX_BAN)
+    })?;
+    let alarm_command = o.scalar("alarm_command", |v| {
+        if v.trim().is_empty() {
+            Err("is empty (leave it out for no alarm command)".to_owned())
+        } else if v.bytes().any(|b| b == 0 || b == b'\n') {
+            Err("holds a newline or NUL".to_owned())
+        } else {
+            Ok(v.to_owned())
+        }
+    })?;
+    let alarm_timeout = o.scalar("alarm_timeout", |v| {
+        value::duration_in(v, SECS(1), SECS(600))
+    })?;
+    o.finish()?;
+    Ok(super::Threat {
+        policy: ThreatPolicy {
+            violation: Options::or(violation, d.violation),
+            abuse: Options::or(abuse, d.abuse),
+            spoofing: Options::or(spoofing, d.spoofing),
+            violations: Options::or(violations, u64::from(d.violations)) as u32,
+            window: Options::or(window, d.window),
+            dns_flood: Options::or(dns_flood, u64::from(d.dns_flood)) as u32,
+            dhcp_flood: Options::or(dhcp_flood, u64::from(d.dhcp_flood)) as u32,
+            ban: Options::or(ban, d.ban),
+            suspend: Options::or(suspend, d.suspend),
+        },
+        alarm_command: alarm_command.map(|v| v.0),
+        alarm_timeout: Options::or(alarm_timeout, SECS(10)),
     })
 }
 

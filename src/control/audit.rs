@@ -171,16 +171,16 @@ mod tests {
     #[test]
     fn an_event_is_one_flat_object_that_reads_back() {
         let mac: MacAddr = "02:00:00:00:00:01".parse().unwrap();
-        let r = Record {
-            seq: 17,
-            at: WallTime(1_796_165_403_120),
-            event: Event::DnsRefused {
+        let r = Record::new(
+            17,
+            WallTime(1_796_165_403_120),
+            Event::DnsRefused {
                 mac,
                 name: "evil \"x\"=1.example".into(),
                 qtype: 16,
                 reason: DnsRefusal::NotAllowed,
             },
-        };
+        );
         let line = EventLine::from(&r);
         let json = line.to_json();
         assert_eq!(
@@ -197,11 +197,7 @@ mod tests {
 
     #[test]
     fn the_log_line_is_the_events_display() {
-        let r = Record {
-            seq: 3,
-            at: WallTime(0),
-            event: Event::WindowOpened { secs: Some(900) },
-        };
+        let r = Record::new(3, WallTime(0), Event::WindowOpened { secs: Some(900) });
         assert_eq!(r.event.to_string(), "event=window_opened secs=900");
         assert_eq!(
             EventLine::from(&r).to_string(),

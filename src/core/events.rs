@@ -127,6 +127,10 @@ pub enum StationReason {
     Limit,
     /// An operator's order (provisionerctl evict or ban).
     Operator,
+    /// A threat response: repeated violations or a flood.
+    Abuse,
+    /// A threat response: spoofing.
+    Spoofing,
 }
 
 impl StationReason {
@@ -141,6 +145,8 @@ impl StationReason {
             StationReason::NoDhcp => "no_dhcp",
             StationReason::Limit => "limit",
             StationReason::Operator => "operator",
+            StationReason::Abuse => "abuse",
+            StationReason::Spoofing => "spoofing",
         }
     }
 }
@@ -297,6 +303,32 @@ pub enum Event {
         port: u32,
         macs: usize,
     },
+    /// An IP packet from `mac` with source `ip` that no lease binds to it: `owner` holds
+    /// the address (another client), `own` is the address `mac` does hold. Dropped in the
+    /// kernel; seen from its log (sampled).
+    IpSpoofed {
+        mac: MacAddr,
+        ip: Ipv4Addr,
+        owner: Option<MacAddr>,
+        own: Option<Ipv4Addr>,
+    },
+    /// Repeated violations (`cause` "violations") or a flood ("dns_flood", "dhcp_flood"):
+    /// `count` sightings within the policy's window. The response follows (evicted, banned).
+    Abuse {
+        mac: MacAddr,
+        cause: &'static str,
+        count: u32,
+    },
+    /// Spoofing the policy answers with a suspension: the alarm (the operator's
+    /// `alarm_command` is run with this event). `cause`: the spoofing event's kind; `ip`
+    /// the address claimed; `secs` the suspension.
+    Alarm {
+        mac: MacAddr,
+        cause: &'static str,
+        ip: Option<Ipv4Addr>,
+        owner: Option<MacAddr>,
+        secs: u64,
+    },
     /// Spoofing reports of the last minute that were not reported one by one.
     SpoofingSuppressed {
         mac: MacAddr,
@@ -403,6 +435,9 @@ impl Event {
             Event::FlowsBlockedMore { .. } => "flow_blocked_more",
             Event::ConfigLoaded { .. } => "config_loaded",
             Event::ConfigReloaded { .. } => "config_reloaded",
+            Event::IpSpoofed { .. } => "ip_spoofed",
+            Event::Abuse { .. } => "abuse",
+            Event::Alarm { .. } => "alarm",
             Event::ConfigRejected { .. } => "config_rejected",
             Event::PortIsolated { .. } => "port_isolated",
             Event::AllowAdded { .. } => "allow_added",
@@ -421,8 +456,27 @@ impl Event {
             Event::DnsRateLimited { .. } | Event::MacFlood { .. } | Event::DnsTcpLimit { .. } => {
                 Threat::Abuse
             }
+            Event::Abuse { .. }
+            | Event::Evicted {
+                reason: StationReason::Abuse,
+                ..
+            }
+            | Event::Banned {
+                reason: StationReason::Abuse,
+                ..
+            } => Threat::Abuse,
             Event::DhcpSpoofed { .. }
             | Event::ArpSpoofed { .. }
+            | Event::IpSpoofed { .. }
+            | Event::Alarm { .. }
+            | Event::Evicted {
+                reason: StationReason::Spoofing,
+                ..
+            }
+            | Event::Banned {
+                reason: StationReason::Spoofing,
+                ..
+            }
             | Event::SpoofingSuppressed { .. } => Threat::Spoofing,
             _ => Threat::Routine,
         }
@@ -470,6 +524,9 @@ impl Event {
             | Event::Waiting { mac }
             | Event::DhcpSpoofed { mac, .. }
             | Event::ArpSpoofed { mac, .. }
+            | Event::IpSpoofed { mac, .. }
+            | Event::Abuse { mac, .. }
+            | Event::Alarm { mac, .. }
             | Event::MacFlood { mac, .. }
             | Event::SpoofingSuppressed { mac, .. }
             | Event::FlowBlocked { mac, .. }
@@ -488,6 +545,7 @@ impl Event {
             Event::DnsRefused { reason, .. } => reason.as_str(),
             Event::FlowBlocked { why, .. } => why.as_str(),
             Event::DnsRebinding { why, .. } => why.as_str(),
+            Event::Abuse { cause, .. } | Event::Alarm { cause, .. } => cause,
             _ => return None,
         })
     }
@@ -659,6 +717,36 @@ impl Event {
                     (false, Some(o)) => visit("owner", Mac(*o)),
                     (false, None) => visit("owner", Str("none")),
                 }
+            }
+            Event::IpSpoofed { ip, owner, own, .. } => {
+                visit("ip", Ip(*ip));
+                match owner {
+                    Some(o) => visit("owner", Mac(*o)),
+                    None => visit("owner", Str("none")),
+                }
+                if let Some(own) = own {
+                    visit("own", Ip(*own));
+                }
+            }
+            Event::Abuse { cause, count, .. } => {
+                visit("cause", Str(cause));
+                visit("count", Num(u64::from(*count)));
+            }
+            Event::Alarm {
+                cause,
+                ip,
+                owner,
+                secs,
+                ..
+            } => {
+                visit("cause", Str(cause));
+                if let Some(ip) = ip {
+                    visit("ip", Ip(*ip));
+                }
+                if let Some(o) = owner {
+                    visit("owner", Mac(*o));
+                }
+                visit("secs", Num(*secs));
             }
             Event::MacFlood { port, macs, .. } => {
                 visit("port", Num(u64::from(*port)));

@@ -17,19 +17,24 @@ pub struct Record {
     pub seq: u64,
     pub at: WallTime,
     pub event: Event,
+    level: &'static str,
 }
 
 impl Record {
-    /// The syslog-style level: chatty events are debug, routine ones info, anything with
-    /// a threat grade a warning.
-    pub fn level(&self) -> &'static str {
-        if self.event.is_chatty() {
-            "debug"
-        } else if self.event.threat() == super::events::Threat::Routine {
-            "info"
-        } else {
-            "warning"
+    /// A record at the level the default policy gives `event`.
+    pub fn new(seq: u64, at: WallTime, event: Event) -> Record {
+        let level = super::threat::level_of(&event, &super::threat::ThreatPolicy::default());
+        Record {
+            seq,
+            at,
+            event,
+            level,
         }
+    }
+
+    /// The syslog-style level (see [`super::threat::level_of`]).
+    pub fn level(&self) -> &'static str {
+        self.level
     }
 }
 
@@ -61,9 +66,20 @@ impl Journal {
 
     /// Numbers and keeps `event` (forgetting the oldest beyond the bound).
     pub fn push(&mut self, at: WallTime, event: Event) -> Arc<Record> {
+        self.push_graded(at, event, &super::threat::ThreatPolicy::default())
+    }
+
+    /// [`Self::push`], at the level `policy` gives the event.
+    pub fn push_graded(
+        &mut self,
+        at: WallTime,
+        event: Event,
+        policy: &super::threat::ThreatPolicy,
+    ) -> Arc<Record> {
         let r = Arc::new(Record {
             seq: self.next,
             at,
+            level: super::threat::level_of(&event, policy),
             event,
         });
         self.next += 1;

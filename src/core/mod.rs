@@ -21,6 +21,7 @@ pub mod ports;
 pub mod ratelimit;
 pub mod settings;
 pub mod stations;
+pub mod threat;
 pub mod time;
 pub mod turned_away;
 pub mod window;
@@ -36,7 +37,7 @@ use std::time::Duration;
 
 use allow::{AllowList, LearnChange, LearnKey, Learned, RebindingGuard};
 use dns::{Record, RecordData};
-use events::{DhcpClaim, DnsRefusal, Event, FlowBlock};
+use events::{DhcpClaim, DnsRefusal, Event, FlowBlock, StationReason, Threat};
 use leases::{Binding, DhcpReply, DhcpRequest, LeaseChange, Leases};
 use outbox::{Deadline, DhcpOut, DhcpTransaction, DnsOut, DnsOutcome, Outbox, QueryId, Undo};
 use ports::Ports;
@@ -148,6 +149,8 @@ pub struct Provisioner {
     out: Outbox,
     /// The stations turned away lately (`provisionerctl clients`).
     turned_away: turned_away::TurnedAway,
+    /// What each client's violations, floods and spoofing have cost it.
+    grader: threat::Grader,
 }
 
 impl Provisioner {
@@ -170,6 +173,7 @@ impl Provisioner {
             events: Vec::new(),
             out: Outbox::default(),
             turned_away: turned_away::TurnedAway::default(),
+            grader: threat::Grader::new(s.threat.clone()),
             settings: s,
         }
     }
@@ -359,6 +363,7 @@ impl Provisioner {
         let actions = self.stations.set_policy(s.stations, now, &mut self.events);
         self.apply(actions, now);
         self.window.reconfigure(&s.window);
+        self.grader.set_policy(s.threat.clone());
         let old_allow = std::mem::replace(&mut self.allow, AllowList::new(&s.allow));
         self.guard = RebindingGuard::new(s.router, s.subnet, &s.protect, &self.router_addrs);
         // The limiters keep their state unless their rates changed.
@@ -680,6 +685,15 @@ impl Provisioner {
                     port: from.port,
                 });
             }
+            let owner = match claim {
+                DhcpClaim::Chaddr(m) | DhcpClaim::ClientId(m) => m,
+            };
+            self.sighted(
+                from.frame,
+                threat::Sighting::Spoof,
+                Cause::Spoof("dhcp_spoofed", req.ip(), Some(owner)),
+                now,
+            );
             return;
         }
         if matches!(req, DhcpRequest::Inform { .. }) {
@@ -703,7 +717,11 @@ impl Provisioner {
             return self.dhcp_while_waiting(req, to, now);
         }
         if self.stations.is_admitted(mac) {
-            self.serve_dhcp(req, to, now);
+            // Counted first: a flood's last message is not served (its sender is banned).
+            self.sighted(mac, threat::Sighting::Dhcp, Cause::Flood("dhcp_flood"), now);
+            if self.stations.is_admitted(mac) {
+                self.serve_dhcp(req, to, now);
+            }
         }
     }
 
@@ -801,7 +819,92 @@ impl Provisioner {
                 router,
             });
         }
+        if !stale {
+            let cause = Cause::Spoof("arp_spoofed", Some(ip), owner);
+            self.sighted(mac, threat::Sighting::Spoof, cause, now);
+        }
         self.emit();
+    }
+
+    /// An IP packet the kernel refused because no lease binds its source MAC and address
+    /// (sampled, from its log; `frame`: the source MAC). Another client's address, or a
+    /// second one besides the client's own, is spoofing; so is an address nobody holds,
+    /// but for the client's previous one (its lease ended as it spoke) and the addresses a
+    /// device uses before or without DHCP (0.0.0.0, link-local 169.254/16), which are
+    /// dropped without a word.
+    pub fn handle_ip_refused(&mut self, frame: MacAddr, ip: Ipv4Addr, now: Instant) {
+        let owner = self.leases.mac_of(ip, now).filter(|&o| o != frame);
+        let own = self.leases.binding_of(frame, now).map(|(ip, _)| ip);
+        let harmless = ip.is_unspecified()
+            || ip.is_link_local()
+            || (owner.is_none() && own.is_none() && self.leases.previous_ip(frame) == Some(ip));
+        if !harmless {
+            if self
+                .spoofs
+                .report(frame, ("ip", frame, ip), now, &mut self.events)
+            {
+                self.events.push(Event::IpSpoofed {
+                    mac: frame,
+                    ip,
+                    owner,
+                    own,
+                });
+            }
+            let cause = Cause::Spoof("ip_spoofed", Some(ip), owner);
+            self.sighted(frame, threat::Sighting::Spoof, cause, now);
+        }
+        self.emit();
+    }
+
+    /// Hands a sighting to the grader and carries out its verdict: a report is counted
+    /// (the grader keeps the count), abuse is reported and banned, spoofing suspended with
+    /// an alarm, as the policy says.
+    fn sighted(&mut self, mac: MacAddr, s: threat::Sighting, cause: Cause, now: Instant) {
+        let Some(v) = self.grader.observe(mac, s, now) else {
+            return;
+        };
+        if v.grade == Threat::Abuse {
+            let cause = match cause {
+                Cause::Flood(c) => c,
+                _ => "violations",
+            };
+            self.events.push(Event::Abuse {
+                mac,
+                cause,
+                count: v.count,
+            });
+        }
+        let Some(ban) = self.grader.policy().ban_of(v.response) else {
+            return;
+        };
+        let reason = match v.grade {
+            Threat::Spoofing => StationReason::Spoofing,
+            _ => StationReason::Abuse,
+        };
+        let actions = self
+            .stations
+            .ban_with(mac, ban, reason, now, &mut self.events);
+        self.apply(actions, now);
+        self.grader.banned(mac, v.response, now + ban);
+        if v.response == threat::Response::Suspend {
+            let (cause, ip, owner) = match cause {
+                Cause::Spoof(kind, ip, owner) => (kind, ip, owner),
+                Cause::Flood(c) => (c, None, None),
+                Cause::Violation => ("violations", None, None),
+            };
+            self.events.push(Event::Alarm {
+                mac,
+                cause,
+                ip,
+                owner,
+                secs: ban.as_secs(),
+            });
+        }
+    }
+
+    /// Violations reported against `mac` (`provisionerctl clients`, metrics).
+    pub fn violations(&self, mac: MacAddr) -> u64 {
+        self.grader.reported(mac)
     }
 
     /// A flow the kernel dropped and logged (sampled), from `src` (`frame`: the frame's
@@ -833,6 +936,7 @@ impl Provisioner {
                 why,
             });
         }
+        self.sighted(mac, threat::Sighting::Violation, Cause::Violation, now);
         self.emit();
     }
 
@@ -908,6 +1012,7 @@ impl Provisioner {
             .stations
             .unban(mac, now, &mut self.events)
             .ok_or(OrderError::NotBanned(mac))?;
+        self.grader.pardon(mac);
         self.apply(actions, now);
         self.emit();
         Ok(())
@@ -1004,6 +1109,10 @@ impl Provisioner {
         // The kernel times learned elements out by itself; this only forgets them.
         self.learned.expire(now);
         self.limits.forget_idle(now);
+        let stations = &self.stations;
+        self.grader.forget_idle(now, |mac| {
+            stations.is_admitted(mac) || stations.is_waiting(mac)
+        });
         self.refusals.report_due(now, &mut self.events);
         self.spoofs.report_due(now, &mut self.events);
         self.blocked.report_due(now, &mut self.events);
@@ -1041,8 +1150,14 @@ impl Provisioner {
         let Some(mac) = self.leases.mac_of(client, now) else {
             return DnsOutcome::Refused;
         };
-        if !self.limits.allow(mac, now, &mut self.events) {
-            return DnsOutcome::Refused;
+        match self.limits.allow(mac, now, &mut self.events) {
+            ratelimit::Verdict::Allowed => {}
+            ratelimit::Verdict::OverClient => {
+                let cause = Cause::Flood("dns_flood");
+                self.sighted(mac, threat::Sighting::DnsOverRate, cause, now);
+                return DnsOutcome::Refused;
+            }
+            ratelimit::Verdict::OverTotal => return DnsOutcome::Refused,
         }
         let reason = match qtype {
             QTYPE_A | QTYPE_AAAA if !self.allow.allows(name) => DnsRefusal::NotAllowed,
@@ -1062,6 +1177,7 @@ impl Provisioner {
                 reason,
             });
         }
+        self.sighted(mac, threat::Sighting::Violation, Cause::Violation, now);
         DnsOutcome::Refused
     }
 
@@ -1162,6 +1278,16 @@ fn check_ban(d: Duration) -> Result<(), OrderError> {
         return Err(OrderError::BanLength(d));
     }
     Ok(())
+}
+
+/// What a sighting was, for the events its verdict brings.
+#[derive(Clone, Copy)]
+enum Cause {
+    Violation,
+    /// Which flood (the `abuse` event's cause).
+    Flood(&'static str),
+    /// The spoofing event's kind, the address claimed, whose it is.
+    Spoof(&'static str, Option<Ipv4Addr>, Option<MacAddr>),
 }
 
 /// An Ethernet (802) MAC address.
@@ -1757,7 +1883,8 @@ mod tests {
 
     #[test]
     fn dhcp_that_speaks_for_another_mac_is_spoofing_and_changes_nothing() {
-        let mut core = started("");
+        // (Detection only: what spoofing costs is `spoofing_suspends_the_spoofer_...`.)
+        let mut core = started("config threat\n option spoofing report\n");
         let victim = lease(&mut core, mac(2), t(0));
         let _ = lease(&mut core, mac(1), t(0));
         events(&mut core);
@@ -1831,7 +1958,7 @@ mod tests {
 
     #[test]
     fn refused_arp_is_graded_by_what_it_claims() {
-        let mut core = started("");
+        let mut core = started("config threat\n option spoofing report\n");
         let a = lease(&mut core, mac(1), t(0));
         let b = lease(&mut core, mac(2), t(0));
         events(&mut core);
@@ -1993,6 +2120,155 @@ mod tests {
         drain(&mut core);
         assert!(events(&mut core).contains(
             &"event=flow_blocked_more mac=02:00:00:00:00:01 count=1 threat=violation".to_owned()
+        ));
+    }
+
+    #[test]
+    fn repeated_violations_ban_the_client_after_n_and_only_it() {
+        let mut core = started("config threat\n option violations 3\n option ban 5m\n");
+        let a = lease(&mut core, mac(1), t(0));
+        let b = lease(&mut core, mac(2), t(0));
+        events(&mut core);
+        let home = Ipv4Addr::new(192, 168, 1, 10);
+        let probe = |core: &mut Provisioner, m: MacAddr, src, port, at| {
+            core.handle_flow_blocked(Some(m), src, home, 6, Some(port), FlowBlock::NotWan, at);
+            drain(core)
+        };
+        assert!(probe(&mut core, mac(1), a, 22, t(1)).changes.is_empty());
+        assert!(probe(&mut core, mac(2), b, 22, t(1)).changes.is_empty());
+        assert!(probe(&mut core, mac(1), a, 23, t(2)).changes.is_empty());
+        assert_eq!(core.violations(mac(1)), 2);
+        events(&mut core);
+        let turn = probe(&mut core, mac(1), a, 80, t(3));
+        assert!(turn.changes.contains(&SetChange::Ban {
+            mac: mac(1),
+            timeout: secs(300)
+        }));
+        assert!(turn.changes.contains(&SetChange::Dismiss { mac: mac(1) }));
+        assert_eq!(
+            events(&mut core),
+            [
+                "event=flow_blocked mac=02:00:00:00:00:01 dst=192.168.1.10 proto=tcp port=80 why=not_wan threat=violation",
+                "event=abuse mac=02:00:00:00:00:01 cause=violations count=3 threat=abuse",
+                "event=evicted mac=02:00:00:00:00:01 reason=abuse age=3 threat=abuse",
+                "event=banned mac=02:00:00:00:00:01 secs=300 reason=abuse threat=abuse",
+            ]
+        );
+        // The other client, with fewer, stays; a refused name counts as a violation too.
+        assert_eq!(core.station_state(mac(2), t(3)), (true, None));
+        assert_eq!(
+            ask(&mut core, b, "evil.example", QTYPE_A, t(4)),
+            DnsOutcome::Refused
+        );
+        assert_eq!(core.violations(mac(2)), 2);
+        assert_eq!(core.station_state(mac(2), t(4)), (true, None));
+    }
+
+    #[test]
+    fn spoofing_suspends_the_spoofer_raises_one_alarm_and_spares_the_victim() {
+        let mut core = started("");
+        let a = lease(&mut core, mac(1), t(0));
+        let b = lease(&mut core, mac(2), t(0));
+        events(&mut core);
+        // What a device says before or without DHCP is no spoofing.
+        core.handle_ip_refused(mac(1), Ipv4Addr::UNSPECIFIED, t(1));
+        core.handle_ip_refused(mac(1), Ipv4Addr::new(169, 254, 7, 7), t(1));
+        assert!(drain(&mut core).changes.is_empty());
+        assert_eq!(events(&mut core), Vec::<String>::new());
+        // Client 1 sends from client 2's address.
+        core.handle_ip_refused(mac(1), b, t(2));
+        let turn = drain(&mut core);
+        assert!(turn.changes.contains(&SetChange::Ban {
+            mac: mac(1),
+            timeout: secs(86_400)
+        }));
+        assert_eq!(
+            events(&mut core),
+            [
+                format!(
+                    "event=ip_spoofed mac=02:00:00:00:00:01 ip={b} owner=02:00:00:00:00:02 own={a} threat=spoofing"
+                ),
+                "event=evicted mac=02:00:00:00:00:01 reason=spoofing age=2 threat=spoofing"
+                    .to_owned(),
+                "event=banned mac=02:00:00:00:00:01 secs=86400 reason=spoofing threat=spoofing"
+                    .to_owned(),
+                format!(
+                    "event=alarm mac=02:00:00:00:00:01 cause=ip_spoofed ip={b} owner=02:00:00:00:00:02 secs=86400 threat=spoofing"
+                ),
+            ]
+        );
+        // Again (its frames still reach the kernel's log): no second alarm, no new ban.
+        core.handle_arp_refused(Some(mac(1)), mac(1), core.settings.router, t(3));
+        assert!(drain(&mut core).changes.is_empty());
+        assert!(
+            !events(&mut core)
+                .iter()
+                .any(|e| e.contains("alarm") || e.contains("banned"))
+        );
+        // The victim keeps its spot and its address.
+        assert_eq!(core.station_state(mac(2), t(3)), (true, None));
+        assert_eq!(
+            ask(&mut core, b, "ok.example", QTYPE_A, t(3)),
+            DnsOutcome::Resolve { mac: mac(2) }
+        );
+        // Alarm events are at alarm level.
+        let alarm = Event::Alarm {
+            mac: mac(1),
+            cause: "ip_spoofed",
+            ip: Some(b),
+            owner: Some(mac(2)),
+            secs: 86_400,
+        };
+        assert_eq!(
+            threat::level_of(&alarm, &threat::ThreatPolicy::default()),
+            "alarm"
+        );
+    }
+
+    #[test]
+    fn floods_of_dns_and_dhcp_ban_the_flooder() {
+        let mut s = Settings::from(&cfg(
+            "config window\n option mode always\nconfig threat\n option dns_flood 5\n option dhcp_flood 6\n",
+        ));
+        s.client_qps = 2;
+        let mut core = Provisioner::new(&s);
+        core.handle_timeout(t(0), NOON);
+        drain(&mut core);
+        let a = lease(&mut core, mac(1), t(0));
+        events(&mut core);
+        let mut over = 0;
+        while core.station_state(mac(1), t(1)).0 {
+            assert!(over < 50, "never banned");
+            ask(&mut core, a, "ok.example", QTYPE_A, t(1));
+            over += 1;
+        }
+        let ev = events(&mut core);
+        assert!(
+            ev.contains(
+                &"event=abuse mac=02:00:00:00:00:01 cause=dns_flood count=5 threat=abuse"
+                    .to_owned()
+            ),
+            "{ev:?}"
+        );
+        assert!(
+            ev.iter()
+                .any(|e| e.starts_with("event=banned mac=02:00:00:00:00:01 secs=600 reason=abuse"))
+        );
+        // DHCP: the lease took two messages; three more are served, the sixth within the
+        // window is a flood and is not.
+        let _ = lease(&mut core, mac(2), t(10));
+        let discover = DhcpRequest::Discover {
+            mac: mac(2),
+            requested: None,
+        };
+        for _ in 0..3 {
+            assert!(dhcp(&mut core, discover, t(11)).reply.is_some());
+        }
+        let turn = dhcp(&mut core, discover, t(11));
+        assert_eq!(turn.reply, None);
+        assert_eq!(core.station_state(mac(2), t(11)), (false, Some(secs(600))));
+        assert!(events(&mut core).contains(
+            &"event=abuse mac=02:00:00:00:00:02 cause=dhcp_flood count=6 threat=abuse".to_owned()
         ));
     }
 

@@ -58,6 +58,16 @@ fn quota(qps: u32) -> Quota {
     Quota::per_second(qps).allow_burst(qps.saturating_mul(NonZeroU32::new(2).expect("2")))
 }
 
+/// What [`DnsLimits::allow`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    /// Over the client's own rate: its doing (counted towards a flood).
+    OverClient,
+    /// Over the network's: not this client's doing alone.
+    OverTotal,
+}
+
 impl DnsLimits {
     pub fn new(client_qps: u32, total_qps: u32) -> Self {
         let clock = CoreClock::default();
@@ -77,13 +87,17 @@ impl DnsLimits {
 
     /// Whether `mac` may ask now. A refusal is reported on `events` at most once per client
     /// per [`REPORT_EVERY`], with the count refused since the last report.
-    pub fn allow(&mut self, mac: MacAddr, now: Instant, events: &mut Vec<Event>) -> bool {
+    pub fn allow(&mut self, mac: MacAddr, now: Instant, events: &mut Vec<Event>) -> Verdict {
         self.clock.set(now);
         // The client's own limit first, so one flooding client does not use up the
         // network's budget for the others.
-        if self.per_client.check_key(&mac).is_ok() && self.total.check().is_ok() {
-            return true;
-        }
+        let verdict = if self.per_client.check_key(&mac).is_err() {
+            Verdict::OverClient
+        } else if self.total.check().is_err() {
+            Verdict::OverTotal
+        } else {
+            return Verdict::Allowed;
+        };
         let (last, refused) = self.flooding.entry(mac).or_insert((None, 0));
         *refused += 1;
         if last.is_none_or(|l| now.saturating_since(l) >= REPORT_EVERY) {
@@ -94,7 +108,7 @@ impl DnsLimits {
             *last = Some(now);
             *refused = 0;
         }
-        false
+        verdict
     }
 
     /// Drops state of clients that have been quiet (keeps memory bounded).
@@ -225,13 +239,17 @@ mod tests {
         let t0 = Instant::from_millis(1_000_000);
         // The burst (2 s worth) passes, then the limit holds.
         let ev = &mut vec![];
-        let passed = (0..100).filter(|_| l.allow(mac(1), t0, ev)).count();
+        let passed = (0..100)
+            .filter(|_| l.allow(mac(1), t0, ev) == Verdict::Allowed)
+            .count();
         assert_eq!(passed, 20);
         // Another client is not affected.
-        assert!(l.allow(mac(2), t0, ev));
+        assert_eq!(l.allow(mac(2), t0, ev), Verdict::Allowed);
         // After a second, ten more.
         let t1 = t0 + Duration::from_secs(1);
-        let passed = (0..100).filter(|_| l.allow(mac(1), t1, ev)).count();
+        let passed = (0..100)
+            .filter(|_| l.allow(mac(1), t1, ev) == Verdict::Allowed)
+            .count();
         assert_eq!(passed, 10);
     }
 
@@ -308,8 +326,10 @@ mod tests {
         let mut l = DnsLimits::new(100, 10);
         let t0 = Instant::from_millis(1_000_000);
         let passed = (0..40u8)
-            .filter(|i| l.allow(mac(*i), t0, &mut vec![]))
+            .filter(|i| l.allow(mac(*i), t0, &mut vec![]) == Verdict::Allowed)
             .count();
         assert_eq!(passed, 20);
+        // Over the network's limit is no client's flood.
+        assert_eq!(l.allow(mac(50), t0, &mut vec![]), Verdict::OverTotal);
     }
 }

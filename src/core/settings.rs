@@ -32,6 +32,8 @@ pub struct Settings {
     /// DNS questions per second, per client and for all.
     pub client_qps: u32,
     pub total_qps: u32,
+    /// What violations, floods and spoofing cost a client.
+    pub threat: super::threat::ThreatPolicy,
 }
 
 impl Settings {

@@ -426,15 +426,26 @@ impl Stations {
         now: Instant,
         events: &mut Vec<Event>,
     ) -> Option<Vec<Action>> {
+        self.evict_for(mac, ban, StationReason::Operator, now, events)
+    }
+
+    fn evict_for(
+        &mut self,
+        mac: MacAddr,
+        ban: Option<Duration>,
+        reason: StationReason,
+        now: Instant,
+        events: &mut Vec<Event>,
+    ) -> Option<Vec<Action>> {
         let c = self.clients.remove(&mac)?;
         events.push(Event::Evicted {
             mac,
-            reason: StationReason::Operator,
+            reason,
             age: now.saturating_since(c.admitted).as_secs(),
         });
         let mut out = vec![Action::Disconnect(mac)];
         if let Some(d) = ban {
-            self.ban_for(mac, d, StationReason::Operator, now, &mut out, events);
+            self.ban_for(mac, d, reason, now, &mut out, events);
         }
         Some(out)
     }
@@ -449,21 +460,28 @@ impl Stations {
         now: Instant,
         events: &mut Vec<Event>,
     ) -> Vec<Action> {
+        self.ban_with(mac, duration, StationReason::Operator, now, events)
+    }
+
+    /// Bans a MAC, client or not, for `duration` from now for `reason` (the operator, a
+    /// threat response), replacing a ban it has: a client is evicted (for the same
+    /// reason), a newcomer waiting for a spot turned away.
+    pub fn ban_with(
+        &mut self,
+        mac: MacAddr,
+        duration: Duration,
+        reason: StationReason,
+        now: Instant,
+        events: &mut Vec<Event>,
+    ) -> Vec<Action> {
         let mut out = self
-            .evict_by_operator(mac, None, now, events)
+            .evict_for(mac, None, reason, now, events)
             .unwrap_or_default();
         if self.waiting.remove(&mac).is_some() {
-            Self::turn_away(mac, StationReason::Operator, &mut out, events);
+            Self::turn_away(mac, reason, &mut out, events);
         }
         self.departed.remove(&mac);
-        self.ban_for(
-            mac,
-            duration,
-            StationReason::Operator,
-            now,
-            &mut out,
-            events,
-        );
+        self.ban_for(mac, duration, reason, now, &mut out, events);
         out
     }
 
