@@ -202,10 +202,12 @@ impl<'a> MakeWriter<'a> for Syslog {
     }
 
     fn make_writer_for(&'a self, meta: &Metadata<'_>) -> SyslogLine<'a> {
-        SyslogLine {
-            to: self,
-            pri: Syslog::priority(meta.level()),
-        }
+        // The audit log's errors are its alarms (spoofing suspended): alert, not err.
+        let pri = match (meta.target(), *meta.level()) {
+            ("audit", Level::ERROR) => 3 << 3 | 1,
+            (_, level) => Syslog::priority(&level),
+        };
+        SyslogLine { to: self, pri }
     }
 }
 

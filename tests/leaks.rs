@@ -338,7 +338,11 @@ fn leak_pairs() {
 #[test]
 fn spoofed_source_ip_and_mac() {
     let rig = Rig::new(1);
-    let _daemon = rig.start_daemon(&config(""));
+    // The data plane alone: by default the first spoofed packet would also suspend the
+    // client (tests/threat.rs), and the twins below need it admitted.
+    let _daemon = rig.start_daemon(&config(
+        "config threat 'threat'\n\toption spoofing 'report'\n",
+    ));
     let c1 = rig.dhcp(1).expect("lease");
     let (r, cl1) = (rig.router(), rig.client(1));
     let mac1 = "02:00:00:00:00:01";

@@ -1183,6 +1183,54 @@ config allow
     }
 
     #[test]
+    fn threat_section_defaults_values_and_errors() {
+        use crate::core::threat::{Response, ThreatPolicy};
+        let base = "config network\n option interface p\n option wan w\n";
+        let c = uci(base).unwrap();
+        assert_eq!(c.threat.policy, ThreatPolicy::default());
+        assert_eq!(
+            (c.threat.alarm_command, c.threat.alarm_timeout),
+            (None, SECS(10))
+        );
+        let c = uci(&format!(
+            "{base}config threat\n option violation ban\n option spoofing report\n option violations 3\n option window 30s\n option suspend 6h\n option alarm_command 'logger x'\n"
+        ))
+        .unwrap();
+        let p = &c.threat.policy;
+        assert_eq!(
+            (p.violation, p.spoofing, p.abuse),
+            (Response::Ban, Response::Report, Response::Ban)
+        );
+        assert_eq!(
+            (p.violations, p.window, p.suspend),
+            (3, SECS(30), SECS(6 * 3600))
+        );
+        assert_eq!(c.threat.alarm_command.as_deref(), Some("logger x"));
+        for (bad, want) in [
+            (
+                " option violation bogus\n",
+                "5: option 'violation': 'bogus' is not a response",
+            ),
+            (" option violations 0\n", "5: option 'violations'"),
+            (" option dhcp_flood 2\n", "5: option 'dhcp_flood'"),
+            (" option suspend 40d\n", "5: option 'suspend'"),
+            (
+                " option alarm_command ' '\n",
+                "5: option 'alarm_command': is empty",
+            ),
+            (
+                " option alarm 'x'\n",
+                "5: option 'alarm': unknown option in section threat",
+            ),
+        ] {
+            let e = uci(&format!("{base}config threat\n{bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
     fn radio_section() {
         let base = "config network\n option interface prov0\n option wan wan0\n";
         let c = uci(base).unwrap();

@@ -84,6 +84,12 @@ fn clients(c: &Clients) -> String {
         if let Some(left) = r.ban_left {
             let _ = write!(note, "ban ends in {}", secs(left));
         }
+        if r.violations > 0 {
+            if !note.is_empty() {
+                note.push_str("; ");
+            }
+            let _ = write!(note, "{} violations", r.violations);
+        }
         if let Some(reason) = &r.reason {
             if !note.is_empty() {
                 note.push_str("; ");
@@ -326,6 +332,7 @@ mod tests {
             packets_up: 0,
             packets_down: 0,
             ban_left: None,
+            violations: 0,
             reason: None,
             turned_away_at: None,
         };
@@ -340,6 +347,7 @@ mod tests {
                     bytes_down: 1_234_567,
                     packets_up: 410,
                     packets_down: 905,
+                    violations: 3,
                     ..base("02:00:00:00:00:01", StationKind::Admitted)
                 },
                 base("02:00:00:00:00:02", StationKind::Waiting),
@@ -359,7 +367,7 @@ mod tests {
         assert_eq!(
             reply(&Reply::Clients(c)),
             "MAC                IP               STATE        ADMITTED AT                AGE  SESSION LEFT         UP       DOWN   PKTS UP   PKTS DN  NOTE\n\
-             02:00:00:00:00:01  192.168.250.2    admitted     2025-03-01T12:00:05Z     1m15s        13m45s    52.3 kB     1.2 MB       410       905\n\
+             02:00:00:00:00:01  192.168.250.2    admitted     2025-03-01T12:00:05Z     1m15s        13m45s    52.3 kB     1.2 MB       410       905  3 violations\n\
              02:00:00:00:00:02  -                waiting      -                            -             -        0 B        0 B         0         0\n\
              02:00:00:00:00:03  -                banned       -                            -             -        0 B        0 B         0         0  ban ends in 4m59s; turned away: full at 2025-03-01T12:01:00Z\n\
              02:00:00:00:00:04  -                turned_away  -                            -             -        0 B        0 B         0         0  turned away: window_closed at 2025-03-01T11:59:00Z\n"

@@ -225,6 +225,9 @@ pub struct StationRow {
     pub packets_down: u64,
     /// Seconds its ban has left.
     pub ban_left: Option<u64>,
+    /// Policy violations reported against it (refused names, blocked flows).
+    #[serde(default)]
+    pub violations: u64,
     /// Turned away: why (`full`, `window_closed`, `banned`, ...) and when (RFC 3339).
     pub reason: Option<String>,
     pub turned_away_at: Option<String>,
@@ -657,6 +660,7 @@ mod tests {
                 packets_up: 0,
                 packets_down: 0,
                 ban_left: None,
+                violations: 0,
                 reason: Some("full".into()),
                 turned_away_at: Some("2025-03-01T12:00:00Z".into()),
             }],

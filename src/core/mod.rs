@@ -907,6 +907,11 @@ impl Provisioner {
         self.grader.reported(mac)
     }
 
+    /// Violations reported since the start.
+    pub fn violations_total(&self) -> u64 {
+        self.grader.total()
+    }
+
     /// A flow the kernel dropped and logged (sampled), from `src` (`frame`: the frame's
     /// source MAC, if the log had it). Reported once per client, destination and minute;
     /// repeats are counted into one summary. A source no lease binds is not a client's.

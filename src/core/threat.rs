@@ -170,6 +170,8 @@ pub struct Grader {
     /// does (a banned spoofer's ARP still reaches the kernel's log) costs nothing more
     /// unless it calls for a stronger response.
     in_force: HashMap<MacAddr, (Response, Instant)>,
+    /// Violations reported since the start.
+    total: u64,
 }
 
 /// Counts `now` into `times` (those older than `window` forgotten); whether that makes
@@ -197,6 +199,7 @@ impl Grader {
             policy,
             tallies: HashMap::new(),
             in_force: HashMap::new(),
+            total: 0,
         }
     }
 
@@ -240,6 +243,7 @@ impl Grader {
         }
         if s == Sighting::Violation {
             t.reported += 1;
+            self.total += 1;
         }
         Some(Verdict {
             grade,
@@ -261,6 +265,11 @@ impl Grader {
     /// An operator lifted `mac`'s ban: its next sighting is judged afresh.
     pub fn pardon(&mut self, mac: MacAddr) {
         self.in_force.remove(&mac);
+    }
+
+    /// Violations reported since the start, by anyone.
+    pub fn total(&self) -> u64 {
+        self.total
     }
 
     /// Violations reported against `mac`.

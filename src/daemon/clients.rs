@@ -62,6 +62,7 @@ impl Daemon {
                 packets_up: t.up.packets,
                 packets_down: t.down.packets,
                 ban_left: None,
+                violations: self.provisioner.violations(mac),
                 reason: None,
                 turned_away_at: None,
             }

@@ -33,6 +33,10 @@ pub struct Gauges {
     /// Bytes and packets of the current bindings, from the kernel (`None`: unreadable).
     pub traffic: Option<[(u64, u64); 2]>,
     pub journal_next: u64,
+    /// Policy violations reported since the start (each refused question, each sampled
+    /// blocked flow), and by the current clients.
+    pub violations: u64,
+    pub client_violations: u64,
 }
 
 impl Metrics {
@@ -89,6 +93,11 @@ impl Metrics {
             u64::from(g.window_open),
         );
         gauge(
+            "provisioner_client_violations",
+            "Violations reported against the current clients.",
+            g.client_violations,
+        );
+        gauge(
             "provisioner_uptime_seconds",
             "Seconds since the daemon started.",
             g.uptime.as_secs(),
@@ -97,6 +106,11 @@ impl Metrics {
             "provisioner_events_logged",
             "Audit events numbered so far.",
             g.journal_next.saturating_sub(1),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP provisioner_violations_total Policy violations reported (refused questions, sampled blocked flows).\n# TYPE provisioner_violations_total counter\nprovisioner_violations_total {}",
+            g.violations
         );
         let _ = writeln!(
             out,

@@ -3,6 +3,7 @@
 //! own: the loop (here), its sockets and listeners ([`sockets`]), and what it asks of the
 //! system ([`system`]).
 
+mod alarm;
 mod allow;
 mod clients;
 mod metrics;
@@ -117,6 +118,8 @@ struct Daemon {
     /// Audit lines as JSON objects (`--log-format json`) rather than key=value.
     json_log: bool,
     metrics: metrics::Metrics,
+    /// Runs `threat alarm_command` for each alarm (`None`: none configured).
+    alarms: Option<(alarm::Alarms, String, std::time::Duration)>,
     /// Connections of ended bindings are ended beside the loop, reported back here.
     flows: Option<crate::firewall::FlowEnder>,
     flows_done: mpsc::UnboundedReceiver<crate::firewall::FlowsEnded>,
@@ -242,6 +245,7 @@ impl Daemon {
             feed,
             json_log,
             metrics: metrics::Metrics::default(),
+            alarms: None,
             flows,
             flows_done,
             metrics_task,
@@ -250,6 +254,7 @@ impl Daemon {
             config_loaded: std::time::SystemTime::now(),
             checks: 0,
         };
+        d.set_alarms();
         d.audit(Event::ConfigLoaded {
             file: d.paths.config.display().to_string().into(),
         });
@@ -399,6 +404,24 @@ impl Daemon {
         }
     }
 
+    /// The alarm command's thread, as the config has it (started, replaced or stopped
+    /// when the command or its timeout changed).
+    fn set_alarms(&mut self) {
+        let t = &self.cfg.threat;
+        let want = t.alarm_command.clone().map(|c| (c, t.alarm_timeout));
+        let have = self.alarms.as_ref().map(|(_, c, d)| (c.clone(), *d));
+        if want == have {
+            return;
+        }
+        self.alarms = want.and_then(|(c, d)| match alarm::Alarms::start(c.clone(), d) {
+            Ok(a) => Some((a, c, d)),
+            Err(e) => {
+                warn!("threat alarm_command: cannot start its thread: {e}; alarms are logged only");
+                None
+            }
+        });
+    }
+
     /// Isolates the bridge ports that are not yet (retried by the next check).
     fn isolate(&mut self) {
         for e in isolate_ports(&mut self.segment) {
@@ -415,7 +438,12 @@ impl Daemon {
             debug!(target: "audit", "{e}");
             return;
         }
-        let r = self.journal.push(WallTime::now(), e);
+        let r = self
+            .journal
+            .push_graded(WallTime::now(), e, &self.provisioner.settings().threat);
+        if let (Event::Alarm { .. }, Some((alarms, _, _))) = (&r.event, &self.alarms) {
+            alarms.raise(EventLine::from(&*r));
+        }
         let line = (self.json_log || self.feed.receiver_count() > 0).then(|| EventLine::from(&*r));
         match (&line, self.json_log) {
             (Some(l), true) => audit_line(r.level(), &l.to_json()),
@@ -644,6 +672,8 @@ impl Daemon {
             uptime: now.saturating_since(self.started),
             traffic,
             journal_next: self.journal.next_seq(),
+            violations: p.violations_total(),
+            client_violations: snap.clients.iter().map(|(c, _)| p.violations(c.mac)).sum(),
         };
         Reply::Metrics(protocol::MetricsText {
             text: self.metrics.render(&gauges),
@@ -785,6 +815,10 @@ impl Daemon {
                     self.provisioner
                         .handle_arp_refused(l.src, arp.sender_mac, arp.sender_ip, now);
                 }
+            } else if l.prefix == nflog::PREFIX_SPOOF {
+                if let (Some(mac), Some(f)) = (l.src, nflog::Flow::parse(&l.payload)) {
+                    self.provisioner.handle_ip_refused(mac, f.src, now);
+                }
             } else if let Some(why) = l
                 .prefix
                 .strip_prefix(nflog::PREFIX_FLOW)
@@ -887,6 +921,7 @@ impl Daemon {
         }
         warn_not_enforced(&new);
         self.cfg = new;
+        self.set_alarms();
         Ok(())
     }
 
@@ -932,6 +967,7 @@ fn serve_metrics(addr: SocketAddrV4, orders: &mpsc::Sender<Order>) -> Option<Joi
 /// An audit line at its level (target `audit`, which the JSON log writes as it is).
 fn audit_line(level: &str, line: &dyn std::fmt::Display) {
     match level {
+        "alarm" => tracing::error!(target: "audit", "{line}"),
         "warning" => warn!(target: "audit", "{line}"),
         _ => info!(target: "audit", "{line}"),
     }

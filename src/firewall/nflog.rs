@@ -20,6 +20,9 @@ pub const GROUP: u16 = 0x5052;
 /// Prefix of the ARP table's rule for a sender that no lease binds.
 pub const PREFIX_ARP: &str = "provisioner arp";
 
+/// Prefix of the guard's rule for an IP packet whose source MAC and address no lease binds.
+pub const PREFIX_SPOOF: &str = "provisioner spoof";
+
 /// Prefixes of the rules that log a refused flow from a client (sampled), ending in why
 /// it was refused (a [`crate::core::events::FlowBlock`]'s name).
 pub const PREFIX_FLOW: &str = "provisioner flow ";

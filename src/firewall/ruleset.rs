@@ -382,6 +382,14 @@ impl Ruleset {
             settings: &["size 1024", "timeout 1m"],
             elements: Vec::new(),
         });
+        // Clients whose packets from an address not theirs were logged lately.
+        sets.push(Set {
+            name: "spoof_logged",
+            key: "ether_addr",
+            flags: "dynamic,timeout",
+            settings: &["size 1024", "timeout 1m"],
+            elements: Vec::new(),
+        });
         // Each client's traffic, counted per element as it is forwarded (the elements follow
         // the bindings; their counts are carried over by `Ruleset::with_counters`).
         let counted: Vec<_> = leases
@@ -430,6 +438,13 @@ impl Ruleset {
                     ),
                     r("ether saddr != @clients counter drop comment \"not an admitted client\""),
                     r("ether saddr . ip saddr @leases return"),
+                    // The daemon grades what it was (another client's address, a second
+                    // one, nobody's): spoofing, sampled as refused flows are.
+                    format!(
+                        "update @spoof_logged {{ ether saddr limit rate 2/second burst 4 packets }} limit rate 64/second log prefix \"{}\" group {}",
+                        nflog::PREFIX_SPOOF,
+                        nflog::GROUP
+                    ),
                     r("counter drop comment \"MAC/IP pair without a lease\""),
                 ],
             },
@@ -895,7 +910,9 @@ config allow 'ntp'
                 .chains
                 .iter()
                 .flat_map(|c| &c.rules)
-                .any(|r| r.contains("limit rate") && !r.contains(nflog::PREFIX_FLOW))
+                .any(|r| r.contains("limit rate")
+                    && !r.contains(nflog::PREFIX_FLOW)
+                    && !r.contains(nflog::PREFIX_SPOOF))
         );
         assert!(!plain.inet.sets.iter().any(|s| s.name.starts_with("rate_")));
         for name in ["forward_from_prov", "forward_to_prov"] {
