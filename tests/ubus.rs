@@ -133,7 +133,7 @@ fn ubus_calls_reach_the_daemon_and_bad_ones_change_nothing() {
     }
     for typed in [
         r#""evict":{"mac":"String","ban":"Integer"}"#,
-        r#""window":{"action":"String","secs":"Integer"}"#,
+        r#""window":{"action":"String","secs":"Integer","for":"Array","count":"Integer"}"#,
         r#""allow_add":{"name":"String","domain":"Array","address":"Array","proto":"String","port":"Array"}"#,
         r#""allow_remove":{"name":"Array"}"#,
         r#""events":{"since":"Integer"}"#,

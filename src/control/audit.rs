@@ -200,7 +200,10 @@ mod tests {
         let r = Record {
             seq: 3,
             at: WallTime(0),
-            event: Event::WindowOpened { secs: Some(900) },
+            event: Event::WindowOpened {
+                secs: Some(900),
+                expected: None,
+            },
         };
         assert_eq!(r.event.to_string(), "event=window_opened secs=900");
         assert_eq!(
