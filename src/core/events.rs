@@ -839,6 +839,18 @@ mod tests {
             },
             Event::Admitted { mac, age: 0 },
             Event::LeaseGranted { mac, ip },
+            Event::WindowClosed {
+                why: WindowClosure::Completed,
+            },
+            Event::SetupCompleted {
+                mac,
+                done: 1,
+                count: 2,
+            },
+            Event::TurnedAway {
+                mac,
+                reason: StationReason::NotExpected,
+            },
         ] {
             let mut shown = None;
             e.fields(&mut |k, v| {
@@ -848,5 +860,32 @@ mod tests {
             });
             assert_eq!(e.reason().map(str::to_owned), shown, "{e}");
         }
+    }
+
+    #[test]
+    fn a_window_for_devices_says_which_and_why_it_closed() {
+        let opened = Event::WindowOpened {
+            secs: Some(600),
+            expected: Some((
+                Arc::from(
+                    &[
+                        "00:11:22:33:44:55".parse::<MacPrefix>().unwrap(),
+                        "00:11:2".parse().unwrap(),
+                    ][..],
+                ),
+                2,
+            )),
+        };
+        assert_eq!(
+            opened.to_string(),
+            "event=window_opened secs=600 for=00:11:22:33:44:55,00:11:2 count=2"
+        );
+        assert_eq!(
+            Event::WindowClosed {
+                why: WindowClosure::Timeout
+            }
+            .to_string(),
+            "event=window_closed why=timeout"
+        );
     }
 }
