@@ -12,6 +12,7 @@ use provisioner::config::value;
 use provisioner::control::{self, Reply, Request, human, protocol};
 use provisioner::core::MacAddr;
 use provisioner::core::Snapshot;
+use provisioner::core::oui::MacPrefix;
 use provisioner::core::time::Instant;
 use provisioner::daemon;
 use provisioner::firewall::{Firewall, Ruleset};
@@ -175,9 +176,24 @@ enum WindowAction {
     Open {
         #[arg(value_parser = parse_window)]
         duration: Option<Duration>,
+        /// Only for this device: a full MAC (00:11:22:33:44:55) or a vendor prefix
+        /// (00:11:22, 00:11:22:3); may be given several times. Other stations are turned
+        /// away (not_expected), and the window closes when the devices completed (left
+        /// after reaching their cloud) or its time runs out, whichever is first.
+        #[arg(long = "for", value_name = "MAC|OUI", value_parser = parse_prefix)]
+        for_: Vec<MacPrefix>,
+        /// How many of the devices named with --for must complete before the window
+        /// closes (default 1).
+        #[arg(long, value_name = "N", requires = "for_", value_parser = clap::value_parser!(u32).range(1..))]
+        count: Option<u32>,
     },
     /// Close it: the SSID goes down, clients are disconnected.
     Close,
+}
+
+fn parse_prefix(s: &str) -> Result<MacPrefix, String> {
+    s.parse()
+        .map_err(|e: provisioner::core::oui::BadPrefix| e.to_string())
 }
 
 fn parse_mac(s: &str) -> Result<MacAddr, String> {
@@ -337,9 +353,16 @@ fn provisionerctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
     let request = match args.command {
         CtlCommand::Status => Request::Status,
         CtlCommand::Window {
-            action: WindowAction::Open { duration },
+            action:
+                WindowAction::Open {
+                    duration,
+                    for_,
+                    count,
+                },
         } => Request::WindowOpen {
             secs: secs(duration),
+            for_,
+            count,
         },
         CtlCommand::Window {
             action: WindowAction::Close,

@@ -292,3 +292,51 @@ fn print_config_is_what_a_shell_evals() {
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_clients"));
 }
+
+#[test]
+fn window_open_for_devices_asks_for_them_and_bad_input_asks_nothing() {
+    let window = r#"{"version":1,"window":{"open":true,"secs_left":900,"for":["00:11:22:33:44:55","00:11:23"],"count":2,"done":0}}"#;
+    let (asked, out) = ctl_against(
+        "for",
+        &[
+            "window",
+            "open",
+            "--for",
+            "00:11:22:33:44:55",
+            "--for",
+            "00-11-23",
+            "--count",
+            "2",
+        ],
+        &format!("{window}\n"),
+    );
+    assert_eq!(
+        asked.trim_end(),
+        r#"{"version":1,"request":{"window_open":{"secs":null,"for":["00:11:22:33:44:55","00:11:23"],"count":2}}}"#
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "window open for 00:11:22:33:44:55, 00:11:23 (0 of 2 done), closes in 15m\n"
+    );
+    // Usage errors (exit 2) before any socket is opened: the path does not exist, so a
+    // request would have failed with exit 3 instead.
+    for (args, says) in [
+        (&["--for", "00:11:zz"][..], "'00:11:zz' is not a MAC prefix"),
+        (
+            &["--for", "00:11:22", "--count", "0"][..],
+            "0 is not in 1..",
+        ),
+        (&["--count", "2"][..], "--for"),
+    ] {
+        let out = provisioner()
+            .args(["provisionerctl", "-s", "/nonexistent/provisioner.sock"])
+            .args(["window", "open"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

@@ -274,7 +274,10 @@ fn the_window_opens_on_demand_and_closing_it_disconnects() {
         reply,
         Reply::Window(WindowState {
             open: true,
-            secs_left: Some(300)
+            secs_left: Some(300),
+            for_: Vec::new(),
+            count: None,
+            done: None,
         })
     );
     d.wait_line("event=window_opened secs=300", LOG).unwrap();

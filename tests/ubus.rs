@@ -133,7 +133,7 @@ fn ubus_calls_reach_the_daemon_and_bad_ones_change_nothing() {
     }
     for typed in [
         r#""evict":{"mac":"String","ban":"Integer"}"#,
-        r#""window":{"action":"String","secs":"Integer"}"#,
+        r#""window":{"action":"String","secs":"Integer","for":"Array","count":"Integer"}"#,
         r#""allow_add":{"name":"String","domain":"Array","address":"Array","proto":"String","port":"Array"}"#,
         r#""allow_remove":{"name":"Array"}"#,
         r#""events":{"since":"Integer"}"#,
@@ -199,6 +199,19 @@ fn ubus_calls_reach_the_daemon_and_bad_ones_change_nothing() {
     assert_eq!(error(&r).0, "refused", "{r}");
     let r = bus.provisioner("window", r#"{"action":"reboot"}"#);
     assert_eq!(error(&r).0, "usage", "{r}");
+    // A window for one device: a malformed MAC is usage; with mode 'always' the window is
+    // open for everyone, and one for a device only is refused, saying why.
+    let r = bus.provisioner("window", r#"{"action":"open","for":["00:11:zz"]}"#);
+    let (kind, message) = error(&r);
+    assert_eq!(kind, "usage", "{r}");
+    assert!(message.contains("not a MAC prefix"), "{r}");
+    let r = bus.provisioner(
+        "window",
+        r#"{"action":"open","for":["00:11:22:33:44:55"],"count":1}"#,
+    );
+    let (kind, message) = error(&r);
+    assert_eq!(kind, "refused", "{r}");
+    assert!(message.contains("always open"), "{r}");
 
     // Hostile strings are judged as what they stand for, refused as usage, and change
     // nothing: no shell runs them, no option is taken from them.

@@ -197,7 +197,14 @@ mod tests {
 
     #[test]
     fn the_log_line_is_the_events_display() {
-        let r = Record::new(3, WallTime(0), Event::WindowOpened { secs: Some(900) });
+        let r = Record::new(
+            3,
+            WallTime(0),
+            Event::WindowOpened {
+                secs: Some(900),
+                expected: None,
+            },
+        );
         assert_eq!(r.event.to_string(), "event=window_opened secs=900");
         assert_eq!(
             EventLine::from(&r).to_string(),

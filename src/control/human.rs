@@ -118,9 +118,20 @@ fn clients(c: &Clients) -> String {
 }
 
 fn window(w: &WindowState) -> String {
+    let mut open = String::from("open");
+    if !w.for_.is_empty() {
+        let named: Vec<String> = w.for_.iter().map(|p| p.to_string()).collect();
+        let _ = write!(
+            open,
+            " for {} ({} of {} done)",
+            named.join(", "),
+            w.done.unwrap_or(0),
+            w.count.unwrap_or(1)
+        );
+    }
     match (w.open, w.secs_left) {
-        (true, Some(left)) => format!("open, closes in {}", secs(left)),
-        (true, None) => "open".into(),
+        (true, Some(left)) => format!("{open}, closes in {}", secs(left)),
+        (true, None) => open,
         (false, _) => "closed".into(),
     }
 }
@@ -381,6 +392,7 @@ mod tests {
             window: WindowState {
                 open: true,
                 secs_left: Some(297),
+                ..WindowState::default()
             },
             radio: Some(RadioState::Connected),
             clients: vec![Client {
@@ -437,8 +449,23 @@ mod tests {
         let closed = WindowState {
             open: false,
             secs_left: None,
+            ..WindowState::default()
         };
         assert_eq!(reply(&Reply::Window(closed)), "window closed\n");
+        let for_one = WindowState {
+            open: true,
+            secs_left: Some(600),
+            for_: vec![
+                "00:11:22:33:44:55".parse().unwrap(),
+                "00:11:22:3".parse().unwrap(),
+            ],
+            count: Some(2),
+            done: Some(1),
+        };
+        assert_eq!(
+            reply(&Reply::Window(for_one)),
+            "window open for 00:11:22:33:44:55, 00:11:22:3 (1 of 2 done), closes in 10m\n"
+        );
     }
 
     #[test]

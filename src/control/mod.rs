@@ -279,6 +279,9 @@ mod tests {
     const CLOSED: Reply = Reply::Window(WindowState {
         open: false,
         secs_left: None,
+        for_: Vec::new(),
+        count: None,
+        done: None,
     });
 
     fn temp_socket(name: &str) -> std::path::PathBuf {
@@ -395,7 +398,14 @@ mod tests {
             rt.block_on(async move {
                 tokio::spawn(serve(listener, tx, broadcast::channel(FOLLOW_BACKLOG).0));
                 let o = rx.recv().await.unwrap();
-                assert_eq!(o.request, Request::WindowOpen { secs: Some(420) });
+                assert_eq!(
+                    o.request,
+                    Request::WindowOpen {
+                        secs: Some(420),
+                        for_: vec![],
+                        count: None,
+                    }
+                );
                 let _ = o
                     .reply
                     .send(Failure::new(FailureKind::Stopping, "the daemon is stopping").into());
@@ -403,7 +413,15 @@ mod tests {
                 let _ = read.await;
             })
         });
-        let r = request(&path, &Request::WindowOpen { secs: Some(420) }).unwrap();
+        let r = request(
+            &path,
+            &Request::WindowOpen {
+                secs: Some(420),
+                for_: vec![],
+                count: None,
+            },
+        )
+        .unwrap();
         let _ = done.send(());
         assert!(r.is_error(), "{r:?}");
         server.join().unwrap();

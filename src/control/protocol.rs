@@ -18,6 +18,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::core::MacAddr;
+use crate::core::oui::MacPrefix;
 
 pub use super::audit::{EventLine, Events, Scalar};
 
@@ -34,10 +35,15 @@ pub const MAX_REQUEST: usize = 4096;
 pub enum Request {
     Status,
     /// Open the activation window, for the configured duration or this many seconds (5 to
-    /// 60 minutes).
+    /// 60 minutes); with `for`, for those devices only (MACs or vendor prefixes), until
+    /// `count` (default 1) of them completed their setup.
     WindowOpen {
         #[serde(default)]
         secs: Option<u64>,
+        #[serde(default, rename = "for", skip_serializing_if = "Vec::is_empty")]
+        for_: Vec<MacPrefix>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u32>,
     },
     WindowClose,
     /// Evict a client now, banning it for `ban_secs` if given.
@@ -233,12 +239,20 @@ pub struct StationRow {
     pub turned_away_at: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowState {
     pub open: bool,
     /// Seconds until an opened window closes; `None` when it follows its mode alone
     /// (always, a schedule, or closed).
     pub secs_left: Option<u64>,
+    /// The devices it is open for (none: for everyone).
+    #[serde(default, rename = "for", skip_serializing_if = "Vec::is_empty")]
+    pub for_: Vec<MacPrefix>,
+    /// How many of them must complete before it closes, and how many have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<u32>,
 }
 
 /// Prometheus text format (0.0.4), as `/metrics` serves it.
@@ -477,6 +491,19 @@ fn to_line<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("control types encode")
 }
 
+impl Serialize for MacPrefix {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacPrefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<MacPrefix, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl Serialize for MacAddr {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let text = self.text();
@@ -504,12 +531,31 @@ mod tests {
         let cases = [
             (Request::Status, r#"{"version":1,"request":"status"}"#),
             (
-                Request::WindowOpen { secs: Some(900) },
+                Request::WindowOpen {
+                    secs: Some(900),
+                    for_: vec![],
+                    count: None,
+                },
                 r#"{"version":1,"request":{"window_open":{"secs":900}}}"#,
             ),
             (
-                Request::WindowOpen { secs: None },
+                Request::WindowOpen {
+                    secs: None,
+                    for_: vec![],
+                    count: None,
+                },
                 r#"{"version":1,"request":{"window_open":{"secs":null}}}"#,
+            ),
+            (
+                Request::WindowOpen {
+                    secs: None,
+                    for_: vec![
+                        "00:11:22:33:44:55".parse().unwrap(),
+                        "00:11:2".parse().unwrap(),
+                    ],
+                    count: Some(2),
+                },
+                r#"{"version":1,"request":{"window_open":{"secs":null,"for":["00:11:22:33:44:55","00:11:2"],"count":2}}}"#,
             ),
             (
                 Request::Evict {
@@ -543,7 +589,11 @@ mod tests {
         }
         assert_eq!(
             Request::decode(r#"{"version":1,"request":{"window_open":{}}}"#),
-            Ok(Request::WindowOpen { secs: None })
+            Ok(Request::WindowOpen {
+                secs: None,
+                for_: vec![],
+                count: None,
+            })
         );
     }
 
@@ -567,6 +617,11 @@ mod tests {
             f.message,
             "unknown field `force`, expected `version` or `request` at line 1 column 39"
         );
+        let f = refused(r#"{"version":1,"request":{"window_open":{"for":["00:11:zz"]}}}"#);
+        assert_eq!(f.kind, FailureKind::BadRequest);
+        assert!(f.message.contains("'00:11:zz' is not a MAC prefix"), "{f}");
+        let f = refused(r#"{"version":1,"request":{"window_open":{"count":-1}}}"#);
+        assert_eq!(f.kind, FailureKind::BadRequest);
         let f = refused(r#"{"version":1,"request":{"window_open":{"secs":"soon"}}}"#);
         assert!(f.message.contains("invalid type"), "{f}");
         let f = refused(r#"{"version":1,"request":{"window_open":{"hours":1}}}"#);
@@ -585,6 +640,9 @@ mod tests {
             window: WindowState {
                 open: true,
                 secs_left: Some(300),
+                for_: Vec::new(),
+                count: None,
+                done: None,
             },
             radio: Some(RadioState::Connected),
             clients: vec![
@@ -702,7 +760,10 @@ mod tests {
             r,
             Reply::Window(WindowState {
                 open: false,
-                secs_left: None
+                secs_left: None,
+                for_: Vec::new(),
+                count: None,
+                done: None,
             })
         );
         assert!(Reply::decode(r#"{"version":1}"#).is_err());

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::MacAddr;
 use super::allow::Unsafe;
+use super::oui::MacPrefix;
 
 /// R12's grades. What each costs the client is decided by policy; this only says how bad
 /// it is.
@@ -131,6 +132,32 @@ pub enum StationReason {
     Abuse,
     /// A threat response: spoofing.
     Spoofing,
+    /// The window is open for named devices only (`window open --for`), and this is none.
+    NotExpected,
+}
+
+/// Why the activation window closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowClosure {
+    /// An operator closed it.
+    Operator,
+    /// Its time ran out.
+    Timeout,
+    /// The devices it was opened for completed their setup.
+    Completed,
+    /// Its schedule's span ended, or a new configuration closed it.
+    Schedule,
+}
+
+impl WindowClosure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WindowClosure::Operator => "operator",
+            WindowClosure::Timeout => "timeout",
+            WindowClosure::Completed => "completed",
+            WindowClosure::Schedule => "schedule",
+        }
+    }
 }
 
 impl StationReason {
@@ -147,6 +174,7 @@ impl StationReason {
             StationReason::Operator => "operator",
             StationReason::Abuse => "abuse",
             StationReason::Spoofing => "spoofing",
+            StationReason::NotExpected => "not_expected",
         }
     }
 }
@@ -195,11 +223,23 @@ pub enum Event {
         mac: MacAddr,
         age: u64,
     },
-    /// The activation window opened (`secs`: for how long; `None`: always or by schedule).
+    /// The activation window opened (`secs`: for how long; `None`: always or by schedule);
+    /// `expected`: the devices it was opened for (MACs and prefixes) and how many of them
+    /// must complete before it closes (`None`: for everyone).
     WindowOpened {
         secs: Option<u64>,
+        expected: Option<(Arc<[MacPrefix]>, u32)>,
     },
-    WindowClosed,
+    WindowClosed {
+        why: WindowClosure,
+    },
+    /// A device the window was opened for left after reaching its cloud: `done` of the
+    /// `count` it waits for have.
+    SetupCompleted {
+        mac: MacAddr,
+        done: u32,
+        count: u32,
+    },
     LeaseGranted {
         mac: MacAddr,
         ip: Ipv4Addr,
@@ -409,7 +449,8 @@ impl Event {
             Event::Unbanned { .. } => "unbanned",
             Event::ClientRestored { .. } => "client_restored",
             Event::WindowOpened { .. } => "window_opened",
-            Event::WindowClosed => "window_closed",
+            Event::WindowClosed { .. } => "window_closed",
+            Event::SetupCompleted { .. } => "setup_completed",
             Event::LeaseGranted { .. } => "lease_granted",
             Event::LeaseRenewed { .. } => "lease_renewed",
             Event::LeaseReleased { .. } => "lease_released",
@@ -486,7 +527,7 @@ impl Event {
     pub fn mac(&self) -> Option<MacAddr> {
         Some(match self {
             Event::WindowOpened { .. }
-            | Event::WindowClosed
+            | Event::WindowClosed { .. }
             | Event::BatchRefused { .. }
             | Event::ConfigLoaded { .. }
             | Event::ConfigReloaded { .. }
@@ -504,6 +545,7 @@ impl Event {
             | Event::TurnedAway { mac, .. }
             | Event::Evicted { mac, .. }
             | Event::Left { mac, .. }
+            | Event::SetupCompleted { mac, .. }
             | Event::Banned { mac, .. }
             | Event::BanEnded { mac }
             | Event::Unbanned { mac }
@@ -546,6 +588,7 @@ impl Event {
             Event::FlowBlocked { why, .. } => why.as_str(),
             Event::DnsRebinding { why, .. } => why.as_str(),
             Event::Abuse { cause, .. } | Event::Alarm { cause, .. } => cause,
+            Event::WindowClosed { why } => why.as_str(),
             _ => return None,
         })
     }
@@ -626,15 +669,26 @@ impl Event {
             | Event::Joined { .. }
             | Event::BanEnded { .. }
             | Event::Unbanned { .. }
-            | Event::WindowClosed
             | Event::Waiting { .. } => {}
+            Event::WindowClosed { why } => visit("why", Str(why.as_str())),
+            Event::SetupCompleted { done, count, .. } => {
+                visit("done", Num(u64::from(*done)));
+                visit("count", Num(u64::from(*count)));
+            }
             Event::ClientRestored { age, .. }
             | Event::Admitted { age, .. }
             | Event::Left { age, .. } => visit("age", Num(*age)),
-            Event::WindowOpened { secs } => match secs {
-                Some(s) => visit("secs", Num(*s)),
-                None => visit("secs", Str("unlimited")),
-            },
+            Event::WindowOpened { secs, expected } => {
+                match secs {
+                    Some(s) => visit("secs", Num(*s)),
+                    None => visit("secs", Str("unlimited")),
+                }
+                if let Some((prefixes, count)) = expected {
+                    let list: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
+                    visit("for", Str(&list.join(",")));
+                    visit("count", Num(u64::from(*count)));
+                }
+            }
             Event::TurnedAway { reason, .. } => visit("reason", Str(reason.as_str())),
             Event::Evicted { reason, age, .. } => {
                 visit("reason", Str(reason.as_str()));
@@ -873,6 +927,18 @@ mod tests {
             },
             Event::Admitted { mac, age: 0 },
             Event::LeaseGranted { mac, ip },
+            Event::WindowClosed {
+                why: WindowClosure::Completed,
+            },
+            Event::SetupCompleted {
+                mac,
+                done: 1,
+                count: 2,
+            },
+            Event::TurnedAway {
+                mac,
+                reason: StationReason::NotExpected,
+            },
         ] {
             let mut shown = None;
             e.fields(&mut |k, v| {
@@ -882,5 +948,32 @@ mod tests {
             });
             assert_eq!(e.reason().map(str::to_owned), shown, "{e}");
         }
+    }
+
+    #[test]
+    fn a_window_for_devices_says_which_and_why_it_closed() {
+        let opened = Event::WindowOpened {
+            secs: Some(600),
+            expected: Some((
+                Arc::from(
+                    &[
+                        "00:11:22:33:44:55".parse::<MacPrefix>().unwrap(),
+                        "00:11:2".parse().unwrap(),
+                    ][..],
+                ),
+                2,
+            )),
+        };
+        assert_eq!(
+            opened.to_string(),
+            "event=window_opened secs=600 for=00:11:22:33:44:55,00:11:2 count=2"
+        );
+        assert_eq!(
+            Event::WindowClosed {
+                why: WindowClosure::Timeout
+            }
+            .to_string(),
+            "event=window_closed why=timeout"
+        );
     }
 }

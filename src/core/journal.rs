@@ -117,7 +117,10 @@ mod tests {
     use super::*;
 
     fn ev(n: u64) -> Event {
-        Event::WindowOpened { secs: Some(n) }
+        Event::WindowOpened {
+            secs: Some(n),
+            expected: None,
+        }
     }
 
     #[test]

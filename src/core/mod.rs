@@ -37,15 +37,18 @@ use std::time::Duration;
 
 use allow::{AllowList, LearnChange, LearnKey, Learned, RebindingGuard};
 use dns::{Record, RecordData};
+use events::WindowClosure;
 use events::{DhcpClaim, DnsRefusal, Event, FlowBlock, StationReason, Threat};
 use leases::{Binding, DhcpReply, DhcpRequest, LeaseChange, Leases};
+use oui::MacPrefix;
 use outbox::{Deadline, DhcpOut, DhcpTransaction, DnsOut, DnsOutcome, Outbox, QueryId, Undo};
 use ports::Ports;
 use ratelimit::{DnsLimits, Repeats};
 use settings::Settings;
+use stations::Door;
 use stations::{Action, Stations};
 use time::Instant;
-use window::{LocalTime, Window, WindowMode};
+use window::{Expected, LocalTime, SavedWindow, Window, WindowMode};
 
 pub use outbox::{Batch, Command};
 
@@ -131,6 +134,12 @@ pub struct Provisioner {
     /// Unknown until the first [`Provisioner::handle_timeout`], which then says Enable or
     /// Disable.
     window_open: Option<bool>,
+    /// Whether its mode holds the window open (always, a schedule's span), as of the last
+    /// evaluation: then it is open for everyone, whatever devices an order named.
+    window_held: bool,
+    /// Why the window is being closed, for the `window_closed` event (else its time ran
+    /// out, or its schedule's span ended).
+    closing: Option<WindowClosure>,
     allow: AllowList,
     guard: RebindingGuard,
     /// The router's addresses on its other networks (never learned from an answer).
@@ -161,6 +170,8 @@ impl Provisioner {
             stations: Stations::new(s.stations),
             window: Window::new(&s.window),
             window_open: None,
+            window_held: false,
+            closing: None,
             allow: AllowList::new(&s.allow),
             guard: RebindingGuard::new(s.router, s.subnet, &s.protect, &[]),
             router_addrs: Vec::new(),
@@ -298,7 +309,8 @@ impl Provisioner {
 
     /// Takes over what a previous run left in the kernel: admitted clients with their
     /// original admission time (a restart does not reset anyone's session clock), bans,
-    /// bindings and learned addresses, and an on-demand window still open. What no longer
+    /// bindings and learned addresses, and an on-demand window still open (for the devices
+    /// it was opened for, with their progress). What no longer
     /// fits (outside the pool, duplicates, no longer granted) is dropped; since the daemon
     /// rebuilds the table from the provisioner's state, it simply does not come back.
     /// Returns how many clients were kept. Call before the first
@@ -306,7 +318,7 @@ impl Provisioner {
     pub fn restore(
         &mut self,
         kernel: &Snapshot,
-        window_until: Option<Instant>,
+        window: Option<SavedWindow>,
         now: Instant,
     ) -> usize {
         for &(mac, left) in &kernel.bans {
@@ -336,8 +348,8 @@ impl Provisioner {
         }
         // Whatever the allow-list no longer grants does not come back either.
         self.learned.revoke(&self.allow, &mut Vec::new());
-        if let Some(until) = window_until {
-            self.window.restore(until, now);
+        if let Some(saved) = window {
+            self.window.restore(saved, now);
         }
         self.emit();
         self.stations.clients().len()
@@ -602,10 +614,17 @@ impl Provisioner {
 
     fn station_joined(&mut self, mac: MacAddr, port: Option<u32>, now: Instant) {
         let was = self.stations.is_admitted(mac);
-        let open = self.window_open.unwrap_or(false);
+        let door = match self.window_open.unwrap_or(false) {
+            false => Door::Closed,
+            true if self.window_held => Door::Open,
+            true => match self.window.expected(now) {
+                Some(e) if !e.admits(mac) => Door::OpenForOthers,
+                _ => Door::Open,
+            },
+        };
         let actions = self
             .stations
-            .join_on(mac, port, open, now, &mut self.events);
+            .join_through(mac, port, door, now, &mut self.events);
         self.apply(actions, now);
         if !was && self.stations.is_admitted(mac) {
             self.admit(mac, now);
@@ -627,6 +646,48 @@ impl Provisioner {
     /// A station left on its own.
     pub fn handle_station_left(&mut self, mac: MacAddr, now: Instant) {
         self.station_left(mac, now);
+        self.emit();
+    }
+
+    /// Whether `mac` leaving now could complete the window: it is a client, one of the
+    /// devices the window is open for, and not yet counted. Then the edge reads whether it
+    /// reached its cloud before it reports the leave with
+    /// [`Provisioner::handle_station_left_after`].
+    pub fn awaits_completion(&self, mac: MacAddr, now: Instant) -> bool {
+        !self.window_held
+            && self.stations.is_admitted(mac)
+            && self
+                .window
+                .expected(now)
+                .is_some_and(|e| e.admits(mac) && !e.done.contains(&mac))
+    }
+
+    /// A station left on its own, and `reached_cloud`: whether the kernel forwarded its
+    /// traffic to an allowed destination and the answers back (its counters, read by the
+    /// edge before the binding went). A device the window was opened for that did completes
+    /// its setup; when `count` of them have, the window closes. One that left without
+    /// reaching its cloud does not count (it may come back).
+    pub fn handle_station_left_after(
+        &mut self,
+        mac: MacAddr,
+        reached_cloud: bool,
+        now: Instant,
+        local: LocalTime,
+    ) {
+        let counts = reached_cloud && self.awaits_completion(mac, now);
+        self.station_left(mac, now);
+        if let Some(e) = self.window.expected_mut(now).filter(|_| counts) {
+            e.done.push(mac);
+            let (done, count, complete) = (e.done.len() as u32, e.count, e.is_complete());
+            self.events.push(Event::SetupCompleted { mac, done, count });
+            if complete {
+                self.window.close();
+                self.closing = Some(WindowClosure::Completed);
+            }
+            self.out
+                .command_now(Command::SaveWindow(self.window.saved(now)));
+            self.window_transitions(now, local);
+        }
         self.emit();
     }
 
@@ -947,13 +1008,27 @@ impl Provisioner {
 
     // --- the activation window ------------------------------------------------------------
 
-    /// Opens an on-demand window (`duration` clamped to 5-60 minutes, default from the
-    /// settings); returns when it closes.
     /// The operator opens the window, for the configured duration or `duration`, which
     /// must be within 5 to 60 minutes (refused, not shortened).
     pub fn handle_window_open(
         &mut self,
         duration: Option<Duration>,
+        now: Instant,
+        local: LocalTime,
+    ) -> Result<Instant, OrderError> {
+        self.handle_window_open_for(duration, Vec::new(), None, now, local)
+    }
+
+    /// [`Provisioner::handle_window_open`] for the devices `prefixes` name (full MACs or
+    /// vendor prefixes; none: for everyone): while it is open, any other station is turned
+    /// away (`not_expected`), and it closes when `count` (default 1) of them have completed
+    /// (left after reaching their cloud) or when its time runs out, whichever is first. A
+    /// window for devices cannot be opened while its mode holds it open for everyone.
+    pub fn handle_window_open_for(
+        &mut self,
+        duration: Option<Duration>,
+        prefixes: Vec<MacPrefix>,
+        count: Option<u32>,
         now: Instant,
         local: LocalTime,
     ) -> Result<Instant, OrderError> {
@@ -964,11 +1039,66 @@ impl Provisioner {
         if self.window.mode() == WindowMode::Always {
             return Err(OrderError::WindowHeldOpen(WindowMode::Always));
         }
-        let until = self.window.open(duration, now);
-        self.out.command_now(Command::SaveWindow(Some(until)));
+        let expected = if prefixes.is_empty() {
+            if count.is_some() {
+                return Err(OrderError::CountWithoutDevices);
+            }
+            None
+        } else {
+            let count = count.unwrap_or(1);
+            let mut named = prefixes.clone();
+            named.sort();
+            named.dedup();
+            // Only whole MACs named: no more can complete than there are.
+            let devices = named.len() as u32;
+            if count == 0 {
+                return Err(OrderError::CountZero);
+            }
+            if named.iter().all(MacPrefix::is_exact) && count > devices {
+                return Err(OrderError::CountTooHigh { count, devices });
+            }
+            if self.window.held_open(local) {
+                return Err(OrderError::WindowHeldOpen(self.window.mode()));
+            }
+            Some(Expected::new(named, count))
+        };
+        let was_open = self.window_open == Some(true);
+        let was_for = self.window.expected(now).is_some();
+        let until = match expected {
+            Some(e) => self.window.open_for(duration, e, now),
+            None => self.window.open(duration, now),
+        };
+        self.out
+            .command_now(Command::SaveWindow(self.window.saved(now)));
         self.window_transitions(now, local);
+        if was_open && (was_for || self.window.expected(now).is_some()) {
+            // Already open, now for other devices (or for everyone): said as it is.
+            let e = self.window_opened(now);
+            self.events.push(e);
+        }
         self.emit();
         Ok(until)
+    }
+
+    /// The `window_opened` event for the window as it is now.
+    fn window_opened(&self, now: Instant) -> Event {
+        let expected = self
+            .window
+            .expected(now)
+            .filter(|_| !self.window_held)
+            .map(|e| (Arc::from(e.prefixes.as_slice()), e.count));
+        Event::WindowOpened {
+            secs: self
+                .window
+                .open_until(now)
+                .map(|u| u.saturating_since(now).as_secs()),
+            expected,
+        }
+    }
+
+    /// The devices the open window is for (`None`: for everyone, or closed).
+    pub fn window_expected(&self, now: Instant) -> Option<&Expected> {
+        self.window.expected(now).filter(|_| !self.window_held)
     }
 
     /// The operator evicts a client, banning it for `ban` if given.
@@ -1052,6 +1182,7 @@ impl Provisioner {
             return Err(OrderError::WindowHeldOpen(self.window.mode()));
         }
         self.window.close();
+        self.closing = Some(WindowClosure::Operator);
         self.out.command_now(Command::SaveWindow(None));
         self.window_transitions(now, local);
         self.emit();
@@ -1068,6 +1199,8 @@ impl Provisioner {
     }
 
     fn window_transitions(&mut self, now: Instant, local: LocalTime) {
+        let closing = self.closing.take();
+        self.window_held = self.window.held_open(local);
         let open = self.window.is_open(now, local);
         if self.window_open == Some(open) {
             return;
@@ -1076,18 +1209,19 @@ impl Provisioner {
         self.window_open = Some(open);
         if open {
             self.out.command(Command::Radio(RadioCommand::Enable));
-            self.events.push(Event::WindowOpened {
-                secs: self
-                    .window
-                    .open_until(now)
-                    .map(|u| u.saturating_since(now).as_secs()),
-            });
+            let e = self.window_opened(now);
+            self.events.push(e);
         } else {
+            let why = closing.unwrap_or(if self.window.timed_out(now) {
+                WindowClosure::Timeout
+            } else {
+                WindowClosure::Schedule
+            });
             let actions = self.stations.close(now, &mut self.events);
             self.apply(actions, now);
             self.out.command(Command::Radio(RadioCommand::Disable));
             if !first {
-                self.events.push(Event::WindowClosed);
+                self.events.push(Event::WindowClosed { why });
             }
         }
     }
@@ -1276,6 +1410,16 @@ pub enum OrderError {
         _ => "the window's schedule holds it open now: it closes when the span ends",
     })]
     WindowHeldOpen(WindowMode),
+    #[error(
+        "a count with no device: --count says how many of the devices named with --for must complete"
+    )]
+    CountWithoutDevices,
+    #[error("a count of 0: at least one of the devices named must complete")]
+    CountZero,
+    #[error(
+        "a count of {count} for {devices} device(s) named by their whole MAC: it must be 1 to {devices}"
+    )]
+    CountTooHigh { count: u32, devices: u32 },
 }
 
 fn check_ban(d: Duration) -> Result<(), OrderError> {
@@ -2730,5 +2874,306 @@ mod tests {
         assert!("02:00:00:00:00:00:01".parse::<MacAddr>().is_err());
         assert!("0g:00:00:00:00:00".parse::<MacAddr>().is_err());
         assert!("+8:00:00:00:00:00".parse::<MacAddr>().is_err());
+    }
+
+    // --- a window opened for named devices -------------------------------------------------
+
+    /// A vendor's MAC (universally administered: prefixes match it).
+    fn vendor(oui: [u8; 3], n: u8) -> MacAddr {
+        MacAddr([oui[0], oui[1], oui[2], 0, 0, n])
+    }
+    const ACME: [u8; 3] = [0x00, 0x11, 0x22];
+    const OTHER: [u8; 3] = [0x00, 0x33, 0x44];
+
+    fn prefix(s: &str) -> MacPrefix {
+        s.parse().unwrap()
+    }
+
+    /// A core with a radio whose window opens on demand, started (closed).
+    fn on_demand(extra: &str) -> Provisioner {
+        let mut core = Provisioner::new(&Settings::from(&cfg(&format!(
+            "config radio\n option hostapd external\nconfig window\n option mode on_demand\n{extra}"
+        ))));
+        core.handle_timeout(t(0), NOON);
+        drain(&mut core);
+        events(&mut core);
+        core
+    }
+
+    fn open_for(core: &mut Provisioner, who: &[MacPrefix], count: Option<u32>, now: Instant) {
+        core.handle_window_open_for(None, who.to_vec(), count, now, NOON)
+            .unwrap();
+    }
+
+    /// `m` joins and leaves (having reached its cloud or not) at `now`; the events.
+    fn visit(core: &mut Provisioner, m: MacAddr, reached: bool, now: Instant) -> Vec<String> {
+        core.handle_station_joined(m, now);
+        drain(core);
+        assert!(core.awaits_completion(m, now), "{m} is not awaited");
+        core.handle_station_left_after(m, reached, now, NOON);
+        events(core)
+    }
+
+    #[test]
+    fn a_window_for_one_device_admits_it_and_turns_the_others_away_saying_why() {
+        let mut core = on_demand("");
+        let ours = vendor(ACME, 1);
+        open_for(&mut core, &[MacPrefix::exact(ours)], None, t(10));
+        let fx = drain(&mut core);
+        assert_eq!(fx.radio, [RadioCommand::Enable]);
+        let saved = SavedWindow {
+            until: t(910),
+            expected: Some(Expected::new(vec![MacPrefix::exact(ours)], 1)),
+        };
+        assert_eq!(fx.commands, [Command::SaveWindow(Some(saved))]);
+        assert_eq!(
+            events(&mut core),
+            ["event=window_opened secs=900 for=00:11:22:00:00:01 count=1"]
+        );
+        core.handle_station_joined(ours, t(11));
+        drain(&mut core);
+        assert!(core.station_state(ours, t(11)).0);
+        // Another of the same vendor, another vendor, a randomised MAC: none is expected.
+        for other in [vendor(ACME, 2), vendor(OTHER, 1), mac(1)] {
+            core.handle_station_joined(other, t(12));
+            let fx = drain(&mut core);
+            assert_eq!(fx.radio, [RadioCommand::Deauthenticate(other)]);
+            assert!(!core.station_state(other, t(12)).0);
+            assert!(events(&mut core).contains(&format!(
+                "event=turned_away mac={other} reason=not_expected"
+            )),);
+        }
+        let away: Vec<_> = core.turned_away().map(|r| (r.mac, r.reason)).collect();
+        assert_eq!(away[0], (mac(1), events::StationReason::NotExpected));
+        assert_eq!(away.len(), 3);
+        // Opened again for everyone: the one turned away gets in.
+        core.handle_window_open(None, t(20), NOON).unwrap();
+        assert_eq!(events(&mut core), ["event=window_opened secs=900"]);
+        core.handle_station_joined(vendor(OTHER, 1), t(21));
+        assert!(core.station_state(vendor(OTHER, 1), t(21)).0);
+    }
+
+    #[test]
+    fn completing_after_reaching_the_cloud_closes_the_window_and_leaving_without_does_not() {
+        let mut core = on_demand("");
+        let ours = vendor(ACME, 1);
+        open_for(&mut core, &[MacPrefix::exact(ours)], None, t(10));
+        drain(&mut core);
+        events(&mut core);
+        // Left before reaching its cloud: it does not count, and may come back.
+        let ev = visit(&mut core, ours, false, t(20));
+        assert!(ev.iter().all(|e| !e.contains("setup_completed")), "{ev:?}");
+        assert!(core.window_is_open());
+        assert_eq!(core.window_expected(t(21)).unwrap().done, []);
+        // Back, reaches its cloud, leaves: done, and the window closes.
+        core.handle_station_joined(ours, t(30));
+        drain(&mut core);
+        core.handle_station_left_after(ours, true, t(40), NOON);
+        let fx = drain(&mut core);
+        assert!(fx.radio.ends_with(&[RadioCommand::Disable]), "{fx:?}");
+        assert!(fx.commands.contains(&Command::SaveWindow(None)), "{fx:?}");
+        let ev = events(&mut core);
+        assert_eq!(
+            ev[ev.len() - 2..],
+            [
+                "event=setup_completed mac=00:11:22:00:00:01 done=1 count=1".to_owned(),
+                "event=window_closed why=completed".to_owned()
+            ],
+            "{ev:?}"
+        );
+        assert!(!core.window_is_open());
+        assert!(!core.awaits_completion(ours, t(41)));
+        assert_eq!(core.window_expected(t(41)), None);
+        // Closed: nobody gets in, the device included.
+        core.handle_station_joined(ours, t(50));
+        drain(&mut core);
+        assert!(events(&mut core).contains(&format!(
+            "event=turned_away mac={ours} reason=window_closed"
+        )));
+    }
+
+    #[test]
+    fn a_count_of_n_closes_the_window_when_n_devices_completed() {
+        let mut core = on_demand("");
+        open_for(&mut core, &[prefix("00:11:22")], Some(2), t(10));
+        drain(&mut core);
+        events(&mut core);
+        let ev = visit(&mut core, vendor(ACME, 1), true, t(20));
+        assert!(ev.contains(&"event=setup_completed mac=00:11:22:00:00:01 done=1 count=2".into()));
+        assert!(core.window_is_open());
+        // Progress is kept across a restart.
+        let saved = core.window.saved(t(21)).unwrap();
+        assert_eq!(saved.expected.as_ref().unwrap().done, [vendor(ACME, 1)]);
+        // The same device again counts once.
+        core.handle_station_joined(vendor(ACME, 1), t(22));
+        drain(&mut core);
+        assert!(!core.awaits_completion(vendor(ACME, 1), t(22)));
+        core.handle_station_left_after(vendor(ACME, 1), true, t(23), NOON);
+        assert!(core.window_is_open());
+        events(&mut core);
+        let ev = visit(&mut core, vendor(ACME, 2), true, t(30));
+        assert!(
+            ev.ends_with(&["event=window_closed why=completed".into()]),
+            "{ev:?}"
+        );
+        assert!(!core.window_is_open());
+    }
+
+    #[test]
+    fn the_timeout_closes_a_window_for_devices_that_did_not_complete() {
+        let mut core = on_demand("");
+        let ours = vendor(ACME, 1);
+        core.handle_window_open_for(
+            Some(secs(300)),
+            vec![MacPrefix::exact(ours)],
+            None,
+            t(0),
+            NOON,
+        )
+        .unwrap();
+        core.handle_station_joined(ours, t(1));
+        drain(&mut core);
+        events(&mut core);
+        assert_eq!(core.poll_timeout(t(2)), Some((t(300), Deadline::Window)));
+        core.handle_timeout(t(300), NOON);
+        drain(&mut core);
+        let ev = events(&mut core);
+        assert!(
+            ev.ends_with(&["event=window_closed why=timeout".into()]),
+            "{ev:?}"
+        );
+        assert!(ev.contains(&format!(
+            "event=evicted mac={ours} reason=window_closed age=299"
+        )));
+        assert!(!core.awaits_completion(ours, t(301)));
+        // An operator's close says so.
+        open_for(&mut core, &[MacPrefix::exact(ours)], None, t(400));
+        core.handle_window_close(t(401), NOON).unwrap();
+        assert!(events(&mut core).ends_with(&["event=window_closed why=operator".into()]));
+    }
+
+    #[test]
+    fn a_full_window_for_devices_still_turns_the_expected_away() {
+        let mut core = on_demand("config limits\n option max_clients 1\n");
+        open_for(&mut core, &[prefix("00:11:22")], Some(2), t(10));
+        core.handle_station_joined(vendor(ACME, 1), t(11));
+        core.handle_station_joined(vendor(ACME, 2), t(12));
+        drain(&mut core);
+        assert!(
+            events(&mut core)
+                .contains(&"event=turned_away mac=00:11:22:00:00:02 reason=full".into())
+        );
+    }
+
+    #[test]
+    fn window_orders_for_devices_that_make_no_sense_are_refused_and_change_nothing() {
+        let mut core = on_demand("");
+        let one = MacPrefix::exact(vendor(ACME, 1));
+        let refused = |core: &mut Provisioner, who: Vec<MacPrefix>, count| {
+            let r = core.handle_window_open_for(None, who, count, t(1), NOON);
+            assert!(drain(core).is_empty() && events(core).is_empty());
+            assert!(!core.window_is_open());
+            r.unwrap_err()
+        };
+        assert_eq!(
+            refused(&mut core, vec![one], Some(0)),
+            OrderError::CountZero
+        );
+        assert_eq!(
+            refused(&mut core, vec![], Some(1)),
+            OrderError::CountWithoutDevices
+        );
+        assert_eq!(
+            refused(&mut core, vec![one, one], Some(2)),
+            OrderError::CountTooHigh {
+                count: 2,
+                devices: 1
+            },
+            "the same MAC twice is one device"
+        );
+        // Always open, or held open by the schedule: it cannot be for some devices only.
+        let mut core = started("");
+        assert_eq!(
+            core.handle_window_open_for(None, vec![one], None, t(1), NOON),
+            Err(OrderError::WindowHeldOpen(WindowMode::Always))
+        );
+        let mut core = Provisioner::new(&Settings::from(&cfg(
+            "config window\n option mode schedule\n list schedule 'Mon-Sun 11:00-13:00'\n",
+        )));
+        core.handle_timeout(t(0), NOON);
+        drain(&mut core);
+        events(&mut core);
+        assert_eq!(
+            core.handle_window_open_for(None, vec![one], None, t(1), NOON),
+            Err(OrderError::WindowHeldOpen(WindowMode::Schedule))
+        );
+        assert!(drain(&mut core).is_empty() && events(&mut core).is_empty());
+    }
+
+    #[test]
+    fn a_restart_keeps_the_window_for_the_same_devices_with_their_progress() {
+        let mut core = on_demand("");
+        let kept = SavedWindow {
+            until: t(600),
+            expected: Some(Expected {
+                prefixes: vec![prefix("00:11:22")],
+                count: 2,
+                done: vec![vendor(ACME, 1)],
+            }),
+        };
+        core.restore(&Snapshot::default(), Some(kept), t(100));
+        core.handle_timeout(t(100), NOON);
+        drain(&mut core);
+        assert_eq!(
+            events(&mut core),
+            ["event=window_opened secs=500 for=00:11:22 count=2"]
+        );
+        core.handle_station_joined(vendor(OTHER, 1), t(101));
+        drain(&mut core);
+        assert!(
+            !core.station_state(vendor(OTHER, 1), t(101)).0,
+            "not for everyone"
+        );
+        let ev = visit(&mut core, vendor(ACME, 2), true, t(102));
+        assert!(
+            ev.ends_with(&["event=window_closed why=completed".into()]),
+            "{ev:?}"
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever the devices named and the stations that come, a station is let into a
+        /// window for devices (with room for all) exactly when a name matches it.
+        #[test]
+        fn only_the_devices_named_get_in(
+            named in proptest::collection::vec((0u8..4, 0u8..4, 1usize..=12), 1..4),
+            stations in proptest::collection::vec((0u8..4, 0u8..4, proptest::bool::ANY), 1..12),
+        ) {
+            let mut core = on_demand("config limits\n option max_clients 64\n");
+            let mac_of = |a: u8, b: u8, random: bool| {
+                MacAddr([if random { 0x02 } else { 0x00 }, 0x11, a, b, 0, 1])
+            };
+            let prefixes: Vec<MacPrefix> = named
+                .iter()
+                .map(|&(a, b, digits)| {
+                    let text = mac_of(a, b, false).to_string().replace(':', "");
+                    let cut: String = text[..digits].to_owned();
+                    let pairs: Vec<String> = cut
+                        .as_bytes()
+                        .chunks(2)
+                        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+                        .collect();
+                    prefix(&pairs.join(":"))
+                })
+                .collect();
+            open_for(&mut core, &prefixes, Some(1), t(1));
+            for &(a, b, random) in &stations {
+                let m = mac_of(a, b, random);
+                core.handle_station_joined(m, t(2));
+                drain(&mut core);
+                let want = prefixes.iter().any(|p| p.matches(m));
+                proptest::prop_assert_eq!(core.station_state(m, t(2)).0, want, "{} for {:?}", m, prefixes);
+            }
+        }
     }
 }

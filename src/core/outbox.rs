@@ -37,8 +37,9 @@ pub enum Command {
     /// The kernel refused a batch: put the tables back as the provisioner holds them (what
     /// the batch would have removed must go; what it would have added was taken back).
     RebuildTables,
-    /// Keep an on-demand window's end across a restart of the daemon (`None`: forget it).
-    SaveWindow(Option<Instant>),
+    /// Keep an on-demand window (its end, and the devices it is for with their progress)
+    /// across a restart of the daemon (`None`: forget it).
+    SaveWindow(Option<crate::core::window::SavedWindow>),
     /// The allow-list changed: end the clients' connections it no longer grants (they are
     /// accepted by their conntrack mark, not the sets), then report with
     /// [`crate::core::Provisioner::handle_allow_closed`].

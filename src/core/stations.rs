@@ -31,6 +31,15 @@ pub const WAIT_HOLD: Duration = Duration::from_secs(60);
 /// The longest ban an operator may give (a longer one is refused, not shortened).
 pub const MAX_BAN: Duration = Duration::from_secs(30 * 86_400);
 
+/// The activation window as a station joining meets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Door {
+    Open,
+    Closed,
+    /// Open for named devices only (`window open --for`), and this station is none.
+    OpenForOthers,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
     pub max_clients: u16,
@@ -276,6 +285,24 @@ impl Stations {
         now: Instant,
         events: &mut Vec<Event>,
     ) -> Vec<Action> {
+        let door = if window_open {
+            Door::Open
+        } else {
+            Door::Closed
+        };
+        self.join_through(mac, port, door, now, events)
+    }
+
+    /// [`Stations::join_on`], with the window open for everyone, closed, or open for other
+    /// devices than this one.
+    pub fn join_through(
+        &mut self,
+        mac: MacAddr,
+        port: Option<u32>,
+        door: Door,
+        now: Instant,
+        events: &mut Vec<Event>,
+    ) -> Vec<Action> {
         let mut out = Vec::new();
         if self.clients.contains_key(&mac) || self.waiting.contains_key(&mac) {
             return out;
@@ -284,9 +311,16 @@ impl Stations {
             Self::turn_away(mac, StationReason::Banned, &mut out, events);
             return out;
         }
-        if !window_open {
-            Self::turn_away(mac, StationReason::WindowClosed, &mut out, events);
-            return out;
+        match door {
+            Door::Open => {}
+            Door::Closed => {
+                Self::turn_away(mac, StationReason::WindowClosed, &mut out, events);
+                return out;
+            }
+            Door::OpenForOthers => {
+                Self::turn_away(mac, StationReason::NotExpected, &mut out, events);
+                return out;
+            }
         }
         if self.full() {
             if self.eviction_candidate(now).is_none() {

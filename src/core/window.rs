@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use super::MacAddr;
+use super::oui::MacPrefix;
 use super::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +49,95 @@ pub struct Window {
     schedule: Vec<ScheduleSpan>,
     /// An on-demand window (any mode but `always` can be opened by hand).
     open_until: Option<Instant>,
+    /// Opened for named devices only (`window open --for`).
+    expected: Option<Expected>,
+}
+
+/// A window opened for named devices only (a setup app that read the device's identity
+/// from a QR code or a barcode): who may join, how many of them must complete (leave after
+/// reaching their cloud) before it closes, and who has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expected {
+    pub prefixes: Vec<MacPrefix>,
+    /// At least 1.
+    pub count: u32,
+    /// The named devices that completed, each once.
+    pub done: Vec<MacAddr>,
+}
+
+impl Expected {
+    pub fn new(prefixes: Vec<MacPrefix>, count: u32) -> Expected {
+        Expected {
+            prefixes,
+            count,
+            done: Vec::new(),
+        }
+    }
+
+    /// Whether `mac` is one of the devices the window is for.
+    pub fn admits(&self, mac: MacAddr) -> bool {
+        self.prefixes.iter().any(|p| p.matches(mac))
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.done.len() >= self.count as usize
+    }
+}
+
+/// An on-demand window as the run directory keeps it across a restart of the daemon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedWindow {
+    pub until: Instant,
+    pub expected: Option<Expected>,
+}
+
+impl SavedWindow {
+    /// Its end (milliseconds of the monotonic clock) on the first line, then, for a window
+    /// opened for named devices, `for PREFIX` lines, a `count N` line and a `done MAC` line
+    /// per device that completed. (A file of one line, as earlier versions wrote, is a
+    /// window for everyone.)
+    pub fn encode(&self) -> String {
+        let mut out = self.until.as_millis().to_string();
+        out.push('\n');
+        if let Some(e) = &self.expected {
+            for p in &e.prefixes {
+                out.push_str(&format!("for {p}\n"));
+            }
+            out.push_str(&format!("count {}\n", e.count));
+            for m in &e.done {
+                out.push_str(&format!("done {m}\n"));
+            }
+        }
+        out
+    }
+
+    /// The window [`SavedWindow::encode`] wrote, or `None` if the text is not one: any line
+    /// not understood makes the whole of it unreadable, so that a damaged file closes the
+    /// window rather than opening it for everyone.
+    pub fn decode(text: &str) -> Option<SavedWindow> {
+        let mut lines = text.lines();
+        let until = Instant::from_millis(lines.next()?.trim().parse().ok()?);
+        let (mut prefixes, mut count, mut done) = (Vec::new(), None, Vec::new());
+        for line in lines.map(str::trim).filter(|l| !l.is_empty()) {
+            let (key, value) = line.split_once(' ')?;
+            match key {
+                "for" => prefixes.push(value.parse().ok()?),
+                "count" if count.is_none() => count = Some(value.parse().ok().filter(|&n| n > 0)?),
+                "done" => done.push(value.parse().ok()?),
+                _ => return None,
+            }
+        }
+        let expected = match (prefixes.is_empty(), count) {
+            (true, None) if done.is_empty() => None,
+            (false, Some(count)) => Some(Expected {
+                prefixes,
+                count,
+                done,
+            }),
+            _ => return None,
+        };
+        Some(SavedWindow { until, expected })
+    }
 }
 
 fn in_span(s: &ScheduleSpan, t: LocalTime) -> bool {
@@ -67,14 +158,17 @@ impl Window {
             duration: cfg.duration,
             schedule: cfg.schedule.clone(),
             open_until: None,
+            expected: None,
         }
     }
 
     /// A new config keeps a window that was opened by hand.
     pub fn reconfigure(&mut self, cfg: &WindowSettings) {
         let open_until = self.open_until;
+        let expected = self.expected.take();
         *self = Window::new(cfg);
         self.open_until = open_until;
+        self.expected = expected;
     }
 
     pub fn is_open(&self, now: Instant, local: LocalTime) -> bool {
@@ -96,14 +190,55 @@ impl Window {
             .clamp(MIN_WINDOW, MAX_WINDOW);
         let until = now + d;
         self.open_until = Some(until);
+        self.expected = None;
         until
     }
 
-    /// Re-opens a window a previous run opened (read back after a restart).
-    pub fn restore(&mut self, until: Instant, now: Instant) {
-        if until > now && self.mode != WindowMode::Always {
-            self.open_until = Some(until.min(now + MAX_WINDOW));
+    /// [`Window::open`] for the devices `expected` names only.
+    pub fn open_for(
+        &mut self,
+        duration: Option<Duration>,
+        expected: Expected,
+        now: Instant,
+    ) -> Instant {
+        let until = self.open(duration, now);
+        self.expected = Some(expected);
+        until
+    }
+
+    /// Re-opens a window a previous run opened (read back after a restart), for the same
+    /// devices and with their progress.
+    pub fn restore(&mut self, saved: SavedWindow, now: Instant) {
+        if saved.until > now && self.mode != WindowMode::Always {
+            self.open_until = Some(saved.until.min(now + MAX_WINDOW));
+            self.expected = saved.expected;
         }
+    }
+
+    /// The devices an on-demand window that is open now was opened for (`None`: for
+    /// everyone, or no such window).
+    pub fn expected(&self, now: Instant) -> Option<&Expected> {
+        self.open_until(now).and(self.expected.as_ref())
+    }
+
+    pub fn expected_mut(&mut self, now: Instant) -> Option<&mut Expected> {
+        match self.open_until(now) {
+            Some(_) => self.expected.as_mut(),
+            None => None,
+        }
+    }
+
+    /// What to keep across a restart: the open on-demand window, if any.
+    pub fn saved(&self, now: Instant) -> Option<SavedWindow> {
+        Some(SavedWindow {
+            until: self.open_until(now)?,
+            expected: self.expected.clone(),
+        })
+    }
+
+    /// Whether an on-demand window was opened and its time ran out (not closed by hand).
+    pub fn timed_out(&self, now: Instant) -> bool {
+        self.open_until.is_some_and(|u| u <= now)
     }
 
     /// Whether the window is open whatever an order says: always, or within a span of its
@@ -123,6 +258,7 @@ impl Window {
     /// Closes an on-demand window (a schedule or `always` stays as it is).
     pub fn close(&mut self) {
         self.open_until = None;
+        self.expected = None;
     }
 
     pub fn open_until(&self, now: Instant) -> Option<Instant> {
@@ -151,6 +287,12 @@ mod tests {
     }
     fn t(s: u64) -> Instant {
         Instant::from_millis(1_000_000 + s * 1000)
+    }
+    fn everyone(until: Instant) -> SavedWindow {
+        SavedWindow {
+            until,
+            expected: None,
+        }
     }
     const NOON_MON: LocalTime = LocalTime {
         weekday: 0,
@@ -181,12 +323,12 @@ mod tests {
     #[test]
     fn a_restored_window_stays_open_until_its_end() {
         let mut w = Window::new(&cfg(WindowMode::OnDemand, vec![]));
-        w.restore(t(600), t(100));
+        w.restore(everyone(t(600)), t(100));
         assert!(w.is_open(t(599), NOON_MON) && !w.is_open(t(600), NOON_MON));
-        w.restore(t(50), t(100));
+        w.restore(everyone(t(50)), t(100));
         assert!(w.is_open(t(100), NOON_MON), "an ended one changes nothing");
         let mut w = Window::new(&cfg(WindowMode::OnDemand, vec![]));
-        w.restore(t(99_999), t(0));
+        w.restore(everyone(t(99_999)), t(0));
         assert_eq!(
             w.open_until(t(0)),
             Some(t(3600)),
@@ -230,5 +372,62 @@ mod tests {
         assert!(!w.is_open(t(0), at(6, 2, 0)));
         assert!(!w.is_open(t(0), at(0, 1, 0)), "not Monday morning");
         assert_eq!(w.next_deadline(t(0)), Some(t(60)));
+    }
+
+    #[test]
+    fn a_saved_window_reads_back_as_written_and_damage_closes_it() {
+        let mac: MacAddr = "00:11:22:33:44:55".parse().unwrap();
+        let saved = SavedWindow {
+            until: t(600),
+            expected: Some(Expected {
+                prefixes: vec![MacPrefix::exact(mac), "00:11:22:3".parse().unwrap()],
+                count: 2,
+                done: vec![mac],
+            }),
+        };
+        let text = saved.encode();
+        assert_eq!(
+            text,
+            "1600000\nfor 00:11:22:33:44:55\nfor 00:11:22:3\ncount 2\ndone 00:11:22:33:44:55\n"
+        );
+        assert_eq!(SavedWindow::decode(&text), Some(saved));
+        // What earlier versions wrote: one line, a window for everyone.
+        assert_eq!(SavedWindow::decode("1600000\n"), Some(everyone(t(600))));
+        // Damaged: never a window for everyone.
+        for bad in [
+            "",
+            "soon\n",
+            "1600000\nfor 00:11:zz\ncount 1\n",
+            "1600000\nfor 00:11:22\n",
+            "1600000\ncount 1\n",
+            "1600000\nfor 00:11:22\ncount 0\n",
+            "1600000\nfor 00:11:22\ncount 1\ncount 2\n",
+            "1600000\nfor 00:11:22\ncount 1\nwho knows\n",
+            "1600000\ndone 00:11:22:33:44:55\n",
+        ] {
+            assert_eq!(SavedWindow::decode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_window_for_devices_admits_only_them_and_keeps_them_across_a_restore() {
+        let mut w = Window::new(&cfg(WindowMode::OnDemand, vec![]));
+        let e = Expected::new(vec!["00:11:22".parse().unwrap()], 1);
+        w.open_for(None, e.clone(), t(0));
+        let ours: MacAddr = "00:11:22:aa:bb:cc".parse().unwrap();
+        let other: MacAddr = "00:11:23:aa:bb:cc".parse().unwrap();
+        let x = w.expected(t(1)).unwrap();
+        assert!(x.admits(ours) && !x.admits(other));
+        let saved = w.saved(t(1)).unwrap();
+        let mut w2 = Window::new(&cfg(WindowMode::OnDemand, vec![]));
+        w2.restore(saved, t(2));
+        assert_eq!(w2.expected(t(2)), Some(&e));
+        assert!(w2.expected(t(900)).is_none(), "ended with its time");
+        assert!(w2.timed_out(t(900)));
+        w.open(None, t(3));
+        assert!(w.expected(t(3)).is_none(), "opened again for everyone");
+        w.open_for(None, e, t(4));
+        w.close();
+        assert!(w.expected(t(5)).is_none() && !w.timed_out(t(5)));
     }
 }

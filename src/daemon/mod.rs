@@ -561,12 +561,42 @@ impl Daemon {
         let now = Instant::now();
         match ev {
             Ok(RadioEvent::StaConnected(mac)) => self.provisioner.handle_station_joined(mac, now),
+            Ok(RadioEvent::StaDisconnected(mac))
+                if self.provisioner.awaits_completion(mac, now) =>
+            {
+                let reached = self.reached_cloud(mac, now);
+                self.provisioner
+                    .handle_station_left_after(mac, reached, now, local_now());
+            }
             Ok(RadioEvent::StaDisconnected(mac)) => self.provisioner.handle_station_left(mac, now),
             Ok(_) => {}
             Err(e) => {
                 if let Some(r) = self.radio.as_mut() {
                     r.lost(&e);
                 }
+            }
+        }
+    }
+
+    /// Whether the kernel forwarded traffic from `mac` to an allowed destination and
+    /// answers back to it (its `count_up` and `count_down` elements, read while its binding
+    /// still holds them): what says that a device reached its cloud. The counting chain
+    /// runs after every accepting and dropping one, so it counts only what really went
+    /// through, and an answer came back only on a connection the cloud accepted.
+    fn reached_cloud(&mut self, mac: MacAddr, now: Instant) -> bool {
+        let bindings = self.provisioner.bindings(now);
+        let Some(&(_, ip)) = bindings.iter().find(|(m, _)| *m == mac) else {
+            return false;
+        };
+        match self.fw.traffic_of(Some(&bindings)) {
+            Ok(t) => t
+                .get(&(mac, ip))
+                .is_some_and(|t| t.up.packets > 0 && t.down.packets > 0),
+            Err(e) => {
+                warn!(
+                    "reading {mac}'s traffic counters: {e}; its leaving does not count as a completed setup"
+                );
+                false
             }
         }
     }
@@ -589,8 +619,14 @@ impl Daemon {
         let done = match order.request {
             Request::Status => Ok(Reply::Status(self.status(now))),
             Request::Clients => Ok(self.clients(now)),
-            Request::WindowOpen { secs } => p
-                .handle_window_open(secs.map(Duration::from_secs), now, local_now())
+            Request::WindowOpen { secs, for_, count } => p
+                .handle_window_open_for(
+                    secs.map(Duration::from_secs),
+                    for_,
+                    count,
+                    now,
+                    local_now(),
+                )
                 .map(|_| Reply::Window(self.window_state(now))),
             Request::WindowClose => p
                 .handle_window_close(now, local_now())
@@ -690,12 +726,16 @@ impl Daemon {
     }
 
     fn window_state(&self, now: Instant) -> WindowState {
+        let expected = self.provisioner.window_expected(now);
         WindowState {
             open: self.provisioner.window_is_open(),
             secs_left: self
                 .provisioner
                 .window_until(now)
                 .map(|u| u.saturating_since(now).as_secs()),
+            for_: expected.map(|e| e.prefixes.clone()).unwrap_or_default(),
+            count: expected.map(|e| e.count),
+            done: expected.map(|e| e.done.len() as u32),
         }
     }
 

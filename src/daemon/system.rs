@@ -9,8 +9,7 @@ use anyhow::{Context, bail};
 use tracing::{info, warn};
 
 use crate::config::IfName;
-use crate::core::time::Instant;
-use crate::core::window::LocalTime;
+use crate::core::window::{LocalTime, SavedWindow};
 use crate::firewall::{Firewall, TABLE};
 
 /// Local wall-clock time, for schedules.
@@ -33,15 +32,29 @@ fn window_file(run_dir: &Path) -> PathBuf {
     run_dir.join("window")
 }
 
-pub(super) fn read_window(run_dir: &Path) -> Option<Instant> {
-    let text = std::fs::read_to_string(window_file(run_dir)).ok()?;
-    text.trim().parse().ok().map(Instant::from_millis)
+/// The window a previous run kept (see [`SavedWindow::encode`]); a file that does not
+/// read as one closes the window (it is never opened for everyone by mistake).
+pub(super) fn read_window(run_dir: &Path) -> Option<SavedWindow> {
+    let path = window_file(run_dir);
+    let text = std::fs::read_to_string(&path).ok()?;
+    let saved = SavedWindow::decode(&text);
+    if saved.is_none() {
+        warn!(
+            "{}: not a window this version wrote; the window stays closed",
+            path.display()
+        );
+    }
+    saved
 }
 
-pub(super) fn write_window(run_dir: &Path, until: Option<Instant>) {
+pub(super) fn write_window(run_dir: &Path, window: Option<SavedWindow>) {
     let path = window_file(run_dir);
-    let result = match until {
-        Some(u) => std::fs::write(&path, u.as_millis().to_string()),
+    let result = match window {
+        // Written whole then renamed: a crash never leaves half a list of devices.
+        Some(w) => {
+            let tmp = path.with_extension("new");
+            std::fs::write(&tmp, w.encode()).and_then(|()| std::fs::rename(&tmp, &path))
+        }
         None => std::fs::remove_file(&path).or_else(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Ok(()),
             _ => Err(e),

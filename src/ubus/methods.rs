@@ -38,7 +38,12 @@ pub const METHODS: &[Method] = &[
     },
     Method {
         name: "window",
-        args: &[("action", STRING), ("secs", INT32)],
+        args: &[
+            ("action", STRING),
+            ("secs", INT32),
+            ("for", ARRAY),
+            ("count", INT32),
+        ],
     },
     Method {
         name: "allow_list",
@@ -206,6 +211,15 @@ pub fn request(method: &'static Method, data: Attrs<'_>) -> Result<Request, Stri
         "window" => match a.string("action")? {
             Some("open") => Request::WindowOpen {
                 secs: a.number("secs")?,
+                for_: a
+                    .list("for")?
+                    .iter()
+                    .map(|p| p.parse().map_err(|e| format!("for: {e}")))
+                    .collect::<Result<_, String>>()?,
+                count: a
+                    .number("count")?
+                    .map(|n| u32::try_from(n).map_err(|_| format!("count: {n} is too large")))
+                    .transpose()?,
             },
             Some("close") => Request::WindowClose,
             _ => return Err("window: action must be \"open\" or \"close\"".into()),

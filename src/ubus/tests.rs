@@ -46,6 +46,9 @@ fn status() -> Reply {
         window: WindowState {
             open: true,
             secs_left: None,
+            for_: Vec::new(),
+            count: None,
+            done: None,
         },
         radio: Some(RadioState::Connected),
         clients: vec![Client {
@@ -121,7 +124,7 @@ fn the_signature_lists_the_plugins_methods_and_types() {
         json!({
             "status": {}, "clients": {},
             "evict": {"mac": 3, "ban": 5}, "ban": {"mac": 3, "secs": 5},
-            "unban": {"mac": 3}, "window": {"action": 3, "secs": 5},
+            "unban": {"mac": 3}, "window": {"action": 3, "secs": 5, "for": 1, "count": 5},
             "allow_list": {"name": 3},
             "allow_add": {"name": 3, "domain": 1, "address": 1, "proto": 3, "port": 1},
             "allow_remove": {"name": 1}, "reload": {}, "events": {"since": 5},
@@ -219,7 +222,34 @@ fn arguments_make_the_requests_provisionerctl_made() {
     );
     assert_eq!(
         call("window", json!({"action": "open", "secs": 900})),
-        Ok(Request::WindowOpen { secs: Some(900) })
+        Ok(Request::WindowOpen {
+            secs: Some(900),
+            for_: vec![],
+            count: None,
+        })
+    );
+    assert_eq!(
+        call(
+            "window",
+            json!({"action": "open", "for": ["00:11:22:33:44:55", "00:11:23"], "count": 2})
+        ),
+        Ok(Request::WindowOpen {
+            secs: None,
+            for_: vec![
+                "00:11:22:33:44:55".parse().unwrap(),
+                "00:11:23".parse().unwrap()
+            ],
+            count: Some(2),
+        })
+    );
+    // One device may be given as a string.
+    assert_eq!(
+        call("window", json!({"action": "open", "for": "00:11:22"})),
+        Ok(Request::WindowOpen {
+            secs: None,
+            for_: vec!["00:11:22".parse().unwrap()],
+            count: None,
+        })
     );
     assert_eq!(
         call("window", json!({"action": "close"})),
@@ -289,6 +319,11 @@ fn arguments_make_the_requests_provisionerctl_made() {
             "action must be \"open\" or \"close\"",
         ),
         ("window", json!({}), "action must be"),
+        (
+            "window",
+            json!({"action": "open", "for": ["00:11:zz"]}),
+            "for: '00:11:zz' is not a MAC prefix",
+        ),
         ("allow_add", json!({"domain": ["a"]}), "allow_add: missing"),
         (
             "allow_add",
@@ -450,6 +485,9 @@ async fn calls_through_a_fake_ubusd_reach_the_loop_and_come_back_as_replies() {
                 Request::WindowClose => Reply::Window(WindowState {
                     open: false,
                     secs_left: None,
+                    for_: Vec::new(),
+                    count: None,
+                    done: None,
                 }),
                 r => Failure::new(FailureKind::Refused, format!("{r:?}")).into(),
             };
