@@ -308,6 +308,7 @@ fn threat(file: &str, s: &Section) -> Result<super::Threat, ConfigError> {
     let spoofing = o.scalar("spoofing", response)?;
     let violations = o.scalar("violations", |v| value::unsigned(v, 1, 1000))?;
     let window = o.scalar("window", |v| value::duration_in(v, SECS(1), SECS(86400)))?;
+    let flow_flood = o.scalar("flow_flood", |v| value::unsigned(v, 1, 100_000))?;
     let dns_flood = o.scalar("dns_flood", |v| value::unsigned(v, 1, 100_000))?;
     let dhcp_flood = o.scalar("dhcp_flood", |v| value::unsigned(v, 4, 10_000))?;
     let ban = o.scalar("ban", |v| {
@@ -336,6 +337,7 @@ fn threat(file: &str, s: &Section) -> Result<super::Threat, ConfigError> {
             spoofing: Options::or(spoofing, d.spoofing),
             violations: Options::or(violations, u64::from(d.violations)) as u32,
             window: Options::or(window, d.window),
+            flow_flood: Options::or(flow_flood, u64::from(d.flow_flood)) as u32,
             dns_flood: Options::or(dns_flood, u64::from(d.dns_flood)) as u32,
             dhcp_flood: Options::or(dhcp_flood, u64::from(d.dhcp_flood)) as u32,
             ban: Options::or(ban, d.ban),

@@ -1002,7 +1002,19 @@ impl Provisioner {
                 why,
             });
         }
-        self.sighted(mac, threat::Sighting::Violation, Cause::Violation, now);
+        let target = target_of(&(dst, proto, port));
+        self.sighted(
+            mac,
+            threat::Sighting::Violation(target),
+            Cause::Violation,
+            now,
+        );
+        self.sighted(
+            mac,
+            threat::Sighting::FlowSample,
+            Cause::Flood("flow_flood"),
+            now,
+        );
         self.emit();
     }
 
@@ -1316,7 +1328,13 @@ impl Provisioner {
                 reason,
             });
         }
-        self.sighted(mac, threat::Sighting::Violation, Cause::Violation, now);
+        let target = target_of(&(name, qtype));
+        self.sighted(
+            mac,
+            threat::Sighting::Violation(target),
+            Cause::Violation,
+            now,
+        );
         DnsOutcome::Refused
     }
 
@@ -1427,6 +1445,13 @@ fn check_ban(d: Duration) -> Result<(), OrderError> {
         return Err(OrderError::BanLength(d));
     }
     Ok(())
+}
+
+/// A violation's target as the grader tells them apart (SipHash with fixed keys: the same
+/// target is the same number, run after run).
+fn target_of(t: &impl std::hash::Hash) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(t)
 }
 
 /// What a sighting was, for the events its verdict brings.

@@ -7,7 +7,11 @@
 //! | grade | what | default response |
 //! | --- | --- | --- |
 //! | violation | a blocked flow, a refused name or query type | report (warning, counted) |
-//! | abuse | `violations` of them within `window`; over the DNS rate `dns_flood` times, or `dhcp_flood` DHCP messages, within `window` | ban for `ban` |
+//! | abuse | `violations` distinct ones within `window`; `flow_flood` blocked packets sampled, `dns_flood` questions over the DNS rate, or `dhcp_flood` DHCP messages, within `window` | ban for `ban` |
+//!
+//! A violation is counted once per target (a name and type, a destination and port) within
+//! the window: a device retrying a name it may not have is one violation, a scan of ports
+//! or hosts is many. A flood of packets to one blocked target is `flow_flood`.
 //! | spoofing | a MAC/IP pair without a lease, a MAC with a second address, an address from a second MAC, DHCP speaking for another MAC, ARP claiming the router's or another's address | suspend (ban for `suspend`) and alarm |
 
 use std::collections::{HashMap, VecDeque};
@@ -61,9 +65,12 @@ pub struct ThreatPolicy {
     /// Repeated violations, and floods.
     pub abuse: Response,
     pub spoofing: Response,
-    /// This many violations within `window` are abuse.
+    /// This many distinct violations within `window` are abuse.
     pub violations: u32,
     pub window: Duration,
+    /// Blocked packets sampled from the kernel (a few a second per client at most)
+    /// within `window` that are a flood.
+    pub flow_flood: u32,
     /// Questions refused for the client's DNS rate, within `window`, that are a flood.
     pub dns_flood: u32,
     /// DHCP messages within `window` that are a flood (a client needs four a lease).
@@ -81,6 +88,7 @@ impl Default for ThreatPolicy {
             spoofing: Response::Suspend,
             violations: 10,
             window: Duration::from_secs(60),
+            flow_flood: 60,
             dns_flood: 100,
             dhcp_flood: 30,
             ban: Duration::from_secs(600),
@@ -128,8 +136,11 @@ pub fn level_of(e: &Event, policy: &ThreatPolicy) -> &'static str {
 /// What the core saw a client do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sighting {
-    /// A refused name or query type, a flow the kernel blocked.
-    Violation,
+    /// A refused name or query type, a flow the kernel blocked: the target (a hash of the
+    /// name and type, or of the destination and port), counted once within the window.
+    Violation(u64),
+    /// A blocked packet the kernel sampled (each one, for `flow_flood`).
+    FlowSample,
     /// A question refused for the client's own DNS rate.
     DnsOverRate,
     /// A DHCP message.
@@ -148,7 +159,9 @@ pub struct Verdict {
 
 #[derive(Debug, Default)]
 struct Tally {
-    violations: VecDeque<Instant>,
+    /// The distinct targets violated within the window, and when first.
+    violations: VecDeque<(Instant, u64)>,
+    flows: VecDeque<Instant>,
     dns: VecDeque<Instant>,
     dhcp: VecDeque<Instant>,
     /// Violations reported (counted against the client) since it was first seen.
@@ -157,7 +170,10 @@ struct Tally {
 
 impl Tally {
     fn is_idle(&self) -> bool {
-        self.violations.is_empty() && self.dns.is_empty() && self.dhcp.is_empty()
+        self.violations.is_empty()
+            && self.flows.is_empty()
+            && self.dns.is_empty()
+            && self.dhcp.is_empty()
     }
 }
 
@@ -217,11 +233,32 @@ impl Grader {
     pub fn observe(&mut self, mac: MacAddr, s: Sighting, now: Instant) -> Option<Verdict> {
         let p = &self.policy;
         let t = self.tallies.entry(mac).or_default();
+        let mut new_violation = false;
         let (grade, n) = match s {
             Sighting::Spoof => (Threat::Spoofing, 1),
-            Sighting::Violation => match count(&mut t.violations, now, p.window, p.violations) {
+            Sighting::Violation(target) => {
+                let v = &mut t.violations;
+                while v
+                    .front()
+                    .is_some_and(|&(at, _)| now.saturating_since(at) >= p.window)
+                {
+                    v.pop_front();
+                }
+                new_violation = !v.iter().any(|&(_, k)| k == target);
+                if new_violation {
+                    v.push_back((now, target));
+                }
+                let n = v.len() as u32;
+                if n >= p.violations {
+                    v.clear();
+                    (Threat::Abuse, n)
+                } else {
+                    (Threat::Violation, n)
+                }
+            }
+            Sighting::FlowSample => match count(&mut t.flows, now, p.window, p.flow_flood) {
                 (n, true) => (Threat::Abuse, n),
-                (n, false) => (Threat::Violation, n),
+                _ => return None,
             },
             Sighting::DnsOverRate => match count(&mut t.dns, now, p.window, p.dns_flood) {
                 (n, true) => (Threat::Abuse, n),
@@ -241,7 +278,7 @@ impl Grader {
                 return None;
             }
         }
-        if s == Sighting::Violation {
+        if new_violation {
             t.reported += 1;
             self.total += 1;
         }
@@ -257,6 +294,7 @@ impl Grader {
         self.in_force.insert(mac, (response, until));
         if let Some(t) = self.tallies.get_mut(&mac) {
             t.violations.clear();
+            t.flows.clear();
             t.dns.clear();
             t.dhcp.clear();
         }
@@ -288,7 +326,14 @@ impl Grader {
     pub fn forget_idle(&mut self, now: Instant, present: impl Fn(MacAddr) -> bool) {
         let window = self.policy.window;
         self.tallies.retain(|&mac, t| {
-            for q in [&mut t.violations, &mut t.dns, &mut t.dhcp] {
+            while t
+                .violations
+                .front()
+                .is_some_and(|&(x, _)| now.saturating_since(x) >= window)
+            {
+                t.violations.pop_front();
+            }
+            for q in [&mut t.flows, &mut t.dns, &mut t.dhcp] {
                 while q
                     .front()
                     .is_some_and(|&x| now.saturating_since(x) >= window)
@@ -329,7 +374,7 @@ mod tests {
     #[test]
     fn the_nth_violation_within_the_window_is_abuse() {
         let mut g = Grader::new(policy(3));
-        let v = |g: &mut Grader, s| g.observe(A, Sighting::Violation, at(s)).unwrap();
+        let v = |g: &mut Grader, s| g.observe(A, Sighting::Violation(s), at(s)).unwrap();
         assert_eq!(v(&mut g, 0).response, Response::Report);
         assert_eq!(v(&mut g, 1).response, Response::Report);
         let third = v(&mut g, 2);
@@ -347,7 +392,7 @@ mod tests {
     fn violations_spread_wider_than_the_window_are_not_abuse() {
         let mut g = Grader::new(policy(3));
         for s in [0, 40, 80, 120, 160] {
-            let v = g.observe(A, Sighting::Violation, at(s)).unwrap();
+            let v = g.observe(A, Sighting::Violation(s), at(s)).unwrap();
             assert_eq!(v.grade, Threat::Violation, "at {s}s");
         }
     }
@@ -356,16 +401,46 @@ mod tests {
     fn each_client_is_counted_apart() {
         let mut g = Grader::new(policy(2));
         assert_eq!(
-            g.observe(A, Sighting::Violation, at(0)).unwrap().grade,
+            g.observe(A, Sighting::Violation(1), at(0)).unwrap().grade,
             Threat::Violation
         );
         assert_eq!(
-            g.observe(B, Sighting::Violation, at(0)).unwrap().grade,
+            g.observe(B, Sighting::Violation(1), at(0)).unwrap().grade,
             Threat::Violation
         );
         assert_eq!(
-            g.observe(A, Sighting::Violation, at(1)).unwrap().grade,
+            g.observe(A, Sighting::Violation(2), at(1)).unwrap().grade,
             Threat::Abuse
+        );
+    }
+
+    #[test]
+    fn a_target_violated_again_is_one_violation_but_a_packet_flood_is_abuse() {
+        let mut g = Grader::new(ThreatPolicy {
+            violations: 3,
+            flow_flood: 5,
+            ..ThreatPolicy::default()
+        });
+        // A device retrying one name it may not have: one violation, however often.
+        for s in 0..10 {
+            let v = g.observe(A, Sighting::Violation(42), at(s)).unwrap();
+            assert_eq!((v.grade, v.count), (Threat::Violation, 1), "at {s}s");
+        }
+        assert_eq!(g.reported(A), 1);
+        // ...until the window has passed: then it is one again.
+        assert_eq!(
+            g.observe(A, Sighting::Violation(42), at(70)).unwrap().count,
+            1
+        );
+        assert_eq!(g.reported(A), 2);
+        // Packets to one blocked target, sampled: a flood at the count.
+        for _ in 0..4 {
+            assert_eq!(g.observe(B, Sighting::FlowSample, at(0)), None);
+        }
+        let v = g.observe(B, Sighting::FlowSample, at(1)).unwrap();
+        assert_eq!(
+            (v.grade, v.response, v.count),
+            (Threat::Abuse, Response::Ban, 5)
         );
     }
 
@@ -408,7 +483,7 @@ mod tests {
             Response::Report
         );
         assert_eq!(
-            g.observe(A, Sighting::Violation, at(1)),
+            g.observe(A, Sighting::Violation(1), at(1)),
             None,
             "violations only logged"
         );
@@ -417,11 +492,11 @@ mod tests {
     #[test]
     fn a_ban_in_force_is_not_given_again_but_may_grow() {
         let mut g = Grader::new(policy(1));
-        let v = g.observe(A, Sighting::Violation, at(0)).unwrap();
+        let v = g.observe(A, Sighting::Violation(1), at(0)).unwrap();
         assert_eq!(v.response, Response::Ban);
         g.banned(A, v.response, at(600));
         assert_eq!(
-            g.observe(A, Sighting::Violation, at(1)),
+            g.observe(A, Sighting::Violation(2), at(1)),
             None,
             "banned already"
         );
@@ -437,7 +512,9 @@ mod tests {
         // Violations are still reported (counted), only not banned again.
         g.set_policy(ThreatPolicy::default());
         assert_eq!(
-            g.observe(A, Sighting::Violation, at(4)).unwrap().response,
+            g.observe(A, Sighting::Violation(3), at(4))
+                .unwrap()
+                .response,
             Response::Report
         );
         g.pardon(A);
@@ -450,7 +527,7 @@ mod tests {
     #[test]
     fn idle_state_is_forgotten() {
         let mut g = Grader::new(policy(5));
-        g.observe(A, Sighting::Violation, at(0));
+        g.observe(A, Sighting::Violation(1), at(0));
         g.observe(B, Sighting::Dhcp, at(0));
         g.forget_idle(at(30), |_| false);
         assert_eq!(g.tracked(), 2);
@@ -472,7 +549,7 @@ mod tests {
             let mut g = Grader::new(policy(n));
             let mut model: Vec<u64> = Vec::new();
             let mut t = 0;
-            for gap in gaps {
+            for (step, gap) in (0u64..).zip(gaps) {
                 t += gap;
                 model.retain(|&x| t - x < 60);
                 model.push(t);
@@ -480,7 +557,7 @@ mod tests {
                 if abuse {
                     model.clear();
                 }
-                let v = g.observe(A, Sighting::Violation, at(t)).unwrap();
+                let v = g.observe(A, Sighting::Violation(step), at(t)).unwrap();
                 prop_assert_eq!(v.grade == Threat::Abuse, abuse);
                 prop_assert!(v.count <= n);
             }
