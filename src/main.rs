@@ -243,7 +243,7 @@ fn provisionerd(args: DaemonArgs) -> anyhow::Result<ExitCode> {
                     eprintln!(
                         "{}: warning: {}",
                         path.display(),
-                        Config::not_enforced_warning(option)
+                        Config::not_enforced_warning(&option)
                     );
                 }
                 println!("{}: ok", path.display());

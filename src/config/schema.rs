@@ -10,6 +10,7 @@ use ipnet::Ipv4Net;
 use super::document::{Document, Entry, Section};
 use super::value::{self, ValueResult};
 use super::*;
+use crate::core::oui::MacPrefix;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
@@ -166,14 +167,14 @@ pub fn build(file: &str, doc: &Document) -> Result<Config, ConfigError> {
     // Each singleton at most once; unknown section types are errors.
     let mut seen: Vec<(&str, usize)> = Vec::new();
     for s in &doc.sections {
-        if s.kind == "allow" {
+        if s.kind == "allow" || s.kind == "profile" {
             continue;
         }
         if !SINGLETONS.contains(&s.kind.as_str()) {
             return Err(top_error(
                 s.line,
                 format!(
-                    "unknown section type '{}' (known: {}, allow)",
+                    "unknown section type '{}' (known: {}, allow, profile)",
                     s.kind,
                     SINGLETONS.join(", ")
                 ),
@@ -232,6 +233,20 @@ pub fn build(file: &str, doc: &Document) -> Result<Config, ConfigError> {
         .transpose()?
         .flatten();
 
+    let mut profiles: Vec<ProfileConfig> = Vec::new();
+    // Every prefix listed, with its profile and line: one prefix in two places is an error.
+    let mut prefixes: Vec<(MacPrefix, String, usize)> = Vec::new();
+    for s in doc.sections.iter().filter(|s| s.kind == "profile") {
+        let p = profile(file, s, &limits, &mut prefixes)?;
+        if profiles.iter().any(|q| q.profile.name == p.profile.name) {
+            return Err(top_error(
+                s.line,
+                format!("profile '{}' given twice", p.profile.name),
+            ));
+        }
+        profiles.push(p);
+    }
+
     let mut allow = Vec::new();
     let mut names = HashSet::new();
     for (i, s) in doc
@@ -240,7 +255,7 @@ pub fn build(file: &str, doc: &Document) -> Result<Config, ConfigError> {
         .filter(|s| s.kind == "allow")
         .enumerate()
     {
-        let entry = allow_entry(file, s, i, &network)?;
+        let entry = allow_entry(file, s, i, &network, &profiles)?;
         if !names.insert(entry.name.clone()) {
             return Err(top_error(
                 s.line,
@@ -280,8 +295,102 @@ pub fn build(file: &str, doc: &Document) -> Result<Config, ConfigError> {
         window,
         radio,
         allow,
+        profiles,
         metrics,
         control_group,
+    })
+}
+
+/// A `config profile 'NAME'` section: the vendor prefixes of its devices and their limits.
+fn profile(
+    file: &str,
+    s: &Section,
+    limits: &Limits,
+    prefixes: &mut Vec<(MacPrefix, String, usize)>,
+) -> Result<ProfileConfig, ConfigError> {
+    let mut o = Options::new(file, s);
+    let ouis = o.list("oui", |v| {
+        let p: MacPrefix = v.parse().map_err(|e: crate::core::oui::BadPrefix| e.to_string())?;
+        if p.bits() < 24 {
+            return Err(format!(
+                "'{v}' is shorter than a vendor's prefix (an OUI has 6 hex digits, '00:11:22')"
+            ));
+        }
+        let mac = crate::core::profile::mac_of(p.range().0);
+        if !p.is_exact() && crate::core::oui::is_locally_administered(mac) {
+            return Err(format!(
+                "'{v}' is a locally administered (randomised) prefix: no vendor's, it matches no device (only a whole MAC may be one)"
+            ));
+        }
+        Ok(p)
+    })?;
+    let session = o.scalar("session", |v| value::duration_in(v, SECS(10), SECS(86400)))?;
+    let max_clients = o.scalar("max_clients", |v| value::unsigned(v, 1, 1024))?;
+    let client_daily = o.scalar("client_daily", value::bytes)?;
+    o.finish()?;
+    let o = Options::new(file, s);
+    let Some(name) = s.name.clone() else {
+        return Err(ConfigError {
+            file: file.to_owned(),
+            line: s.line,
+            option: None,
+            message: "a profile needs a name (config profile 'NAME'): allow entries name it".into(),
+        });
+    };
+    if ouis.is_empty() {
+        return Err(ConfigError {
+            file: file.to_owned(),
+            line: s.line,
+            option: None,
+            message: format!(
+                "{} matches no device: give its vendor prefixes ('list oui')",
+                s.label()
+            ),
+        });
+    }
+    for (p, line) in &ouis {
+        if let Some((_, other, first)) = prefixes.iter().find(|(q, ..)| q == p) {
+            return Err(o.error(
+                *line,
+                "oui",
+                format!("{p} is already profile '{other}''s (line {first}): a prefix belongs to one profile"),
+            ));
+        }
+        prefixes.push((*p, name.clone(), *line));
+    }
+    if let Some((max, line)) = max_clients {
+        if max > u64::from(limits.max_clients) {
+            return Err(o.error(
+                line,
+                "max_clients",
+                format!(
+                    "{max} is more than the network's max_clients ({})",
+                    limits.max_clients
+                ),
+            ));
+        }
+    }
+    if let Some((d, line)) = session {
+        if limits.min_age >= d {
+            return Err(o.error(
+                line,
+                "session",
+                format!(
+                    "{} must be longer than limits min_age ({})",
+                    value::show_duration(d),
+                    value::show_duration(limits.min_age)
+                ),
+            ));
+        }
+    }
+    Ok(ProfileConfig {
+        profile: crate::core::profile::Profile {
+            name,
+            ouis: ouis.into_iter().map(|(p, _)| p).collect(),
+            session: session.map(|v| v.0),
+            max_clients: max_clients.map(|v| v.0 as u16),
+        },
+        client_daily: client_daily.map(|v| v.0),
     })
 }
 
@@ -784,14 +893,30 @@ fn allow_entry(
     s: &Section,
     index: usize,
     net: &Network,
+    profiles: &[ProfileConfig],
 ) -> Result<AllowEntry, ConfigError> {
     let mut o = Options::new(file, s);
     let domains = o.list("domain", value::domain_pattern)?;
     let nets = o.list("address", value::ipv4_net)?;
     let proto = o.scalar("proto", value::proto)?;
     let ports = o.list("port", value::port_range)?;
+    let profile = o.scalar("profile", |v| Ok(v.to_owned()))?;
     o.finish()?;
     let o = Options::new(file, s);
+    if let Some((p, line)) = &profile {
+        if !profiles.iter().any(|q| q.profile.name == *p) {
+            let known: Vec<&str> = profiles.iter().map(|q| q.profile.name.as_str()).collect();
+            return Err(o.error(
+                *line,
+                "profile",
+                if known.is_empty() {
+                    format!("no profile '{p}' (there are no 'config profile' sections)")
+                } else {
+                    format!("no profile '{p}' (there are: {})", known.join(", "))
+                },
+            ));
+        }
+    }
 
     if domains.is_empty() && nets.is_empty() {
         return Err(ConfigError {
@@ -841,6 +966,7 @@ fn allow_entry(
         domains: domains.into_iter().map(|(d, _)| d).collect(),
         nets: nets.into_iter().map(|(n, _)| n).collect(),
         proto: Options::or(proto, Proto::Tcp),
+        profile: profile.map(|(p, _)| p),
         ports: {
             let ports: Vec<_> = ports.into_iter().map(|(p, _)| p).collect();
             if ports.is_empty() {

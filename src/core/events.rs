@@ -127,6 +127,8 @@ pub enum StationReason {
     Limit,
     /// An operator's order (provisionerctl evict or ban).
     Operator,
+    /// Its vendor profile has as many clients as its `max_clients`.
+    ProfileFull,
 }
 
 impl StationReason {
@@ -141,6 +143,7 @@ impl StationReason {
             StationReason::NoDhcp => "no_dhcp",
             StationReason::Limit => "limit",
             StationReason::Operator => "operator",
+            StationReason::ProfileFull => "profile_full",
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod leases;
 pub mod oui;
 pub mod outbox;
 pub mod ports;
+pub mod profile;
 pub mod ratelimit;
 pub mod settings;
 pub mod stations;
@@ -155,10 +156,14 @@ impl Provisioner {
         let s = settings.clone();
         Provisioner {
             leases: Leases::new(s.pool_start, s.pool_size, s.lease_time),
-            stations: Stations::new(s.stations),
+            stations: {
+                let mut st = Stations::new(s.stations);
+                st.set_profiles(&s.profiles);
+                st
+            },
             window: Window::new(&s.window),
             window_open: None,
-            allow: AllowList::new(&s.allow),
+            allow: AllowList::with_profiles(&s.allow, &s.profiles),
             guard: RebindingGuard::new(s.router, s.subnet, &s.protect, &[]),
             router_addrs: Vec::new(),
             learned: Learned::default(),
@@ -356,10 +361,14 @@ impl Provisioner {
                 self.learned.forget_client(mac, &mut Vec::new());
             }
         }
+        self.stations.set_profiles(&s.profiles);
         let actions = self.stations.set_policy(s.stations, now, &mut self.events);
         self.apply(actions, now);
         self.window.reconfigure(&s.window);
-        let old_allow = std::mem::replace(&mut self.allow, AllowList::new(&s.allow));
+        let old_allow = std::mem::replace(
+            &mut self.allow,
+            AllowList::with_profiles(&s.allow, &s.profiles),
+        );
         self.guard = RebindingGuard::new(s.router, s.subnet, &s.protect, &self.router_addrs);
         // The limiters keep their state unless their rates changed.
         if (s.client_qps, s.total_qps) != (self.settings.client_qps, self.settings.total_qps) {
@@ -383,7 +392,10 @@ impl Provisioner {
         now: Instant,
     ) {
         let old = &self.settings.allow;
-        let diff = closing::AllowDiff::between(old, &s.allow);
+        // Who an entry is for changed with the profiles' prefixes: then every entry may
+        // have lost clients, and is judged again.
+        let moved = prefixes(&self.settings.profiles) != prefixes(&s.profiles);
+        let diff = closing::AllowDiff::between(old, &s.allow).with_all_changed(moved, old);
         for name in &diff.added {
             self.events.push(Event::AllowAdded { name: name.clone() });
         }
@@ -419,7 +431,16 @@ impl Provisioner {
             .elements(now)
             .filter_map(|(key, ..)| flow(&key))
             .collect();
-        let closed = closing::Closed::new(s.subnet, &diff, old, &s.allow, &revoked, held);
+        let (old_profiles, new_profiles) = (&self.settings.profiles, &s.profiles);
+        let who = ips
+            .iter()
+            .map(|(&mac, &ip)| {
+                let name = |ps: &[profile::Profile]| profile::name_of(ps, mac).map(str::to_owned);
+                (ip, (name(old_profiles), name(new_profiles)))
+            })
+            .collect();
+        let closed =
+            closing::Closed::new(s.subnet, &diff, old, &s.allow, &revoked, held).with_profiles(who);
         self.out.command_now(Command::EndFlowsTo(closed));
     }
 
@@ -469,7 +490,6 @@ impl Provisioner {
     /// [`Provisioner::snapshot`] without the learned grants (thousands, under DNS load):
     /// the clients, bans and bindings, for the operator's views.
     pub fn stations_snapshot(&self, now: Instant) -> Snapshot {
-        let session = self.stations.policy().session;
         Snapshot {
             clients: self
                 .stations
@@ -478,7 +498,7 @@ impl Provisioner {
                 .map(|(mac, since)| {
                     (
                         ClientRecord { mac, since },
-                        (since + session).saturating_since(now),
+                        (since + self.stations.session_of(mac)).saturating_since(now),
                     )
                 })
                 .collect(),
@@ -514,10 +534,13 @@ impl Provisioner {
                 .is_some_and(|off| off < u32::from(settings.pool_size))
         };
         snap.leases.retain(|b| in_pool(b.ip));
-        let allow = AllowList::new(&settings.allow);
+        let allow = AllowList::with_profiles(&settings.allow, &settings.profiles);
         snap.learned.retain(|(key, _, name)| {
             snap.leases.iter().any(|b| b.mac == key.mac)
-                && allow.grant(name).ports.contains(&(key.proto, key.port))
+                && allow
+                    .grant_for(key.mac, name)
+                    .ports
+                    .contains(&(key.proto, key.port))
         });
         snap
     }
@@ -583,7 +606,7 @@ impl Provisioner {
         // Let in after all: no longer one of the stations turned away.
         self.turned_away.forget(mac);
         if let Some(since) = self.stations.admitted_at(mac) {
-            let session_left = (since + self.stations.policy().session).saturating_since(now);
+            let session_left = (since + self.stations.session_of(mac)).saturating_since(now);
             self.out.addition(
                 SetChange::Admit {
                     mac,
@@ -1045,7 +1068,7 @@ impl Provisioner {
             return DnsOutcome::Refused;
         }
         let reason = match qtype {
-            QTYPE_A | QTYPE_AAAA if !self.allow.allows(name) => DnsRefusal::NotAllowed,
+            QTYPE_A | QTYPE_AAAA if !self.allow.allows_for(mac, name) => DnsRefusal::NotAllowed,
             QTYPE_A => return DnsOutcome::Resolve { mac },
             // IPv6 is off on the provisioning network: an allowed name has no AAAA here.
             QTYPE_AAAA => return DnsOutcome::NoData,
@@ -1080,7 +1103,7 @@ impl Provisioner {
         now: Instant,
     ) {
         let mut include = dns::on_chain(name, records);
-        let grant = self.allow.grant(name);
+        let grant = self.allow.grant_for(mac, name);
         for (i, r) in records.iter().enumerate() {
             let RecordData::A(addr) = r.data else {
                 continue;
@@ -1155,6 +1178,14 @@ pub enum OrderError {
         _ => "the window's schedule holds it open now: it closes when the span ends",
     })]
     WindowHeldOpen(WindowMode),
+}
+
+/// Who each profile is for: what a reload must compare to know whether clients moved.
+fn prefixes(profiles: &[profile::Profile]) -> Vec<(&str, &[oui::MacPrefix])> {
+    profiles
+        .iter()
+        .map(|p| (p.name.as_str(), p.ouis.as_slice()))
+        .collect()
 }
 
 fn check_ban(d: Duration) -> Result<(), OrderError> {

@@ -244,6 +244,65 @@ fn sampled(why: FlowBlock) -> String {
     )
 }
 
+/// The static allow set's key, the rule's match on it, and its elements. Without vendor
+/// profiles: `address . protocol . port`. With them, the client's MAC comes first, as an
+/// interval per profile ([`crate::core::profile::partition`]: the longest prefix's, the
+/// default entries' outside every prefix): a new connection still costs one lookup, and no
+/// element or rule is per client.
+fn static_allow(cfg: &Config) -> (&'static str, &'static str, Vec<String>) {
+    let mut allow: Vec<String> = Vec::new();
+    let points = |owner: Option<&str>| -> Vec<String> {
+        cfg.allow
+            .iter()
+            .filter(|e| e.profile.as_deref() == owner)
+            .flat_map(|entry| {
+                entry.nets.iter().flat_map(move |n| {
+                    entry
+                        .ports
+                        .iter()
+                        .map(move |p| format!("{} . {} . {p}", nft_net(n), entry.proto.as_str()))
+                })
+            })
+            .collect()
+    };
+    if cfg.profiles.is_empty() {
+        for e in points(None) {
+            if !allow.contains(&e) {
+                allow.push(e);
+            }
+        }
+        return (
+            "ipv4_addr . inet_proto . inet_service",
+            "ip daddr . meta l4proto . th dport",
+            allow,
+        );
+    }
+    let profiles: Vec<_> = cfg.profiles.iter().map(|p| p.profile.clone()).collect();
+    for (first, last, owner) in crate::core::profile::partition(&profiles) {
+        let macs = if first == last {
+            crate::core::profile::mac_of(first).to_string()
+        } else {
+            format!(
+                "{}-{}",
+                crate::core::profile::mac_of(first),
+                crate::core::profile::mac_of(last)
+            )
+        };
+        let owner = owner.map(|i| profiles[i].name.as_str());
+        for e in points(owner) {
+            let e = format!("{macs} . {e}");
+            if !allow.contains(&e) {
+                allow.push(e);
+            }
+        }
+    }
+    (
+        "ether_addr . ipv4_addr . inet_proto . inet_service",
+        "ether saddr . ip daddr . meta l4proto . th dport",
+        allow,
+    )
+}
+
 impl Ruleset {
     /// The table for `cfg`, carrying the live elements of `state` over.
     pub fn build(cfg: &Config, state: &Snapshot) -> Ruleset {
@@ -278,17 +337,7 @@ impl Ruleset {
             ),
         ];
 
-        let mut allow: Vec<String> = Vec::new();
-        for entry in &cfg.allow {
-            for n in &entry.nets {
-                for p in &entry.ports {
-                    let e = format!("{} . {} . {p}", nft_net(n), entry.proto.as_str());
-                    if !allow.contains(&e) {
-                        allow.push(e);
-                    }
-                }
-            }
-        }
+        let (allow_key, allow_match, allow) = static_allow(cfg);
 
         let ms = |d: &Duration| d.as_millis();
         let (up, down) = rate_rules(cfg);
@@ -332,7 +381,7 @@ impl Ruleset {
             // Static allow-list entries: address or CIDR, protocol, port or range.
             Set {
                 name: "allow4_net",
-                key: "ipv4_addr . inet_proto . inet_service",
+                key: allow_key,
                 flags: "interval",
                 settings: &[],
                 elements: allow,
@@ -486,7 +535,7 @@ impl Ruleset {
                 .chain([r(LOWER_EFFORT)])
                 .chain(ours.iter().cloned())
                 .chain([
-                    format!("ip daddr . meta l4proto . th dport @allow4_net {allowed}"),
+                    format!("{allow_match} @allow4_net {allowed}"),
                     format!("ether saddr . ip daddr . meta l4proto . th dport @learned4 {allowed}"),
                     sampled(FlowBlock::NotAllowed),
                     r("counter drop comment \"not allow-listed\""),
