@@ -159,6 +159,10 @@ enum AllowAction {
         /// A port or range, 443 or 8000-8100 (repeatable; default 443).
         #[arg(long = "port", value_name = "PORT")]
         ports: Vec<String>,
+        /// The vendor profile (a `config profile` section) whose clients it is for;
+        /// without it, for clients of no profile.
+        #[arg(long, value_name = "PROFILE")]
+        profile: Option<String>,
     },
     /// Remove entries (all of them, or none if one is unknown); open connections to what
     /// only they allowed are ended.
@@ -373,6 +377,7 @@ fn provisionerctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
                     addresses,
                     proto,
                     ports,
+                    profile,
                 },
         } => Request::AllowAdd(protocol::AllowSpec {
             name,
@@ -380,6 +385,7 @@ fn provisionerctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
             addresses,
             proto,
             ports,
+            profile,
         }),
         CtlCommand::Allow {
             action: AllowAction::Remove { names },

@@ -24,6 +24,7 @@ pub struct NewAllow {
     pub addresses: Vec<String>,
     pub proto: Option<String>,
     pub ports: Vec<String>,
+    pub profile: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -218,6 +219,9 @@ fn section(new: &NewAllow) -> Section {
     for p in &new.ports {
         s.push("port", p, 0, true);
     }
+    if let Some(p) = &new.profile {
+        s.push("profile", p, 0, false);
+    }
     s
 }
 
@@ -261,6 +265,9 @@ fn uci_add(batch: &mut String, package: &str, new: &NewAllow) {
     }
     for p in &new.ports {
         batch.push_str(&format!("add_list {at}.port={}\n", uci_quote(p)));
+    }
+    if let Some(p) = &new.profile {
+        batch.push_str(&format!("set {at}.profile={}\n", uci_quote(p)));
     }
 }
 
@@ -308,6 +315,9 @@ fn toml_add(text: &str, new: &NewAllow) -> Vec<u8> {
     }
     if !new.ports.is_empty() {
         out.push_str(&format!("port = [{}]\n", list(&new.ports, true)));
+    }
+    if let Some(p) = &new.profile {
+        out.push_str(&format!("profile = {}\n", toml_string(p)));
     }
     out.into_bytes()
 }
@@ -497,6 +507,9 @@ config network 'network'
 config dns
 \tlist upstream '1.1.1.1'
 
+config profile 'vendor'
+\tlist oui '00:a0:01'
+
 config allow 'acme'
 \tlist address '11.1.0.10'
 
@@ -540,6 +553,7 @@ config allow 'ntp'
             addresses: vec!["11.2.0.0/16".into()],
             proto: Some("tcp".into()),
             ports: vec!["443".into(), "8000-8010".into()],
+            profile: None,
         }))
         .unwrap();
         let t = text(&e);
@@ -666,6 +680,7 @@ config allow 'ntp'
                 addresses: vec!["11.2.0.0/16".into(), "11.4.0.1".into()],
                 proto: Some("udp".into()),
                 ports: vec!["123".into()],
+                profile: Some("vendor".into()),
             }),
         )
         .unwrap();
@@ -674,10 +689,14 @@ config allow 'ntp'
             Writing::Uci {
                 dir: "/etc/config".into(),
                 package: "provisioner".into(),
-                batch: "set provisioner.fw=allow\nadd_list provisioner.fw.domain='fw.example.com'\nadd_list provisioner.fw.address='11.2.0.0/16'\nadd_list provisioner.fw.address='11.4.0.1'\nset provisioner.fw.proto='udp'\nadd_list provisioner.fw.port='123'\ncommit provisioner\n".into(),
+                batch: "set provisioner.fw=allow\nadd_list provisioner.fw.domain='fw.example.com'\nadd_list provisioner.fw.address='11.2.0.0/16'\nadd_list provisioner.fw.address='11.4.0.1'\nset provisioner.fw.proto='udp'\nadd_list provisioner.fw.port='123'\nset provisioner.fw.profile='vendor'\ncommit provisioner\n".into(),
             }
         );
         assert_eq!(e.config.allow.last().unwrap().name, "fw");
+        assert_eq!(
+            e.config.allow.last().unwrap().profile.as_deref(),
+            Some("vendor")
+        );
         // Anonymous sections by their place, the later one first.
         let e = plan(path, UCI.as_bytes(), &remove(&["acme", "@allow[1]", "ntp"])).unwrap();
         assert_eq!(

@@ -2183,6 +2183,141 @@ mod tests {
         assert!(core.stations.is_admitted(mac(1)));
     }
 
+    const PROFILES: &str = "config profile acme\n list oui 00:a0:01\nconfig profile bolt\n list oui 00:b0:02\n option max_clients 1\nconfig allow acme_cloud\n list domain 'api.acme.example'\n option profile acme\nconfig allow acme_static\n list address 11.5.0.1\n option profile acme\nconfig allow bolt_cloud\n list domain 'api.bolt.example'\n option profile bolt\n";
+
+    fn vendor(oui: [u8; 3], n: u8) -> MacAddr {
+        MacAddr([oui[0], oui[1], oui[2], 0, 0, n])
+    }
+
+    #[test]
+    fn a_client_resolves_and_learns_only_its_profiles_names_and_a_randomised_one_the_defaults() {
+        let mut core = started(PROFILES);
+        let (acme, bolt) = (vendor([0, 0xa0, 1], 1), vendor([0, 0xb0, 2], 2));
+        // Acme's digits, randomised: no vendor's; it gets the default entry ('a').
+        let random = MacAddr([2, 0xa0, 1, 0, 0, 3]);
+        let ips = [acme, bolt, random].map(|m| lease(&mut core, m, t(0)));
+        let refused = |o: &DnsOutcome| matches!(o, DnsOutcome::Refused);
+        for (ip, own, others) in [
+            (
+                ips[0],
+                "api.acme.example",
+                ["api.bolt.example", "ok.example"],
+            ),
+            (
+                ips[1],
+                "api.bolt.example",
+                ["api.acme.example", "ok.example"],
+            ),
+            (
+                ips[2],
+                "ok.example",
+                ["api.acme.example", "api.bolt.example"],
+            ),
+        ] {
+            assert!(
+                !refused(&ask(&mut core, ip, own, QTYPE_A, t(1))),
+                "{ip} {own}"
+            );
+            for other in others {
+                assert!(
+                    refused(&ask(&mut core, ip, other, QTYPE_A, t(1))),
+                    "{ip} {other}"
+                );
+            }
+        }
+        // An answer for another profile's name (the edge would never ask, but the grant
+        // is decided here) learns nothing for it.
+        let name: Arc<str> = "api.bolt.example".into();
+        let records = [Record {
+            owner: "api.bolt.example",
+            ttl: 60,
+            data: RecordData::A(Ipv4Addr::new(11, 6, 0, 1)),
+        }];
+        core.handle_dns_answer(1, acme, &name, &records, 0, t(1));
+        assert!(drain(&mut core).changes.is_empty());
+        core.handle_dns_answer(2, bolt, &name, &records, 0, t(1));
+        assert!(matches!(
+            drain(&mut core).changes[..],
+            [SetChange::Learn(_)]
+        ));
+    }
+
+    #[test]
+    fn a_full_profile_turns_its_newcomer_away_and_others_are_still_admitted() {
+        let mut core = started(PROFILES);
+        let bolt = |n| vendor([0, 0xb0, 2], n);
+        core.handle_station_joined(bolt(1), t(0));
+        assert!(core.stations.is_admitted(bolt(1)));
+        events(&mut core);
+        core.handle_station_joined(bolt(2), t(1));
+        assert!(!core.stations.is_admitted(bolt(2)));
+        let said = events(&mut core);
+        assert!(
+            said.contains(
+                &"event=turned_away mac=00:b0:02:00:00:02 reason=profile_full".to_owned()
+            ),
+            "{said:?}"
+        );
+        // The twin: a device of another vendor (and of none) still gets a spot.
+        core.handle_station_joined(vendor([0, 0xa0, 1], 3), t(1));
+        core.handle_station_joined(mac(4), t(1));
+        assert!(core.stations.is_admitted(vendor([0, 0xa0, 1], 3)));
+        assert!(core.stations.is_admitted(mac(4)));
+    }
+
+    #[test]
+    fn a_reload_that_moves_a_prefix_ends_what_the_old_profile_granted_its_clients() {
+        let mut core = started(PROFILES);
+        let (acme, bolt) = (vendor([0, 0xa0, 1], 1), vendor([0, 0xb0, 2], 2));
+        let (ia, ib) = (lease(&mut core, acme, t(0)), lease(&mut core, bolt, t(0)));
+        let name: Arc<str> = "api.acme.example".into();
+        let learned = Ipv4Addr::new(11, 7, 0, 1);
+        let records = [Record {
+            owner: "api.acme.example",
+            ttl: 60,
+            data: RecordData::A(learned),
+        }];
+        core.handle_dns_answer(1, acme, &name, &records, 0, t(1));
+        drain(&mut core);
+        // Acme's prefix moves: its device is of no profile now. Bolt's gains 11.5.0.1.
+        let text = PROFILES.replace("00:a0:01", "00:a0:09").replace(
+            "config allow bolt_cloud",
+            "config allow bolt_static\n list address 11.5.0.1\n option profile bolt\nconfig allow bolt_cloud",
+        );
+        let new = cfg(&format!("config window\n option mode always\n{text}"));
+        core.handle_reload(&Settings::from(&new), t(2));
+        let d = drain(&mut core);
+        let closed = d
+            .commands
+            .iter()
+            .find_map(|c| match c {
+                Command::EndFlowsTo(c) => Some(c.clone()),
+                _ => None,
+            })
+            .expect("asked to end flows");
+        let flow = |src, dst| closing::Flow {
+            src,
+            dst,
+            proto: 6,
+            dport: 443,
+        };
+        assert!(closed.ends(&flow(ia, learned)).is_some(), "learned by acme");
+        assert!(
+            closed.ends(&flow(ia, Ipv4Addr::new(11, 5, 0, 1))).is_some(),
+            "acme's static"
+        );
+        assert_eq!(
+            closed.ends(&flow(ib, Ipv4Addr::new(11, 5, 0, 1))),
+            None,
+            "now bolt's"
+        );
+        assert!(core.snapshot(t(2)).learned.is_empty(), "revoked");
+        assert!(matches!(
+            ask(&mut core, ia, "api.acme.example", QTYPE_A, t(3)),
+            DnsOutcome::Refused
+        ));
+    }
+
     #[test]
     fn a_reload_that_removes_entries_asks_to_end_what_they_granted_and_reports_it() {
         let extra =
