@@ -1357,6 +1357,116 @@ port = [443, 8883]
 
     /// The shipped examples are valid and say the same thing.
     #[test]
+    fn profiles_bind_entries_and_are_checked_where_they_are_written() {
+        let base = "config network\n option interface prov0\n option wan wan0\n";
+        let ok = uci(&format!(
+            "{base}config limits\n option max_clients 8\nconfig profile 'acme'\n list oui '00:11:22'\n list oui '00:11:23:4'\n option session 10m\n option max_clients 2\n option client_daily 50MB\nconfig profile 'pro'\n list oui '00:11:22:3'\nconfig allow 'cloud'\n list address 11.1.0.10\n option profile 'acme'\nconfig allow 'open'\n list address 11.1.0.20\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.profiles.len(), 2);
+        let acme = &ok.profiles[0];
+        assert_eq!(acme.profile.ouis.len(), 2);
+        assert_eq!(acme.profile.session, Some(Duration::from_secs(600)));
+        assert_eq!(acme.profile.max_clients, Some(2));
+        assert_eq!(acme.client_daily, Some(50_000_000));
+        assert_eq!(ok.allow[0].profile.as_deref(), Some("acme"));
+        assert_eq!(ok.allow[1].profile, None);
+        // Carried, not enforced: said so.
+        assert!(
+            ok.not_enforced()
+                .contains(&"profile 'acme' client_daily".to_owned())
+        );
+
+        let with = |extra: &str| uci(&format!("{base}{extra}")).unwrap_err();
+        let cases: &[(&str, usize, Option<&str>, &str)] = &[
+            (
+                "config profile 'a'\n list oui '00:11:2g'\n",
+                5,
+                Some("oui"),
+                "not a MAC prefix",
+            ),
+            (
+                "config profile 'a'\n list oui '00:11'\n",
+                5,
+                Some("oui"),
+                "shorter than a vendor's prefix",
+            ),
+            (
+                "config profile 'a'\n list oui '02:11:22'\n",
+                5,
+                Some("oui"),
+                "locally administered",
+            ),
+            (
+                "config profile 'a'\n list oui '00:11:22'\nconfig profile 'b'\n list oui '00:11:22'\n",
+                7,
+                Some("oui"),
+                "already profile 'a''s (line 5)",
+            ),
+            (
+                "config profile 'a'\n option session 1h\n",
+                4,
+                None,
+                "matches no device",
+            ),
+            (
+                "config profile\n list oui '00:11:22'\n",
+                4,
+                None,
+                "needs a name",
+            ),
+            (
+                "config profile 'a'\n list oui '00:11:22'\n option max_clients 9\n",
+                6,
+                Some("max_clients"),
+                "more than the network's max_clients (8)",
+            ),
+            (
+                "config profile 'a'\n list oui '00:11:22'\n option vendor x\n",
+                6,
+                Some("vendor"),
+                "unknown option in section profile",
+            ),
+            (
+                "config profile 'a'\n list oui '00:11:22'\nconfig allow 'x'\n list address 11.1.0.1\n option profile 'b'\n",
+                8,
+                Some("profile"),
+                "no profile 'b' (there are: a)",
+            ),
+            (
+                "config allow 'x'\n list address 11.1.0.1\n option profile 'b'\n",
+                6,
+                Some("profile"),
+                "no profile 'b' (there are no 'config profile' sections)",
+            ),
+        ];
+        for (extra, line, option, needle) in cases {
+            let e = with(extra);
+            assert_eq!(
+                (e.line, e.option.as_deref()),
+                (*line, *option),
+                "{extra:?}: {e}"
+            );
+            assert!(e.message.contains(needle), "{extra:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn toml_profiles_are_the_uci_ones() {
+        let uci = uci(
+            "config network\n option interface prov0\n option wan wan0\nconfig profile 'acme'\n list oui '00:11:22'\nconfig allow 'cloud'\n list address 11.1.0.10\n option profile 'acme'\n",
+        )
+        .unwrap();
+        let toml = Config::parse(
+            "/etc/p.toml",
+            "[network]\ninterface = \"prov0\"\nwan = \"wan0\"\n[profile.acme]\noui = [\"00:11:22\"]\n[allow.cloud]\naddress = [\"11.1.0.10\"]\nprofile = \"acme\"\n",
+            true,
+        )
+        .unwrap();
+        assert_eq!(uci, toml);
+    }
+
+    #[test]
     fn shipped_examples_parse() {
         let root = env!("CARGO_MANIFEST_DIR");
         let uci = Config::load(&std::path::Path::new(root).join("etc/provisioner.uci")).unwrap();

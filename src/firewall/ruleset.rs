@@ -843,6 +843,38 @@ config allow 'ntp'
         )
     }
 
+    /// With profiles, the static set is keyed by the client's MAC first: each profile's
+    /// prefixes as intervals (the longer prefix cut out of the shorter), the default
+    /// entries on everything else, randomised MACs included; and the rule matches it.
+    #[test]
+    fn with_profiles_static_elements_are_per_mac_interval() {
+        let cfg = Config::parse(
+            "t",
+            "config network\n option interface prov0\n option wan wan0\nconfig profile 'acme'\n list oui '00:11:22'\nconfig profile 'pro'\n list oui '00:11:22:8'\nconfig allow 'a'\n list address 11.1.0.10\n option profile 'acme'\nconfig allow 'p'\n list address 11.1.0.20\n option profile 'pro'\nconfig allow 'open'\n list address 11.1.0.30\n",
+            false,
+        )
+        .unwrap();
+        let r = Ruleset::build(&cfg, &Snapshot::default());
+        let set = r.inet.sets.iter().find(|s| s.name == "allow4_net").unwrap();
+        assert_eq!(
+            set.key,
+            "ether_addr . ipv4_addr . inet_proto . inet_service"
+        );
+        assert_eq!(
+            set.elements,
+            [
+                "00:00:00:00:00:00-00:11:21:ff:ff:ff . 11.1.0.30 . tcp . 443",
+                "00:11:22:00:00:00-00:11:22:7f:ff:ff . 11.1.0.10 . tcp . 443",
+                "00:11:22:80:00:00-00:11:22:8f:ff:ff . 11.1.0.20 . tcp . 443",
+                "00:11:22:90:00:00-00:11:22:ff:ff:ff . 11.1.0.10 . tcp . 443",
+                "00:11:23:00:00:00-ff:ff:ff:ff:ff:ff . 11.1.0.30 . tcp . 443",
+            ]
+        );
+        assert!(rules(&r.inet, "forward_from_prov").iter().any(|l| {
+            l.starts_with("ether saddr . ip daddr . meta l4proto . th dport @allow4_net")
+        }));
+    }
+
     #[test]
     fn allow_list_elements_are_deduplicated_cidrs_and_ranges() {
         let r = ruleset();
