@@ -8,7 +8,10 @@
 //!   the guard (admission and anti-spoof sets), the forward chains, the allow-list set
 //!   lookup (first packet) and the masquerade;
 //! - ours with rates: the same with per-client and network rate rules on both ways, set so
-//!   high that they never drop: the cost of the per-client rate set and the token buckets.
+//!   high that they never drop: the cost of the per-client rate set and the token buckets;
+//! - ours with 8 vendor profiles: eight `config profile` sections (seven OUIs and the
+//!   client's own MAC), an allow entry each, the client's entry bound to its profile: the
+//!   static allow set keyed `MAC . address . protocol . port` with MAC intervals.
 //!
 //! The variants take turns, round after round, each put in place by one `nft -f`: the
 //! table is what `provisionerd --print-ruleset` makes of the config, with the client's
@@ -42,10 +45,43 @@ enum Variant {
     Anchor,
     Ours,
     OursRated,
+    OursProfiles,
 }
 
-fn daemon_config(rates: bool) -> String {
-    let limits = if rates {
+/// Eight vendor profiles: seven made-up OUIs with an entry each, and the eighth the client
+/// itself (its whole MAC: the rig's client MACs are locally administered, which no
+/// shorter prefix matches), whose entry is the bulk traffic's.
+fn profiles() -> String {
+    let mut s = String::new();
+    for i in 1..=7 {
+        s.push_str(&format!(
+            "config profile 'vendor{i}'\n\tlist oui '00:a0:0{i}'\n\tlist oui '00:b0:0{i}:4'\n\
+             config allow 'cloud{i}'\n\tlist address '11.3.{i}.0/24'\n\tlist port '443'\n\toption profile 'vendor{i}'\n"
+        ));
+    }
+    let mac = Rig::client_mac(1)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    s.push_str(&format!("config profile 'vendor8'\n\tlist oui '{mac}'\n"));
+    s
+}
+
+fn daemon_config(which: Variant) -> String {
+    if which == Variant::OursProfiles {
+        return config(&format!(
+            "
+config allow 'bulk'
+\tlist address '{CLOUD_ALLOWED}'
+\tlist port '{PORT}'
+\toption profile 'vendor8'
+
+{}",
+            profiles()
+        ));
+    }
+    let limits = if which == Variant::OursRated {
         "config limits 'limits'
 \toption client_rate_up '100gbit'
 \toption client_rate_down '100gbit'
@@ -78,12 +114,15 @@ fn router_nat() -> String {
 
 /// The nft script that puts variant `which` in place of the others, in one transaction.
 fn variant_script(rig: &Rig, which: Variant) -> Result<String, String> {
-    let mut s = String::from("table inet provisioner {}\ndelete table inet provisioner\n");
+    let mut s = String::from(
+        "table inet provisioner {}\ntable arp provisioner {}\n\
+         delete table inet provisioner\ndelete table arp provisioner\n",
+    );
     if which == Variant::Anchor {
         return Ok(s);
     }
     let cfg = rig.dir().join("bench.conf");
-    std::fs::write(&cfg, daemon_config(which == Variant::OursRated)).map_err(|e| e.to_string())?;
+    std::fs::write(&cfg, daemon_config(which)).map_err(|e| e.to_string())?;
     let out = std::process::Command::new(daemon_bin())
         .args([
             "provisionerd",
@@ -97,8 +136,8 @@ fn variant_script(rig: &Rig, which: Variant) -> Result<String, String> {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
     let script = String::from_utf8_lossy(&out.stdout);
-    // Its own first two lines (create, delete) are already above.
-    s.extend(script.lines().skip(2).map(|l| format!("{l}\n")));
+    // Its own first lines (create, delete: both tables) are already above.
+    s.extend(script.lines().skip(4).map(|l| format!("{l}\n")));
     // What the daemon would have put there for the client: admitted, leased.
     let mac = Rig::client_mac(1)
         .iter()
@@ -244,6 +283,11 @@ fn print(title: &str, figures: &[Figures]) {
         figures[2].client,
         c0,
     );
+    row(
+        "... with 8 vendor profiles (MAC-keyed allow set)",
+        figures[3].client,
+        c0,
+    );
     row("home host, no table of ours (anchor)", h0, h0);
     if let Some(h) = figures[1].home {
         row("home host, our table in place", h, h0);
@@ -274,9 +318,14 @@ fn run() -> Result<(), String> {
         .exec_ok(&["nft", "-f", nat.to_str().ok_or("path")?]);
 
     let mut scripts = Vec::new();
-    for (i, v) in [Variant::Anchor, Variant::Ours, Variant::OursRated]
-        .into_iter()
-        .enumerate()
+    for (i, v) in [
+        Variant::Anchor,
+        Variant::Ours,
+        Variant::OursRated,
+        Variant::OursProfiles,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let path = rig.dir().join(format!("variant{i}.nft"));
         std::fs::write(&path, variant_script(&rig, v)?).map_err(|e| e.to_string())?;
