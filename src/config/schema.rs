@@ -1472,5 +1472,42 @@ port = [443, 8883]
         let uci = Config::load(&std::path::Path::new(root).join("etc/provisioner.uci")).unwrap();
         let toml = Config::load(&std::path::Path::new(root).join("etc/provisioner.toml")).unwrap();
         assert_eq!(uci, toml);
+        assert!(uci.profiles.is_empty(), "the profiles are commented out");
+    }
+
+    /// The commented vendor profiles of the examples, uncommented (from the first profile
+    /// to the end of the comment block), load, and alike in UCI and TOML.
+    #[test]
+    fn the_examples_commented_profiles_load() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let uncomment = |file: &str, start: &str| {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            let mut out = String::new();
+            let mut on = false;
+            for line in text.lines() {
+                on = (on || line.starts_with(start)) && line.starts_with('#');
+                let line = match on {
+                    true => line.trim_start_matches('#').trim_start_matches(' '),
+                    false => line,
+                };
+                out.push_str(line);
+                out.push('\n');
+            }
+            out
+        };
+        let uci = Config::parse(
+            "u",
+            &uncomment("etc/provisioner.uci", "#config profile"),
+            false,
+        )
+        .unwrap();
+        let toml =
+            Config::parse("t", &uncomment("etc/provisioner.toml", "# [profile."), true).unwrap();
+        assert_eq!(uci, toml);
+        assert_eq!(uci.profiles.len(), 2);
+        assert_eq!(uci.allow.iter().filter(|e| e.profile.is_some()).count(), 2);
+        let openwrt = uncomment("openwrt/files/provisioner.config", "#config profile");
+        let c = Config::parse("o", &openwrt, false).unwrap();
+        assert_eq!(c.profiles.len(), 2);
     }
 }
