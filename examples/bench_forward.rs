@@ -17,19 +17,26 @@
 //! table is what `provisionerd --print-ruleset` makes of the config, with the client's
 //! admission and lease elements the daemon would have added (the daemon itself is never
 //! in the path of forwarded traffic, so it is not running). Then all again with 1500-byte
-//! frames. Not a test: nothing passes or fails on the figures. `BENCH_SECONDS` sets each
+//! frames. Each round also times new connections (a thousand connect, read a line, close,
+//! one after another, to the cloud's line server on 443): a connection's first packet is
+//! the one that passes the allow-list lookup. Not a test: nothing passes or fails on the figures. `BENCH_SECONDS` sets each
 //! run's length (default 3).
 
 #[path = "../tests/rig/mod.rs"]
 mod rig;
 
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use rig::*;
 
 const PORT: u16 = 5201;
 const ROUNDS: usize = 3;
+/// New connections timed per round and variant.
+const CONNECTS: usize = 1000;
 /// The client's address, set by hand (no daemon runs: no DHCP).
 const CLIENT_IP: &str = "192.168.250.50";
 
@@ -75,6 +82,7 @@ fn daemon_config(which: Variant) -> String {
 config allow 'bulk'
 \tlist address '{CLOUD_ALLOWED}'
 \tlist port '{PORT}'
+\tlist port '443'
 \toption profile 'vendor8'
 
 {}",
@@ -200,10 +208,29 @@ fn iperf(from: &Ns, reverse: bool) -> Result<f64, String> {
         .map_err(|e| format!("iperf3 bits_per_second {number:?}: {e}"))
 }
 
+/// New connections a second from `from` to the cloud's line server on 443 (allowed in
+/// every variant: the default entry `cloud`, or the profile's `bulk`).
+fn connect_rate(from: &Ns) -> Result<f64, String> {
+    from.run(|| {
+        let to = SocketAddr::from((CLOUD_ALLOWED, 443));
+        let start = std::time::Instant::now();
+        for _ in 0..CONNECTS {
+            let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))
+                .map_err(|e| format!("connect {to}: {e}"))?;
+            let mut line = Vec::new();
+            s.read_to_end(&mut line)
+                .map_err(|e| format!("read {to}: {e}"))?;
+        }
+        Ok(CONNECTS as f64 / start.elapsed().as_secs_f64())
+    })
+}
+
 /// Gbit/s (upload, download) of one variant: the medians.
 #[derive(Clone, Copy)]
 struct Figures {
     client: (f64, f64),
+    /// New connections a second (the median).
+    connects: f64,
     /// The home host's (None: not measured for that variant).
     home: Option<(f64, f64)>,
 }
@@ -212,13 +239,15 @@ struct Figures {
 /// all alike: the medians. The home host's traffic is measured with the anchor and with
 /// our table (rate rules apply to provisioning traffic only).
 fn rounds(rig: &Rig, scripts: &[PathBuf]) -> Result<Vec<Figures>, String> {
-    let mut runs = vec![[Vec::new(), Vec::new(), Vec::new(), Vec::new()]; scripts.len()];
+    let mut runs =
+        vec![[Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()]; scripts.len()];
     for _ in 0..ROUNDS {
         for (i, path) in scripts.iter().enumerate() {
             rig.router()
                 .exec_ok(&["nft", "-f", path.to_str().ok_or("path")?]);
             runs[i][0].push(iperf(rig.client(1), false)?);
             runs[i][1].push(iperf(rig.client(1), true)?);
+            runs[i][4].push(connect_rate(rig.client(1))?);
             if i < 2 {
                 runs[i][2].push(iperf(rig.home(), false)?);
                 runs[i][3].push(iperf(rig.home(), true)?);
@@ -231,8 +260,9 @@ fn rounds(rig: &Rig, scripts: &[PathBuf]) -> Result<Vec<Figures>, String> {
     };
     Ok(runs
         .iter_mut()
-        .map(|[cu, cd, hu, hd]| Figures {
+        .map(|[cu, cd, hu, hd, cn]| Figures {
             client: (median(cu).unwrap_or(0.0), median(cd).unwrap_or(0.0)),
+            connects: median(cn).unwrap_or(0.0),
             home: median(hu).zip(median(hd)),
         })
         .collect())
@@ -291,6 +321,20 @@ fn print(title: &str, figures: &[Figures]) {
     row("home host, no table of ours (anchor)", h0, h0);
     if let Some(h) = figures[1].home {
         row("home host, our table in place", h, h0);
+    }
+    println!("\n  new connections from the client, a second ({CONNECTS} one after another)");
+    let names = [
+        "no table of ours (anchor)",
+        "our table",
+        "... with rate rules",
+        "... with 8 vendor profiles",
+    ];
+    for (name, f) in names.iter().zip(figures) {
+        println!(
+            "  {name:<48} {:>8.0}   {:>8.2}x",
+            f.connects,
+            f.connects / figures[0].connects
+        );
     }
 }
 
