@@ -102,6 +102,18 @@ pub fn plan(path: &Path, current: &[u8], change: &AllowChange) -> Result<Edit, E
                     new.name, new.name
                 )));
             }
+            // In UCI one name is one section whatever its type: `set pkg.NAME=allow` would
+            // turn a profile of that name into an allow entry.
+            if let Some(other) = doc
+                .sections
+                .iter()
+                .find(|s| s.name.as_deref() == Some(new.name.as_str()) && s.kind != "allow")
+            {
+                return Err(EditError::Refused(format!(
+                    "'{}' is the name of the {} section; an allow entry needs another",
+                    new.name, other.kind
+                )));
+            }
             doc.sections.push(section(new));
         }
         AllowChange::Remove(names) => {
@@ -705,6 +717,9 @@ config allow 'ntp'
         );
         assert!(e.config.allow.is_empty());
         assert_eq!(uci_quote("a'b"), "'a'\\''b'");
+        // A profile's name is taken: uci would turn the profile into the entry.
+        let e = plan(path, UCI.as_bytes(), &add("vendor", &["11.9.0.1"])).unwrap_err();
+        assert!(e.to_string().contains("name of the profile section"), "{e}");
     }
 
     #[test]

@@ -2266,6 +2266,34 @@ mod tests {
     }
 
     #[test]
+    fn a_profiles_session_limit_holds_for_its_clients_only() {
+        let mut core = started(
+            "config limits\n option session 15m\nconfig profile short\n list oui 00:c0:03\n option session 5m\n",
+        );
+        let short = vendor([0, 0xc0, 3], 1);
+        core.handle_station_joined(short, t(0));
+        core.handle_station_joined(mac(2), t(0));
+        let d = drain(&mut core);
+        let left: Vec<_> = d
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                SetChange::Admit {
+                    mac, session_left, ..
+                } => Some((*mac, session_left.as_secs())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(left, [(short, 300), (mac(2), 900)], "the kernel's elements");
+        core.handle_timeout(t(300), NOON);
+        assert!(!core.stations.is_admitted(short), "its session ended");
+        assert!(
+            core.stations.is_admitted(mac(2)),
+            "the network's session goes on"
+        );
+    }
+
+    #[test]
     fn a_reload_that_moves_a_prefix_ends_what_the_old_profile_granted_its_clients() {
         let mut core = started(PROFILES);
         let (acme, bolt) = (vendor([0, 0xa0, 1], 1), vendor([0, 0xb0, 2], 2));
