@@ -70,6 +70,10 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProfileConfig {
     pub profile: crate::core::profile::Profile,
+    /// Each client's rates, replacing the network's per-client ones for this profile's
+    /// clients (`limits total_rate_*` still hold for everyone together).
+    pub client_rate_up: Option<Rate>,
+    pub client_rate_down: Option<Rate>,
     /// Bytes per day per client of this profile: checked, not enforced yet (as
     /// `limits client_daily`).
     pub client_daily: Option<u64>,

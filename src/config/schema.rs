@@ -326,9 +326,29 @@ fn profile(
     })?;
     let session = o.scalar("session", |v| value::duration_in(v, SECS(10), SECS(86400)))?;
     let max_clients = o.scalar("max_clients", |v| value::unsigned(v, 1, 1024))?;
+    let client_rate_up = o.scalar("client_rate_up", value::rate)?;
+    let client_rate_down = o.scalar("client_rate_down", value::rate)?;
     let client_daily = o.scalar("client_daily", value::bytes)?;
     o.finish()?;
     let o = Options::new(file, s);
+    for (rate, total, name) in [
+        (&client_rate_up, limits.total_rate_up, "client_rate_up"),
+        (
+            &client_rate_down,
+            limits.total_rate_down,
+            "client_rate_down",
+        ),
+    ] {
+        if let (Some((r, line)), Some(t)) = (rate, total) {
+            if t < *r {
+                return Err(o.error(
+                    *line,
+                    name,
+                    "is higher than the network's total rate".into(),
+                ));
+            }
+        }
+    }
     let Some(name) = s.name.clone() else {
         return Err(ConfigError {
             file: file.to_owned(),
@@ -390,6 +410,8 @@ fn profile(
             session: session.map(|v| v.0),
             max_clients: max_clients.map(|v| v.0 as u16),
         },
+        client_rate_up: client_rate_up.map(|v| v.0),
+        client_rate_down: client_rate_down.map(|v| v.0),
         client_daily: client_daily.map(|v| v.0),
     })
 }
@@ -1420,6 +1442,12 @@ port = [443, 8883]
                 6,
                 Some("max_clients"),
                 "more than the network's max_clients (8)",
+            ),
+            (
+                "config limits\n option total_rate_up 1mbit\nconfig profile 'a'\n list oui '00:11:22'\n option client_rate_up 2mbit\n",
+                8,
+                Some("client_rate_up"),
+                "higher than the network's total rate",
             ),
             (
                 "config profile 'a'\n list oui '00:11:22'\n option vendor x\n",
