@@ -8,25 +8,35 @@
 //!   the guard (admission and anti-spoof sets), the forward chains, the allow-list set
 //!   lookup (first packet) and the masquerade;
 //! - ours with rates: the same with per-client and network rate rules on both ways, set so
-//!   high that they never drop: the cost of the per-client rate set and the token buckets.
+//!   high that they never drop: the cost of the per-client rate set and the token buckets;
+//! - ours with 8 vendor profiles: eight `config profile` sections (seven OUIs and the
+//!   client's own MAC), an allow entry each, the client's entry bound to its profile: the
+//!   static allow set keyed `MAC . address . protocol . port` with MAC intervals.
 //!
 //! The variants take turns, round after round, each put in place by one `nft -f`: the
 //! table is what `provisionerd --print-ruleset` makes of the config, with the client's
 //! admission and lease elements the daemon would have added (the daemon itself is never
 //! in the path of forwarded traffic, so it is not running). Then all again with 1500-byte
-//! frames. Not a test: nothing passes or fails on the figures. `BENCH_SECONDS` sets each
+//! frames. Each round also times new connections (a thousand connect, read a line, close,
+//! one after another, to the cloud's line server on 443): a connection's first packet is
+//! the one that passes the allow-list lookup. Not a test: nothing passes or fails on the figures. `BENCH_SECONDS` sets each
 //! run's length (default 3).
 
 #[path = "../tests/rig/mod.rs"]
 mod rig;
 
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use rig::*;
 
 const PORT: u16 = 5201;
 const ROUNDS: usize = 3;
+/// New connections timed per round and variant.
+const CONNECTS: usize = 1000;
 /// The client's address, set by hand (no daemon runs: no DHCP).
 const CLIENT_IP: &str = "192.168.250.50";
 
@@ -42,10 +52,44 @@ enum Variant {
     Anchor,
     Ours,
     OursRated,
+    OursProfiles,
 }
 
-fn daemon_config(rates: bool) -> String {
-    let limits = if rates {
+/// Eight vendor profiles: seven made-up OUIs with an entry each, and the eighth the client
+/// itself (its whole MAC: the rig's client MACs are locally administered, which no
+/// shorter prefix matches), whose entry is the bulk traffic's.
+fn profiles() -> String {
+    let mut s = String::new();
+    for i in 1..=7 {
+        s.push_str(&format!(
+            "config profile 'vendor{i}'\n\tlist oui '00:a0:0{i}'\n\tlist oui '00:b0:0{i}:4'\n\
+             config allow 'cloud{i}'\n\tlist address '11.3.{i}.0/24'\n\tlist port '443'\n\toption profile 'vendor{i}'\n"
+        ));
+    }
+    let mac = Rig::client_mac(1)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    s.push_str(&format!("config profile 'vendor8'\n\tlist oui '{mac}'\n"));
+    s
+}
+
+fn daemon_config(which: Variant) -> String {
+    if which == Variant::OursProfiles {
+        return config(&format!(
+            "
+config allow 'bulk'
+\tlist address '{CLOUD_ALLOWED}'
+\tlist port '{PORT}'
+\tlist port '443'
+\toption profile 'vendor8'
+
+{}",
+            profiles()
+        ));
+    }
+    let limits = if which == Variant::OursRated {
         "config limits 'limits'
 \toption client_rate_up '100gbit'
 \toption client_rate_down '100gbit'
@@ -78,12 +122,15 @@ fn router_nat() -> String {
 
 /// The nft script that puts variant `which` in place of the others, in one transaction.
 fn variant_script(rig: &Rig, which: Variant) -> Result<String, String> {
-    let mut s = String::from("table inet provisioner {}\ndelete table inet provisioner\n");
+    let mut s = String::from(
+        "table inet provisioner {}\ntable arp provisioner {}\n\
+         delete table inet provisioner\ndelete table arp provisioner\n",
+    );
     if which == Variant::Anchor {
         return Ok(s);
     }
     let cfg = rig.dir().join("bench.conf");
-    std::fs::write(&cfg, daemon_config(which == Variant::OursRated)).map_err(|e| e.to_string())?;
+    std::fs::write(&cfg, daemon_config(which)).map_err(|e| e.to_string())?;
     let out = std::process::Command::new(daemon_bin())
         .args([
             "provisionerd",
@@ -97,8 +144,8 @@ fn variant_script(rig: &Rig, which: Variant) -> Result<String, String> {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
     let script = String::from_utf8_lossy(&out.stdout);
-    // Its own first two lines (create, delete) are already above.
-    s.extend(script.lines().skip(2).map(|l| format!("{l}\n")));
+    // Its own first lines (create, delete: both tables) are already above.
+    s.extend(script.lines().skip(4).map(|l| format!("{l}\n")));
     // What the daemon would have put there for the client: admitted, leased.
     let mac = Rig::client_mac(1)
         .iter()
@@ -161,10 +208,29 @@ fn iperf(from: &Ns, reverse: bool) -> Result<f64, String> {
         .map_err(|e| format!("iperf3 bits_per_second {number:?}: {e}"))
 }
 
+/// New connections a second from `from` to the cloud's line server on 443 (allowed in
+/// every variant: the default entry `cloud`, or the profile's `bulk`).
+fn connect_rate(from: &Ns) -> Result<f64, String> {
+    from.run(|| {
+        let to = SocketAddr::from((CLOUD_ALLOWED, 443));
+        let start = std::time::Instant::now();
+        for _ in 0..CONNECTS {
+            let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))
+                .map_err(|e| format!("connect {to}: {e}"))?;
+            let mut line = Vec::new();
+            s.read_to_end(&mut line)
+                .map_err(|e| format!("read {to}: {e}"))?;
+        }
+        Ok(CONNECTS as f64 / start.elapsed().as_secs_f64())
+    })
+}
+
 /// Gbit/s (upload, download) of one variant: the medians.
 #[derive(Clone, Copy)]
 struct Figures {
     client: (f64, f64),
+    /// New connections a second (the median).
+    connects: f64,
     /// The home host's (None: not measured for that variant).
     home: Option<(f64, f64)>,
 }
@@ -173,13 +239,15 @@ struct Figures {
 /// all alike: the medians. The home host's traffic is measured with the anchor and with
 /// our table (rate rules apply to provisioning traffic only).
 fn rounds(rig: &Rig, scripts: &[PathBuf]) -> Result<Vec<Figures>, String> {
-    let mut runs = vec![[Vec::new(), Vec::new(), Vec::new(), Vec::new()]; scripts.len()];
+    let mut runs =
+        vec![[Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()]; scripts.len()];
     for _ in 0..ROUNDS {
         for (i, path) in scripts.iter().enumerate() {
             rig.router()
                 .exec_ok(&["nft", "-f", path.to_str().ok_or("path")?]);
             runs[i][0].push(iperf(rig.client(1), false)?);
             runs[i][1].push(iperf(rig.client(1), true)?);
+            runs[i][4].push(connect_rate(rig.client(1))?);
             if i < 2 {
                 runs[i][2].push(iperf(rig.home(), false)?);
                 runs[i][3].push(iperf(rig.home(), true)?);
@@ -192,8 +260,9 @@ fn rounds(rig: &Rig, scripts: &[PathBuf]) -> Result<Vec<Figures>, String> {
     };
     Ok(runs
         .iter_mut()
-        .map(|[cu, cd, hu, hd]| Figures {
+        .map(|[cu, cd, hu, hd, cn]| Figures {
             client: (median(cu).unwrap_or(0.0), median(cd).unwrap_or(0.0)),
+            connects: median(cn).unwrap_or(0.0),
             home: median(hu).zip(median(hd)),
         })
         .collect())
@@ -244,9 +313,28 @@ fn print(title: &str, figures: &[Figures]) {
         figures[2].client,
         c0,
     );
+    row(
+        "... with 8 vendor profiles (MAC-keyed allow set)",
+        figures[3].client,
+        c0,
+    );
     row("home host, no table of ours (anchor)", h0, h0);
     if let Some(h) = figures[1].home {
         row("home host, our table in place", h, h0);
+    }
+    println!("\n  new connections from the client, a second ({CONNECTS} one after another)");
+    let names = [
+        "no table of ours (anchor)",
+        "our table",
+        "... with rate rules",
+        "... with 8 vendor profiles",
+    ];
+    for (name, f) in names.iter().zip(figures) {
+        println!(
+            "  {name:<48} {:>8.0}   {:>8.2}x",
+            f.connects,
+            f.connects / figures[0].connects
+        );
     }
 }
 
@@ -274,9 +362,14 @@ fn run() -> Result<(), String> {
         .exec_ok(&["nft", "-f", nat.to_str().ok_or("path")?]);
 
     let mut scripts = Vec::new();
-    for (i, v) in [Variant::Anchor, Variant::Ours, Variant::OursRated]
-        .into_iter()
-        .enumerate()
+    for (i, v) in [
+        Variant::Anchor,
+        Variant::Ours,
+        Variant::OursRated,
+        Variant::OursProfiles,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let path = rig.dir().join(format!("variant{i}.nft"));
         std::fs::write(&path, variant_script(&rig, v)?).map_err(|e| e.to_string())?;

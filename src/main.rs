@@ -160,6 +160,10 @@ enum AllowAction {
         /// A port or range, 443 or 8000-8100 (repeatable; default 443).
         #[arg(long = "port", value_name = "PORT")]
         ports: Vec<String>,
+        /// The vendor profile (a `config profile` section) whose clients it is for;
+        /// without it, for clients of no profile.
+        #[arg(long, value_name = "PROFILE")]
+        profile: Option<String>,
     },
     /// Remove entries (all of them, or none if one is unknown); open connections to what
     /// only they allowed are ended.
@@ -259,7 +263,7 @@ fn provisionerd(args: DaemonArgs) -> anyhow::Result<ExitCode> {
                     eprintln!(
                         "{}: warning: {}",
                         path.display(),
-                        Config::not_enforced_warning(option)
+                        Config::not_enforced_warning(&option)
                     );
                 }
                 println!("{}: ok", path.display());
@@ -396,6 +400,7 @@ fn provisionerctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
                     addresses,
                     proto,
                     ports,
+                    profile,
                 },
         } => Request::AllowAdd(protocol::AllowSpec {
             name,
@@ -403,6 +408,7 @@ fn provisionerctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
             addresses,
             proto,
             ports,
+            profile,
         }),
         CtlCommand::Allow {
             action: AllowAction::Remove { names },

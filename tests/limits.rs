@@ -220,3 +220,62 @@ fn provisioning_traffic_goes_at_lower_priority_both_ways() {
         "the router's packets were marked: {after:?}"
     );
 }
+
+/// A vendor profile's rates hold its clients instead of the network's per-client ones, and
+/// a client of no profile is held to the network's: by MAC upload, by the address its
+/// upload was seen from download.
+#[test]
+fn a_profiles_rates_replace_the_networks_for_its_clients_only() {
+    let rig = Rig::new(2);
+    rig.client(1)
+        .exec_ok(&["ip", "link", "set", HOST_IF, "address", "00:a0:01:00:00:01"]);
+    // The network's per-client rates: 128kbit, 16000 B/s, far below the profile's.
+    let network = 16_000.0;
+    let _daemon = rig.start_daemon(&config(&format!(
+        "
+config allow 'bulk'
+\tlist address '{CLOUD_ALLOWED}'
+\tlist port '{PORT}'
+
+config limits 'limits'
+\toption client_rate_down '128kbit'
+\toption client_rate_up '128kbit'
+
+config profile 'vendor'
+\tlist oui '00:a0:01'
+\toption client_rate_down '2mbit'
+\toption client_rate_up '1mbit'
+
+config allow 'vendor_bulk'
+\tlist address '{CLOUD_ALLOWED}'
+\tlist port '{PORT}'
+\toption profile 'vendor'
+"
+    )));
+    rig.dhcp(1).expect("lease 1");
+    rig.dhcp(2).expect("lease 2");
+
+    let up = throughput(&rig, rig.client(1), false);
+    let down = throughput(&rig, rig.client(1), true);
+    let other_up = throughput(&rig, rig.client(2), false);
+    let other_down = throughput(&rig, rig.client(2), true);
+    eprintln!(
+        "profile: down {down:.0} up {up:.0} B/s; no profile: down {other_down:.0} up {other_up:.0} B/s"
+    );
+    assert!(
+        down < DOWN_LIMIT * 1.25,
+        "download {down:.0} B/s over the profile's 2mbit"
+    );
+    assert!(
+        up < UP_LIMIT * 1.5,
+        "upload {up:.0} B/s over the profile's 1mbit"
+    );
+    assert!(
+        down > DOWN_LIMIT * 0.3 && up > UP_LIMIT * 0.3,
+        "the profile's client is held to the network's rate too: down {down:.0}, up {up:.0} B/s"
+    );
+    assert!(
+        other_down < network * 2.5 && other_up < network * 2.5,
+        "the client of no profile got the profile's rates: down {other_down:.0}, up {other_up:.0} B/s"
+    );
+}

@@ -134,7 +134,7 @@ fn ubus_calls_reach_the_daemon_and_bad_ones_change_nothing() {
     for typed in [
         r#""evict":{"mac":"String","ban":"Integer"}"#,
         r#""window":{"action":"String","secs":"Integer","for":"Array","count":"Integer"}"#,
-        r#""allow_add":{"name":"String","domain":"Array","address":"Array","proto":"String","port":"Array"}"#,
+        r#""allow_add":{"name":"String","domain":"Array","address":"Array","proto":"String","port":"Array","profile":"String"}"#,
         r#""allow_remove":{"name":"Array"}"#,
         r#""events":{"since":"Integer"}"#,
         r#""status":{}"#,

@@ -24,6 +24,7 @@ pub struct NewAllow {
     pub addresses: Vec<String>,
     pub proto: Option<String>,
     pub ports: Vec<String>,
+    pub profile: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +100,18 @@ pub fn plan(path: &Path, current: &[u8], change: &AllowChange) -> Result<Edit, E
                 return Err(EditError::Refused(format!(
                     "allow '{}' exists; remove it first (provisionerctl allow remove {})",
                     new.name, new.name
+                )));
+            }
+            // In UCI one name is one section whatever its type: `set pkg.NAME=allow` would
+            // turn a profile of that name into an allow entry.
+            if let Some(other) = doc
+                .sections
+                .iter()
+                .find(|s| s.name.as_deref() == Some(new.name.as_str()) && s.kind != "allow")
+            {
+                return Err(EditError::Refused(format!(
+                    "'{}' is the name of the {} section; an allow entry needs another",
+                    new.name, other.kind
                 )));
             }
             doc.sections.push(section(new));
@@ -218,6 +231,9 @@ fn section(new: &NewAllow) -> Section {
     for p in &new.ports {
         s.push("port", p, 0, true);
     }
+    if let Some(p) = &new.profile {
+        s.push("profile", p, 0, false);
+    }
     s
 }
 
@@ -261,6 +277,9 @@ fn uci_add(batch: &mut String, package: &str, new: &NewAllow) {
     }
     for p in &new.ports {
         batch.push_str(&format!("add_list {at}.port={}\n", uci_quote(p)));
+    }
+    if let Some(p) = &new.profile {
+        batch.push_str(&format!("set {at}.profile={}\n", uci_quote(p)));
     }
 }
 
@@ -308,6 +327,9 @@ fn toml_add(text: &str, new: &NewAllow) -> Vec<u8> {
     }
     if !new.ports.is_empty() {
         out.push_str(&format!("port = [{}]\n", list(&new.ports, true)));
+    }
+    if let Some(p) = &new.profile {
+        out.push_str(&format!("profile = {}\n", toml_string(p)));
     }
     out.into_bytes()
 }
@@ -497,6 +519,9 @@ config network 'network'
 config dns
 \tlist upstream '1.1.1.1'
 
+config profile 'vendor'
+\tlist oui '00:a0:01'
+
 config allow 'acme'
 \tlist address '11.1.0.10'
 
@@ -540,6 +565,7 @@ config allow 'ntp'
             addresses: vec!["11.2.0.0/16".into()],
             proto: Some("tcp".into()),
             ports: vec!["443".into(), "8000-8010".into()],
+            profile: None,
         }))
         .unwrap();
         let t = text(&e);
@@ -666,6 +692,7 @@ config allow 'ntp'
                 addresses: vec!["11.2.0.0/16".into(), "11.4.0.1".into()],
                 proto: Some("udp".into()),
                 ports: vec!["123".into()],
+                profile: Some("vendor".into()),
             }),
         )
         .unwrap();
@@ -674,10 +701,14 @@ config allow 'ntp'
             Writing::Uci {
                 dir: "/etc/config".into(),
                 package: "provisioner".into(),
-                batch: "set provisioner.fw=allow\nadd_list provisioner.fw.domain='fw.example.com'\nadd_list provisioner.fw.address='11.2.0.0/16'\nadd_list provisioner.fw.address='11.4.0.1'\nset provisioner.fw.proto='udp'\nadd_list provisioner.fw.port='123'\ncommit provisioner\n".into(),
+                batch: "set provisioner.fw=allow\nadd_list provisioner.fw.domain='fw.example.com'\nadd_list provisioner.fw.address='11.2.0.0/16'\nadd_list provisioner.fw.address='11.4.0.1'\nset provisioner.fw.proto='udp'\nadd_list provisioner.fw.port='123'\nset provisioner.fw.profile='vendor'\ncommit provisioner\n".into(),
             }
         );
         assert_eq!(e.config.allow.last().unwrap().name, "fw");
+        assert_eq!(
+            e.config.allow.last().unwrap().profile.as_deref(),
+            Some("vendor")
+        );
         // Anonymous sections by their place, the later one first.
         let e = plan(path, UCI.as_bytes(), &remove(&["acme", "@allow[1]", "ntp"])).unwrap();
         assert_eq!(
@@ -686,6 +717,9 @@ config allow 'ntp'
         );
         assert!(e.config.allow.is_empty());
         assert_eq!(uci_quote("a'b"), "'a'\\''b'");
+        // A profile's name is taken: uci would turn the profile into the entry.
+        let e = plan(path, UCI.as_bytes(), &add("vendor", &["11.9.0.1"])).unwrap_err();
+        assert!(e.to_string().contains("name of the profile section"), "{e}");
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct Config {
     /// `None`: no radio under our control; a station is whoever asks for DHCP.
     pub radio: Option<Radio>,
     pub allow: Vec<AllowEntry>,
+    /// `config profile` sections: vendor profiles, by MAC prefix.
+    pub profiles: Vec<ProfileConfig>,
     /// `config metrics` / `option listen`: where `/metrics` is served over HTTP (never on
     /// the provisioning network); `None`: only `provisionerctl metrics`.
     pub metrics: Option<std::net::SocketAddrV4>,
@@ -73,6 +75,19 @@ pub struct Threat {
     /// variables, one at a time, killed after `alarm_timeout`.
     pub alarm_command: Option<String>,
     pub alarm_timeout: Duration,
+}
+
+/// A vendor profile: what the core decides by, and what this version only carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProfileConfig {
+    pub profile: crate::core::profile::Profile,
+    /// Each client's rates, replacing the network's per-client ones for this profile's
+    /// clients (`limits total_rate_*` still hold for everyone together).
+    pub client_rate_up: Option<Rate>,
+    pub client_rate_down: Option<Rate>,
+    /// Bytes per day per client of this profile: checked, not enforced yet (as
+    /// `limits client_daily`).
+    pub client_daily: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,6 +197,7 @@ impl From<&Config> for crate::core::settings::Settings {
             },
             window: c.window.clone(),
             allow: c.allow.clone(),
+            profiles: c.profiles.iter().map(|p| p.profile.clone()).collect(),
             ttl: crate::core::allow::TtlPolicy {
                 floor: c.dns.ttl_floor,
                 cap: c.dns.ttl_cap,
@@ -197,13 +213,19 @@ impl From<&Config> for crate::core::settings::Settings {
 impl Config {
     /// Options this version reads and checks but does not act on yet, for a warning: a
     /// limit that silently does nothing would be worse than none.
-    pub fn not_enforced(&self) -> Vec<&'static str> {
+    pub fn not_enforced(&self) -> Vec<String> {
         let l = &self.limits;
         [
-            (l.client_daily.is_some(), "limits client_daily"),
-            (l.total_daily.is_some(), "limits total_daily"),
+            (l.client_daily.is_some(), "limits client_daily".to_owned()),
+            (l.total_daily.is_some(), "limits total_daily".to_owned()),
         ]
         .into_iter()
+        .chain(self.profiles.iter().map(|p| {
+            (
+                p.client_daily.is_some(),
+                format!("profile '{}' client_daily", p.profile.name),
+            )
+        }))
         .filter_map(|(set, name)| set.then_some(name))
         .collect()
     }

@@ -10,6 +10,7 @@ use ipnet::Ipv4Net;
 use super::document::{Document, Entry, Section};
 use super::value::{self, ValueResult};
 use super::*;
+use crate::core::oui::MacPrefix;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
@@ -166,14 +167,14 @@ pub fn build(file: &str, doc: &Document) -> Result<Config, ConfigError> {
     // Each singleton at most once; unknown section types are errors.
     let mut seen: Vec<(&str, usize)> = Vec::new();
     for s in &doc.sections {
-        if s.kind == "allow" {
+        if s.kind == "allow" || s.kind == "profile" {
             continue;
         }
         if !SINGLETONS.contains(&s.kind.as_str()) {
             return Err(top_error(
                 s.line,
                 format!(
-                    "unknown section type '{}' (known: {}, allow)",
+                    "unknown section type '{}' (known: {}, allow, profile)",
                     s.kind,
                     SINGLETONS.join(", ")
                 ),
@@ -238,6 +239,19 @@ pub fn build(file: &str, doc: &Document) -> Result<Config, ConfigError> {
             .cloned()
             .unwrap_or_else(|| empty("threat")),
     )?;
+    let mut profiles: Vec<ProfileConfig> = Vec::new();
+    // Every prefix listed, with its profile and line: one prefix in two places is an error.
+    let mut prefixes: Vec<(MacPrefix, String, usize)> = Vec::new();
+    for s in doc.sections.iter().filter(|s| s.kind == "profile") {
+        let p = profile(file, s, &limits, &mut prefixes)?;
+        if profiles.iter().any(|q| q.profile.name == p.profile.name) {
+            return Err(top_error(
+                s.line,
+                format!("profile '{}' given twice", p.profile.name),
+            ));
+        }
+        profiles.push(p);
+    }
 
     let mut allow = Vec::new();
     let mut names = HashSet::new();
@@ -247,7 +261,7 @@ pub fn build(file: &str, doc: &Document) -> Result<Config, ConfigError> {
         .filter(|s| s.kind == "allow")
         .enumerate()
     {
-        let entry = allow_entry(file, s, i, &network)?;
+        let entry = allow_entry(file, s, i, &network, &profiles)?;
         if !names.insert(entry.name.clone()) {
             return Err(top_error(
                 s.line,
@@ -287,6 +301,7 @@ pub fn build(file: &str, doc: &Document) -> Result<Config, ConfigError> {
         window,
         radio,
         allow,
+        profiles,
         metrics,
         control_group,
         threat,
@@ -345,6 +360,121 @@ fn threat(file: &str, s: &Section) -> Result<super::Threat, ConfigError> {
         },
         alarm_command: alarm_command.map(|v| v.0),
         alarm_timeout: Options::or(alarm_timeout, SECS(10)),
+    })
+}
+
+/// A `config profile 'NAME'` section: the vendor prefixes of its devices and their limits.
+fn profile(
+    file: &str,
+    s: &Section,
+    limits: &Limits,
+    prefixes: &mut Vec<(MacPrefix, String, usize)>,
+) -> Result<ProfileConfig, ConfigError> {
+    let mut o = Options::new(file, s);
+    let ouis = o.list("oui", |v| {
+        let p: MacPrefix = v.parse().map_err(|e: crate::core::oui::BadPrefix| e.to_string())?;
+        if p.bits() < 24 {
+            return Err(format!(
+                "'{v}' is shorter than a vendor's prefix (an OUI has 6 hex digits, '00:11:22')"
+            ));
+        }
+        let mac = crate::core::profile::mac_of(p.range().0);
+        if !p.is_exact() && crate::core::oui::is_locally_administered(mac) {
+            return Err(format!(
+                "'{v}' is a locally administered (randomised) prefix: no vendor's, it matches no device (only a whole MAC may be one)"
+            ));
+        }
+        Ok(p)
+    })?;
+    let session = o.scalar("session", |v| value::duration_in(v, SECS(10), SECS(86400)))?;
+    let max_clients = o.scalar("max_clients", |v| value::unsigned(v, 1, 1024))?;
+    let client_rate_up = o.scalar("client_rate_up", value::rate)?;
+    let client_rate_down = o.scalar("client_rate_down", value::rate)?;
+    let client_daily = o.scalar("client_daily", value::bytes)?;
+    o.finish()?;
+    let o = Options::new(file, s);
+    for (rate, total, name) in [
+        (&client_rate_up, limits.total_rate_up, "client_rate_up"),
+        (
+            &client_rate_down,
+            limits.total_rate_down,
+            "client_rate_down",
+        ),
+    ] {
+        if let (Some((r, line)), Some(t)) = (rate, total) {
+            if t < *r {
+                return Err(o.error(
+                    *line,
+                    name,
+                    "is higher than the network's total rate".into(),
+                ));
+            }
+        }
+    }
+    let Some(name) = s.name.clone() else {
+        return Err(ConfigError {
+            file: file.to_owned(),
+            line: s.line,
+            option: None,
+            message: "a profile needs a name (config profile 'NAME'): allow entries name it".into(),
+        });
+    };
+    if ouis.is_empty() {
+        return Err(ConfigError {
+            file: file.to_owned(),
+            line: s.line,
+            option: None,
+            message: format!(
+                "{} matches no device: give its vendor prefixes ('list oui')",
+                s.label()
+            ),
+        });
+    }
+    for (p, line) in &ouis {
+        if let Some((_, other, first)) = prefixes.iter().find(|(q, ..)| q == p) {
+            return Err(o.error(
+                *line,
+                "oui",
+                format!("{p} is already profile '{other}''s (line {first}): a prefix belongs to one profile"),
+            ));
+        }
+        prefixes.push((*p, name.clone(), *line));
+    }
+    if let Some((max, line)) = max_clients {
+        if max > u64::from(limits.max_clients) {
+            return Err(o.error(
+                line,
+                "max_clients",
+                format!(
+                    "{max} is more than the network's max_clients ({})",
+                    limits.max_clients
+                ),
+            ));
+        }
+    }
+    if let Some((d, line)) = session {
+        if limits.min_age >= d {
+            return Err(o.error(
+                line,
+                "session",
+                format!(
+                    "{} must be longer than limits min_age ({})",
+                    value::show_duration(d),
+                    value::show_duration(limits.min_age)
+                ),
+            ));
+        }
+    }
+    Ok(ProfileConfig {
+        profile: crate::core::profile::Profile {
+            name,
+            ouis: ouis.into_iter().map(|(p, _)| p).collect(),
+            session: session.map(|v| v.0),
+            max_clients: max_clients.map(|v| v.0 as u16),
+        },
+        client_rate_up: client_rate_up.map(|v| v.0),
+        client_rate_down: client_rate_down.map(|v| v.0),
+        client_daily: client_daily.map(|v| v.0),
     })
 }
 
@@ -847,14 +977,30 @@ fn allow_entry(
     s: &Section,
     index: usize,
     net: &Network,
+    profiles: &[ProfileConfig],
 ) -> Result<AllowEntry, ConfigError> {
     let mut o = Options::new(file, s);
     let domains = o.list("domain", value::domain_pattern)?;
     let nets = o.list("address", value::ipv4_net)?;
     let proto = o.scalar("proto", value::proto)?;
     let ports = o.list("port", value::port_range)?;
+    let profile = o.scalar("profile", |v| Ok(v.to_owned()))?;
     o.finish()?;
     let o = Options::new(file, s);
+    if let Some((p, line)) = &profile {
+        if !profiles.iter().any(|q| q.profile.name == *p) {
+            let known: Vec<&str> = profiles.iter().map(|q| q.profile.name.as_str()).collect();
+            return Err(o.error(
+                *line,
+                "profile",
+                if known.is_empty() {
+                    format!("no profile '{p}' (there are no 'config profile' sections)")
+                } else {
+                    format!("no profile '{p}' (there are: {})", known.join(", "))
+                },
+            ));
+        }
+    }
 
     if domains.is_empty() && nets.is_empty() {
         return Err(ConfigError {
@@ -904,6 +1050,7 @@ fn allow_entry(
         domains: domains.into_iter().map(|(d, _)| d).collect(),
         nets: nets.into_iter().map(|(n, _)| n).collect(),
         proto: Options::or(proto, Proto::Tcp),
+        profile: profile.map(|(p, _)| p),
         ports: {
             let ports: Vec<_> = ports.into_iter().map(|(p, _)| p).collect();
             if ports.is_empty() {
@@ -1342,10 +1489,163 @@ port = [443, 8883]
 
     /// The shipped examples are valid and say the same thing.
     #[test]
+    fn profiles_bind_entries_and_are_checked_where_they_are_written() {
+        let base = "config network\n option interface prov0\n option wan wan0\n";
+        let ok = uci(&format!(
+            "{base}config limits\n option max_clients 8\nconfig profile 'acme'\n list oui '00:11:22'\n list oui '00:11:23:4'\n option session 10m\n option max_clients 2\n option client_daily 50MB\nconfig profile 'pro'\n list oui '00:11:22:3'\nconfig allow 'cloud'\n list address 11.1.0.10\n option profile 'acme'\nconfig allow 'open'\n list address 11.1.0.20\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.profiles.len(), 2);
+        let acme = &ok.profiles[0];
+        assert_eq!(acme.profile.ouis.len(), 2);
+        assert_eq!(acme.profile.session, Some(Duration::from_secs(600)));
+        assert_eq!(acme.profile.max_clients, Some(2));
+        assert_eq!(acme.client_daily, Some(50_000_000));
+        assert_eq!(ok.allow[0].profile.as_deref(), Some("acme"));
+        assert_eq!(ok.allow[1].profile, None);
+        // Carried, not enforced: said so.
+        assert!(
+            ok.not_enforced()
+                .contains(&"profile 'acme' client_daily".to_owned())
+        );
+
+        let with = |extra: &str| uci(&format!("{base}{extra}")).unwrap_err();
+        let cases: &[(&str, usize, Option<&str>, &str)] = &[
+            (
+                "config profile 'a'\n list oui '00:11:2g'\n",
+                5,
+                Some("oui"),
+                "not a MAC prefix",
+            ),
+            (
+                "config profile 'a'\n list oui '00:11'\n",
+                5,
+                Some("oui"),
+                "shorter than a vendor's prefix",
+            ),
+            (
+                "config profile 'a'\n list oui '02:11:22'\n",
+                5,
+                Some("oui"),
+                "locally administered",
+            ),
+            (
+                "config profile 'a'\n list oui '00:11:22'\nconfig profile 'b'\n list oui '00:11:22'\n",
+                7,
+                Some("oui"),
+                "already profile 'a''s (line 5)",
+            ),
+            (
+                "config profile 'a'\n option session 1h\n",
+                4,
+                None,
+                "matches no device",
+            ),
+            (
+                "config profile\n list oui '00:11:22'\n",
+                4,
+                None,
+                "needs a name",
+            ),
+            (
+                "config profile 'a'\n list oui '00:11:22'\n option max_clients 9\n",
+                6,
+                Some("max_clients"),
+                "more than the network's max_clients (8)",
+            ),
+            (
+                "config limits\n option total_rate_up 1mbit\nconfig profile 'a'\n list oui '00:11:22'\n option client_rate_up 2mbit\n",
+                8,
+                Some("client_rate_up"),
+                "higher than the network's total rate",
+            ),
+            (
+                "config profile 'a'\n list oui '00:11:22'\n option vendor x\n",
+                6,
+                Some("vendor"),
+                "unknown option in section profile",
+            ),
+            (
+                "config profile 'a'\n list oui '00:11:22'\nconfig allow 'x'\n list address 11.1.0.1\n option profile 'b'\n",
+                8,
+                Some("profile"),
+                "no profile 'b' (there are: a)",
+            ),
+            (
+                "config allow 'x'\n list address 11.1.0.1\n option profile 'b'\n",
+                6,
+                Some("profile"),
+                "no profile 'b' (there are no 'config profile' sections)",
+            ),
+        ];
+        for (extra, line, option, needle) in cases {
+            let e = with(extra);
+            assert_eq!(
+                (e.line, e.option.as_deref()),
+                (*line, *option),
+                "{extra:?}: {e}"
+            );
+            assert!(e.message.contains(needle), "{extra:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn toml_profiles_are_the_uci_ones() {
+        let uci = uci(
+            "config network\n option interface prov0\n option wan wan0\nconfig profile 'acme'\n list oui '00:11:22'\nconfig allow 'cloud'\n list address 11.1.0.10\n option profile 'acme'\n",
+        )
+        .unwrap();
+        let toml = Config::parse(
+            "/etc/p.toml",
+            "[network]\ninterface = \"prov0\"\nwan = \"wan0\"\n[profile.acme]\noui = [\"00:11:22\"]\n[allow.cloud]\naddress = [\"11.1.0.10\"]\nprofile = \"acme\"\n",
+            true,
+        )
+        .unwrap();
+        assert_eq!(uci, toml);
+    }
+
+    #[test]
     fn shipped_examples_parse() {
         let root = env!("CARGO_MANIFEST_DIR");
         let uci = Config::load(&std::path::Path::new(root).join("etc/provisioner.uci")).unwrap();
         let toml = Config::load(&std::path::Path::new(root).join("etc/provisioner.toml")).unwrap();
         assert_eq!(uci, toml);
+        assert!(uci.profiles.is_empty(), "the profiles are commented out");
+    }
+
+    /// The commented vendor profiles of the examples, uncommented (from the first profile
+    /// to the end of the comment block), load, and alike in UCI and TOML.
+    #[test]
+    fn the_examples_commented_profiles_load() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let uncomment = |file: &str, start: &str| {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            let mut out = String::new();
+            let mut on = false;
+            for line in text.lines() {
+                on = (on || line.starts_with(start)) && line.starts_with('#');
+                let line = match on {
+                    true => line.trim_start_matches('#').trim_start_matches(' '),
+                    false => line,
+                };
+                out.push_str(line);
+                out.push('\n');
+            }
+            out
+        };
+        let uci = Config::parse(
+            "u",
+            &uncomment("etc/provisioner.uci", "#config profile"),
+            false,
+        )
+        .unwrap();
+        let toml =
+            Config::parse("t", &uncomment("etc/provisioner.toml", "# [profile."), true).unwrap();
+        assert_eq!(uci, toml);
+        assert_eq!(uci.profiles.len(), 2);
+        assert_eq!(uci.allow.iter().filter(|e| e.profile.is_some()).count(), 2);
+        let openwrt = uncomment("openwrt/files/provisioner.config", "#config profile");
+        let c = Config::parse("o", &openwrt, false).unwrap();
+        assert_eq!(c.profiles.len(), 2);
     }
 }

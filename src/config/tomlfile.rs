@@ -6,7 +6,7 @@ use toml::de::{DeTable, DeValue};
 use super::document::{Document, Section};
 
 /// Sections that hold named entries (`[allow.acme]`) rather than options.
-const NAMED_SECTIONS: &[&str] = &["allow"];
+const NAMED_SECTIONS: &[&str] = &["allow", "profile"];
 
 fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]

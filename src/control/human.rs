@@ -81,7 +81,13 @@ fn clients(c: &Clients) -> String {
             StationKind::TurnedAway => "turned_away",
         };
         let mut note = String::new();
+        if let Some(p) = &r.profile {
+            let _ = write!(note, "profile {p}");
+        }
         if let Some(left) = r.ban_left {
+            if !note.is_empty() {
+                note.push_str("; ");
+            }
             let _ = write!(note, "ban ends in {}", secs(left));
         }
         if r.violations > 0 {
@@ -248,12 +254,17 @@ fn allow(a: &super::protocol::AllowEntries) -> String {
                 .join(",")
         }
     };
-    let rows: Vec<[String; 6]> = a
+    // A PROFILE column only when an entry is bound to a vendor profile ('-': the default).
+    let profiles = a.entries.iter().any(|e| e.profile.is_some());
+    let rows: Vec<Vec<String>> = a
         .entries
         .iter()
         .map(|e| {
-            [
-                e.name.clone(),
+            let mut row = vec![e.name.clone()];
+            if profiles {
+                row.push(e.profile.clone().unwrap_or_else(|| "-".into()));
+            }
+            row.extend([
                 e.proto.clone(),
                 join(&e.ports),
                 join(&e.addresses),
@@ -263,20 +274,26 @@ fn allow(a: &super::protocol::AllowEntries) -> String {
                 } else {
                     e.learned.to_string()
                 },
-            ]
+            ]);
+            row
         })
         .collect();
-    let head = ["NAME", "PROTO", "PORTS", "ADDRESSES", "DOMAINS", "LEARNED"];
-    let mut width = head.map(str::len);
+    let mut head = vec!["NAME"];
+    if profiles {
+        head.push("PROFILE");
+    }
+    head.extend(["PROTO", "PORTS", "ADDRESSES", "DOMAINS", "LEARNED"]);
+    let mut width: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (w, c) in width.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
     }
     let mut out = String::new();
-    for r in std::iter::once(head.map(str::to_owned)).chain(rows) {
+    let head: Vec<String> = head.into_iter().map(str::to_owned).collect();
+    for r in std::iter::once(head).chain(rows) {
         let mut line = String::new();
-        for (i, (c, w)) in r.iter().zip(width).enumerate() {
+        for (i, (c, &w)) in r.iter().zip(&width).enumerate() {
             if i + 1 == r.len() {
                 line.push_str(c);
             } else {
@@ -346,6 +363,7 @@ mod tests {
             violations: 0,
             reason: None,
             turned_away_at: None,
+            profile: None,
         };
         let c = Clients {
             stations: vec![
@@ -359,6 +377,7 @@ mod tests {
                     packets_up: 410,
                     packets_down: 905,
                     violations: 3,
+                    profile: Some("acme".into()),
                     ..base("02:00:00:00:00:01", StationKind::Admitted)
                 },
                 base("02:00:00:00:00:02", StationKind::Waiting),
@@ -378,7 +397,7 @@ mod tests {
         assert_eq!(
             reply(&Reply::Clients(c)),
             "MAC                IP               STATE        ADMITTED AT                AGE  SESSION LEFT         UP       DOWN   PKTS UP   PKTS DN  NOTE\n\
-             02:00:00:00:00:01  192.168.250.2    admitted     2025-03-01T12:00:05Z     1m15s        13m45s    52.3 kB     1.2 MB       410       905  3 violations\n\
+             02:00:00:00:00:01  192.168.250.2    admitted     2025-03-01T12:00:05Z     1m15s        13m45s    52.3 kB     1.2 MB       410       905  profile acme; 3 violations\n\
              02:00:00:00:00:02  -                waiting      -                            -             -        0 B        0 B         0         0\n\
              02:00:00:00:00:03  -                banned       -                            -             -        0 B        0 B         0         0  ban ends in 4m59s; turned away: full at 2025-03-01T12:01:00Z\n\
              02:00:00:00:00:04  -                turned_away  -                            -             -        0 B        0 B         0         0  turned away: window_closed at 2025-03-01T11:59:00Z\n"
@@ -478,6 +497,7 @@ mod tests {
             proto: "tcp".into(),
             ports: ports.iter().map(|s| s.to_string()).collect(),
             learned: 3,
+            profile: None,
         };
         let a = AllowEntries {
             entries: vec![

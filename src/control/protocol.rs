@@ -104,6 +104,9 @@ pub struct AllowSpec {
     pub proto: Option<String>,
     #[serde(default)]
     pub ports: Vec<String>,
+    /// The vendor profile whose clients it is for; none: clients of no profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 /// The allow entries after `allow list`, `allow add` or `allow remove`.
@@ -123,6 +126,9 @@ pub struct AllowInfo {
     pub ports: Vec<String>,
     /// Distinct addresses learned for its domains now (by any client).
     pub learned: usize,
+    /// The vendor profile whose clients it is for; none: clients of no profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 /// What the daemon answers: on the wire, the variant's name is the key beside `version`.
@@ -237,6 +243,9 @@ pub struct StationRow {
     /// Turned away: why (`full`, `window_closed`, `banned`, ...) and when (RFC 3339).
     pub reason: Option<String>,
     pub turned_away_at: Option<String>,
+    /// The vendor profile its MAC matches (the longest prefix); none: of no profile.
+    #[serde(default)]
+    pub profile: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -721,6 +730,7 @@ mod tests {
                 violations: 0,
                 reason: Some("full".into()),
                 turned_away_at: Some("2025-03-01T12:00:00Z".into()),
+                profile: None,
             }],
         });
         let line = clients.encode();
@@ -809,6 +819,7 @@ mod tests {
                     addresses: vec!["11.1.0.30".into()],
                     proto: Some("tcp".into()),
                     ports: vec!["443".into()],
+                    profile: None,
                 }),
                 r#"{"version":1,"request":{"allow_add":{"name":"fw","domains":["fw.example.com"],"addresses":["11.1.0.30"],"proto":"tcp","ports":["443"]}}}"#,
             ),
@@ -837,6 +848,7 @@ mod tests {
                 proto: "tcp".into(),
                 ports: vec!["443".into()],
                 learned: 2,
+                profile: None,
             }],
         });
         let line = reply.encode();

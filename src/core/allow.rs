@@ -20,6 +20,7 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 
 use super::MacAddr;
+use super::profile::{self, Profile};
 use super::time::Instant;
 use std::fmt;
 
@@ -89,6 +90,9 @@ pub struct AllowEntry {
     pub nets: Vec<Ipv4Net>,
     pub proto: Proto,
     pub ports: Vec<PortRange>,
+    /// The vendor profile whose clients it is for (`option profile`); `None`: for clients
+    /// of no profile (the default entries).
+    pub profile: Option<String>,
 }
 
 /// Where an allowed name's addresses may be reached: (protocol, port) pairs.
@@ -104,12 +108,31 @@ pub struct AllowList {
     suffix: HashMap<String, Vec<usize>>,
     /// Per allow entry: its (protocol, port) pairs, ranges expanded.
     ports: Vec<Vec<(Proto, u16)>>,
+    /// Per allow entry: the index of its profile in `profiles` (`None`: a default entry).
+    owner: Vec<Option<usize>>,
+    profiles: Vec<Profile>,
 }
 
 impl AllowList {
+    /// Entries without vendor profiles (every client is of no profile).
     pub fn new(entries: &[AllowEntry]) -> Self {
-        let mut list = AllowList::default();
+        AllowList::with_profiles(entries, &[])
+    }
+
+    /// Entries bound to `profiles` by name (a name that is no profile's binds the entry to
+    /// no client: the configuration refuses it before).
+    pub fn with_profiles(entries: &[AllowEntry], profiles: &[Profile]) -> Self {
+        let mut list = AllowList {
+            profiles: profiles.to_vec(),
+            ..AllowList::default()
+        };
         for (i, e) in entries.iter().enumerate() {
+            list.owner.push(e.profile.as_ref().map(|p| {
+                profiles
+                    .iter()
+                    .position(|q| q.name == *p)
+                    .unwrap_or(usize::MAX)
+            }));
             list.ports.push(
                 e.ports
                     .iter()
@@ -150,15 +173,39 @@ impl AllowList {
         self.entries(name)
     }
 
+    /// Whether a client of no profile may resolve `name`.
     pub fn allows(&self, name: &str) -> bool {
-        self.entries(name).next().is_some()
+        self.allows_profile(None, name)
     }
 
-    /// The (protocol, port) pairs under which `name`'s addresses may be reached; empty if
-    /// the name is not allowed.
+    /// Whether `mac` may resolve `name`: an entry of its profile allows it.
+    pub fn allows_for(&self, mac: MacAddr, name: &str) -> bool {
+        self.allows_profile(self.profile_of(mac), name)
+    }
+
+    /// `mac`'s profile (index), by the longest matching prefix.
+    pub fn profile_of(&self, mac: MacAddr) -> Option<usize> {
+        profile::of(&self.profiles, mac)
+    }
+
+    fn allows_profile(&self, profile: Option<usize>, name: &str) -> bool {
+        self.entries(name).any(|i| self.owner[i] == profile)
+    }
+
+    /// [`AllowList::grant_for`] a client of no profile.
     pub fn grant(&self, name: &str) -> Grant {
+        self.grant_profile(None, name)
+    }
+
+    /// The (protocol, port) pairs under which `name`'s addresses may be reached by `mac`
+    /// (by the entries of its profile); empty if the name is not allowed to it.
+    pub fn grant_for(&self, mac: MacAddr, name: &str) -> Grant {
+        self.grant_profile(self.profile_of(mac), name)
+    }
+
+    fn grant_profile(&self, profile: Option<usize>, name: &str) -> Grant {
         let mut ports: Vec<(Proto, u16)> = Vec::new();
-        for i in self.entries(name) {
+        for i in self.entries(name).filter(|&i| self.owner[i] == profile) {
             for p in &self.ports[i] {
                 if !ports.contains(p) {
                     ports.push(*p);
@@ -450,13 +497,14 @@ impl Learned {
     }
 
     /// After an allow-list change: removes every element whose name no longer grants its
-    /// protocol and port.
+    /// protocol and port to its client (whose profile may have changed too).
     pub fn revoke(&mut self, allow: &AllowList, out: &mut Vec<LearnChange>) {
-        let mut grants: HashMap<Arc<str>, Grant> = HashMap::new();
+        let mut grants: HashMap<(Arc<str>, Option<usize>), Grant> = HashMap::new();
         self.map.retain(|key, e| {
+            let profile = allow.profile_of(key.mac);
             let grant = grants
-                .entry(e.name.clone())
-                .or_insert_with(|| allow.grant(&e.name));
+                .entry((e.name.clone(), profile))
+                .or_insert_with(|| allow.grant_profile(profile, &e.name));
             if grant.ports.contains(&(key.proto, key.port)) {
                 true
             } else {
@@ -468,11 +516,12 @@ impl Learned {
 
     /// As [`Learned::revoke`], saying for each element removed the name it was learned for.
     pub fn revoke_named(&mut self, allow: &AllowList, out: &mut Vec<(LearnKey, Arc<str>)>) {
-        let mut grants: HashMap<Arc<str>, Grant> = HashMap::new();
+        let mut grants: HashMap<(Arc<str>, Option<usize>), Grant> = HashMap::new();
         self.map.retain(|key, e| {
+            let profile = allow.profile_of(key.mac);
             let grant = grants
-                .entry(e.name.clone())
-                .or_insert_with(|| allow.grant(&e.name));
+                .entry((e.name.clone(), profile))
+                .or_insert_with(|| allow.grant_profile(profile, &e.name));
             let keep = grant.ports.contains(&(key.proto, key.port));
             if !keep {
                 out.push((*key, e.name.clone()));

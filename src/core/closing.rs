@@ -4,7 +4,7 @@
 //! flow ends if the old allow-list granted it and the new one does not. The edge dumps the
 //! conntrack table once and asks [`Closed::ends`] of every entry.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -49,6 +49,19 @@ impl AllowDiff {
         d
     }
 
+    /// With `all` (the profiles' prefixes changed, so an entry's clients may have too),
+    /// every entry of `old` still present counts as changed.
+    pub fn with_all_changed(mut self, all: bool, old: &[AllowEntry]) -> AllowDiff {
+        if all {
+            for o in old {
+                if !self.removed.contains(&o.name) && !self.changed.contains(&o.name) {
+                    self.changed.push(o.name.clone());
+                }
+            }
+        }
+        self
+    }
+
     /// The entries whose old grants may have closed: removed, then changed.
     pub fn closing(&self) -> impl Iterator<Item = &String> {
         self.removed.iter().chain(&self.changed)
@@ -74,12 +87,16 @@ pub struct Closed {
     pub names: Vec<String>,
     /// Which of `names` were removed (the rest changed).
     pub removed: usize,
-    /// Static destinations the old entries granted, with the index of their entry.
-    statics: Vec<(Ipv4Net, Proto, PortRange, usize)>,
+    /// Static destinations the old entries granted, with the index of their entry and the
+    /// profile it was for.
+    statics: Vec<(Ipv4Net, Proto, PortRange, usize, Option<String>)>,
     /// Learned elements that were revoked, with the index of the entry they were for.
     revoked: Vec<(LearnedFlow, usize)>,
-    /// What the new allow-list grants statically.
-    kept: Vec<(Ipv4Net, Proto, PortRange)>,
+    /// What the new allow-list grants statically, and to which profile's clients.
+    kept: Vec<(Ipv4Net, Proto, PortRange, Option<String>)>,
+    /// Each client's profile (by its address) before and after the change; a client not
+    /// here is of none in either.
+    who: HashMap<Ipv4Addr, (Option<String>, Option<String>)>,
     /// Learned elements still granted whose address is in a closed static network: a
     /// client that resolved its way there keeps its connection.
     kept_learned: BTreeSet<LearnedFlow>,
@@ -103,16 +120,18 @@ impl Closed {
             let Some(i) = index(&e.name) else { continue };
             for net in &e.nets {
                 for ports in &e.ports {
-                    statics.push((*net, e.proto, *ports, i));
+                    statics.push((*net, e.proto, *ports, i, e.profile.clone()));
                 }
             }
         }
         let kept = new
             .iter()
             .flat_map(|e| {
-                e.nets
-                    .iter()
-                    .flat_map(move |n| e.ports.iter().map(move |p| (*n, e.proto, *p)))
+                e.nets.iter().flat_map(move |n| {
+                    e.ports
+                        .iter()
+                        .map(move |p| (*n, e.proto, *p, e.profile.clone()))
+                })
             })
             .collect();
         let revoked = revoked
@@ -136,7 +155,19 @@ impl Closed {
             revoked,
             kept,
             kept_learned,
+            who: HashMap::new(),
         }
+    }
+
+    /// Each client's profile (by its address), before and after the change: a static
+    /// destination closes for the clients its old entry was for, and stays open for those
+    /// a new entry is for.
+    pub fn with_profiles(
+        mut self,
+        who: HashMap<Ipv4Addr, (Option<String>, Option<String>)>,
+    ) -> Closed {
+        self.who = who;
+        self
     }
 
     /// Nothing was removed or changed: no flow can have lost its grant.
@@ -164,10 +195,11 @@ impl Closed {
             proto,
             port: f.dport,
         };
+        let (was, is) = self.who.get(&f.src).cloned().unwrap_or_default();
         let by = self
             .statics
             .iter()
-            .find(|(n, p, r, _)| covers(n, *p, r))
+            .find(|(n, p, r, _, of)| *of == was && covers(n, *p, r))
             .map(|s| s.3)
             .or_else(|| {
                 self.revoked
@@ -175,7 +207,10 @@ impl Closed {
                     .find(|(l, _)| *l == as_learned)
                     .map(|r| r.1)
             })?;
-        let still = self.kept.iter().any(|(n, p, r)| covers(n, *p, r))
+        let still = self
+            .kept
+            .iter()
+            .any(|(n, p, r, of)| *of == is && covers(n, *p, r))
             || self.kept_learned.contains(&as_learned);
         (!still).then_some(by)
     }
@@ -201,6 +236,7 @@ mod tests {
                 .iter()
                 .map(|&(first, last)| PortRange { first, last })
                 .collect(),
+            profile: None,
         }
     }
 

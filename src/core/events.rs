@@ -134,6 +134,8 @@ pub enum StationReason {
     Spoofing,
     /// The window is open for named devices only (`window open --for`), and this is none.
     NotExpected,
+    /// Its vendor profile has as many clients as its `max_clients`.
+    ProfileFull,
 }
 
 /// Why the activation window closed.
@@ -175,6 +177,7 @@ impl StationReason {
             StationReason::Abuse => "abuse",
             StationReason::Spoofing => "spoofing",
             StationReason::NotExpected => "not_expected",
+            StationReason::ProfileFull => "profile_full",
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod leases;
 pub mod oui;
 pub mod outbox;
 pub mod ports;
+pub mod profile;
 pub mod ratelimit;
 pub mod settings;
 pub mod stations;
@@ -167,12 +168,16 @@ impl Provisioner {
         let s = settings.clone();
         Provisioner {
             leases: Leases::new(s.pool_start, s.pool_size, s.lease_time),
-            stations: Stations::new(s.stations),
+            stations: {
+                let mut st = Stations::new(s.stations);
+                st.set_profiles(&s.profiles);
+                st
+            },
             window: Window::new(&s.window),
             window_open: None,
             window_held: false,
             closing: None,
-            allow: AllowList::new(&s.allow),
+            allow: AllowList::with_profiles(&s.allow, &s.profiles),
             guard: RebindingGuard::new(s.router, s.subnet, &s.protect, &[]),
             router_addrs: Vec::new(),
             learned: Learned::default(),
@@ -372,11 +377,15 @@ impl Provisioner {
                 self.learned.forget_client(mac, &mut Vec::new());
             }
         }
+        self.stations.set_profiles(&s.profiles);
         let actions = self.stations.set_policy(s.stations, now, &mut self.events);
         self.apply(actions, now);
         self.window.reconfigure(&s.window);
         self.grader.set_policy(s.threat.clone());
-        let old_allow = std::mem::replace(&mut self.allow, AllowList::new(&s.allow));
+        let old_allow = std::mem::replace(
+            &mut self.allow,
+            AllowList::with_profiles(&s.allow, &s.profiles),
+        );
         self.guard = RebindingGuard::new(s.router, s.subnet, &s.protect, &self.router_addrs);
         // The limiters keep their state unless their rates changed.
         if (s.client_qps, s.total_qps) != (self.settings.client_qps, self.settings.total_qps) {
@@ -400,7 +409,10 @@ impl Provisioner {
         now: Instant,
     ) {
         let old = &self.settings.allow;
-        let diff = closing::AllowDiff::between(old, &s.allow);
+        // Who an entry is for changed with the profiles' prefixes: then every entry may
+        // have lost clients, and is judged again.
+        let moved = prefixes(&self.settings.profiles) != prefixes(&s.profiles);
+        let diff = closing::AllowDiff::between(old, &s.allow).with_all_changed(moved, old);
         for name in &diff.added {
             self.events.push(Event::AllowAdded { name: name.clone() });
         }
@@ -436,7 +448,16 @@ impl Provisioner {
             .elements(now)
             .filter_map(|(key, ..)| flow(&key))
             .collect();
-        let closed = closing::Closed::new(s.subnet, &diff, old, &s.allow, &revoked, held);
+        let (old_profiles, new_profiles) = (&self.settings.profiles, &s.profiles);
+        let who = ips
+            .iter()
+            .map(|(&mac, &ip)| {
+                let name = |ps: &[profile::Profile]| profile::name_of(ps, mac).map(str::to_owned);
+                (ip, (name(old_profiles), name(new_profiles)))
+            })
+            .collect();
+        let closed =
+            closing::Closed::new(s.subnet, &diff, old, &s.allow, &revoked, held).with_profiles(who);
         self.out.command_now(Command::EndFlowsTo(closed));
     }
 
@@ -486,7 +507,6 @@ impl Provisioner {
     /// [`Provisioner::snapshot`] without the learned grants (thousands, under DNS load):
     /// the clients, bans and bindings, for the operator's views.
     pub fn stations_snapshot(&self, now: Instant) -> Snapshot {
-        let session = self.stations.policy().session;
         Snapshot {
             clients: self
                 .stations
@@ -495,7 +515,7 @@ impl Provisioner {
                 .map(|(mac, since)| {
                     (
                         ClientRecord { mac, since },
-                        (since + session).saturating_since(now),
+                        (since + self.stations.session_of(mac)).saturating_since(now),
                     )
                 })
                 .collect(),
@@ -531,10 +551,13 @@ impl Provisioner {
                 .is_some_and(|off| off < u32::from(settings.pool_size))
         };
         snap.leases.retain(|b| in_pool(b.ip));
-        let allow = AllowList::new(&settings.allow);
+        let allow = AllowList::with_profiles(&settings.allow, &settings.profiles);
         snap.learned.retain(|(key, _, name)| {
             snap.leases.iter().any(|b| b.mac == key.mac)
-                && allow.grant(name).ports.contains(&(key.proto, key.port))
+                && allow
+                    .grant_for(key.mac, name)
+                    .ports
+                    .contains(&(key.proto, key.port))
         });
         snap
     }
@@ -600,7 +623,7 @@ impl Provisioner {
         // Let in after all: no longer one of the stations turned away.
         self.turned_away.forget(mac);
         if let Some(since) = self.stations.admitted_at(mac) {
-            let session_left = (since + self.stations.policy().session).saturating_since(now);
+            let session_left = (since + self.stations.session_of(mac)).saturating_since(now);
             self.out.addition(
                 SetChange::Admit {
                     mac,
@@ -1311,7 +1334,7 @@ impl Provisioner {
             ratelimit::Verdict::OverTotal => return DnsOutcome::Refused,
         }
         let reason = match qtype {
-            QTYPE_A | QTYPE_AAAA if !self.allow.allows(name) => DnsRefusal::NotAllowed,
+            QTYPE_A | QTYPE_AAAA if !self.allow.allows_for(mac, name) => DnsRefusal::NotAllowed,
             QTYPE_A => return DnsOutcome::Resolve { mac },
             // IPv6 is off on the provisioning network: an allowed name has no AAAA here.
             QTYPE_AAAA => return DnsOutcome::NoData,
@@ -1353,7 +1376,7 @@ impl Provisioner {
         now: Instant,
     ) {
         let mut include = dns::on_chain(name, records);
-        let grant = self.allow.grant(name);
+        let grant = self.allow.grant_for(mac, name);
         for (i, r) in records.iter().enumerate() {
             let RecordData::A(addr) = r.data else {
                 continue;
@@ -1438,6 +1461,14 @@ pub enum OrderError {
         "a count of {count} for {devices} device(s) named by their whole MAC: it must be 1 to {devices}"
     )]
     CountTooHigh { count: u32, devices: u32 },
+}
+
+/// Who each profile is for: what a reload must compare to know whether clients moved.
+fn prefixes(profiles: &[profile::Profile]) -> Vec<(&str, &[oui::MacPrefix])> {
+    profiles
+        .iter()
+        .map(|p| (p.name.as_str(), p.ouis.as_slice()))
+        .collect()
 }
 
 fn check_ban(d: Duration) -> Result<(), OrderError> {
@@ -2602,6 +2633,169 @@ mod tests {
         assert!(core.stations.is_admitted(mac(1)));
     }
 
+    const PROFILES: &str = "config profile acme\n list oui 00:a0:01\nconfig profile bolt\n list oui 00:b0:02\n option max_clients 1\nconfig allow acme_cloud\n list domain 'api.acme.example'\n option profile acme\nconfig allow acme_static\n list address 11.5.0.1\n option profile acme\nconfig allow bolt_cloud\n list domain 'api.bolt.example'\n option profile bolt\n";
+
+    fn vendor(oui: [u8; 3], n: u8) -> MacAddr {
+        MacAddr([oui[0], oui[1], oui[2], 0, 0, n])
+    }
+
+    #[test]
+    fn a_client_resolves_and_learns_only_its_profiles_names_and_a_randomised_one_the_defaults() {
+        let mut core = started(PROFILES);
+        let (acme, bolt) = (vendor([0, 0xa0, 1], 1), vendor([0, 0xb0, 2], 2));
+        // Acme's digits, randomised: no vendor's; it gets the default entry ('a').
+        let random = MacAddr([2, 0xa0, 1, 0, 0, 3]);
+        let ips = [acme, bolt, random].map(|m| lease(&mut core, m, t(0)));
+        let refused = |o: &DnsOutcome| matches!(o, DnsOutcome::Refused);
+        for (ip, own, others) in [
+            (
+                ips[0],
+                "api.acme.example",
+                ["api.bolt.example", "ok.example"],
+            ),
+            (
+                ips[1],
+                "api.bolt.example",
+                ["api.acme.example", "ok.example"],
+            ),
+            (
+                ips[2],
+                "ok.example",
+                ["api.acme.example", "api.bolt.example"],
+            ),
+        ] {
+            assert!(
+                !refused(&ask(&mut core, ip, own, QTYPE_A, t(1))),
+                "{ip} {own}"
+            );
+            for other in others {
+                assert!(
+                    refused(&ask(&mut core, ip, other, QTYPE_A, t(1))),
+                    "{ip} {other}"
+                );
+            }
+        }
+        // An answer for another profile's name (the edge would never ask, but the grant
+        // is decided here) learns nothing for it.
+        let name: Arc<str> = "api.bolt.example".into();
+        let records = [Record {
+            owner: "api.bolt.example",
+            ttl: 60,
+            data: RecordData::A(Ipv4Addr::new(11, 6, 0, 1)),
+        }];
+        core.handle_dns_answer(1, acme, &name, &records, 0, t(1));
+        assert!(drain(&mut core).changes.is_empty());
+        core.handle_dns_answer(2, bolt, &name, &records, 0, t(1));
+        assert!(matches!(
+            drain(&mut core).changes[..],
+            [SetChange::Learn(_)]
+        ));
+    }
+
+    #[test]
+    fn a_full_profile_turns_its_newcomer_away_and_others_are_still_admitted() {
+        let mut core = started(PROFILES);
+        let bolt = |n| vendor([0, 0xb0, 2], n);
+        core.handle_station_joined(bolt(1), t(0));
+        assert!(core.stations.is_admitted(bolt(1)));
+        events(&mut core);
+        core.handle_station_joined(bolt(2), t(1));
+        assert!(!core.stations.is_admitted(bolt(2)));
+        let said = events(&mut core);
+        assert!(
+            said.contains(
+                &"event=turned_away mac=00:b0:02:00:00:02 reason=profile_full".to_owned()
+            ),
+            "{said:?}"
+        );
+        // The twin: a device of another vendor (and of none) still gets a spot.
+        core.handle_station_joined(vendor([0, 0xa0, 1], 3), t(1));
+        core.handle_station_joined(mac(4), t(1));
+        assert!(core.stations.is_admitted(vendor([0, 0xa0, 1], 3)));
+        assert!(core.stations.is_admitted(mac(4)));
+    }
+
+    #[test]
+    fn a_profiles_session_limit_holds_for_its_clients_only() {
+        let mut core = started(
+            "config limits\n option session 15m\nconfig profile short\n list oui 00:c0:03\n option session 5m\n",
+        );
+        let short = vendor([0, 0xc0, 3], 1);
+        core.handle_station_joined(short, t(0));
+        core.handle_station_joined(mac(2), t(0));
+        let d = drain(&mut core);
+        let left: Vec<_> = d
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                SetChange::Admit {
+                    mac, session_left, ..
+                } => Some((*mac, session_left.as_secs())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(left, [(short, 300), (mac(2), 900)], "the kernel's elements");
+        core.handle_timeout(t(300), NOON);
+        assert!(!core.stations.is_admitted(short), "its session ended");
+        assert!(
+            core.stations.is_admitted(mac(2)),
+            "the network's session goes on"
+        );
+    }
+
+    #[test]
+    fn a_reload_that_moves_a_prefix_ends_what_the_old_profile_granted_its_clients() {
+        let mut core = started(PROFILES);
+        let (acme, bolt) = (vendor([0, 0xa0, 1], 1), vendor([0, 0xb0, 2], 2));
+        let (ia, ib) = (lease(&mut core, acme, t(0)), lease(&mut core, bolt, t(0)));
+        let name: Arc<str> = "api.acme.example".into();
+        let learned = Ipv4Addr::new(11, 7, 0, 1);
+        let records = [Record {
+            owner: "api.acme.example",
+            ttl: 60,
+            data: RecordData::A(learned),
+        }];
+        core.handle_dns_answer(1, acme, &name, &records, 0, t(1));
+        drain(&mut core);
+        // Acme's prefix moves: its device is of no profile now. Bolt's gains 11.5.0.1.
+        let text = PROFILES.replace("00:a0:01", "00:a0:09").replace(
+            "config allow bolt_cloud",
+            "config allow bolt_static\n list address 11.5.0.1\n option profile bolt\nconfig allow bolt_cloud",
+        );
+        let new = cfg(&format!("config window\n option mode always\n{text}"));
+        core.handle_reload(&Settings::from(&new), t(2));
+        let d = drain(&mut core);
+        let closed = d
+            .commands
+            .iter()
+            .find_map(|c| match c {
+                Command::EndFlowsTo(c) => Some(c.clone()),
+                _ => None,
+            })
+            .expect("asked to end flows");
+        let flow = |src, dst| closing::Flow {
+            src,
+            dst,
+            proto: 6,
+            dport: 443,
+        };
+        assert!(closed.ends(&flow(ia, learned)).is_some(), "learned by acme");
+        assert!(
+            closed.ends(&flow(ia, Ipv4Addr::new(11, 5, 0, 1))).is_some(),
+            "acme's static"
+        );
+        assert_eq!(
+            closed.ends(&flow(ib, Ipv4Addr::new(11, 5, 0, 1))),
+            None,
+            "now bolt's"
+        );
+        assert!(core.snapshot(t(2)).learned.is_empty(), "revoked");
+        assert!(matches!(
+            ask(&mut core, ia, "api.acme.example", QTYPE_A, t(3)),
+            DnsOutcome::Refused
+        ));
+    }
+
     #[test]
     fn a_reload_that_removes_entries_asks_to_end_what_they_granted_and_reports_it() {
         let extra =
@@ -2903,10 +3097,6 @@ mod tests {
 
     // --- a window opened for named devices -------------------------------------------------
 
-    /// A vendor's MAC (universally administered: prefixes match it).
-    fn vendor(oui: [u8; 3], n: u8) -> MacAddr {
-        MacAddr([oui[0], oui[1], oui[2], 0, 0, n])
-    }
     const ACME: [u8; 3] = [0x00, 0x11, 0x22];
     const OTHER: [u8; 3] = [0x00, 0x33, 0x44];
 

@@ -38,6 +38,18 @@ impl MacPrefix {
         self.bits == 48
     }
 
+    /// The MACs it covers, first and last, as 48-bit numbers (what an nft interval of
+    /// `ether_addr` holds).
+    pub fn range(&self) -> (u64, u64) {
+        let mut v = 0u64;
+        for b in self.value {
+            v = (v << 8) | u64::from(b);
+        }
+        let host = 48 - u32::from(self.bits);
+        let span = if host == 0 { 0 } else { (1u64 << host) - 1 };
+        (v, v | span)
+    }
+
     /// Whether `mac` starts with this prefix. A locally administered MAC matches only a
     /// prefix that is the whole of it.
     pub fn matches(&self, mac: MacAddr) -> bool {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 
 use super::allow::{AllowEntry, TtlPolicy};
+use super::profile::Profile;
 use super::stations::Policy;
 use super::window::WindowSettings;
 
@@ -28,6 +29,8 @@ pub struct Settings {
     pub stations: Policy,
     pub window: WindowSettings,
     pub allow: Vec<AllowEntry>,
+    /// Vendor profiles: by MAC prefix, which allow entries and limits hold for a client.
+    pub profiles: Vec<Profile>,
     pub ttl: TtlPolicy,
     /// DNS questions per second, per client and for all.
     pub client_qps: u32,

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use super::MacAddr;
 use super::events::{Event, StationReason};
+use super::profile::{self, Profile};
 use super::time::Instant;
 
 /// Newcomers that may wait at once for a spot (each holds an offered address meanwhile).
@@ -80,6 +81,8 @@ pub struct Stations {
     /// Newcomers that would evict someone: since when they wait, and on which port.
     waiting: BTreeMap<MacAddr, (Instant, Option<u32>)>,
     last_eviction: Option<Instant>,
+    /// Vendor profiles: a client of one is held to its session and client limits.
+    profiles: Vec<Profile>,
 }
 
 impl Stations {
@@ -91,7 +94,38 @@ impl Stations {
             departed: BTreeMap::new(),
             waiting: BTreeMap::new(),
             last_eviction: None,
+            profiles: Vec::new(),
         }
+    }
+
+    /// The vendor profiles whose limits hold for their clients (from the next decision on:
+    /// a client over a profile's new limit is not evicted for it).
+    pub fn set_profiles(&mut self, profiles: &[Profile]) {
+        self.profiles = profiles.to_vec();
+    }
+
+    /// `mac`'s session limit: its profile's, else the network's.
+    pub fn session_of(&self, mac: MacAddr) -> Duration {
+        profile::of(&self.profiles, mac)
+            .and_then(|i| self.profiles[i].session)
+            .unwrap_or(self.policy.session)
+    }
+
+    /// Whether `mac`'s profile has as many clients as it may (its `max_clients`).
+    fn profile_full(&self, mac: MacAddr) -> bool {
+        let Some(i) = profile::of(&self.profiles, mac) else {
+            return false;
+        };
+        let Some(max) = self.profiles[i].max_clients else {
+            return false;
+        };
+        let of_it = self
+            .clients
+            .keys()
+            .chain(self.waiting.keys())
+            .filter(|&&m| profile::of(&self.profiles, m) == Some(i))
+            .count();
+        of_it >= usize::from(max)
     }
 
     pub fn policy(&self) -> Policy {
@@ -252,7 +286,7 @@ impl Stations {
         let admitted = self
             .departed
             .remove(&mac)
-            .filter(|&t| now.saturating_since(t) < self.policy.session)
+            .filter(|&t| now.saturating_since(t) < self.session_of(mac))
             .unwrap_or(now);
         self.clients.insert(mac, Client { admitted });
         events.push(Event::Admitted {
@@ -321,6 +355,12 @@ impl Stations {
                 Self::turn_away(mac, StationReason::NotExpected, &mut out, events);
                 return out;
             }
+        }
+        // A vendor's devices take at most their profile's spots, evicting nobody for it.
+        if self.profile_full(mac) {
+            Self::turn_away(mac, StationReason::ProfileFull, &mut out, events);
+            self.ban(mac, StationReason::ProfileFull, now, &mut out, events);
+            return out;
         }
         if self.full() {
             if self.eviction_candidate(now).is_none() {
@@ -418,7 +458,7 @@ impl Stations {
         let expired: Vec<MacAddr> = self
             .clients()
             .into_iter()
-            .filter(|&(_, t)| now.saturating_since(t) >= self.policy.session)
+            .filter(|&(m, t)| now.saturating_since(t) >= self.session_of(m))
             .map(|(m, _)| m)
             .collect();
         for mac in expired {
@@ -445,9 +485,11 @@ impl Stations {
             self.waiting.remove(&mac);
             Self::turn_away(mac, StationReason::NoDhcp, &mut out, events);
         }
-        let session = self.policy.session;
-        self.departed
-            .retain(|_, &mut t| now.saturating_since(t) < session);
+        let departed = std::mem::take(&mut self.departed);
+        self.departed = departed
+            .into_iter()
+            .filter(|&(m, t)| now.saturating_since(t) < self.session_of(m))
+            .collect();
         out
     }
 
@@ -534,8 +576,8 @@ impl Stations {
     pub fn next_deadline(&self) -> Option<Instant> {
         let sessions = self
             .clients
-            .values()
-            .map(|c| c.admitted + self.policy.session);
+            .iter()
+            .map(|(&m, c)| c.admitted + self.session_of(m));
         let bans = self.bans.values().copied();
         let waits = self.waiting.values().map(|&(since, _)| since + WAIT_HOLD);
         sessions.chain(bans).chain(waits).min()

@@ -29,6 +29,7 @@ fn info_of(e: &AllowEntry, learned: usize) -> AllowInfo {
         proto: e.proto.as_str().to_owned(),
         ports: e.ports.iter().map(|p| p.to_string()).collect(),
         learned,
+        profile: e.profile.clone(),
     }
 }
 
@@ -44,6 +45,7 @@ impl From<AllowSpec> for NewAllow {
             addresses: s.addresses,
             proto: s.proto,
             ports: s.ports,
+            profile: s.profile,
         }
     }
 }

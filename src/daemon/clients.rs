@@ -12,6 +12,7 @@ use crate::control::clock::{rfc3339, unix_secs_of};
 use crate::control::protocol::{self, Rates, StationKind, StationRow, Status};
 use crate::control::{Failure, FailureKind, Reply};
 use crate::core::MacAddr;
+use crate::core::profile;
 use crate::core::time::Instant;
 use crate::core::window::WindowMode;
 use crate::firewall::counters::Traffic;
@@ -65,6 +66,8 @@ impl Daemon {
                 violations: self.provisioner.violations(mac),
                 reason: None,
                 turned_away_at: None,
+                profile: profile::name_of(&self.provisioner.settings().profiles, mac)
+                    .map(str::to_owned),
             }
         };
         let mut stations: Vec<StationRow> = Vec::new();

@@ -80,7 +80,7 @@ pub fn run(paths: Paths, json_log: bool) -> anyhow::Result<()> {
 
 fn warn_not_enforced(cfg: &Config) {
     for option in cfg.not_enforced() {
-        warn!("{}", Config::not_enforced_warning(option));
+        warn!("{}", Config::not_enforced_warning(&option));
     }
 }
 

@@ -74,7 +74,7 @@ pub struct Chain {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Set {
-    pub name: &'static str,
+    pub name: std::borrow::Cow<'static, str>,
     pub key: &'static str,
     pub flags: &'static str,
     /// More of the definition (`size`, `timeout`), a line each.
@@ -189,7 +189,13 @@ const LOWER_EFFORT: &str = "ip dscp set cs1";
 /// (policing: TCP slows down to it). The kernel's bucket holds a second's worth plus the
 /// burst, a quarter second's worth here (at least 16 KB): after a pause a device may send
 /// that much at once, then the rate holds.
-fn rate_rules(cfg: &Config) -> (Vec<String>, Vec<String>) {
+///
+/// A vendor profile with rates of its own holds its clients to them instead of the
+/// network's per-client ones: upload by the client's MAC (the profile's intervals, one rule
+/// per profile, never per client), download by the addresses its clients sent from in the
+/// last minute (a set the upload rule fills in the kernel: the forward hook has no MAC of a
+/// packet's receiver).
+fn rate_rules(cfg: &Config) -> (Vec<String>, Vec<String>, Vec<Set>) {
     let l = &cfg.limits;
     let limit = |r: Rate| {
         let burst = (r.bytes_per_sec / 4).max(16_000);
@@ -198,38 +204,91 @@ fn rate_rules(cfg: &Config) -> (Vec<String>, Vec<String>) {
             r.bytes_per_sec
         )
     };
-    let rules = |client: Option<Rate>, total: Option<Rate>, set: &str, addr: &str, way: &str| {
-        let mut v = Vec::new();
-        if let Some(r) = client {
-            v.push(format!(
-                "update @{set} {{ ip {addr} {} }} counter drop comment \"over the client's {way} rate\"",
+    let dynamic = |name: String| Set {
+        name: name.into(),
+        key: "ipv4_addr",
+        flags: "dynamic,timeout",
+        settings: &["size 4096", "timeout 1m"],
+        elements: Vec::new(),
+    };
+    let (mut up, mut down, mut sets) = (Vec::new(), Vec::new(), Vec::new());
+    // The profiles with rates of their own, with their MACs as an nft set expression.
+    let profiles: Vec<_> = cfg.profiles.iter().map(|p| p.profile.clone()).collect();
+    let parts = crate::core::profile::partition(&profiles);
+    let macs = |i: usize| -> Option<String> {
+        let mine: Vec<String> = parts
+            .iter()
+            .filter(|(.., owner)| *owner == Some(i))
+            .map(|&(a, b, _)| {
+                let (a, b) = (
+                    crate::core::profile::mac_of(a),
+                    crate::core::profile::mac_of(b),
+                );
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect();
+        (!mine.is_empty()).then(|| format!("{{ {} }}", mine.join(", ")))
+    };
+    let mut own_up = Vec::new();
+    let mut own_down = Vec::new();
+    for (i, p) in cfg.profiles.iter().enumerate() {
+        let Some(m) = macs(i) else { continue };
+        let name = &p.profile.name;
+        if p.client_rate_down.is_some() {
+            up.push(format!("ether saddr {m} update @seen_p{i} {{ ip saddr }}"));
+            sets.push(dynamic(format!("seen_p{i}")));
+        }
+        if let Some(r) = p.client_rate_up {
+            up.push(format!(
+                "ether saddr {m} update @rate_up_p{i} {{ ip saddr {} }} counter drop comment \"over profile {name}'s client upload rate\"",
                 limit(r)
             ));
+            sets.push(dynamic(format!("rate_up_p{i}")));
+            own_up.push(m.trim_matches(['{', '}', ' ']).to_owned());
         }
+        if let Some(r) = p.client_rate_down {
+            down.push(format!(
+                "ip daddr @seen_p{i} update @rate_down_p{i} {{ ip daddr {} }} counter drop comment \"over profile {name}'s client download rate\"",
+                limit(r)
+            ));
+            sets.push(dynamic(format!("rate_down_p{i}")));
+            own_down.push(format!("ip daddr != @seen_p{i} "));
+        }
+    }
+    if let Some(r) = l.client_rate_up {
+        let others = if own_up.is_empty() {
+            String::new()
+        } else {
+            format!("ether saddr != {{ {} }} ", own_up.join(", "))
+        };
+        up.push(format!(
+            "{others}update @rate_up {{ ip saddr {} }} counter drop comment \"over the client's upload rate\"",
+            limit(r)
+        ));
+    }
+    if let Some(r) = l.client_rate_down {
+        down.push(format!(
+            "{}update @rate_down {{ ip daddr {} }} counter drop comment \"over the client's download rate\"",
+            own_down.concat(),
+            limit(r)
+        ));
+    }
+    for (total, v, way) in [
+        (l.total_rate_up, &mut up, "upload"),
+        (l.total_rate_down, &mut down, "download"),
+    ] {
         if let Some(r) = total {
             v.push(format!(
                 "{} counter drop comment \"over the network's {way} rate\"",
                 limit(r)
             ));
         }
-        v
-    };
-    (
-        rules(
-            l.client_rate_up,
-            l.total_rate_up,
-            "rate_up",
-            "saddr",
-            "upload",
-        ),
-        rules(
-            l.client_rate_down,
-            l.total_rate_down,
-            "rate_down",
-            "daddr",
-            "download",
-        ),
-    )
+    }
+    (up, down, sets)
 }
 
 /// Logs a packet about to be dropped for `why` to the daemon (the audit log's
@@ -241,6 +300,65 @@ fn sampled(why: FlowBlock) -> String {
         nflog::PREFIX_FLOW,
         why.as_str(),
         nflog::GROUP
+    )
+}
+
+/// The static allow set's key, the rule's match on it, and its elements. Without vendor
+/// profiles: `address . protocol . port`. With them, the client's MAC comes first, as an
+/// interval per profile ([`crate::core::profile::partition`]: the longest prefix's, the
+/// default entries' outside every prefix): a new connection still costs one lookup, and no
+/// element or rule is per client.
+fn static_allow(cfg: &Config) -> (&'static str, &'static str, Vec<String>) {
+    let mut allow: Vec<String> = Vec::new();
+    let points = |owner: Option<&str>| -> Vec<String> {
+        cfg.allow
+            .iter()
+            .filter(|e| e.profile.as_deref() == owner)
+            .flat_map(|entry| {
+                entry.nets.iter().flat_map(move |n| {
+                    entry
+                        .ports
+                        .iter()
+                        .map(move |p| format!("{} . {} . {p}", nft_net(n), entry.proto.as_str()))
+                })
+            })
+            .collect()
+    };
+    if cfg.profiles.is_empty() {
+        for e in points(None) {
+            if !allow.contains(&e) {
+                allow.push(e);
+            }
+        }
+        return (
+            "ipv4_addr . inet_proto . inet_service",
+            "ip daddr . meta l4proto . th dport",
+            allow,
+        );
+    }
+    let profiles: Vec<_> = cfg.profiles.iter().map(|p| p.profile.clone()).collect();
+    for (first, last, owner) in crate::core::profile::partition(&profiles) {
+        let macs = if first == last {
+            crate::core::profile::mac_of(first).to_string()
+        } else {
+            format!(
+                "{}-{}",
+                crate::core::profile::mac_of(first),
+                crate::core::profile::mac_of(last)
+            )
+        };
+        let owner = owner.map(|i| profiles[i].name.as_str());
+        for e in points(owner) {
+            let e = format!("{macs} . {e}");
+            if !allow.contains(&e) {
+                allow.push(e);
+            }
+        }
+    }
+    (
+        "ether_addr . ipv4_addr . inet_proto . inet_service",
+        "ether saddr . ip daddr . meta l4proto . th dport",
+        allow,
     )
 }
 
@@ -278,25 +396,15 @@ impl Ruleset {
             ),
         ];
 
-        let mut allow: Vec<String> = Vec::new();
-        for entry in &cfg.allow {
-            for n in &entry.nets {
-                for p in &entry.ports {
-                    let e = format!("{} . {} . {p}", nft_net(n), entry.proto.as_str());
-                    if !allow.contains(&e) {
-                        allow.push(e);
-                    }
-                }
-            }
-        }
+        let (allow_key, allow_match, allow) = static_allow(cfg);
 
         let ms = |d: &Duration| d.as_millis();
-        let (up, down) = rate_rules(cfg);
+        let (up, down, profile_rate_sets) = rate_rules(cfg);
         let mut sets = vec![
             // Admitted clients, each until its session ends: the kernel closes the door
             // then even if the daemon is gone. The comment keeps the admission time.
             Set {
-                name: "clients",
+                name: "clients".into(),
                 key: "ether_addr",
                 flags: "timeout",
                 settings: &[],
@@ -316,7 +424,7 @@ impl Ruleset {
             },
             // Evicted, expired and turned-away stations, each until its cooldown ends.
             Set {
-                name: "banned",
+                name: "banned".into(),
                 key: "ether_addr",
                 flags: "timeout",
                 settings: &[],
@@ -331,8 +439,8 @@ impl Ruleset {
             leases_set(leases),
             // Static allow-list entries: address or CIDR, protocol, port or range.
             Set {
-                name: "allow4_net",
-                key: "ipv4_addr . inet_proto . inet_service",
+                name: "allow4_net".into(),
+                key: allow_key,
                 flags: "interval",
                 settings: &[],
                 elements: allow,
@@ -341,7 +449,7 @@ impl Ruleset {
             // address on this protocol and port, until the answer's (clamped) TTL runs out.
             // The comment is the name it was learned for.
             Set {
-                name: "learned4",
+                name: "learned4".into(),
                 key: "ether_addr . ipv4_addr . inet_proto . inet_service",
                 flags: "timeout",
                 settings: &[],
@@ -363,7 +471,7 @@ impl Ruleset {
             },
             // Never reachable from the provisioning network, whatever the allow-list says.
             Set {
-                name: "protect4",
+                name: "protect4".into(),
                 key: "ipv4_addr",
                 flags: "interval",
                 settings: &[],
@@ -376,7 +484,7 @@ impl Ruleset {
         ];
         // Clients whose refused flows were logged lately (see `sampled`).
         sets.push(Set {
-            name: "flow_logged",
+            name: "flow_logged".into(),
             key: "ether_addr",
             flags: "dynamic,timeout",
             settings: &["size 1024", "timeout 1m"],
@@ -384,7 +492,7 @@ impl Ruleset {
         });
         // Clients whose packets from an address not theirs were logged lately.
         sets.push(Set {
-            name: "spoof_logged",
+            name: "spoof_logged".into(),
             key: "ether_addr",
             flags: "dynamic,timeout",
             settings: &["size 1024", "timeout 1m"],
@@ -406,7 +514,7 @@ impl Ruleset {
         ] {
             if per_client.is_some() {
                 sets.push(Set {
-                    name,
+                    name: name.into(),
                     key: "ipv4_addr",
                     flags: "dynamic,timeout",
                     settings: &["size 4096", "timeout 1m"],
@@ -414,6 +522,7 @@ impl Ruleset {
                 });
             }
         }
+        sets.extend(profile_rate_sets);
 
         let chains = vec![
             // Before conntrack: spoofed and IPv6 packets never create state or reach NAT.
@@ -501,7 +610,7 @@ impl Ruleset {
                 .chain([r(LOWER_EFFORT)])
                 .chain(ours.iter().cloned())
                 .chain([
-                    format!("ip daddr . meta l4proto . th dport @allow4_net {allowed}"),
+                    format!("{allow_match} @allow4_net {allowed}"),
                     format!("ether saddr . ip daddr . meta l4proto . th dport @learned4 {allowed}"),
                     sampled(FlowBlock::NotAllowed),
                     r("counter drop comment \"not allow-listed\""),
@@ -572,7 +681,7 @@ impl Ruleset {
                 // Senders whose refused ARP was logged lately: at most a few a second each
                 // reach the daemon, and at most 64 a second in all.
                 Set {
-                    name: "arp_logged",
+                    name: "arp_logged".into(),
                     key: "ether_addr",
                     flags: "dynamic,timeout",
                     settings: &["size 1024", "timeout 1m"],
@@ -718,14 +827,14 @@ fn count_sets(
     }
     [
         Set {
-            name: COUNT_UP,
+            name: COUNT_UP.into(),
             key: "ether_addr . ipv4_addr",
             flags: "",
             settings: &["counter"],
             elements: up,
         },
         Set {
-            name: COUNT_DOWN,
+            name: COUNT_DOWN.into(),
             key: "ipv4_addr",
             flags: "",
             settings: &["counter"],
@@ -737,7 +846,7 @@ fn count_sets(
 /// The MAC/IP pairs DHCP bound, each timing out with its lease: one set in each table.
 fn leases_set(leases: &[crate::core::leases::Binding]) -> Set {
     Set {
-        name: "leases",
+        name: "leases".into(),
         key: "ether_addr . ipv4_addr",
         flags: "timeout",
         settings: &[],
@@ -807,6 +916,81 @@ config allow 'ntp'
                 )],
             },
         )
+    }
+
+    /// With profiles, the static set is keyed by the client's MAC first: each profile's
+    /// prefixes as intervals (the longer prefix cut out of the shorter), the default
+    /// entries on everything else, randomised MACs included; and the rule matches it.
+    #[test]
+    fn with_profiles_static_elements_are_per_mac_interval() {
+        let cfg = Config::parse(
+            "t",
+            "config network\n option interface prov0\n option wan wan0\nconfig profile 'acme'\n list oui '00:11:22'\nconfig profile 'pro'\n list oui '00:11:22:8'\nconfig allow 'a'\n list address 11.1.0.10\n option profile 'acme'\nconfig allow 'p'\n list address 11.1.0.20\n option profile 'pro'\nconfig allow 'open'\n list address 11.1.0.30\n",
+            false,
+        )
+        .unwrap();
+        let r = Ruleset::build(&cfg, &Snapshot::default());
+        let set = r.inet.sets.iter().find(|s| s.name == "allow4_net").unwrap();
+        assert_eq!(
+            set.key,
+            "ether_addr . ipv4_addr . inet_proto . inet_service"
+        );
+        assert_eq!(
+            set.elements,
+            [
+                "00:00:00:00:00:00-00:11:21:ff:ff:ff . 11.1.0.30 . tcp . 443",
+                "00:11:22:00:00:00-00:11:22:7f:ff:ff . 11.1.0.10 . tcp . 443",
+                "00:11:22:80:00:00-00:11:22:8f:ff:ff . 11.1.0.20 . tcp . 443",
+                "00:11:22:90:00:00-00:11:22:ff:ff:ff . 11.1.0.10 . tcp . 443",
+                "00:11:23:00:00:00-ff:ff:ff:ff:ff:ff . 11.1.0.30 . tcp . 443",
+            ]
+        );
+        assert!(rules(&r.inet, "forward_from_prov").iter().any(|l| {
+            l.starts_with("ether saddr . ip daddr . meta l4proto . th dport @allow4_net")
+        }));
+    }
+
+    /// A profile's rates: its upload rule by its MACs, its download by the addresses its
+    /// upload was seen from, and the network's per-client rules for everyone else.
+    #[test]
+    fn a_profiles_rates_replace_the_networks_for_its_macs() {
+        let cfg = Config::parse(
+            "t",
+            "config network\n option interface prov0\n option wan wan0\nconfig limits\n option client_rate_up 1mbit\n option client_rate_down 1mbit\nconfig profile 'acme'\n list oui '00:11:22'\n option client_rate_up 4mbit\n option client_rate_down 8mbit\n",
+            false,
+        )
+        .unwrap();
+        let r = Ruleset::build(&cfg, &Snapshot::default());
+        let up = rules(&r.inet, "forward_from_prov");
+        let down = rules(&r.inet, "forward_to_prov");
+        let macs = "{ 00:11:22:00:00:00-00:11:22:ff:ff:ff }";
+        let pos = |v: &[String], needle: &str| {
+            v.iter()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no {needle} in {v:#?}"))
+        };
+        assert!(
+            up[pos(&up, "@seen_p0")].starts_with(&format!("ether saddr {macs} update @seen_p0"))
+        );
+        assert!(up[pos(&up, "@rate_up_p0")].contains("500000 bytes/second"));
+        assert!(
+            up[pos(&up, "@rate_up ")]
+                .starts_with(&format!("ether saddr != {macs} update @rate_up "))
+        );
+        assert!(down[pos(&down, "@rate_down_p0")].starts_with("ip daddr @seen_p0 update"));
+        assert!(
+            down[pos(&down, "@rate_down ")].starts_with("ip daddr != @seen_p0 update @rate_down ")
+        );
+        assert!(pos(&up, "@rate_up_p0") < pos(&up, "@allow4_net"));
+        for set in [
+            "seen_p0",
+            "rate_up_p0",
+            "rate_down_p0",
+            "rate_up",
+            "rate_down",
+        ] {
+            assert!(r.inet.sets.iter().any(|s| s.name == set), "{set}");
+        }
     }
 
     #[test]
@@ -946,7 +1130,7 @@ config allow 'ntp'
             !down.iter().any(|r| r.starts_with("limit rate")),
             "no total_rate_down"
         );
-        let sets: Vec<_> = rs.inet.sets.iter().map(|s| s.name).collect();
+        let sets: Vec<_> = rs.inet.sets.iter().map(|s| &*s.name).collect();
         assert!(sets.contains(&"rate_up") && sets.contains(&"rate_down"));
         assert!(
             rs.script()

@@ -57,6 +57,7 @@ pub const METHODS: &[Method] = &[
             ("address", ARRAY),
             ("proto", STRING),
             ("port", ARRAY),
+            ("profile", STRING),
         ],
     },
     Method {
@@ -77,7 +78,7 @@ pub const METHODS: &[Method] = &[
     },
 ];
 
-const MAX_ARGS: usize = 5;
+const MAX_ARGS: usize = 6;
 
 /// The methods as ubus's signature attribute holds them: a table per method, of an int32
 /// per argument whose value is its blobmsg type (as libubus's ubus_add_object writes it).
@@ -233,6 +234,7 @@ pub fn request(method: &'static Method, data: Attrs<'_>) -> Result<Request, Stri
             addresses: a.list("address")?,
             proto: a.string("proto")?.map(str::to_owned),
             ports: a.list("port")?,
+            profile: a.string("profile")?.map(str::to_owned),
         }),
         "allow_remove" => {
             let names = a.list("name")?;

@@ -126,7 +126,7 @@ fn the_signature_lists_the_plugins_methods_and_types() {
             "evict": {"mac": 3, "ban": 5}, "ban": {"mac": 3, "secs": 5},
             "unban": {"mac": 3}, "window": {"action": 3, "secs": 5, "for": 1, "count": 5},
             "allow_list": {"name": 3},
-            "allow_add": {"name": 3, "domain": 1, "address": 1, "proto": 3, "port": 1},
+            "allow_add": {"name": 3, "domain": 1, "address": 1, "proto": 3, "port": 1, "profile": 3},
             "allow_remove": {"name": 1}, "reload": {}, "events": {"since": 5},
             "metrics": {}
         })
@@ -266,6 +266,7 @@ fn arguments_make_the_requests_provisionerctl_made() {
             addresses: vec!["11.1.0.30".into()],
             proto: None,
             ports: vec!["8443".into(), "9000-9001".into()],
+            profile: None,
         }))
     );
     assert_eq!(
