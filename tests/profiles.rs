@@ -6,10 +6,9 @@
 
 mod rig;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 use nix::sys::signal::Signal;
@@ -19,9 +18,6 @@ use rig::*;
 const YES: Duration = Duration::from_secs(5);
 const NO: Duration = Duration::from_millis(1500);
 const LOG: Duration = Duration::from_secs(10);
-/// Port of the echo servers this test runs in the cloud.
-const ECHO: u16 = 9000;
-
 /// Acme's cloud: a static address and a name's address.
 const ACME_STATIC: Ipv4Addr = CLOUD_ALLOWED;
 const ACME_NAMED: Ipv4Addr = Ipv4Addr::new(11, 1, 0, 30);
@@ -135,66 +131,6 @@ fn setup(clients: usize) -> (Rig, Proc) {
         rig.dhcp(i).unwrap_or_else(|e| panic!("client {i}: {e}"));
     }
     (rig, daemon)
-}
-
-/// Echo servers on `ECHO` at these cloud addresses (adding the address to the cloud's lo
-/// if it has none): every connection gets back what it sends.
-fn echo_servers(rig: &Rig, addrs: &[Ipv4Addr]) {
-    for &a in addrs {
-        let listener = rig.cloud().run(|| {
-            TcpListener::bind((a, ECHO)).or_else(|_| {
-                let out = std::process::Command::new("ip")
-                    .args(["addr", "add", &format!("{a}/32"), "dev", "lo"])
-                    .output()
-                    .unwrap();
-                assert!(out.status.success(), "ip addr add {a}: {out:?}");
-                TcpListener::bind((a, ECHO))
-            })
-        });
-        let listener = listener.unwrap_or_else(|e| panic!("bind {a}:{ECHO}: {e}"));
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut c) = conn else { return };
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 256];
-                    while let Ok(n @ 1..) = c.read(&mut buf) {
-                        if c.write_all(&buf[..n]).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-    }
-}
-
-fn connect(rig: &Rig, i: usize, dst: Ipv4Addr, timeout: Duration) -> Option<TcpStream> {
-    rig.client(i)
-        .run(|| TcpStream::connect_timeout(&SocketAddr::from((dst, ECHO)), timeout))
-        .ok()
-}
-
-/// Whether a line sent on `s` comes back within `timeout`.
-fn echoes(s: &mut TcpStream, timeout: Duration) -> bool {
-    let line = b"ping\n";
-    if s.write_all(line).is_err() {
-        return false;
-    }
-    let deadline = Instant::now() + timeout;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 64];
-    while got.len() < line.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        s.set_read_timeout(Some(left)).unwrap();
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-    got == line
 }
 
 fn reaches(rig: &Rig, i: usize, dst: Ipv4Addr) -> bool {

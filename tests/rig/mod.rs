@@ -24,6 +24,7 @@
 #![allow(dead_code)]
 
 mod daemon;
+mod echo;
 mod fake_dns;
 pub mod l2;
 mod ns;
@@ -37,7 +38,7 @@ mod util;
 // The rig's API, as one namespace (`use rig::*`); a test crate that uses none of a file's
 // items would otherwise be told its re-export is unused.
 #[allow(unused_imports)]
-pub use {daemon::*, fake_dns::*, ns::*, probes::*, procs::*, radio::*, topology::*};
+pub use {daemon::*, echo::*, fake_dns::*, ns::*, probes::*, procs::*, radio::*, topology::*};
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
