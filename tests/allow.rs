@@ -16,7 +16,6 @@ use rig::*;
 const YES: Duration = Duration::from_secs(5);
 const NO: Duration = Duration::from_millis(1500);
 const LOG: Duration = Duration::from_secs(10);
-/// Port of the echo servers this test runs in the cloud.
 /// A cloud address no config here allows until `allow add`.
 const CLOUD_NEW: Ipv4Addr = Ipv4Addr::new(11, 1, 0, 30);
 

@@ -1624,6 +1624,17 @@ mod tests {
     }
 
     /// The events so far, as logged.
+    /// The flows a turn asked the edge to end (an allow-list or profile change).
+    fn ends_flows(t: &Turn) -> closing::Closed {
+        t.commands
+            .iter()
+            .find_map(|c| match c {
+                Command::EndFlowsTo(c) => Some(c.clone()),
+                _ => None,
+            })
+            .expect("asked to end flows")
+    }
+
     fn events(p: &mut Provisioner) -> Vec<String> {
         std::iter::from_fn(|| p.poll_event())
             .map(|e| e.to_string())
@@ -2765,14 +2776,7 @@ mod tests {
         let new = cfg(&format!("config window\n option mode always\n{text}"));
         core.handle_reload(&Settings::from(&new), t(2));
         let d = drain(&mut core);
-        let closed = d
-            .commands
-            .iter()
-            .find_map(|c| match c {
-                Command::EndFlowsTo(c) => Some(c.clone()),
-                _ => None,
-            })
-            .expect("asked to end flows");
+        let closed = ends_flows(&d);
         let flow = |src, dst| closing::Flow {
             src,
             dst,
@@ -2823,14 +2827,7 @@ mod tests {
         .unwrap();
         core.handle_reload(&Settings::from(&new), t(2));
         let d = drain(&mut core);
-        let closed = d
-            .commands
-            .iter()
-            .find_map(|c| match c {
-                Command::EndFlowsTo(c) => Some(c.clone()),
-                _ => None,
-            })
-            .expect("asked to end flows");
+        let closed = ends_flows(&d);
         assert_eq!(closed.names, ["a", "b"]);
         let flow = |dst: Ipv4Addr| closing::Flow {
             src: ip,
