@@ -6,9 +6,12 @@ deconfig)
 	ip link set dev "$interface" up
 	;;
 bound | renew)
-	ip -4 addr flush dev "$interface"
-	# busybox exports the prefix length as $mask; $subnet (dotted) is the fallback.
-	ip addr add "$ip/${mask:-$subnet}" dev "$interface"
+	# A renewal of the address it has changes nothing (connections on it stay as they are).
+	if ! ip -4 addr show dev "$interface" | grep -q "inet $ip/"; then
+		ip -4 addr flush dev "$interface"
+		# busybox exports the prefix length as $mask; $subnet (dotted) is the fallback.
+		ip addr add "$ip/${mask:-$subnet}" dev "$interface"
+	fi
 	if [ -n "$router" ]; then
 		# Several routers may be offered; the first one is enough here.
 		set -- $router
