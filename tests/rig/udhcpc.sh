@@ -6,8 +6,9 @@ deconfig)
 	ip link set dev "$interface" up
 	;;
 bound | renew)
-	# A renewal of the address it has changes nothing (connections on it stay as they are).
-	if ! ip -4 addr show dev "$interface" | grep -q "inet $ip/"; then
+	# A renewal of the address it has changes nothing (connections on it stay as they
+	# are); a new lease is applied afresh.
+	if [ "$1" = bound ] || ! ip -4 addr show dev "$interface" | grep -q "inet $ip/"; then
 		ip -4 addr flush dev "$interface"
 		# busybox exports the prefix length as $mask; $subnet (dotted) is the fallback.
 		ip addr add "$ip/${mask:-$subnet}" dev "$interface"
