@@ -7,7 +7,7 @@ mod kit;
 mod rig;
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use provisioner::control::protocol::Reply;
@@ -57,40 +57,6 @@ config allow 'gone'
 \tlist port '{ECHO}'
 "
     ))
-}
-
-/// Starts the daemon on the config at `path` (written first), with `uci` from `uci_dir` if
-/// given; returns once it is ready.
-fn start(rig: &Rig, path: &Path, uci_dir: Option<&Path>) -> Proc {
-    let bin = daemon_bin();
-    let sock = rig.control_socket();
-    let run = rig.dir().join("run");
-    let env_path = uci_dir.map(|d| {
-        format!(
-            "PATH={}:{}",
-            d.display(),
-            std::env::var("PATH").unwrap_or_default()
-        )
-    });
-    let mut cmd: Vec<&str> = Vec::new();
-    if let Some(p) = &env_path {
-        cmd.extend(["env", p]);
-    }
-    cmd.extend([
-        bin.to_str().unwrap(),
-        "provisionerd",
-        "-c",
-        path.to_str().unwrap(),
-        "--control",
-        sock.to_str().unwrap(),
-        "--run-dir",
-        run.to_str().unwrap(),
-    ]);
-    let p = rig.spawn(rig.router(), &cmd);
-    if let Err(e) = p.wait_line("ready", Duration::from_secs(30)) {
-        panic!("provisionerd did not come up: {e}");
-    }
-    p
 }
 
 fn reachable(rig: &Rig, dst: Ipv4Addr) -> bool {
@@ -170,7 +136,7 @@ fn toml_remove_cuts_open_connections_and_add_opens_at_once_and_both_persist() {
     echo_servers(&rig, &[CLOUD_ALLOWED, CLOUD_OTHER, CLOUD_NEW]);
     let path = rig.dir().join("provisioner.toml");
     std::fs::write(&path, toml_config()).unwrap();
-    let mut daemon = start(&rig, &path, None);
+    let mut daemon = rig.start_daemon_on(&path, None);
     remove_and_add(&rig, &daemon);
 
     // Written back: the rest of the file as it was, the entry gone, the new one appended.
@@ -183,7 +149,7 @@ fn toml_remove_cuts_open_connections_and_add_opens_at_once_and_both_persist() {
 
     // A restart keeps both changes.
     daemon.kill9();
-    let _daemon = start(&rig, &path, None);
+    let _daemon = rig.start_daemon_on(&path, None);
     assert!(reachable(&rig, CLOUD_NEW), "added entry lost on restart");
     assert!(
         refused_now(&rig, CLOUD_OTHER),
@@ -198,7 +164,7 @@ fn refused_changes_leave_the_file_and_the_network_as_they_were() {
     echo_servers(&rig, &[CLOUD_ALLOWED, CLOUD_OTHER]);
     let path = rig.dir().join("provisioner.toml");
     std::fs::write(&path, toml_config()).unwrap();
-    let _daemon = start(&rig, &path, None);
+    let _daemon = rig.start_daemon_on(&path, None);
     rig.dhcp(1).expect("lease");
     let before = std::fs::read(&path).unwrap();
     let mut open = connect(&rig, 1, CLOUD_OTHER, YES).expect("connect");
@@ -302,7 +268,7 @@ fn uci_changes_go_through_uci_and_show_in_uci_show() {
     let path = rig.config_path();
     std::fs::write(&path, uci_config()).unwrap();
     let uci_dir = kit_uci_dir();
-    let mut daemon = start(&rig, &path, Some(&uci_dir));
+    let mut daemon = rig.start_daemon_on(&path, Some(&uci_dir));
     remove_and_add(&rig, &daemon);
 
     let show = || {
@@ -336,7 +302,7 @@ fn uci_changes_go_through_uci_and_show_in_uci_show() {
     assert_eq!(std::fs::read(&path).unwrap(), before);
 
     daemon.kill9();
-    let _daemon = start(&rig, &path, Some(&uci_dir));
+    let _daemon = rig.start_daemon_on(&path, Some(&uci_dir));
     assert!(reachable(&rig, CLOUD_NEW), "added entry lost on restart");
     assert!(
         refused_now(&rig, CLOUD_OTHER),

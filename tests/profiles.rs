@@ -7,7 +7,6 @@
 mod rig;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
@@ -79,32 +78,6 @@ profile = \"bolt\"
     )
 }
 
-/// Starts the daemon on the TOML config at `path`; returns once it is ready.
-fn start(rig: &Rig, path: &Path) -> Proc {
-    let bin = daemon_bin();
-    let sock = rig.control_socket();
-    let run = rig.dir().join("run");
-    let p = rig.spawn(
-        rig.router(),
-        &[
-            bin.to_str().unwrap(),
-            "provisionerd",
-            "-c",
-            path.to_str().unwrap(),
-            "--control",
-            sock.to_str().unwrap(),
-            "--run-dir",
-            run.to_str().unwrap(),
-            "--ubus",
-            "none",
-        ],
-    );
-    if let Err(e) = p.wait_line("ready", Duration::from_secs(30)) {
-        panic!("provisionerd did not come up: {e}");
-    }
-    p
-}
-
 /// The rig with `clients` clients under [`MACS`], echo servers at both clouds, the names
 /// in the fake resolvers' zone, and the daemon running on [`toml_config`].
 fn setup(clients: usize) -> (Rig, Proc) {
@@ -126,7 +99,7 @@ fn setup(clients: usize) -> (Rig, Proc) {
     }
     let path = rig.dir().join("provisioner.toml");
     std::fs::write(&path, toml_config("00:a0:01")).unwrap();
-    let daemon = start(&rig, &path);
+    let daemon = rig.start_daemon_on(&path, None);
     for i in 1..=clients {
         rig.dhcp(i).unwrap_or_else(|e| panic!("client {i}: {e}"));
     }

@@ -499,19 +499,13 @@ impl Learned {
     /// After an allow-list change: removes every element whose name no longer grants its
     /// protocol and port to its client (whose profile may have changed too).
     pub fn revoke(&mut self, allow: &AllowList, out: &mut Vec<LearnChange>) {
-        let mut grants: HashMap<(Arc<str>, Option<usize>), Grant> = HashMap::new();
-        self.map.retain(|key, e| {
-            let profile = allow.profile_of(key.mac);
-            let grant = grants
-                .entry((e.name.clone(), profile))
-                .or_insert_with(|| allow.grant_profile(profile, &e.name));
-            if grant.ports.contains(&(key.proto, key.port)) {
-                true
-            } else {
-                out.push(LearnChange::Remove { key: *key });
-                false
-            }
-        });
+        let mut named = Vec::new();
+        self.revoke_named(allow, &mut named);
+        out.extend(
+            named
+                .into_iter()
+                .map(|(key, _)| LearnChange::Remove { key }),
+        );
     }
 
     /// As [`Learned::revoke`], saying for each element removed the name it was learned for.

@@ -22,6 +22,7 @@ pub struct Record {
 
 impl Record {
     /// A record at the level the default policy gives `event`.
+    #[cfg(test)]
     pub fn new(seq: u64, at: WallTime, event: Event) -> Record {
         let level = super::threat::level_of(&event, &super::threat::ThreatPolicy::default());
         Record {
@@ -64,12 +65,14 @@ impl Journal {
         }
     }
 
-    /// Numbers and keeps `event` (forgetting the oldest beyond the bound).
+    /// [`Self::push_graded`] under the default policy.
+    #[cfg(test)]
     pub fn push(&mut self, at: WallTime, event: Event) -> Arc<Record> {
         self.push_graded(at, event, &super::threat::ThreatPolicy::default())
     }
 
-    /// [`Self::push`], at the level `policy` gives the event.
+    /// Numbers and keeps `event` (forgetting the oldest beyond the bound), at the level
+    /// `policy` gives it.
     pub fn push_graded(
         &mut self,
         at: WallTime,

@@ -315,12 +315,6 @@ impl Grader {
         self.tallies.get(&mac).map_or(0, |t| t.reported)
     }
 
-    /// Forgets a station that is gone (left, evicted): its counts start again if it
-    /// comes back.
-    pub fn forget(&mut self, mac: MacAddr) {
-        self.tallies.remove(&mac);
-    }
-
     /// Drops what no window holds any more, keeping what was reported of stations that
     /// are still here (`present`).
     pub fn forget_idle(&mut self, now: Instant, present: impl Fn(MacAddr) -> bool) {
@@ -534,8 +528,8 @@ mod tests {
         g.forget_idle(at(61), |m| m == A);
         assert_eq!(g.tracked(), 1, "A's report kept while it is here");
         assert_eq!(g.reported(A), 1);
-        g.forget(A);
-        assert_eq!(g.tracked(), 0);
+        g.forget_idle(at(62), |_| false);
+        assert_eq!(g.tracked(), 0, "A gone: forgotten");
     }
 
     proptest! {

@@ -89,9 +89,23 @@ impl Rig {
         p
     }
 
+    /// The daemon on the config file at `path` as it is (a TOML one, say), with
+    /// `path_dir` first in its PATH; returns once it is ready.
+    pub fn start_daemon_on(&self, path: &Path, path_dir: Option<&Path>) -> Proc {
+        let p = self.spawn_daemon_on(path, path_dir, &[]);
+        if let Err(e) = p.wait_line("ready", Duration::from_secs(30)) {
+            panic!("provisionerd did not come up: {e}");
+        }
+        p
+    }
+
     fn spawn_daemon_in(&self, path_dir: Option<&Path>, config: &str, extra: &[&str]) -> Proc {
         let path = self.config_path();
         fs::write(&path, config).expect("write config");
+        self.spawn_daemon_on(&path, path_dir, extra)
+    }
+
+    fn spawn_daemon_on(&self, path: &Path, path_dir: Option<&Path>, extra: &[&str]) -> Proc {
         let bin = daemon_bin();
         let mut args: Vec<String> = match path_dir {
             Some(d) => vec![
