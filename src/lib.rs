@@ -16,4 +16,5 @@ pub mod logging;
 pub mod net;
 mod netlink;
 pub mod radio;
+pub mod socks;
 pub mod ubus;

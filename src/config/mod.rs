@@ -66,6 +66,21 @@ pub struct Config {
     pub control_group: Option<String>,
     /// `config threat`: the responses to violations, floods and spoofing, and the alarm.
     pub threat: Threat,
+    /// `config socks` with `option enabled 1`: the SOCKS5 forwarder; `None`: off.
+    pub socks: Option<Socks>,
+}
+
+/// The SOCKS5 forwarder's listener and bounds (`config socks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Socks {
+    /// TCP port on the router's provisioning address (1080).
+    pub port: u16,
+    /// Connections (handshakes included) one client may hold at once.
+    pub client_connections: u16,
+    /// Connections at once, from everyone.
+    pub total_connections: u16,
+    /// From accepting a connection to its request being answered.
+    pub handshake_timeout: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]

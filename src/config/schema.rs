@@ -135,7 +135,7 @@ pub const DEFAULT_PROTECT: &[&str] = &[
 const MAX_DOMAIN_PORTS: u32 = 64;
 
 const SINGLETONS: &[&str] = &[
-    "network", "dhcp", "dns", "limits", "window", "radio", "metrics", "control", "threat",
+    "network", "dhcp", "dns", "limits", "window", "radio", "metrics", "control", "threat", "socks",
 ];
 
 /// hostapd.conf keys provisionerd sets itself (the product's promises: hidden, open,
@@ -233,6 +233,11 @@ pub fn build(file: &str, doc: &Document) -> Result<Config, ConfigError> {
         .transpose()?
         .flatten();
 
+    let socks = section("socks")
+        .map(|s| socks(file, s))
+        .transpose()?
+        .flatten();
+
     let threat = threat(
         file,
         &section("threat")
@@ -305,7 +310,45 @@ pub fn build(file: &str, doc: &Document) -> Result<Config, ConfigError> {
         metrics,
         control_group,
         threat,
+        socks,
     })
+}
+
+/// `config socks`: the SOCKS5 forwarder, off unless `enabled`.
+fn socks(file: &str, s: &Section) -> Result<Option<super::Socks>, ConfigError> {
+    let mut o = Options::new(file, s);
+    let enabled = o.scalar("enabled", value::boolean)?;
+    let port = o.scalar("port", |v| value::unsigned(v, 1, 65535))?;
+    let client = o.scalar("client_connections", |v| value::unsigned(v, 1, 64))?;
+    let total = o.scalar("total_connections", |v| value::unsigned(v, 1, 1024))?;
+    let timeout = o.scalar("handshake_timeout", |v| {
+        value::duration_in(v, SECS(1), SECS(60))
+    })?;
+    o.finish()?;
+    let o = Options::new(file, s);
+    let port_line = o.line(port.as_ref().map(|v| v.1));
+    let socks = super::Socks {
+        port: Options::or(port, 1080) as u16,
+        client_connections: Options::or(client, 4) as u16,
+        total_connections: Options::or(total, 32) as u16,
+        handshake_timeout: Options::or(timeout, SECS(10)),
+    };
+    // The router's own services on the provisioning address.
+    if [53, 67].contains(&socks.port) {
+        return Err(o.error(
+            port_line,
+            "port",
+            format!("{} is the router's DNS or DHCP port", socks.port),
+        ));
+    }
+    if socks.client_connections > socks.total_connections {
+        return Err(o.error(
+            s.line,
+            "total_connections",
+            "is lower than client_connections".into(),
+        ));
+    }
+    Ok(Options::or(enabled, false).then_some(socks))
 }
 
 /// `config threat`: what each grade costs a client, the counts that make abuse, the bans,

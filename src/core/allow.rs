@@ -467,6 +467,26 @@ impl Learned {
     }
 
     /// Forgets one element (the kernel does not have it: the next answer writes it again).
+    /// The name `key` was learned for, if it is learned (expired or not: see
+    /// [`Learned::expire`]).
+    pub fn name_of(&self, key: &LearnKey) -> Option<&Arc<str>> {
+        self.map.get(key).map(|e| &e.name)
+    }
+
+    /// Whether `mac` learned `ip` on any protocol and port.
+    pub fn has_address(&self, mac: MacAddr, ip: Ipv4Addr) -> bool {
+        let key = |proto, port| LearnKey {
+            mac,
+            ip,
+            proto,
+            port,
+        };
+        self.map
+            .range(key(Proto::Tcp, 0)..=key(Proto::Udp, u16::MAX))
+            .next()
+            .is_some()
+    }
+
     pub fn forget(&mut self, key: &LearnKey) {
         self.map.remove(key);
     }

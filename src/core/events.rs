@@ -429,6 +429,15 @@ pub enum Event {
         name: String,
         flows_ended: Option<usize>,
     },
+    /// A SOCKS request refused (`dest`: the name or address asked for; reported once per
+    /// client, destination and minute, as blocked flows are).
+    SocksRefused {
+        mac: MacAddr,
+        ip: Ipv4Addr,
+        dest: Arc<str>,
+        port: u16,
+        reason: super::socks::Refusal,
+    },
     /// A client may now reach `addr` (for `ttl` seconds as it was told).
     AddressLearned {
         mac: MacAddr,
@@ -469,6 +478,7 @@ impl Event {
             Event::DnsRateLimited { .. } => "dns_rate_limited",
             Event::DnsTcpLimit { .. } => "dns_tcp_limit",
             Event::AddressLearned { .. } => "address_learned",
+            Event::SocksRefused { .. } => "socks_refused",
             Event::Waiting { .. } => "waiting",
             Event::DhcpSpoofed { .. } => "dhcp_spoofed",
             Event::ArpSpoofed { .. } => "arp_spoofed",
@@ -497,6 +507,7 @@ impl Event {
             | Event::DnsRebinding { .. }
             | Event::FlowBlocked { .. }
             | Event::FlowsBlockedMore { .. } => Threat::Violation,
+            Event::SocksRefused { reason, .. } if reason.is_violation() => Threat::Violation,
             Event::DnsRateLimited { .. } | Event::MacFlood { .. } | Event::DnsTcpLimit { .. } => {
                 Threat::Abuse
             }
@@ -575,6 +586,7 @@ impl Event {
             | Event::MacFlood { mac, .. }
             | Event::SpoofingSuppressed { mac, .. }
             | Event::FlowBlocked { mac, .. }
+            | Event::SocksRefused { mac, .. }
             | Event::FlowsBlockedMore { mac, .. } => *mac,
         })
     }
@@ -590,6 +602,7 @@ impl Event {
             Event::DnsRefused { reason, .. } => reason.as_str(),
             Event::FlowBlocked { why, .. } => why.as_str(),
             Event::DnsRebinding { why, .. } => why.as_str(),
+            Event::SocksRefused { reason, .. } => reason.as_str(),
             Event::Abuse { cause, .. } | Event::Alarm { cause, .. } => cause,
             Event::WindowClosed { why } => why.as_str(),
             _ => return None,
@@ -828,6 +841,18 @@ impl Event {
                 visit("limit", Str(limit));
                 visit("max", Num(*max as u64));
                 visit("closed", Num(*closed));
+            }
+            Event::SocksRefused {
+                ip,
+                dest,
+                port,
+                reason,
+                ..
+            } => {
+                visit("ip", Ip(*ip));
+                visit("dest", Str(dest));
+                visit("port", Num(u64::from(*port)));
+                visit("reason", Str(reason.as_str()));
             }
             Event::AllowAdded { name } => visit("name", Str(name)),
             Event::AllowRemoved { name, flows_ended }

@@ -21,6 +21,7 @@ pub mod ports;
 pub mod profile;
 pub mod ratelimit;
 pub mod settings;
+pub mod socks;
 pub mod stations;
 pub mod threat;
 pub mod time;
@@ -36,7 +37,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use allow::{AllowList, LearnChange, LearnKey, Learned, RebindingGuard};
+use allow::{AllowList, LearnChange, LearnKey, Learned, Proto, RebindingGuard};
 use dns::{Record, RecordData};
 use events::WindowClosure;
 use events::{DhcpClaim, DnsRefusal, Event, FlowBlock, StationReason, Threat};
@@ -1429,6 +1430,149 @@ impl Provisioner {
             id,
             outcome: DnsOutcome::Answer { include, ttl_cap },
         });
+        self.emit();
+    }
+}
+
+impl Provisioner {
+    // --- the SOCKS forwarder ------------------------------------------------------------
+
+    /// The admitted client with a lease that `client` is.
+    fn socks_client(&self, client: Ipv4Addr, now: Instant) -> Result<MacAddr, socks::Refusal> {
+        self.leases
+            .mac_of(client, now)
+            .filter(|&mac| self.stations.is_admitted(mac))
+            .ok_or(socks::Refusal::NotAClient)
+    }
+
+    /// `client` asks for a connection to `name` on TCP `port`: whether the name may be
+    /// resolved for it (it then goes to the resolver as the client's own question would, so
+    /// the rebinding guard applies and what it learns is the client's) on that port.
+    pub fn socks_name(
+        &self,
+        client: Ipv4Addr,
+        name: &str,
+        port: u16,
+        now: Instant,
+    ) -> Result<MacAddr, socks::Refusal> {
+        let mac = self.socks_client(client, now)?;
+        if !self.allow.allows_for(mac, name) {
+            return Err(socks::Refusal::NameNotAllowed);
+        }
+        if !self
+            .allow
+            .grant_for(mac, name)
+            .ports
+            .contains(&(Proto::Tcp, port))
+        {
+            return Err(socks::Refusal::PortNotAllowed);
+        }
+        Ok(mac)
+    }
+
+    /// `client` asks for a connection to `ip` on TCP `port` (an address it gave, or the
+    /// one its name resolved to): allowed if the client learned that address on that port,
+    /// or a static entry of its own holds it; never to an address the rebinding guard
+    /// refuses, whatever an entry says (the connection leaves from the router itself).
+    pub fn socks_addr(
+        &self,
+        client: Ipv4Addr,
+        ip: Ipv4Addr,
+        port: u16,
+        now: Instant,
+    ) -> Result<socks::Granted, socks::Refusal> {
+        let mac = self.socks_client(client, now)?;
+        if self.guard.check(ip).is_err() || self.router_addrs.contains(&ip) {
+            return Err(socks::Refusal::Unsafe);
+        }
+        let key = LearnKey {
+            mac,
+            ip,
+            proto: Proto::Tcp,
+            port,
+        };
+        if let Some(name) = self.learned.name_of(&key) {
+            return Ok(socks::Granted {
+                mac,
+                via: socks::Via::Name(name.clone()),
+            });
+        }
+        match socks::static_allows(&self.settings.allow, self.profile_name(mac), ip, port) {
+            socks::StaticMatch::Allowed => Ok(socks::Granted {
+                mac,
+                via: socks::Via::Static,
+            }),
+            socks::StaticMatch::OtherPort => Err(socks::Refusal::PortNotAllowed),
+            socks::StaticMatch::No if self.learned.has_address(mac, ip) => {
+                Err(socks::Refusal::PortNotAllowed)
+            }
+            socks::StaticMatch::No => Err(socks::Refusal::AddressNotAllowed),
+        }
+    }
+
+    /// Whether a connection made for `granted` to `ip`:`port` may stay open: its client
+    /// still has its session, and what let it be made still holds (the name's entries still
+    /// grant the port; a static entry still holds the address). A learned element running
+    /// out does not end it, as it does not end a forwarded connection.
+    pub fn socks_still_granted(&self, granted: &socks::Granted, ip: Ipv4Addr, port: u16) -> bool {
+        let mac = granted.mac;
+        self.stations.is_admitted(mac)
+            && match &granted.via {
+                socks::Via::Name(name) => self
+                    .allow
+                    .grant_for(mac, name)
+                    .ports
+                    .contains(&(Proto::Tcp, port)),
+                socks::Via::Static => {
+                    socks::static_allows(&self.settings.allow, self.profile_name(mac), ip, port)
+                        == socks::StaticMatch::Allowed
+                }
+            }
+    }
+
+    fn profile_name(&self, mac: MacAddr) -> Option<&str> {
+        self.allow
+            .profile_of(mac)
+            .and_then(|i| self.settings.profiles.get(i))
+            .map(|p| p.name.as_str())
+    }
+
+    /// A SOCKS request from `client` for `dest`:`port` refused for `why`: an audit event
+    /// (once per client, destination and minute, repeats summed up as for blocked flows),
+    /// and a violation when the allow-list refused it. A source no lease binds is not a
+    /// client's (the firewall lets none reach the listener): not reported.
+    pub fn handle_socks_refused(
+        &mut self,
+        client: Ipv4Addr,
+        dest: &str,
+        port: u16,
+        why: socks::Refusal,
+        now: Instant,
+    ) {
+        let Some(mac) = self.leases.mac_of(client, now) else {
+            return;
+        };
+        if self
+            .blocked
+            .report(mac, ("socks", dest, port, why), now, &mut self.events)
+        {
+            self.events.push(Event::SocksRefused {
+                mac,
+                ip: client,
+                dest: dest.into(),
+                port,
+                reason: why,
+            });
+        }
+        if why.is_violation() {
+            let target = target_of(&("socks", dest, port));
+            self.sighted(
+                mac,
+                threat::Sighting::Violation(target),
+                Cause::Violation,
+                now,
+            );
+        }
         self.emit();
     }
 }

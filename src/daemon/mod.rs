@@ -45,7 +45,8 @@ use crate::net::monitor::LinkMonitor;
 use crate::radio::hostapd::Event as RadioEvent;
 use crate::radio::link::RadioLink;
 use sockets::{
-    DnsSockets, announced, dhcp_sockets, next_radio_event, register, table_deleted, watch,
+    DnsSockets, announced, dhcp_sockets, next_radio_event, register, socks_listener, table_deleted,
+    watch,
 };
 use system::{local_now, prepare_interface, read_window, router_addresses, write_window};
 
@@ -132,6 +133,20 @@ struct Daemon {
     config_loaded: std::time::SystemTime,
     /// Table checks since the counts were last read (see `clients::COUNTS_KEPT_EVERY`).
     checks: u32,
+    socks: Relays,
+}
+
+/// The SOCKS forwarder (`config socks`) as the loop sees it: its thread, what it asks,
+/// and the relays it granted, checked whenever something may have ended what let them
+/// open.
+struct Relays {
+    forwarder: Option<(crate::socks::Forwarder, crate::config::Socks)>,
+    tx: mpsc::Sender<crate::socks::ToLoop>,
+    rx: mpsc::Receiver<crate::socks::ToLoop>,
+    open: std::collections::HashMap<u64, (crate::core::socks::Granted, std::net::Ipv4Addr, u16)>,
+    next: u64,
+    /// Events were logged since the relays were last checked.
+    recheck: bool,
 }
 
 impl Drop for Daemon {
@@ -223,7 +238,16 @@ impl Daemon {
             || Nflog::open(nflog::GROUP),
             "spoofed ARP and blocked flows are dropped but not reported",
         );
+        let (socks_tx, socks_rx) = mpsc::channel(crate::socks::QUEUE);
         let mut d = Daemon {
+            socks: Relays {
+                forwarder: None,
+                tx: socks_tx,
+                rx: socks_rx,
+                open: std::collections::HashMap::new(),
+                next: 0,
+                recheck: false,
+            },
             paths,
             cfg,
             provisioner,
@@ -255,6 +279,7 @@ impl Daemon {
             checks: 0,
         };
         d.set_alarms();
+        d.set_socks()?;
         d.audit(Event::ConfigLoaded {
             file: d.paths.config.display().to_string().into(),
         });
@@ -329,6 +354,7 @@ impl Daemon {
                     self.ensure_table("announced by the kernel");
                 },
                 Some(order) = self.orders.recv() => self.on_order(order),
+                Some(m) = self.socks.rx.recv() => self.on_socks(m),
                 _ = tokio::time::sleep(wake) => {
                     self.provisioner.handle_timeout(Instant::now(), local_now());
                 }
@@ -340,11 +366,15 @@ impl Daemon {
                     self.keep_counts();
                     self.isolate();
                     self.maintain_radio().await;
+                    self.socks.recheck = true;
                 }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }
             self.carry_out().await;
+            if std::mem::take(&mut self.socks.recheck) {
+                self.check_relays();
+            }
         }
         // Fail-closed: the tables stay, so the network stays as closed as it was; clients'
         // elements run out with their sessions and leases since nobody renews them.
@@ -434,6 +464,7 @@ impl Daemon {
     /// and hands it to followers.
     fn audit(&mut self, e: Event) {
         self.metrics.event(&e);
+        self.socks.recheck = true;
         if e.is_chatty() {
             debug!(target: "audit", "{e}");
             return;
@@ -960,9 +991,137 @@ impl Daemon {
             self.metrics_task = new.metrics.and_then(|a| serve_metrics(a, &self.orders_tx));
         }
         warn_not_enforced(&new);
+        let restart_socks = new.socks != self.cfg.socks
+            || new.network.interface != self.cfg.network.interface
+            || new.network.router != self.cfg.network.router;
         self.cfg = new;
         self.set_alarms();
+        if restart_socks {
+            // Its relays end with it: a new port or bound is a new forwarder.
+            self.socks.forwarder = None;
+            self.socks.open.clear();
+            if let Err(e) = self.set_socks() {
+                error!("{e:#}; the SOCKS forwarder is off");
+            }
+        }
+        self.socks.recheck = true;
         Ok(())
+    }
+
+    /// The SOCKS forwarder as the config has it (`config socks`): started if enabled and
+    /// not running.
+    fn set_socks(&mut self) -> anyhow::Result<()> {
+        let Some(limits) = self.cfg.socks else {
+            self.socks.forwarder = None;
+            self.socks.open.clear();
+            return Ok(());
+        };
+        if self.socks.forwarder.is_some() {
+            return Ok(());
+        }
+        let listener = socks_listener(
+            &self.cfg.network.interface,
+            self.cfg.network.router,
+            limits.port,
+        )?;
+        let f = crate::socks::Forwarder::start(listener, limits, self.socks.tx.clone())
+            .context("starting the SOCKS forwarder's thread")?;
+        info!(
+            "SOCKS forwarder on {}:{} ({} per client, {} in all)",
+            self.cfg.network.router,
+            limits.port,
+            limits.client_connections,
+            limits.total_connections
+        );
+        self.socks.forwarder = Some((f, limits));
+        Ok(())
+    }
+
+    /// What the SOCKS thread asks or reports. A name the client may resolve on that port
+    /// goes to the resolver as its own question would (the answer comes back on a route of
+    /// its own); an address, given or resolved, is granted by the provisioner or refused.
+    fn on_socks(&mut self, m: crate::socks::ToLoop) {
+        use crate::socks::{Answer, Target, ToLoop};
+        let now = Instant::now();
+        match m {
+            ToLoop::Ask(ask) => {
+                let answer = match ask.target {
+                    Target::Name(name) => {
+                        match self
+                            .provisioner
+                            .socks_name(ask.client, &name, ask.port, now)
+                        {
+                            Err(why) => Answer::Refused(why),
+                            Ok(_) => match hickory_proto::rr::Name::from_ascii(&name) {
+                                Err(_) => Answer::Refused(crate::core::socks::Refusal::Malformed),
+                                Ok(qname) => {
+                                    let id = (self.socks.next & 0xffff) as u16;
+                                    let bytes = dns::wire::upstream_query(id, &qname, 1);
+                                    let (tx, rx) = mpsc::channel(1);
+                                    let src = SocketAddr::V4(SocketAddrV4::new(ask.client, 0));
+                                    self.resolver.question(
+                                        &mut self.provisioner,
+                                        &bytes,
+                                        src,
+                                        Route::Tcp(tx),
+                                        now,
+                                        &mut self.replies,
+                                    );
+                                    self.socks.next += 1;
+                                    Answer::Resolving {
+                                        reply: rx,
+                                        id,
+                                        name: qname,
+                                    }
+                                }
+                            },
+                        }
+                    }
+                    Target::Addr(ip) => {
+                        match self.provisioner.socks_addr(ask.client, ip, ask.port, now) {
+                            Err(why) => Answer::Refused(why),
+                            Ok(granted) => {
+                                let id = self.socks.next;
+                                self.socks.next += 1;
+                                self.socks.open.insert(id, (granted, ip, ask.port));
+                                Answer::Granted(id)
+                            }
+                        }
+                    }
+                };
+                if let Err(Answer::Granted(id)) = ask.reply.send(answer) {
+                    // The connection went away meanwhile.
+                    self.socks.open.remove(&id);
+                }
+            }
+            ToLoop::Refused {
+                client,
+                dest,
+                port,
+                why,
+            } => {
+                self.provisioner
+                    .handle_socks_refused(client, &dest, port, why, now);
+            }
+            ToLoop::Closed(id) => {
+                self.socks.open.remove(&id);
+            }
+        }
+    }
+
+    /// Cuts the relays whose client's session is over (ended, evicted, banned, gone) or
+    /// whose entry no longer grants them. A relay is forgotten only when the thread says it
+    /// closed, so one cut before it began is cut again at the next check.
+    fn check_relays(&mut self) {
+        let Some((f, _)) = &self.socks.forwarder else {
+            self.socks.open.clear();
+            return;
+        };
+        for (id, (granted, ip, port)) in &self.socks.open {
+            if !self.provisioner.socks_still_granted(granted, *ip, *port) {
+                f.cut(*id);
+            }
+        }
     }
 
     /// Puts the tables back if someone removed them. `how`: what made us look.

@@ -65,6 +65,21 @@ impl Drop for DnsSockets {
     }
 }
 
+/// The SOCKS forwarder's listener on the router's provisioning address and port, bound to
+/// the provisioning interface like the DNS server's: a connection to that address that
+/// arrives on the home LAN or the WAN finds no socket (and the input chain drops it before).
+pub(super) fn socks_listener(
+    interface: &IfName,
+    router: Ipv4Addr,
+    port: u16,
+) -> anyhow::Result<std::net::TcpListener> {
+    let addr = SocketAddrV4::new(router, port);
+    let context = || format!("opening the SOCKS forwarder on {addr} on {interface}");
+    let fd = bound(addr, interface, SockType::Stream).with_context(context)?;
+    socket::listen(&fd, socket::Backlog::new(64).expect("valid backlog")).with_context(context)?;
+    Ok(std::net::TcpListener::from(fd))
+}
+
 /// A non-blocking socket bound to `addr` on `interface` (SO_BINDTODEVICE), even before the
 /// address is configured (IP_FREEBIND): netifd may bring the interface up after us.
 fn bound(

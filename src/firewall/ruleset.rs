@@ -370,6 +370,7 @@ impl Ruleset {
         let prov = format!("\"{}\"", net.interface);
         let wan = format!("\"{}\"", net.wan);
         let router = net.router;
+        let socks = cfg.socks.map(|s| s.port);
         let base = |kind, hook, priority| {
             Some(BaseChain {
                 kind,
@@ -568,7 +569,18 @@ impl Ruleset {
             Chain {
                 name: "input",
                 base: base("filter", Hook::Input, PRIO_OURS),
-                rules: vec![format!("iifname {prov} jump input_prov")],
+                // The SOCKS forwarder is the provisioning network's: the router's
+                // provisioning address on its port, arriving anywhere else (the kernel
+                // delivers it from any interface), is dropped.
+                rules: socks
+                    .iter()
+                    .map(|port| {
+                        format!(
+                            "iifname != {prov} ip daddr {router} tcp dport {port} counter drop comment \"SOCKS only from the provisioning network\""
+                        )
+                    })
+                    .chain([format!("iifname {prov} jump input_prov")])
+                    .collect(),
             },
             // The router's own services: DHCP and DNS only. (Replies to connections the
             // router opened itself, e.g. an operator's ping, are not a service.)
@@ -580,6 +592,12 @@ impl Ruleset {
                     format!("ip daddr {router} meta l4proto {{ tcp, udp }} th dport 53 accept"),
                 ]
                 .into_iter()
+                // (Only admitted clients with a leased pair get this far: the guard.)
+                .chain(
+                    socks
+                        .iter()
+                        .map(|port| format!("ip daddr {router} tcp dport {port} accept")),
+                )
                 .chain(ours.iter().cloned())
                 .chain([
                     sampled(FlowBlock::Router),
