@@ -40,7 +40,8 @@ demo: deps
 # On the netns rig, release builds, side by side (about three minutes): our DNS resolver
 # against dnsmasq --nftset under dnsperf; join-to-admitted latency; TCP forwarding through
 # our table against conntrack + masquerade alone (iperf3); control-plane latency (status,
-# clients, evict over the socket and through ubus, at 10 and 250 clients). Prints
+# clients, evict over the socket and through ubus, at 10 and 250 clients); the SOCKS
+# forwarder against a direct connection (throughput, CPU per MB, connection setup). Prints
 # figures and ratios; not a test.
 bench: deps
 	$(CARGO) build --release
@@ -51,12 +52,14 @@ bench: deps
 		$(CARGO) run --quiet --release --features rig --example bench_forward
 	PROVISIONER_BIN="$${CARGO_TARGET_DIR:-target}/release/provisioner" \
 		$(CARGO) run --quiet --release --features rig --example bench_control
+	PROVISIONER_BIN="$${CARGO_TARGET_DIR:-target}/release/provisioner" \
+		$(CARGO) run --quiet --release --features rig --example bench_socks
 
 # Coverage-guided fuzzing of the hand-written and untrusted-input parsers (nightly), built
 # as shipped (-O: no debug assertions; dhcproto debug-asserts on option lengths).
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
-	cd fuzz && for t in uci config_toml dhcp dns; do \
+	cd fuzz && for t in uci config_toml dhcp dns socks; do \
 		$(CARGO) +nightly fuzz run -O $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 
 # The OpenWrt package (.ipk) without the SDK (README.md, "Installing on a router"): builds

@@ -1162,6 +1162,37 @@ config allow
 
     /// Each bad input names its line and option.
     #[test]
+    fn socks_is_off_unless_enabled_and_has_defaults() {
+        let base = "config network\n option interface prov0\n option wan wan0\n";
+        assert_eq!(uci(base).unwrap().socks, None);
+        assert_eq!(
+            uci(&format!("{base}config socks\n option port 1081\n"))
+                .unwrap()
+                .socks,
+            None
+        );
+        let c = uci(&format!("{base}config socks\n option enabled 1\n")).unwrap();
+        assert_eq!(
+            c.socks,
+            Some(crate::config::Socks {
+                port: 1080,
+                client_connections: 4,
+                total_connections: 32,
+                handshake_timeout: Duration::from_secs(10),
+            })
+        );
+        let with = |extra: &str| uci(&format!("{base}config socks\n option enabled 1\n{extra}"));
+        let e = with(" option port 53\n").unwrap_err();
+        assert_eq!((e.line, e.option.as_deref()), (6, Some("port")), "{e}");
+        let e = with(" option client_connections 8\n option total_connections 4\n").unwrap_err();
+        assert_eq!(e.option.as_deref(), Some("total_connections"), "{e}");
+        let e = with(" option handshake_timeout 0s\n").unwrap_err();
+        assert_eq!(e.option.as_deref(), Some("handshake_timeout"), "{e}");
+        let e = with(" option bind 1\n").unwrap_err();
+        assert_eq!(e.option.as_deref(), Some("bind"), "{e}");
+    }
+
+    #[test]
     fn errors_name_file_line_and_option() {
         let base = "config network\n option interface prov0\n option wan wan0\n";
         let cases: &[(&str, usize, Option<&str>, &str)] = &[

@@ -1034,6 +1034,40 @@ config allow 'ntp'
     }
 
     #[test]
+    fn the_socks_port_opens_only_when_enabled_and_only_from_the_provisioning_network() {
+        let rules = |cfg: &str| {
+            let cfg = Config::parse("t", cfg, false).unwrap();
+            let r = Ruleset::build(&cfg, &Snapshot::default());
+            let of = |name: &str| {
+                r.inet
+                    .chains
+                    .iter()
+                    .find(|c| c.name == name)
+                    .unwrap()
+                    .rules
+                    .clone()
+            };
+            (of("input"), of("input_prov"))
+        };
+        let (input, prov) = rules(CONFIG);
+        assert!(
+            !input.iter().chain(&prov).any(|r| r.contains("1080")),
+            "{input:?} {prov:?}"
+        );
+        let (input, prov) = rules(&format!(
+            "{CONFIG}\nconfig socks\n\toption enabled 1\n\toption port 1081\n"
+        ));
+        assert_eq!(
+            input[0],
+            "iifname != \"prov0\" ip daddr 192.168.250.1 tcp dport 1081 counter drop comment \"SOCKS only from the provisioning network\""
+        );
+        assert!(
+            prov.contains(&"ip daddr 192.168.250.1 tcp dport 1081 accept".to_owned()),
+            "{prov:?}"
+        );
+    }
+
+    #[test]
     fn leases_carry_over_with_remaining_time() {
         let r = ruleset();
         let leases = &r
