@@ -143,7 +143,8 @@ struct Relays {
     forwarder: Option<(crate::socks::Forwarder, crate::config::Socks)>,
     tx: mpsc::Sender<crate::socks::ToLoop>,
     rx: mpsc::Receiver<crate::socks::ToLoop>,
-    open: std::collections::HashMap<u64, (crate::core::socks::Granted, std::net::Ipv4Addr, u16)>,
+    /// Few (at most `socks total_connections`): a list.
+    open: Vec<(u64, crate::core::socks::Granted, std::net::Ipv4Addr, u16)>,
     next: u64,
     /// Events were logged since the relays were last checked.
     recheck: bool,
@@ -244,7 +245,7 @@ impl Daemon {
                 forwarder: None,
                 tx: socks_tx,
                 rx: socks_rx,
-                open: std::collections::HashMap::new(),
+                open: Vec::new(),
                 next: 0,
                 recheck: false,
             },
@@ -1046,44 +1047,14 @@ impl Daemon {
         match m {
             ToLoop::Ask(ask) => {
                 let answer = match ask.target {
-                    Target::Name(name) => {
-                        match self
-                            .provisioner
-                            .socks_name(ask.client, &name, ask.port, now)
-                        {
-                            Err(why) => Answer::Refused(why),
-                            Ok(_) => match hickory_proto::rr::Name::from_ascii(&name) {
-                                Err(_) => Answer::Refused(crate::core::socks::Refusal::Malformed),
-                                Ok(qname) => {
-                                    let id = (self.socks.next & 0xffff) as u16;
-                                    let bytes = dns::wire::upstream_query(id, &qname, 1);
-                                    let (tx, rx) = mpsc::channel(1);
-                                    let src = SocketAddr::V4(SocketAddrV4::new(ask.client, 0));
-                                    self.resolver.question(
-                                        &mut self.provisioner,
-                                        &bytes,
-                                        src,
-                                        Route::Tcp(tx),
-                                        now,
-                                        &mut self.replies,
-                                    );
-                                    self.socks.next += 1;
-                                    Answer::Resolving {
-                                        reply: rx,
-                                        id,
-                                        name: qname,
-                                    }
-                                }
-                            },
-                        }
-                    }
+                    Target::Name(name) => self.socks_resolve(ask.client, &name, ask.port, now),
                     Target::Addr(ip) => {
                         match self.provisioner.socks_addr(ask.client, ip, ask.port, now) {
                             Err(why) => Answer::Refused(why),
                             Ok(granted) => {
                                 let id = self.socks.next;
                                 self.socks.next += 1;
-                                self.socks.open.insert(id, (granted, ip, ask.port));
+                                self.socks.open.push((id, granted, ip, ask.port));
                                 Answer::Granted(id)
                             }
                         }
@@ -1091,7 +1062,7 @@ impl Daemon {
                 };
                 if let Err(Answer::Granted(id)) = ask.reply.send(answer) {
                     // The connection went away meanwhile.
-                    self.socks.open.remove(&id);
+                    self.socks.open.retain(|r| r.0 != id);
                 }
             }
             ToLoop::Refused {
@@ -1103,9 +1074,37 @@ impl Daemon {
                 self.provisioner
                     .handle_socks_refused(client, &dest, port, why, now);
             }
-            ToLoop::Closed(id) => {
-                self.socks.open.remove(&id);
-            }
+            ToLoop::Closed(id) => self.socks.open.retain(|r| r.0 != id),
+        }
+    }
+
+    /// A name `client` may reach on `port`: asked of the resolver as the client's own
+    /// question; the answer comes back on a route of the connection's own.
+    fn socks_resolve(
+        &mut self,
+        client: std::net::Ipv4Addr,
+        name: &str,
+        port: u16,
+        now: Instant,
+    ) -> crate::socks::Answer {
+        if let Err(why) = self.provisioner.socks_name(client, name, port, now) {
+            return crate::socks::Answer::Refused(why);
+        }
+        let question = crate::socks::question((self.socks.next & 0xffff) as u16, name);
+        self.socks.next += 1;
+        let (tx, rx) = mpsc::channel(1);
+        let src = SocketAddr::V4(SocketAddrV4::new(client, 0));
+        self.resolver.question(
+            &mut self.provisioner,
+            &question,
+            src,
+            Route::Tcp(tx),
+            now,
+            &mut self.replies,
+        );
+        crate::socks::Answer::Resolving {
+            reply: rx,
+            question,
         }
     }
 
@@ -1117,7 +1116,7 @@ impl Daemon {
             self.socks.open.clear();
             return;
         };
-        for (id, (granted, ip, port)) in &self.socks.open {
+        for (id, granted, ip, port) in &self.socks.open {
             if !self.provisioner.socks_still_granted(granted, *ip, *port) {
                 f.cut(*id);
             }

@@ -22,13 +22,11 @@
 
 pub mod proto;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hickory_proto::rr::Name;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -84,16 +82,45 @@ pub struct Ask {
 /// The loop's answer to an [`Ask`].
 #[derive(Debug)]
 pub enum Answer {
-    /// A name that may be resolved: its answer (a DNS reply to question `id` for `name`,
-    /// type A) arrives on `reply`; its address is then asked about.
+    /// A name that may be resolved: the answer to `question` (see [`question`]) arrives
+    /// on `reply`; its address is then asked about.
     Resolving {
         reply: mpsc::Receiver<Vec<u8>>,
-        id: u16,
-        name: Name,
+        question: Vec<u8>,
     },
     /// Connect, as relay `id`.
     Granted(u64),
     Refused(Refusal),
+}
+
+/// The DNS question (type A, class IN, recursion desired) that asks for `name` (as
+/// [`proto::request`] gives it: labels of letters, digits, `-` and `_`, each 1-63 bytes),
+/// written out by hand: the resolver reads it as a client's.
+pub fn question(id: u16, name: &str) -> Vec<u8> {
+    let mut q = Vec::with_capacity(18 + name.len());
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// The first address in the resolver's `reply` to `question`.
+fn answer_of(question: &[u8], reply: &[u8]) -> Option<Ipv4Addr> {
+    use crate::dns::wire::{self, Parsed, RrData};
+    let Parsed::Question(q) = wire::parse(question) else {
+        return None;
+    };
+    wire::parse_reply(reply, q.id, &q.qname, 1)?
+        .answers
+        .iter()
+        .find_map(|rr| match rr.data {
+            RrData::A(a) => Some(a),
+            _ => None,
+        })
 }
 
 /// The thread, seen from the loop.
@@ -156,10 +183,10 @@ impl Drop for Forwarder {
     }
 }
 
-/// Connections open per client address, and in all.
+/// Connections open per client address (few clients: a list), and in all.
 #[derive(Default)]
 struct Counts {
-    per_client: HashMap<Ipv4Addr, u16>,
+    per_client: Vec<(Ipv4Addr, u16)>,
     total: u16,
 }
 
@@ -176,10 +203,10 @@ impl Drop for Slot {
             .lock()
             .expect("never poisoned: no panics under it");
         c.total -= 1;
-        if let Some(n) = c.per_client.get_mut(&self.client) {
-            *n -= 1;
-            if *n == 0 {
-                c.per_client.remove(&self.client);
+        if let Some(i) = c.per_client.iter().position(|e| e.0 == self.client) {
+            c.per_client[i].1 -= 1;
+            if c.per_client[i].1 == 0 {
+                c.per_client.swap_remove(i);
             }
         }
     }
@@ -194,11 +221,17 @@ fn take_slot(
     if c.total >= limits.total_connections {
         return Err(Refusal::TotalLimit);
     }
-    let n = c.per_client.entry(client).or_insert(0);
-    if *n >= limits.client_connections {
+    let i = match c.per_client.iter().position(|e| e.0 == client) {
+        Some(i) => i,
+        None => {
+            c.per_client.push((client, 0));
+            c.per_client.len() - 1
+        }
+    };
+    if c.per_client[i].1 >= limits.client_connections {
         return Err(Refusal::ClientLimit);
     }
-    *n += 1;
+    c.per_client[i].1 += 1;
     c.total += 1;
     Ok(Slot {
         counts: counts.clone(),
@@ -220,7 +253,8 @@ async fn serve(
     mut cuts: mpsc::UnboundedReceiver<u64>,
 ) {
     let counts = Arc::new(Mutex::new(Counts::default()));
-    let mut relays: HashMap<u64, AbortHandle> = HashMap::new();
+    // At most `total_connections`: a list.
+    let mut relays: Vec<(u64, AbortHandle)> = Vec::new();
     let (relay_tx, mut relay_rx) = mpsc::unbounded_channel::<Relay>();
     loop {
         tokio::select! {
@@ -252,17 +286,15 @@ async fn serve(
                 tokio::spawn(conn.run(stream, slot));
             }
             Some(r) = relay_rx.recv() => match r {
-                Relay::Began(id, handle) => {
-                    relays.insert(id, handle);
-                }
+                Relay::Began(id, handle) => relays.push((id, handle)),
                 Relay::Ended(id) => {
-                    relays.remove(&id);
+                    relays.retain(|r| r.0 != id);
                     closed(&to_loop, id);
                 }
             },
             Some(id) = cuts.recv() => {
-                if let Some(h) = relays.remove(&id) {
-                    h.abort();
+                if let Some(i) = relays.iter().position(|r| r.0 == id) {
+                    relays.swap_remove(i).1.abort();
                     debug!("socks: relay {id} cut");
                     closed(&to_loop, id);
                 }
@@ -434,22 +466,14 @@ impl Conn {
         let mut addr = None;
         if let Answer::Resolving {
             mut reply,
-            id,
-            name,
+            question,
         } = answer
         {
-            let bytes = timeout(RESOLVE_WAIT, reply.recv())
+            let ip = timeout(RESOLVE_WAIT, reply.recv())
                 .await
                 .ok()
                 .flatten()
-                .ok_or_else(|| fail(Refusal::NoAddress))?;
-            let ip = crate::dns::wire::parse_reply(&bytes, id, &name, 1)
-                .and_then(|r| {
-                    r.answers.iter().find_map(|rr| match rr.data {
-                        crate::dns::wire::RrData::A(a) => Some(a),
-                        _ => None,
-                    })
-                })
+                .and_then(|bytes| answer_of(&question, &bytes))
                 .ok_or_else(|| fail(Refusal::NoAddress))?;
             addr = Some(ip);
             answer = self.ask(Target::Addr(ip), port).await.map_err(fail)?;
