@@ -176,7 +176,10 @@ fn set_up(r: &Router, said: &str) {
     let dns = r
         .find("firewall", "rule", "dest_port", "53")
         .expect("DNS rule");
-    for (rule, proto) in [(&dhcp, "udp"), (&dns, "tcp udp")] {
+    let socks = r
+        .find("firewall", "rule", "dest_port", "1080")
+        .expect("SOCKS rule");
+    for (rule, proto) in [(&dhcp, "udp"), (&dns, "tcp udp"), (&socks, "tcp")] {
         assert_eq!(g(&format!("firewall.{rule}.src")), "provision");
         assert_eq!(g(&format!("firewall.{rule}.proto")), proto);
         assert_eq!(g(&format!("firewall.{rule}.target")), "ACCEPT");
@@ -395,6 +398,7 @@ fn exercise(shape: Shape, shell: &[&'static str]) {
     assert!(input.contains("udp dport 67 counter accept"), "{input}");
     assert!(input.contains("udp dport 53 counter accept"), "{input}");
     assert!(input.contains("tcp dport 53 counter accept"), "{input}");
+    assert!(input.contains("tcp dport 1080 counter accept"), "{input}");
     let forward = chain(&fw4, "forward_provision").expect("chain forward_provision");
     let lines: Vec<&str> = forward.lines().map(str::trim).collect();
     let cloud = lines
