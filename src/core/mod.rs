@@ -2795,6 +2795,70 @@ mod tests {
     }
 
     #[test]
+    fn socks_grants_a_clients_own_names_ports_and_addresses_and_ends_with_its_session() {
+        use socks::{Refusal, Via};
+        let mut core = started(PROFILES);
+        let (acme, bolt) = (vendor([0, 0xa0, 1], 1), vendor([0, 0xb0, 2], 2));
+        let (a, b) = (lease(&mut core, acme, t(0)), lease(&mut core, bolt, t(0)));
+        assert_eq!(core.socks_name(a, "api.acme.example", 443, t(1)), Ok(acme));
+        assert_eq!(
+            core.socks_name(a, "api.bolt.example", 443, t(1)),
+            Err(Refusal::NameNotAllowed)
+        );
+        assert_eq!(
+            core.socks_name(a, "api.acme.example", 22, t(1)),
+            Err(Refusal::PortNotAllowed)
+        );
+        let stranger = Ipv4Addr::new(192, 168, 250, 200);
+        assert_eq!(
+            core.socks_name(stranger, "api.acme.example", 443, t(1)),
+            Err(Refusal::NotAClient)
+        );
+        // A static entry of its profile's; not another profile's; never a private address.
+        let fixed = Ipv4Addr::new(11, 5, 0, 1);
+        let granted = core.socks_addr(a, fixed, 443, t(1)).unwrap();
+        assert_eq!(granted.via, Via::Static);
+        assert_eq!(
+            core.socks_addr(a, fixed, 22, t(1)),
+            Err(Refusal::PortNotAllowed)
+        );
+        assert_eq!(
+            core.socks_addr(b, fixed, 443, t(1)),
+            Err(Refusal::AddressNotAllowed)
+        );
+        assert_eq!(
+            core.socks_addr(a, Ipv4Addr::new(192, 168, 1, 10), 443, t(1)),
+            Err(Refusal::Unsafe)
+        );
+        // A learned address: the client's, on its name's ports.
+        let learned = Ipv4Addr::new(11, 6, 0, 9);
+        assert_eq!(
+            core.socks_addr(a, learned, 443, t(1)),
+            Err(Refusal::AddressNotAllowed)
+        );
+        let name: Arc<str> = "api.acme.example".into();
+        let records = [Record {
+            owner: "api.acme.example",
+            ttl: 60,
+            data: RecordData::A(learned),
+        }];
+        core.handle_dns_answer(1, acme, &name, &records, 0, t(1));
+        drain(&mut core);
+        let by_name = core.socks_addr(a, learned, 443, t(2)).unwrap();
+        assert_eq!(by_name.via, Via::Name(name));
+        assert_eq!(
+            core.socks_addr(b, learned, 443, t(2)),
+            Err(Refusal::AddressNotAllowed)
+        );
+        assert!(core.socks_still_granted(&by_name, learned, 443));
+        assert!(core.socks_still_granted(&granted, fixed, 443));
+        core.handle_evict(acme, None, t(3)).unwrap();
+        drain(&mut core);
+        assert!(!core.socks_still_granted(&by_name, learned, 443));
+        assert!(!core.socks_still_granted(&granted, fixed, 443));
+    }
+
+    #[test]
     fn a_client_resolves_and_learns_only_its_profiles_names_and_a_randomised_one_the_defaults() {
         let mut core = started(PROFILES);
         let (acme, bolt) = (vendor([0, 0xa0, 1], 1), vendor([0, 0xb0, 2], 2));

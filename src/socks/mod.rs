@@ -584,3 +584,19 @@ async fn handshake(stream: &mut TcpStream) -> Result<(proto::Request, Vec<u8>), 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::wire::{self, Parsed};
+
+    #[test]
+    fn a_names_question_reads_back_as_a_clients() {
+        let q = question(0x1234, "setup.acme.example");
+        let Parsed::Question(p) = wire::parse(&q) else {
+            panic!("not read as a question");
+        };
+        assert_eq!((p.id, p.qtype), (0x1234, 1));
+        assert_eq!(p.qname.to_string(), "setup.acme.example.");
+    }
+}
