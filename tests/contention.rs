@@ -18,7 +18,7 @@ const LOG: Duration = Duration::from_secs(10);
 /// Long enough for slow start to spend the full token buckets a rule's first packets find
 /// (and for TCP to settle after the losses that ends with).
 const WARMUP: Duration = Duration::from_millis(1500);
-const RUN: Duration = Duration::from_secs(4);
+const RUN: Duration = Duration::from_secs(5);
 const CLIENTS: usize = 3;
 /// 3mbit, in bytes per second: each client's rate both ways.
 const CLIENT_RATE: f64 = 375_000.0;
