@@ -26,6 +26,19 @@ pub(super) fn local_now() -> LocalTime {
     }
 }
 
+/// How long until the daily quotas' day ends: the next `reset` (minutes after local
+/// midnight).
+pub(super) fn until_quota_reset(reset: u16) -> std::time::Duration {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
+        .map(|t| t.tv_sec())
+        .unwrap_or(0);
+    // SAFETY: localtime_r only writes the struct it is given.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    unsafe { libc::localtime_r(&t, &mut tm) };
+    let second = (tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec) as u32;
+    crate::core::time::day_left(second, reset)
+}
+
 /// Where an on-demand window's end is kept across a restart of the daemon (the run
 /// directory is on tmpfs: a reboot closes the window, as it should).
 fn window_file(run_dir: &Path) -> PathBuf {
