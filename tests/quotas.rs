@@ -188,3 +188,58 @@ fn what_a_quota_used_survives_a_reload_and_a_restart() {
         .wait_line("event=quota_exceeded mac=02:00:00:00:00:01", LOG)
         .expect("the quota is reported after the restart");
 }
+
+/// The run directory keeps what the quotas used: a daemon that finds the kernel's quota
+/// elements gone (its table removed while it was away) takes it from there, and a damaged
+/// file is reported and left aside, never a crash.
+#[test]
+fn the_run_directory_keeps_what_the_quotas_used() {
+    let rig = Rig::new(1);
+    let cfg = quota_config("\toption client_daily '500KB'\n");
+    let mut daemon = rig.start_daemon(&cfg);
+    rig.dhcp(1).expect("lease");
+    assert_eq!(download(&rig, 1, 300_000), Some(300_000));
+    let file = rig.dir().join("run/quotas");
+    let written = wait_until(LOG, Duration::from_millis(200), || {
+        std::fs::read_to_string(&file).is_ok_and(|t| {
+            t.lines()
+                .any(|l| l.starts_with("client 02:00:00:00:00:01 ") && !l.contains(" 0 "))
+        })
+    });
+    assert!(
+        written,
+        "{} does not say what client 1 used",
+        file.display()
+    );
+    daemon.kill9();
+    rig.router()
+        .exec_ok(&["nft", "delete", "table", "netdev", "provisioner"]);
+
+    let daemon = rig.start_daemon(&cfg);
+    // 300 KB of 500 KB used: another 400 KB is cut before it is through.
+    let got = download(&rig, 1, 400_000).expect("connect");
+    assert!(
+        (100_000..300_000).contains(&got),
+        "{got} bytes after 300 KB of a 500 KB quota, the kernel's elements gone"
+    );
+    drop(daemon);
+
+    // A damaged file: said, and ignored.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("client", "cliant")).unwrap();
+    rig.router()
+        .exec_ok(&["nft", "delete", "table", "netdev", "provisioner"]);
+    let daemon = rig.start_daemon(&cfg);
+    daemon
+        .wait_line("run/quotas: torn or damaged, ignored", LOG)
+        .expect("the damaged file is reported");
+    // (Client 1 used up its quota above: still banned, from the kernel's ban set.)
+    let s = status(&rig);
+    assert!(
+        s.bans
+            .iter()
+            .any(|b| b.mac.to_string() == "02:00:00:00:00:01"),
+        "{:?}",
+        s.bans
+    );
+}

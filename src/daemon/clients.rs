@@ -198,6 +198,10 @@ impl Daemon {
                 let network = r.network.map(|q| (q.used, q.limit));
                 let left = self.day_end.saturating_since(now);
                 self.provisioner.handle_quotas(&clients, network, left, now);
+                if r != self.quota_reading {
+                    let day_end = unix_secs_of(self.day_end, now, SystemTime::now());
+                    super::system::write_quotas(&self.paths.run_dir, &r, day_end);
+                }
                 self.quota_reading = r;
             }
             Err(e) => debug!("reading the quotas: {e}"),

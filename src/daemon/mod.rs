@@ -159,6 +159,12 @@ impl Daemon {
         let restored = provisioner.restore(&kernel, read_window(&paths.run_dir), now);
         let day_end = now + system::until_quota_reset(cfg.limits.quota_reset);
         fw.set_day_end(day_end);
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Some(r) = system::read_quotas(&paths.run_dir, now_unix) {
+            fw.seed_quotas(r);
+        }
         install(&mut fw, &cfg, &provisioner, now)?;
         let mut segment = Segment::open(cfg.network.interface.as_str())
             .context("opening the rtnetlink socket")?;

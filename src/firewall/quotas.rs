@@ -133,3 +133,120 @@ impl Firewall {
         Ok(())
     }
 }
+
+/// The first line of a quota file this version writes.
+const FILE_MAGIC: &str = "provisioner-quotas 1";
+
+/// FNV-1a, 64 bits: enough to tell a torn or damaged file from a whole one.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl QuotaReading {
+    /// The reading as the run directory keeps it, with the day it belongs to (when it
+    /// ends, in Unix seconds) and a checksum as the last line.
+    pub fn encode(&self, day_end_unix: u64) -> String {
+        use std::fmt::Write;
+        let mut s = format!("{FILE_MAGIC}\nday_end {day_end_unix}\n");
+        if let Some(q) = self.network {
+            let _ = writeln!(s, "network {} {}", q.used, q.limit);
+        }
+        let mut clients: Vec<_> = self.clients.iter().collect();
+        clients.sort_by_key(|(m, _)| **m);
+        for (mac, q) in clients {
+            let _ = writeln!(s, "client {mac} {} {}", q.used, q.limit);
+        }
+        let sum = fnv(s.as_bytes());
+        let _ = writeln!(s, "sum {sum:016x}");
+        s
+    }
+
+    /// A file [`Self::encode`] wrote, whole: the reading and its day's end. Anything else
+    /// (torn, damaged, another version's) is `None`.
+    pub fn decode(text: &str) -> Option<(QuotaReading, u64)> {
+        let body_end = text.trim_end_matches('\n').rfind('\n')? + 1;
+        let (body, last) = text.split_at(body_end);
+        let sum = u64::from_str_radix(last.trim_end().strip_prefix("sum ")?, 16).ok()?;
+        if sum != fnv(body.as_bytes()) || !last.ends_with('\n') {
+            return None;
+        }
+        let mut lines = body.lines();
+        if lines.next()? != FILE_MAGIC {
+            return None;
+        }
+        let day_end = lines.next()?.strip_prefix("day_end ")?.parse().ok()?;
+        let mut r = QuotaReading::default();
+        let quota = |used: Option<&str>, limit: Option<&str>| -> Option<Quota> {
+            Some(Quota {
+                used: used?.parse().ok()?,
+                limit: limit?.parse().ok()?,
+            })
+        };
+        for line in lines {
+            let mut w = line.split(' ');
+            match w.next()? {
+                "network" => r.network = Some(quota(w.next(), w.next())?),
+                "client" => {
+                    let mac = w.next()?.parse().ok()?;
+                    r.clients.insert(mac, quota(w.next(), w.next())?);
+                }
+                _ => return None,
+            }
+        }
+        Some((r, day_end))
+    }
+}
+
+impl Firewall {
+    /// What a previous run's file says the quotas had used: carried into the first table
+    /// when the kernel has none (removed while the daemon was away).
+    pub fn seed_quotas(&mut self, reading: QuotaReading) {
+        self.last_quotas = reading;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_reads_back_whole_and_a_damaged_one_not_at_all() {
+        let mut r = QuotaReading {
+            network: Some(Quota {
+                used: 123_456,
+                limit: 500_000_000,
+            }),
+            ..QuotaReading::default()
+        };
+        for (i, used) in [(1u8, 10u64), (2, 300_000)] {
+            r.clients.insert(
+                MacAddr([2, 0, 0, 0, 0, i]),
+                Quota {
+                    used,
+                    limit: 300_000,
+                },
+            );
+        }
+        let text = r.encode(1_764_648_000);
+        assert_eq!(
+            QuotaReading::decode(&text),
+            Some((r.clone(), 1_764_648_000))
+        );
+        let empty = QuotaReading::default();
+        assert_eq!(QuotaReading::decode(&empty.encode(7)), Some((empty, 7)));
+        // Cut anywhere, or any byte changed: refused, never half a reading.
+        for cut in 0..text.len() {
+            assert_eq!(QuotaReading::decode(&text[..cut]), None, "cut at {cut}");
+        }
+        for at in 0..text.len() {
+            let mut b = text.clone().into_bytes();
+            b[at] ^= 0x01;
+            if let Ok(t) = String::from_utf8(b) {
+                assert_eq!(QuotaReading::decode(&t), None, "byte {at} changed");
+            }
+        }
+        assert_eq!(QuotaReading::decode("garbage"), None);
+    }
+}
