@@ -17,19 +17,19 @@ release:
 
 # Everything: formatting, lints, unit and property tests, and the netns rig (needs root).
 test: deps lint
-	$(CARGO) test --features rig
+	$(CARGO) test --features rig,socks
 	$(MAKE) cross-test TARGETS=mips-unknown-linux-musl
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets --features rig -- -D warnings
+	$(CARGO) clippy --all-targets --features rig,socks -- -D warnings
 
 # Without root: unit, property and parser tests only.
 unit:
 	$(CARGO) test
 
 rig: deps
-	$(CARGO) test --features rig --test '*'
+	$(CARGO) test --features rig,socks --test '*'
 
 # Brings up the rig, runs the daemon, shows a device reaching its cloud and being refused
 # everywhere else, and tears it all down.
@@ -52,8 +52,9 @@ bench: deps
 		$(CARGO) run --quiet --release --features rig --example bench_forward
 	PROVISIONER_BIN="$${CARGO_TARGET_DIR:-target}/release/provisioner" \
 		$(CARGO) run --quiet --release --features rig --example bench_control
+	$(CARGO) build --release --features socks
 	PROVISIONER_BIN="$${CARGO_TARGET_DIR:-target}/release/provisioner" \
-		$(CARGO) run --quiet --release --features rig --example bench_socks
+		$(CARGO) run --quiet --release --features rig,socks --example bench_socks
 
 # Coverage-guided fuzzing of the hand-written and untrusted-input parsers (nightly), built
 # as shipped (-O: no debug assertions; dhcproto debug-asserts on option lengths).

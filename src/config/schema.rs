@@ -348,7 +348,16 @@ fn socks(file: &str, s: &Section) -> Result<Option<super::Socks>, ConfigError> {
             "is lower than client_connections".into(),
         ));
     }
-    Ok(Options::or(enabled, false).then_some(socks))
+    let enabled_line = o.line(enabled.as_ref().map(|v| v.1));
+    let enabled = Options::or(enabled, false);
+    if enabled && !cfg!(feature = "socks") {
+        return Err(o.error(
+            enabled_line,
+            "enabled",
+            "this build has no SOCKS forwarder (built without the cargo feature 'socks')".into(),
+        ));
+    }
+    Ok(enabled.then_some(socks))
 }
 
 /// `config threat`: what each grade costs a client, the counts that make abuse, the bans,
@@ -1175,6 +1184,7 @@ config allow
 
     /// Each bad input names its line and option.
     #[test]
+    #[cfg(feature = "socks")]
     fn socks_is_off_unless_enabled_and_has_defaults() {
         let base = "config network\n option interface prov0\n option wan wan0\n";
         assert_eq!(uci(base).unwrap().socks, None);

@@ -1224,6 +1224,7 @@ config allow 'ntp'
     }
 
     #[test]
+    #[cfg(feature = "socks")]
     fn the_socks_port_opens_only_when_enabled_and_only_from_the_provisioning_network() {
         let rules = |cfg: &str| {
             let cfg = Config::parse("t", cfg, false).unwrap();
