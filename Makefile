@@ -52,7 +52,6 @@ bench: deps
 		$(CARGO) run --quiet --release --features rig --example bench_forward
 	PROVISIONER_BIN="$${CARGO_TARGET_DIR:-target}/release/provisioner" \
 		$(CARGO) run --quiet --release --features rig --example bench_control
-	$(CARGO) build --release --features socks
 	PROVISIONER_BIN="$${CARGO_TARGET_DIR:-target}/release/provisioner" \
 		$(CARGO) run --quiet --release --features rig,socks --example bench_socks
 

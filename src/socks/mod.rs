@@ -21,8 +21,8 @@
 //! as the client's.
 
 pub mod proto;
-// The thread's work: bounds, handshakes, relays. Without the `socks` cargo feature (the
-// default: the flash budget) it is not built, and `config socks` refuses `enabled`.
+// The thread's work: bounds, handshakes, relays. Without the `socks` cargo feature (in
+// by default) it is not built, and `config socks` refuses `enabled`.
 #[cfg(feature = "socks")]
 mod relay;
 
