@@ -46,22 +46,6 @@ fn check_accepts_the_shipped_examples() {
 }
 
 #[test]
-fn check_warns_of_options_not_enforced() {
-    let p = write(
-        "daily",
-        "config network\n\toption interface 'prov0'\n\toption wan 'wan0'\nconfig limits\n\toption client_daily '50MB'\n",
-    );
-    let out = provisionerd(&["--check", p.to_str().unwrap()]);
-    assert!(out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("warning: limits client_daily is set but not enforced"),
-        "{err}"
-    );
-    assert!(!err.contains("total_daily"), "{err}");
-}
-
-#[test]
 fn check_names_file_line_and_option() {
     let p = write(
         "bad",
@@ -141,7 +125,7 @@ fn print_ruleset_shows_our_tables_only() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with(
-        "table inet provisioner {}\ntable arp provisioner {}\ndelete table inet provisioner\ndelete table arp provisioner\n"
+        "table inet provisioner {}\ntable arp provisioner {}\ntable netdev provisioner {}\ndelete table inet provisioner\ndelete table arp provisioner\ndelete table netdev provisioner\n"
     ));
     assert!(text.contains("11.1.0.10 . tcp . 8883"));
 }

@@ -279,3 +279,64 @@ config allow 'vendor_bulk'
         "the client of no profile got the profile's rates: down {other_down:.0}, up {other_up:.0} B/s"
     );
 }
+
+/// What a flowtable does to a flow (fw4's `flow_offloading`: from its second packet on, the
+/// forward hook is skipped), stood in for by emptying our forward chain: the rates, the
+/// counts and the lower-effort mark live on the provisioning device's own hooks, so they
+/// still hold. (This kernel has no flowtable: the real offload is not tested here.) The
+/// pair: the emptied chain lets a refused port through, so the forward hook was really out
+/// of the picture.
+#[test]
+fn rates_counts_and_the_mark_hold_without_the_forward_hook() {
+    let rig = Rig::new(1);
+    let _daemon = rig.start_daemon(&limited_config());
+    rig.dhcp(1).expect("lease");
+    echo_servers(&rig, &[CLOUD_ALLOWED]);
+    let wait = Duration::from_secs(2);
+    assert!(
+        connect(&rig, 1, CLOUD_ALLOWED, wait).is_none(),
+        "port {ECHO} is not allow-listed, yet it connected"
+    );
+
+    rig.router()
+        .exec_ok(&["nft", "flush", "chain", "inet", "provisioner", "forward"]);
+    let mut open = connect(&rig, 1, CLOUD_ALLOWED, wait)
+        .expect("with our forward chain empty, the refused port connects");
+    assert!(echoes(&mut open, wait));
+
+    count_dscp(rig.cloud(), "input", ROUTER_WAN);
+    let counted = |rig: &Rig| match rig.ctl(&["clients"]) {
+        provisioner::control::Reply::Clients(c) => {
+            let r = c
+                .stations
+                .into_iter()
+                .find(|r| r.ip.is_some())
+                .expect("row");
+            (r.bytes_up, r.bytes_down)
+        }
+        other => panic!("clients answered {other:?}"),
+    };
+    let before = counted(&rig);
+    let down = throughput(&rig, rig.client(1), true);
+    let up = throughput(&rig, rig.client(1), false);
+    let after = counted(&rig);
+    eprintln!("forward hook emptied: download {down:.0} B/s, upload {up:.0} B/s");
+    assert!(
+        down < DOWN_LIMIT * 1.25,
+        "download {down:.0} B/s over its limit"
+    );
+    assert!(up < UP_LIMIT * 1.5, "upload {up:.0} B/s over its limit");
+    assert!(down > DOWN_LIMIT * 0.3 && up > UP_LIMIT * 0.3, "starved");
+    // Counted: at least what arrived in the measured part of each run.
+    assert!(
+        after.1 - before.1 >= (down * RUN.as_secs_f64()) as u64,
+        "download not counted: {before:?} -> {after:?}"
+    );
+    assert!(
+        after.0 - before.0 >= (up * RUN.as_secs_f64()) as u64,
+        "upload not counted: {before:?} -> {after:?}"
+    );
+    let at_cloud = dscp_counts(rig.cloud());
+    assert!(at_cloud[1] > 0, "upload without CS1: {at_cloud:?}");
+    assert_eq!(at_cloud[2], 0, "upload packets without CS1: {at_cloud:?}");
+}

@@ -174,6 +174,8 @@ pub struct Limits {
     /// Bytes per day, both directions.
     pub client_daily: Option<u64>,
     pub total_daily: Option<u64>,
+    /// When the day of the daily quotas begins, in minutes after local midnight.
+    pub quota_reset: u16,
 }
 
 /// What the provisioner is told: the settings it decides by, from this config.
@@ -211,30 +213,6 @@ impl From<&Config> for crate::core::settings::Settings {
 }
 
 impl Config {
-    /// Options this version reads and checks but does not act on yet, for a warning: a
-    /// limit that silently does nothing would be worse than none.
-    pub fn not_enforced(&self) -> Vec<String> {
-        let l = &self.limits;
-        [
-            (l.client_daily.is_some(), "limits client_daily".to_owned()),
-            (l.total_daily.is_some(), "limits total_daily".to_owned()),
-        ]
-        .into_iter()
-        .chain(self.profiles.iter().map(|p| {
-            (
-                p.client_daily.is_some(),
-                format!("profile '{}' client_daily", p.profile.name),
-            )
-        }))
-        .filter_map(|(set, name)| set.then_some(name))
-        .collect()
-    }
-
-    /// What the daemon and `--check` say of an option [`Config::not_enforced`] names.
-    pub fn not_enforced_warning(option: &str) -> String {
-        format!("{option} is set but not enforced by this version (daily quotas are planned)")
-    }
-
     /// Reads and validates a config file; TOML if the name ends in `.toml`, UCI otherwise.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::protocol::{
-    Clients, Events, Lease, RadioState, Rates, Reply, StationKind, StationState, Status,
+    Clients, Events, Lease, Quotas, RadioState, Rates, Reply, StationKind, StationState, Status,
     WindowState,
 };
 
@@ -36,6 +36,32 @@ pub fn bytes(b: u64) -> String {
         unit += 1;
     }
     format!("{v:.1} {}", UNITS[unit])
+}
+
+/// The quotas' line, if there are any.
+fn quotas(q: &Quotas) -> Option<String> {
+    if q.client_daily.is_none() && q.total_daily.is_none() {
+        return None;
+    }
+    let mut parts = Vec::new();
+    if let Some(c) = q.client_daily {
+        parts.push(format!("client {}/day", bytes(c)));
+    }
+    if let Some(t) = q.total_daily {
+        let used = bytes(q.network_used.unwrap_or(0));
+        let over = if q.network_over {
+            " (used up: only DHCP and DNS until the reset)"
+        } else {
+            ""
+        };
+        parts.push(format!("network {}/day, {used} used{over}", bytes(t)));
+    }
+    let resets = q
+        .resets_at
+        .as_deref()
+        .map(|r| format!("; resets {r}"))
+        .unwrap_or_default();
+    Some(format!("{}{resets}", parts.join(", ")))
 }
 
 fn rates(r: &Rates) -> String {
@@ -203,6 +229,9 @@ fn status(s: &Status) -> String {
     if !s.version.is_empty() {
         let _ = writeln!(out, "learned  {} address(es)", s.learned);
         let _ = writeln!(out, "rates    {}", rates(&s.rates));
+        if let Some(q) = quotas(&s.quotas) {
+            let _ = writeln!(out, "quotas   {q}");
+        }
         let _ = writeln!(out, "uptime   {}", secs(s.uptime));
         let _ = writeln!(out, "version  {}", s.version);
         let _ = writeln!(out, "config   {} (loaded {})", s.config, s.config_loaded_at);
@@ -439,6 +468,13 @@ mod tests {
             version: "0.1.0".into(),
             config: "/etc/config/provisioner".into(),
             config_loaded_at: "2025-03-01T11:58:00Z".into(),
+            quotas: Quotas {
+                client_daily: Some(50_000_000),
+                total_daily: Some(1_000_000_000),
+                network_used: Some(1_500_000_000),
+                network_over: true,
+                resets_at: Some("2025-03-02T04:00:00Z".into()),
+            },
         };
         assert_eq!(
             reply(&Reply::Status(s)),
@@ -452,6 +488,7 @@ mod tests {
             \x20 02:00:00:00:00:09    59m59s\n\
              learned  3 address(es)\n\
              rates    DNS 10/s per client, 100/s in all; client down 250.0 kB/s; network up 1.5 MB/s\n\
+             quotas   client 50.0 MB/day, network 1.0 GB/day, 1.5 GB used (used up: only DHCP and DNS until the reset); resets 2025-03-02T04:00:00Z\n\
              uptime   1h2m3s\n\
              version  0.1.0\n\
              config   /etc/config/provisioner (loaded 2025-03-01T11:58:00Z)\n"

@@ -188,6 +188,21 @@ pub struct Status {
     pub config: String,
     #[serde(default)]
     pub config_loaded_at: String,
+    #[serde(default)]
+    pub quotas: Quotas,
+}
+
+/// The daily quotas (bytes both ways; `None`: none) and the network's use of its own, as
+/// the kernel counted it when last read (every 2 s).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quotas {
+    pub client_daily: Option<u64>,
+    pub total_daily: Option<u64>,
+    pub network_used: Option<u64>,
+    /// The network used up its quota: nothing but DHCP and DNS is forwarded until the reset.
+    pub network_over: bool,
+    /// When the quotas' day ends (RFC 3339, UTC).
+    pub resets_at: Option<String>,
 }
 
 /// The configured rates; `None` is unlimited.
@@ -686,6 +701,11 @@ mod tests {
             version: "0.1.0".into(),
             config: "/etc/config/provisioner".into(),
             config_loaded_at: "2025-03-01T12:00:00Z".into(),
+            quotas: Quotas {
+                total_daily: Some(1_000_000_000),
+                network_used: Some(5),
+                ..Quotas::default()
+            },
         });
         let line = status.encode();
         assert_eq!(
@@ -700,7 +720,8 @@ mod tests {
                 r#""max_clients":8,"learned":3,"rates":{"dns_qps_client":10,"dns_qps_total":100,"#,
                 r#""client_up":125000,"client_down":null,"total_up":null,"total_down":null},"#,
                 r#""uptime":61,"version":"0.1.0","config":"/etc/config/provisioner","#,
-                r#""config_loaded_at":"2025-03-01T12:00:00Z"}}"#
+                r#""config_loaded_at":"2025-03-01T12:00:00Z","quotas":{"client_daily":null,"#,
+                r#""total_daily":1000000000,"network_used":5,"network_over":false,"resets_at":null}}}"#
             )
         );
         assert_eq!(Reply::decode(&line).unwrap(), status);

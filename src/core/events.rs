@@ -136,6 +136,8 @@ pub enum StationReason {
     NotExpected,
     /// Its vendor profile has as many clients as its `max_clients`.
     ProfileFull,
+    /// It used up its daily data quota (banned until the day ends).
+    Quota,
 }
 
 /// Why the activation window closed.
@@ -175,6 +177,7 @@ impl StationReason {
             StationReason::Limit => "limit",
             StationReason::Operator => "operator",
             StationReason::Abuse => "abuse",
+            StationReason::Quota => "quota",
             StationReason::Spoofing => "spoofing",
             StationReason::NotExpected => "not_expected",
             StationReason::ProfileFull => "profile_full",
@@ -372,6 +375,17 @@ pub enum Event {
         owner: Option<MacAddr>,
         secs: u64,
     },
+    /// A client (`mac`) or the whole network (`mac` none) used up its daily quota: `used`
+    /// of `limit` bytes, both ways. The kernel drops its traffic from then on (the
+    /// network's: all but DHCP and DNS) until the day ends (`secs` from now).
+    QuotaExceeded {
+        mac: Option<MacAddr>,
+        used: u64,
+        limit: u64,
+        secs: u64,
+    },
+    /// The quotas' day began: every quota is whole again.
+    QuotaReset,
     /// Spoofing reports of the last minute that were not reported one by one.
     SpoofingSuppressed {
         mac: MacAddr,
@@ -481,6 +495,8 @@ impl Event {
             Event::ConfigReloaded { .. } => "config_reloaded",
             Event::IpSpoofed { .. } => "ip_spoofed",
             Event::Abuse { .. } => "abuse",
+            Event::QuotaExceeded { .. } => "quota_exceeded",
+            Event::QuotaReset => "quota_reset",
             Event::Alarm { .. } => "alarm",
             Event::ConfigRejected { .. } => "config_rejected",
             Event::PortIsolated { .. } => "port_isolated",
@@ -536,9 +552,11 @@ impl Event {
             | Event::ConfigReloaded { .. }
             | Event::ConfigRejected { .. }
             | Event::PortIsolated { .. }
+            | Event::QuotaReset
             | Event::DnsTcpLimit { .. } => {
                 return None;
             }
+            Event::QuotaExceeded { mac, .. } => return *mac,
             Event::AllowAdded { .. } | Event::AllowRemoved { .. } | Event::AllowChanged { .. } => {
                 return None;
             }
@@ -669,6 +687,7 @@ impl Event {
             | Event::LeaseRestored { ip, .. }
             | Event::LeaseRevoked { ip, .. } => visit("ip", Ip(*ip)),
             Event::PoolExhausted { .. }
+            | Event::QuotaReset
             | Event::Joined { .. }
             | Event::BanEnded { .. }
             | Event::Unbanned { .. }
@@ -788,6 +807,19 @@ impl Event {
             Event::Abuse { cause, count, .. } => {
                 visit("cause", Str(cause));
                 visit("count", Num(u64::from(*count)));
+            }
+            Event::QuotaExceeded {
+                mac,
+                used,
+                limit,
+                secs,
+            } => {
+                if mac.is_none() {
+                    visit("scope", Str("network"));
+                }
+                visit("used", Num(*used));
+                visit("limit", Num(*limit));
+                visit("secs", Num(*secs));
             }
             Event::Alarm {
                 cause,

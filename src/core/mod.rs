@@ -161,6 +161,8 @@ pub struct Provisioner {
     turned_away: turned_away::TurnedAway,
     /// What each client's violations, floods and spoofing have cost it.
     grader: threat::Grader,
+    /// The network used up its daily quota (as last read from the kernel).
+    network_over_quota: bool,
 }
 
 impl Provisioner {
@@ -190,6 +192,7 @@ impl Provisioner {
             out: Outbox::default(),
             turned_away: turned_away::TurnedAway::default(),
             grader: threat::Grader::new(s.threat.clone()),
+            network_over_quota: false,
             settings: s,
         }
     }
@@ -1174,6 +1177,58 @@ impl Provisioner {
         self.apply(actions, now);
         self.emit();
         Ok(d)
+    }
+
+    /// The kernel's quota elements as read (every few seconds): `clients` are (MAC, used,
+    /// limit), `network` (used, limit). The kernel already drops what is over a quota; here
+    /// an admitted client over its own is evicted and banned until the day ends
+    /// (`day_left`), and the network's is said once (`status` says it until the day ends).
+    pub fn handle_quotas(
+        &mut self,
+        clients: &[(MacAddr, u64, u64)],
+        network: Option<(u64, u64)>,
+        day_left: Duration,
+        now: Instant,
+    ) {
+        let secs = day_left.as_secs();
+        for &(mac, used, limit) in clients {
+            if used < limit || !self.stations.is_admitted(mac) || day_left.is_zero() {
+                continue;
+            }
+            self.events.push(Event::QuotaExceeded {
+                mac: Some(mac),
+                used,
+                limit,
+                secs,
+            });
+            let actions =
+                self.stations
+                    .ban_with(mac, day_left, StationReason::Quota, now, &mut self.events);
+            self.apply(actions, now);
+        }
+        let over = network.filter(|(used, limit)| used >= limit);
+        if let (Some((used, limit)), false) = (over, self.network_over_quota) {
+            self.events.push(Event::QuotaExceeded {
+                mac: None,
+                used,
+                limit,
+                secs,
+            });
+        }
+        self.network_over_quota = over.is_some();
+        self.emit();
+    }
+
+    /// The quotas' day began (the kernel's elements timed out; the daemon made new ones).
+    pub fn handle_new_day(&mut self) {
+        self.network_over_quota = false;
+        self.events.push(Event::QuotaReset);
+        self.emit();
+    }
+
+    /// Whether the network is over its daily quota (nothing new is forwarded).
+    pub fn network_over_quota(&self) -> bool {
+        self.network_over_quota
     }
 
     /// The operator lifts a ban early.
@@ -2926,6 +2981,55 @@ mod tests {
         assert!(core.snapshot(t(20)).leases.is_empty());
         assert!(refused.commands.contains(&Command::RebuildTables));
         assert!(refused.commands.contains(&Command::EndFlows(vec![ip])));
+    }
+
+    #[test]
+    fn a_used_up_quota_bans_until_the_day_ends_and_the_networks_is_said_once() {
+        let mut core = started("config radio\n option hostapd external\n");
+        core.handle_station_joined(mac(1), t(0));
+        drain(&mut core);
+        lease(&mut core, mac(1), t(1));
+        events(&mut core);
+        let day_left = secs(3600);
+        // Under its quota: nothing; not admitted: nothing either.
+        core.handle_quotas(
+            &[(mac(1), 10, 100), (mac(2), 500, 100)],
+            None,
+            day_left,
+            t(2),
+        );
+        assert!(drain(&mut core).changes.is_empty());
+        assert!(events(&mut core).is_empty());
+        // Used up: evicted and banned until the day ends.
+        core.handle_quotas(&[(mac(1), 100, 100)], Some((10, 1000)), day_left, t(3));
+        let fx = drain(&mut core);
+        assert!(fx.changes.contains(&SetChange::Ban {
+            mac: mac(1),
+            timeout: day_left
+        }));
+        assert!(fx.radio.contains(&RadioCommand::Deauthenticate(mac(1))));
+        let ev = events(&mut core);
+        assert_eq!(
+            ev[0],
+            "event=quota_exceeded mac=02:00:00:00:00:01 used=100 limit=100 secs=3600"
+        );
+        assert!(
+            ev.iter()
+                .any(|e| e.starts_with("event=banned") && e.contains("reason=quota"))
+        );
+        assert!(!core.network_over_quota());
+        // The network's: said once, held until the new day.
+        for at in [4, 5] {
+            core.handle_quotas(&[], Some((1000, 1000)), day_left, t(at));
+        }
+        assert_eq!(
+            events(&mut core),
+            ["event=quota_exceeded scope=network used=1000 limit=1000 secs=3600"]
+        );
+        assert!(core.network_over_quota());
+        core.handle_new_day();
+        assert!(!core.network_over_quota());
+        assert_eq!(events(&mut core), ["event=quota_reset"]);
     }
 
     #[test]

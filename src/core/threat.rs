@@ -127,6 +127,10 @@ pub fn level_of(e: &Event, policy: &ThreatPolicy) -> &'static str {
     if matches!(e, Event::Alarm { .. }) {
         return "alarm";
     }
+    // Not a threat, but what an operator may need to act on: a quota used up.
+    if matches!(e, Event::QuotaExceeded { .. }) {
+        return "warning";
+    }
     match policy.response(e.threat()) {
         Response::Log => "info",
         _ => "warning",

@@ -119,3 +119,38 @@ mod wall_tests {
         );
     }
 }
+
+/// From `second` of the local day to the next `reset` (minutes after midnight): at most a
+/// day, and never less than a minute (a reset a second away, as the clocks drift, is the
+/// day after's), so that one day end is never taken for two.
+pub fn day_left(second: u32, reset: u16) -> std::time::Duration {
+    const DAY: u32 = 86_400;
+    let reset = u32::from(reset) * 60 % DAY;
+    let left = (reset + DAY - second % DAY) % DAY;
+    let left = if left < 60 { left + DAY } else { left };
+    std::time::Duration::from_secs(u64::from(left))
+}
+
+#[cfg(test)]
+mod day_tests {
+    use super::day_left;
+    use std::time::Duration;
+
+    #[test]
+    fn the_day_ends_at_the_next_reset() {
+        let h = |h: u64| Duration::from_secs(h * 3600);
+        // Midnight resets: from noon, 12 h; from one second past, almost a day.
+        assert_eq!(day_left(12 * 3600, 0), h(12));
+        assert_eq!(day_left(1, 0), h(24) - Duration::from_secs(1));
+        // At 04:00 exactly, the next is tomorrow's; from 03:00, in an hour.
+        assert_eq!(day_left(4 * 3600, 4 * 60), h(24));
+        assert_eq!(day_left(3 * 3600, 4 * 60), h(1));
+        // Half a minute before: the day after (the one at hand is taken as passed).
+        assert_eq!(
+            day_left(4 * 3600 - 30, 4 * 60),
+            h(24) + Duration::from_secs(30)
+        );
+        // From late evening, across midnight.
+        assert_eq!(day_left(23 * 3600, 4 * 60), h(5));
+    }
+}

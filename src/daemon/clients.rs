@@ -20,6 +20,8 @@ use crate::firewall::counters::Traffic;
 /// The counts are read every this many table checks (seconds), so that a table removed
 /// from outside is restored with counts at most this old.
 pub(super) const COUNTS_KEPT_EVERY: u32 = 10;
+/// Table checks (a second each) between two readings of the quota elements.
+pub(super) const QUOTAS_READ_EVERY: u32 = 2;
 
 impl Daemon {
     pub(super) fn clients(&mut self, now: Instant) -> Reply {
@@ -147,6 +149,62 @@ impl Daemon {
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
             ),
+            quotas: protocol::Quotas {
+                client_daily: l.client_daily,
+                total_daily: l.total_daily,
+                network_used: l
+                    .total_daily
+                    .map(|_| self.quota_reading.network.map_or(0, |q| q.used)),
+                network_over: p.network_over_quota(),
+                resets_at: (l.client_daily.is_some()
+                    || l.total_daily.is_some()
+                    || self.cfg.profiles.iter().any(|p| p.client_daily.is_some()))
+                .then(|| rfc3339(unix_secs_of(self.day_end, now, wall))),
+            },
+        }
+    }
+
+    /// Every [`QUOTAS_READ_EVERY`] table checks, the quota elements are read: who used up
+    /// theirs is evicted and banned until the day ends (the kernel already drops their
+    /// traffic). At the day's end, everyone gets new ones.
+    pub(super) fn keep_quotas(&mut self) {
+        let now = Instant::now();
+        if now >= self.day_end {
+            self.day_end = now + super::system::until_quota_reset(self.cfg.limits.quota_reset);
+            self.fw.set_day_end(self.day_end);
+            let admitted: Vec<_> = self
+                .provisioner
+                .stations_snapshot(now)
+                .clients
+                .iter()
+                .map(|(c, _)| c.mac)
+                .collect();
+            if let Err(e) = self.fw.new_day(&admitted, now) {
+                warn!("starting the quotas' new day: {e}");
+            }
+            self.quota_reading = Default::default();
+            self.provisioner.handle_new_day();
+        }
+        if self.checks % QUOTAS_READ_EVERY != 0 {
+            return;
+        }
+        match self.fw.quotas() {
+            Ok(r) => {
+                let clients: Vec<_> = r
+                    .clients
+                    .iter()
+                    .map(|(mac, q)| (*mac, q.used, q.limit))
+                    .collect();
+                let network = r.network.map(|q| (q.used, q.limit));
+                let left = self.day_end.saturating_since(now);
+                self.provisioner.handle_quotas(&clients, network, left, now);
+                if r != self.quota_reading {
+                    let day_end = unix_secs_of(self.day_end, now, SystemTime::now());
+                    super::system::write_quotas(&self.paths.run_dir, &r, day_end);
+                }
+                self.quota_reading = r;
+            }
+            Err(e) => debug!("reading the quotas: {e}"),
         }
     }
 

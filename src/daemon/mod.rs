@@ -70,18 +70,11 @@ pub struct Paths {
 /// `json_log`: audit lines as JSON objects (`--log-format json`).
 pub fn run(paths: Paths, json_log: bool) -> anyhow::Result<()> {
     let cfg = Config::load(&paths.config)?;
-    warn_not_enforced(&cfg);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the event loop")?;
     rt.block_on(async { Daemon::start(paths, cfg, json_log)?.run().await })
-}
-
-fn warn_not_enforced(cfg: &Config) {
-    for option in cfg.not_enforced() {
-        warn!("{}", Config::not_enforced_warning(&option));
-    }
 }
 
 struct Daemon {
@@ -132,6 +125,9 @@ struct Daemon {
     config_loaded: std::time::SystemTime,
     /// Table checks since the counts were last read (see `clients::COUNTS_KEPT_EVERY`).
     checks: u32,
+    /// When the daily quotas' day ends (boot clock), and their last reading.
+    day_end: Instant,
+    quota_reading: crate::firewall::quotas::QuotaReading,
 }
 
 impl Drop for Daemon {
@@ -161,6 +157,14 @@ impl Daemon {
             .snapshot(now)
             .context("reading what a previous run left in the kernel")?;
         let restored = provisioner.restore(&kernel, read_window(&paths.run_dir), now);
+        let day_end = now + system::until_quota_reset(cfg.limits.quota_reset);
+        fw.set_day_end(day_end);
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Some(r) = system::read_quotas(&paths.run_dir, now_unix) {
+            fw.seed_quotas(r);
+        }
         install(&mut fw, &cfg, &provisioner, now)?;
         let mut segment = Segment::open(cfg.network.interface.as_str())
             .context("opening the rtnetlink socket")?;
@@ -253,6 +257,8 @@ impl Daemon {
             started: now,
             config_loaded: std::time::SystemTime::now(),
             checks: 0,
+            day_end,
+            quota_reading: Default::default(),
         };
         d.set_alarms();
         d.audit(Event::ConfigLoaded {
@@ -338,6 +344,7 @@ impl Daemon {
                 _ = check.tick() => {
                     self.ensure_table("found missing");
                     self.keep_counts();
+                    self.keep_quotas();
                     self.isolate();
                     self.maintain_radio().await;
                 }
@@ -927,6 +934,10 @@ impl Daemon {
             None
         };
         let rs = Ruleset::build(&new, &self.provisioner.snapshot_under(&settings, now));
+        if new.limits.quota_reset != self.cfg.limits.quota_reset {
+            self.day_end = now + system::until_quota_reset(new.limits.quota_reset);
+            self.fw.set_day_end(self.day_end);
+        }
         self.fw
             .install(&rs)
             .map_err(|e| format!("installing table inet {TABLE}: {e:#}"))?;
@@ -959,7 +970,6 @@ impl Daemon {
             }
             self.metrics_task = new.metrics.and_then(|a| serve_metrics(a, &self.orders_tx));
         }
-        warn_not_enforced(&new);
         self.cfg = new;
         self.set_alarms();
         Ok(())

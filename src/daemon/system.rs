@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use crate::config::IfName;
 use crate::core::window::{LocalTime, SavedWindow};
+use crate::firewall::quotas::QuotaReading;
 use crate::firewall::{Firewall, TABLE};
 
 /// Local wall-clock time, for schedules.
@@ -23,6 +24,64 @@ pub(super) fn local_now() -> LocalTime {
     LocalTime {
         weekday: ((tm.tm_wday + 6) % 7) as u8,
         minute: (tm.tm_hour * 60 + tm.tm_min) as u16,
+    }
+}
+
+/// How long until the daily quotas' day ends: the next `reset` (minutes after local
+/// midnight).
+pub(super) fn until_quota_reset(reset: u16) -> std::time::Duration {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
+        .map(|t| t.tv_sec())
+        .unwrap_or(0);
+    // SAFETY: localtime_r only writes the struct it is given.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    unsafe { libc::localtime_r(&t, &mut tm) };
+    let second = (tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec) as u32;
+    crate::core::time::day_left(second, reset)
+}
+
+/// Where the quotas' last reading is kept (tmpfs on OpenWrt: no flash is worn, and a
+/// reboot starts the day afresh).
+fn quota_file(run_dir: &Path) -> PathBuf {
+    run_dir.join("quotas")
+}
+
+/// What a previous run read from the quota elements, if its day has not ended
+/// (`now_unix`); a torn or damaged file is reported and ignored (the kernel's elements, if
+/// any, are the truth anyway).
+pub(super) fn read_quotas(run_dir: &Path, now_unix: u64) -> Option<QuotaReading> {
+    let path = quota_file(run_dir);
+    let text = std::fs::read_to_string(&path).ok()?;
+    match QuotaReading::decode(&text) {
+        Some((r, day_end)) if day_end > now_unix => Some(r),
+        Some(_) => None,
+        None => {
+            warn!(
+                "{}: torn or damaged, ignored (the kernel's quota elements, if any, hold what was used)",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// Written whole, synced, then renamed over the last: a crash leaves the old file or the
+/// new, never half of one.
+pub(super) fn write_quotas(run_dir: &Path, reading: &QuotaReading, day_end_unix: u64) {
+    use std::io::Write;
+    let path = quota_file(run_dir);
+    let tmp = path.with_extension("new");
+    let result = std::fs::File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(reading.encode(day_end_unix).as_bytes())?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = result {
+        warn!(
+            "{}: {e}; a restart without our tables would lose today's quota use",
+            path.display()
+        );
     }
 }
 

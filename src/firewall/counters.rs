@@ -87,8 +87,9 @@ impl Firewall {
         let want_up = bindings.map(|b| keys(b.iter().map(|p| p.encode().to_vec()).collect()));
         let want_down =
             bindings.map(|b| keys(b.iter().map(|(_, ip)| ip.encode().to_vec()).collect()));
-        let up = pairs(self.elements_expecting(COUNT_UP, want_up.as_deref())?);
-        let down = pairs(self.elements_expecting(COUNT_DOWN, want_down.as_deref())?);
+        let netdev = super::Family::Netdev;
+        let up = pairs(self.family_elements(netdev, COUNT_UP, want_up.as_deref())?);
+        let down = pairs(self.family_elements(netdev, COUNT_DOWN, want_down.as_deref())?);
         Ok(join(up, down))
     }
 

@@ -5,6 +5,7 @@ pub mod counters;
 pub mod keys;
 pub mod netlink;
 pub mod nflog;
+pub mod quotas;
 pub mod ruleset;
 
 use std::io::Write;
@@ -45,7 +46,15 @@ pub struct Firewall {
     index: HashMap<(&'static str, Key), usize>,
     /// The counts last read from the counting sets (see `counters`).
     last_traffic: counters::TrafficMap,
+    /// Where the installed table keeps the quotas, what they had used when last read, and
+    /// when their day ends.
+    quota_plan: ruleset::QuotaPlan,
+    last_quotas: quotas::QuotaReading,
+    day_end: Option<Instant>,
 }
+
+/// The families our tables live in.
+const FAMILIES: [Family; 3] = [Family::Inet, Family::Arp, Family::Netdev];
 
 /// The sets, in the order a batch touches them.
 const SETS: [&str; 4] = ["clients", "banned", "leases", "learned4"];
@@ -91,6 +100,9 @@ impl Firewall {
             batch: Vec::new(),
             index: HashMap::new(),
             last_traffic: HashMap::new(),
+            quota_plan: ruleset::QuotaPlan::default(),
+            last_quotas: quotas::QuotaReading::default(),
+            day_end: None,
         })
     }
 
@@ -98,9 +110,17 @@ impl Firewall {
     /// and chain, with its hook, priority and number of rules, is what was asked for.
     /// Each client's counts are carried over from the table it replaces.
     pub fn install(&mut self, rs: &Ruleset) -> Result<(), FirewallError> {
+        // A first install (a restart) reads what the table it replaces used by the new
+        // plan: the old one is the previous run's.
+        if self.quota_plan.is_empty() {
+            self.quota_plan = rs.quotas.clone();
+        }
+        let carried = self.carry_quotas();
         let rs = self.carry_traffic(rs);
         run_nft(&rs.script())?;
-        self.verify(&rs)
+        self.verify(&rs)?;
+        self.quota_plan = rs.quotas.clone();
+        self.restore_quotas(&rs.metered, &carried, Instant::now())
     }
 
     pub fn verify(&mut self, rs: &Ruleset) -> Result<(), FirewallError> {
@@ -168,7 +188,7 @@ impl Firewall {
     /// Whether all our tables are there (they survive the daemon; see
     /// [`Firewall::remove_tables`]).
     pub fn table_exists(&mut self) -> Result<bool, FirewallError> {
-        for family in [Family::Inet, Family::Arp] {
+        for family in FAMILIES {
             if self.nl.describe_table(family.number(), TABLE)?.is_none() {
                 return Ok(false);
             }
@@ -185,7 +205,19 @@ impl Firewall {
         set: &str,
         expected: Option<&[Vec<u8>]>,
     ) -> Result<Vec<netlink::SetElement>, FirewallError> {
-        match self.nl.set_elements_expecting(TABLE, set, expected) {
+        self.family_elements(Family::Inet, set, expected)
+    }
+
+    fn family_elements(
+        &mut self,
+        family: Family,
+        set: &str,
+        expected: Option<&[Vec<u8>]>,
+    ) -> Result<Vec<netlink::SetElement>, FirewallError> {
+        match self
+            .nl
+            .family_set_elements(family.number(), TABLE, set, expected)
+        {
             // No table (first start) or no such set (a table from an older version).
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(Vec::new()),
             r => Ok(r?),
@@ -341,6 +373,7 @@ impl Firewall {
         // one keeps its count: an add without EXCL changes nothing), deleted when it ends,
         // so that a renewal, which re-adds the lease, does not reset the count.
         let counts = self.count_changes();
+        let mut count_ops = Vec::with_capacity(counts.len() * 2);
         for phase in 0..3 {
             for c in &counts {
                 let set = c.set;
@@ -352,13 +385,36 @@ impl Firewall {
                     comment: None,
                 };
                 match phase {
-                    0 if c.removed => ops.push(add),
-                    1 if c.removed => ops.push(SetOp::Delete { set, key }),
-                    2 if c.stays => ops.push(add),
+                    0 if c.removed => count_ops.push(add),
+                    1 if c.removed => count_ops.push(SetOp::Delete { set, key }),
+                    2 if c.stays => count_ops.push(add),
                     _ => {}
                 }
             }
         }
+        // An admitted client's quota element, if it has none yet today (one that is there
+        // keeps what it used: a client that comes back the same day goes on from there).
+        let quota_keys: Vec<(String, Key, u64)> = match self.day_left(Instant::now()) {
+            Some(_) => changes
+                .iter()
+                .filter_map(|c| match c {
+                    SetChange::Admit { mac, .. } => {
+                        let (set, limit) = self.quota_plan.client_set(*mac)?;
+                        Some((set, mac.encode(), limit))
+                    }
+                    _ => None,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let day_left = self.day_left(Instant::now()).unwrap_or_default();
+        count_ops.extend(quota_keys.iter().map(|(set, key, limit)| SetOp::AddQuota {
+            set: set.as_str(),
+            key: key.as_bytes(),
+            timeout: day_left,
+            limit: *limit,
+            used: 0,
+        }));
         // The ARP table's copy of the bindings changes in the same transaction.
         let arp: Vec<SetOp> = ops
             .iter()
@@ -367,7 +423,11 @@ impl Firewall {
             .collect();
         self.nl.apply_families(
             TABLE,
-            &[(Family::Inet.number(), &ops), (Family::Arp.number(), &arp)],
+            &[
+                (Family::Inet.number(), &ops),
+                (Family::Arp.number(), &arp),
+                (Family::Netdev.number(), &count_ops),
+            ],
         )?;
         for p in self.batch.iter().filter(|p| p.set == "leases" && p.removed) {
             if let Some(pair) = SetKey::decode(&p.key) {
@@ -434,7 +494,7 @@ impl Firewall {
     /// any was there.
     pub fn remove_tables(&mut self) -> Result<bool, FirewallError> {
         let mut any = false;
-        for family in [Family::Inet, Family::Arp] {
+        for family in FAMILIES {
             any |= self.nl.delete_table(family.number(), TABLE)?;
         }
         Ok(any)
@@ -760,7 +820,7 @@ config allow 'acme'
             fw.install(&Ruleset::build(&cfg, &state)).unwrap();
             assert_eq!(fw.traffic().unwrap()[&(mac, ip)], want);
             assert!(
-                nft_list_set("inet", "count_down").contains("counter packets 800 bytes 1100000")
+                nft_list_set("netdev", "count_down").contains("counter packets 800 bytes 1100000")
             );
             // A renewal keeps them.
             fw.apply(std::slice::from_ref(&bind)).unwrap();

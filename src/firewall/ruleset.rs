@@ -31,6 +31,10 @@ pub enum Hook {
     Postrouting,
     /// The arp family's input (`NF_ARP_IN`).
     ArpInput,
+    /// The netdev family's, on one device: what it receives (`NF_NETDEV_INGRESS`) and what
+    /// is sent through it (`NF_NETDEV_EGRESS`).
+    Ingress,
+    Egress,
 }
 
 impl Hook {
@@ -41,6 +45,8 @@ impl Hook {
             Hook::Forward => "forward",
             Hook::Output => "output",
             Hook::Postrouting => "postrouting",
+            Hook::Ingress => "ingress",
+            Hook::Egress => "egress",
         }
     }
 
@@ -54,6 +60,8 @@ impl Hook {
             Hook::Output => 3,
             Hook::Postrouting => 4,
             Hook::ArpInput => 0,
+            Hook::Ingress => 0,
+            Hook::Egress => 1,
         }
     }
 }
@@ -63,6 +71,8 @@ pub struct BaseChain {
     pub kind: &'static str,
     pub hook: Hook,
     pub priority: i32,
+    /// The device a netdev chain hooks (`None` in the other families).
+    pub device: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,8 +88,12 @@ pub struct Set {
     pub key: &'static str,
     pub flags: &'static str,
     /// More of the definition (`size`, `timeout`), a line each.
-    pub settings: &'static [&'static str],
+    pub settings: Vec<String>,
     pub elements: Vec<String>,
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
 }
 
 /// An nftables address family our tables live in.
@@ -90,6 +104,9 @@ pub enum Family {
     /// The router's ARP input: only ARP whose sender a lease binds reaches its neighbour
     /// table.
     Arp,
+    /// The provisioning device's own hooks: what must see every packet of a client, also
+    /// those a flowtable carries past the forward hook (counts, rates, the DSCP mark).
+    Netdev,
 }
 
 impl Family {
@@ -97,6 +114,7 @@ impl Family {
         match self {
             Family::Inet => "inet",
             Family::Arp => "arp",
+            Family::Netdev => "netdev",
         }
     }
 
@@ -105,6 +123,7 @@ impl Family {
         match self {
             Family::Inet => crate::firewall::netlink::FAMILY_INET,
             Family::Arp => crate::firewall::netlink::FAMILY_ARP,
+            Family::Netdev => crate::firewall::netlink::FAMILY_NETDEV,
         }
     }
 }
@@ -123,9 +142,58 @@ pub struct Table {
 pub struct Ruleset {
     pub inet: Table,
     pub arp: Table,
+    pub netdev: Table,
     /// The bindings whose traffic the `count_up`/`count_down` sets count (see
     /// [`Ruleset::with_counters`]).
     pub counted: Vec<(crate::core::MacAddr, std::net::Ipv4Addr)>,
+    /// Where each client's daily quota is kept, and the network's.
+    pub quotas: QuotaPlan,
+    /// The admitted clients, whose quota elements the installed table gets.
+    pub metered: Vec<crate::core::MacAddr>,
+}
+
+/// Which quota set a client's element goes in (its vendor profile's, with a quota of its
+/// own, else the clients'), and the network's quota.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QuotaPlan {
+    profiles: Vec<crate::core::profile::Profile>,
+    own: Vec<Option<u64>>,
+    client: Option<u64>,
+    pub network: Option<u64>,
+}
+
+impl QuotaPlan {
+    pub fn of(cfg: &Config) -> QuotaPlan {
+        QuotaPlan {
+            profiles: cfg.profiles.iter().map(|p| p.profile.clone()).collect(),
+            own: cfg.profiles.iter().map(|p| p.client_daily).collect(),
+            client: cfg.limits.client_daily,
+            network: cfg.limits.total_daily,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.network.is_none() && self.client_sets().is_empty()
+    }
+
+    /// The set `mac`'s quota is kept in, and its daily bytes.
+    pub fn client_set(&self, mac: crate::core::MacAddr) -> Option<(String, u64)> {
+        if let Some(i) = crate::core::profile::of(&self.profiles, mac) {
+            if let Some(bytes) = self.own[i] {
+                return Some((quota_profile(i), bytes));
+            }
+        }
+        self.client.map(|b| (QUOTA_CLIENT.to_owned(), b))
+    }
+
+    /// Every client quota set.
+    pub fn client_sets(&self) -> Vec<String> {
+        let own = self.own.iter().enumerate();
+        own.filter(|(_, b)| b.is_some())
+            .map(|(i, _)| quota_profile(i))
+            .chain(self.client.map(|_| QUOTA_CLIENT.to_owned()))
+            .collect()
+    }
 }
 
 /// The sets that count each client's traffic in the kernel (`firewall::counters`): up by
@@ -133,9 +201,20 @@ pub struct Ruleset {
 pub const COUNT_UP: &str = "count_up";
 pub const COUNT_DOWN: &str = "count_down";
 
-/// The counting chain runs after ours and fw4's forward chains (at `filter`), so it counts
-/// only what both let through: what was really forwarded.
-const PRIO_COUNT: i32 = PRIO_FILTER + 10;
+/// The daily quota sets (netdev table): the clients' (`ether_addr`, each client's bytes
+/// both ways), a vendor profile's own ([`quota_profile`]), and the network's (one `ip`
+/// element: every client's bytes). Their elements time out when the day ends.
+pub const QUOTA_CLIENT: &str = "quota_c";
+pub const QUOTA_NETWORK: &str = "quota_n";
+
+/// The quota set of the `i`th vendor profile (with a `client_daily` of its own).
+pub fn quota_profile(i: usize) -> String {
+    format!("quota_p{i}")
+}
+
+/// Our device chains run before anything else on those hooks, fw4's flowtable included
+/// (it hooks ingress at priority 0): a flow it offloads still passes them.
+const PRIO_DEVICE: i32 = -500;
 
 /// ` comment "name"` for an element, if the name is safe to quote (DNS names as the
 /// resolver normalises them always are).
@@ -208,7 +287,7 @@ fn rate_rules(cfg: &Config) -> (Vec<String>, Vec<String>, Vec<Set>) {
         name: name.into(),
         key: "ipv4_addr",
         flags: "dynamic,timeout",
-        settings: &["size 4096", "timeout 1m"],
+        settings: strs(&["size 4096", "timeout 1m"]),
         elements: Vec::new(),
     };
     let (mut up, mut down, mut sets) = (Vec::new(), Vec::new(), Vec::new());
@@ -289,6 +368,134 @@ fn rate_rules(cfg: &Config) -> (Vec<String>, Vec<String>, Vec<Set>) {
         }
     }
     (up, down, sets)
+}
+
+/// The provisioning device's own table (netdev family): each client's counts, rates and
+/// lower-effort mark, on the device's ingress (what clients send, before routing) and
+/// egress (what is sent to them, after it). Netfilter's forward hook is skipped by a flow
+/// that a flowtable (fw4's `flow_offloading`) has taken over, but the device hooks are
+/// not: software offload receives at the device's ingress, after our chain, and transmits
+/// through the device, so its egress. Home traffic never passes these hooks at all.
+///
+/// Only a bound pair is looked up further (`count_up`/`count_down` hold the bindings), so
+/// strangers and spoofers, which the inet table drops, fill no rate set; DHCP and DNS, the
+/// router's own service, are neither policed nor marked.
+fn device_table(
+    cfg: &Config,
+    counted: &[(crate::core::MacAddr, std::net::Ipv4Addr)],
+    up: Vec<String>,
+    down: Vec<String>,
+    rate_sets: Vec<Set>,
+) -> Table {
+    let dev = |hook| {
+        Some(BaseChain {
+            kind: "filter",
+            hook,
+            priority: PRIO_DEVICE,
+            device: Some(cfg.network.interface.to_string()),
+        })
+    };
+    let mut sets: Vec<Set> = count_sets(counted, |_, _| None).into();
+    // Each client's rate, by its address, in a set the rules fill as packets pass
+    // (an element leaves a minute after the client's last packet).
+    for (name, per_client) in [
+        ("rate_up", cfg.limits.client_rate_up),
+        ("rate_down", cfg.limits.client_rate_down),
+    ] {
+        if per_client.is_some() {
+            sets.push(Set {
+                name: name.into(),
+                key: "ipv4_addr",
+                flags: "dynamic,timeout",
+                settings: strs(&["size 4096", "timeout 1m"]),
+                elements: Vec::new(),
+            });
+        }
+    }
+    sets.extend(rate_sets);
+    // Daily quotas, both ways, in the kernel: an element per client (in its profile's set
+    // if that has a quota of its own) and one for the network, each counting down what
+    // passes and timing out at the day's end, when the daemon adds new ones. Over its quota,
+    // a client's traffic is dropped here even while the daemon is away.
+    let mut quota_up = Vec::new();
+    let mut quota_down = Vec::new();
+    let quota_set = |name: String, key: &'static str, bytes: u64| Set {
+        name: name.into(),
+        key,
+        flags: "timeout",
+        settings: vec![format!("quota over {bytes} bytes")],
+        elements: Vec::new(),
+    };
+    let mut client_quota = |name: String, bytes: u64, whose: &str| {
+        sets.push(quota_set(name.clone(), "ether_addr", bytes));
+        quota_up.push(format!(
+            "ether saddr @{name} counter drop comment \"over {whose} daily quota\""
+        ));
+        quota_down.push(format!(
+            "ether daddr @{name} counter drop comment \"over {whose} daily quota\""
+        ));
+    };
+    for (i, p) in cfg.profiles.iter().enumerate() {
+        if let Some(bytes) = p.client_daily {
+            client_quota(quota_profile(i), bytes, "its profile's");
+        }
+    }
+    if let Some(bytes) = cfg.limits.client_daily {
+        client_quota(QUOTA_CLIENT.to_owned(), bytes, "the client's");
+    }
+    if let Some(bytes) = cfg.limits.total_daily {
+        sets.push(quota_set(QUOTA_NETWORK.to_owned(), "ether_type", bytes));
+        for v in [&mut quota_up, &mut quota_down] {
+            v.push(format!(
+                "meta protocol @{QUOTA_NETWORK} counter drop comment \"over the network's daily quota\""
+            ));
+        }
+    }
+    let service_up = "meta l4proto udp udp dport 67 return".to_owned();
+    let dns_up = "meta l4proto { tcp, udp } th dport 53 return".to_owned();
+    let service_down = "meta l4proto udp udp sport 67 return".to_owned();
+    let dns_down = "meta l4proto { tcp, udp } th sport 53 return".to_owned();
+    let chains = vec![
+        Chain {
+            name: "ingress",
+            base: dev(Hook::Ingress),
+            // Positive lookups, which count the element they find (a negated one, `!=
+            // @set`, counts nothing: see the kernel test), never per-client rules.
+            rules: vec![format!(
+                "ether saddr . ip saddr @{COUNT_UP} jump from_client"
+            )],
+        },
+        Chain {
+            name: "from_client",
+            base: None,
+            rules: [service_up, dns_up]
+                .into_iter()
+                .chain(quota_up)
+                .chain(up)
+                .chain([LOWER_EFFORT.to_owned()])
+                .collect(),
+        },
+        Chain {
+            name: "egress",
+            base: dev(Hook::Egress),
+            rules: vec![format!("ip daddr @{COUNT_DOWN} jump to_client")],
+        },
+        Chain {
+            name: "to_client",
+            base: None,
+            rules: [service_down, dns_down]
+                .into_iter()
+                .chain(quota_down)
+                .chain(down)
+                .chain([LOWER_EFFORT.to_owned()])
+                .collect(),
+        },
+    ];
+    Table {
+        family: Family::Netdev,
+        sets,
+        chains,
+    }
 }
 
 /// Logs a packet about to be dropped for `why` to the daemon (the audit log's
@@ -375,6 +582,7 @@ impl Ruleset {
                 kind,
                 hook,
                 priority,
+                device: None,
             })
         };
         let r = |s: &str| s.to_owned();
@@ -407,7 +615,7 @@ impl Ruleset {
                 name: "clients".into(),
                 key: "ether_addr",
                 flags: "timeout",
-                settings: &[],
+                settings: Vec::new(),
                 elements: state
                     .clients
                     .iter()
@@ -427,7 +635,7 @@ impl Ruleset {
                 name: "banned".into(),
                 key: "ether_addr",
                 flags: "timeout",
-                settings: &[],
+                settings: Vec::new(),
                 elements: state
                     .bans
                     .iter()
@@ -442,7 +650,7 @@ impl Ruleset {
                 name: "allow4_net".into(),
                 key: allow_key,
                 flags: "interval",
-                settings: &[],
+                settings: Vec::new(),
                 elements: allow,
             },
             // Addresses learned from DNS answers, per client: this MAC may reach this
@@ -452,7 +660,7 @@ impl Ruleset {
                 name: "learned4".into(),
                 key: "ether_addr . ipv4_addr . inet_proto . inet_service",
                 flags: "timeout",
-                settings: &[],
+                settings: Vec::new(),
                 elements: learned
                     .iter()
                     .filter(|(_, left, _)| !left.is_zero())
@@ -474,7 +682,7 @@ impl Ruleset {
                 name: "protect4".into(),
                 key: "ipv4_addr",
                 flags: "interval",
-                settings: &[],
+                settings: Vec::new(),
                 elements: net
                     .protect
                     .iter()
@@ -487,7 +695,7 @@ impl Ruleset {
             name: "flow_logged".into(),
             key: "ether_addr",
             flags: "dynamic,timeout",
-            settings: &["size 1024", "timeout 1m"],
+            settings: strs(&["size 1024", "timeout 1m"]),
             elements: Vec::new(),
         });
         // Clients whose packets from an address not theirs were logged lately.
@@ -495,34 +703,9 @@ impl Ruleset {
             name: "spoof_logged".into(),
             key: "ether_addr",
             flags: "dynamic,timeout",
-            settings: &["size 1024", "timeout 1m"],
+            settings: strs(&["size 1024", "timeout 1m"]),
             elements: Vec::new(),
         });
-        // Each client's traffic, counted per element as it is forwarded (the elements follow
-        // the bindings; their counts are carried over by `Ruleset::with_counters`).
-        let counted: Vec<_> = leases
-            .iter()
-            .filter(|l| !l.remaining.is_zero())
-            .map(|l| (l.mac, l.ip))
-            .collect();
-        sets.extend(count_sets(&counted, |_, _| None));
-        // Each client's rate, by its address, in a set the rules fill as packets pass
-        // (an element leaves a minute after the client's last packet).
-        for (name, per_client) in [
-            ("rate_up", cfg.limits.client_rate_up),
-            ("rate_down", cfg.limits.client_rate_down),
-        ] {
-            if per_client.is_some() {
-                sets.push(Set {
-                    name: name.into(),
-                    key: "ipv4_addr",
-                    flags: "dynamic,timeout",
-                    settings: &["size 4096", "timeout 1m"],
-                    elements: Vec::new(),
-                });
-            }
-        }
-        sets.extend(profile_rate_sets);
 
         let chains = vec![
             // Before conntrack: spoofed and IPv6 packets never create state or reach NAT.
@@ -603,13 +786,14 @@ impl Ruleset {
                     // match once: the sample and the drop are in the chain it goes to, so
                     // allowed traffic pays no second compare or lookup.)
                     format!("oifname != {wan} goto refuse_not_wan"),
-                    r("ip daddr @protect4 goto refuse_protected"),
                 ]
                 .into_iter()
-                .chain(up)
-                .chain([r(LOWER_EFFORT)])
+                // An open connection of ours goes on at once: its first packet passed what
+                // follows (no allow-list entry overlaps a protected network, and a reload
+                // that removes one ends its connections).
                 .chain(ours.iter().cloned())
                 .chain([
+                    r("ip daddr @protect4 goto refuse_protected"),
                     format!("{allow_match} @allow4_net {allowed}"),
                     format!("ether saddr . ip daddr . meta l4proto . th dport @learned4 {allowed}"),
                     sampled(FlowBlock::NotAllowed),
@@ -641,8 +825,6 @@ impl Ruleset {
                     "iifname != {wan} counter drop comment \"not from the WAN\""
                 )]
                 .into_iter()
-                .chain(down)
-                .chain([r(LOWER_EFFORT)])
                 .chain(ours.iter().cloned())
                 .chain([r("counter drop comment \"unsolicited inbound\"")])
                 .collect(),
@@ -655,17 +837,6 @@ impl Ruleset {
                 rules: vec![
                     format!("oifname {prov} meta nfproto ipv6 drop"),
                     format!("oifname {prov} ct state new ct mark set ct mark | {ALLOW_MARK:#x}"),
-                ],
-            },
-            // Per-client bytes and packets, forwarded from (up) and to (down) the client:
-            // positive lookups, which count the element they find (a negated one, `!=
-            // @set`, counts nothing: see the kernel test), never per-client rules.
-            Chain {
-                name: "forwarded",
-                base: base("filter", Hook::Forward, PRIO_COUNT),
-                rules: vec![
-                    format!("iifname {prov} ether saddr . ip saddr @{COUNT_UP}"),
-                    format!("oifname {prov} ip daddr @{COUNT_DOWN}"),
                 ],
             },
             Chain {
@@ -684,7 +855,7 @@ impl Ruleset {
                     name: "arp_logged".into(),
                     key: "ether_addr",
                     flags: "dynamic,timeout",
-                    settings: &["size 1024", "timeout 1m"],
+                    settings: strs(&["size 1024", "timeout 1m"]),
                     elements: Vec::new(),
                 },
             ],
@@ -716,6 +887,12 @@ impl Ruleset {
                 },
             ],
         };
+        let counted: Vec<_> = leases
+            .iter()
+            .filter(|l| !l.remaining.is_zero())
+            .map(|l| (l.mac, l.ip))
+            .collect();
+        let netdev = device_table(cfg, &counted, up, down, profile_rate_sets);
         Ruleset {
             inet: Table {
                 family: Family::Inet,
@@ -723,7 +900,15 @@ impl Ruleset {
                 chains,
             },
             arp,
+            netdev,
             counted,
+            quotas: QuotaPlan::of(cfg),
+            metered: state
+                .clients
+                .iter()
+                .filter(|(_, left)| !left.is_zero())
+                .map(|(c, _)| c.mac)
+                .collect(),
         }
     }
 
@@ -736,15 +921,15 @@ impl Ruleset {
     ) -> Ruleset {
         let new = count_sets(&self.counted, carried);
         for set in new {
-            if let Some(old) = self.inet.sets.iter_mut().find(|s| s.name == set.name) {
+            if let Some(old) = self.netdev.sets.iter_mut().find(|s| s.name == set.name) {
                 *old = set;
             }
         }
         self
     }
 
-    pub fn tables(&self) -> [&Table; 2] {
-        [&self.inet, &self.arp]
+    pub fn tables(&self) -> [&Table; 3] {
+        [&self.inet, &self.arp, &self.netdev]
     }
 
     /// The nft script that replaces the tables atomically: create-if-missing, delete,
@@ -773,7 +958,7 @@ impl Table {
             if !set.flags.is_empty() {
                 let _ = writeln!(s, "\t\tflags {}", set.flags);
             }
-            for line in set.settings {
+            for line in &set.settings {
                 let _ = writeln!(s, "\t\t{line}");
             }
             if !set.elements.is_empty() {
@@ -784,9 +969,14 @@ impl Table {
         for chain in &self.chains {
             let _ = writeln!(s, "\tchain {} {{", chain.name);
             if let Some(b) = &chain.base {
+                let device = b
+                    .device
+                    .as_ref()
+                    .map(|d| format!(" device \"{d}\""))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     s,
-                    "\t\ttype {} hook {} priority {}; policy accept;",
+                    "\t\ttype {} hook {}{device} priority {}; policy accept;",
                     b.kind,
                     b.hook.name(),
                     b.priority
@@ -830,14 +1020,14 @@ fn count_sets(
             name: COUNT_UP.into(),
             key: "ether_addr . ipv4_addr",
             flags: "",
-            settings: &["counter"],
+            settings: strs(&["counter"]),
             elements: up,
         },
         Set {
             name: COUNT_DOWN.into(),
             key: "ipv4_addr",
             flags: "",
-            settings: &["counter"],
+            settings: strs(&["counter"]),
             elements: down,
         },
     ]
@@ -849,7 +1039,7 @@ fn leases_set(leases: &[crate::core::leases::Binding]) -> Set {
         name: "leases".into(),
         key: "ether_addr . ipv4_addr",
         flags: "timeout",
-        settings: &[],
+        settings: Vec::new(),
         elements: leases
             .iter()
             .filter(|l| !l.remaining.is_zero())
@@ -961,8 +1151,8 @@ config allow 'ntp'
         )
         .unwrap();
         let r = Ruleset::build(&cfg, &Snapshot::default());
-        let up = rules(&r.inet, "forward_from_prov");
-        let down = rules(&r.inet, "forward_to_prov");
+        let up = rules(&r.netdev, "from_client");
+        let down = rules(&r.netdev, "to_client");
         let macs = "{ 00:11:22:00:00:00-00:11:22:ff:ff:ff }";
         let pos = |v: &[String], needle: &str| {
             v.iter()
@@ -981,7 +1171,7 @@ config allow 'ntp'
         assert!(
             down[pos(&down, "@rate_down ")].starts_with("ip daddr != @seen_p0 update @rate_down ")
         );
-        assert!(pos(&up, "@rate_up_p0") < pos(&up, "@allow4_net"));
+        assert!(pos(&up, "@rate_up_p0") < pos(&up, LOWER_EFFORT));
         for set in [
             "seen_p0",
             "rate_up_p0",
@@ -989,7 +1179,7 @@ config allow 'ntp'
             "rate_up",
             "rate_down",
         ] {
-            assert!(r.inet.sets.iter().any(|s| s.name == set), "{set}");
+            assert!(r.netdev.sets.iter().any(|s| s.name == set), "{set}");
         }
     }
 
@@ -1071,66 +1261,75 @@ config allow 'ntp'
 
     #[test]
     fn rates_police_each_client_before_the_network_and_everything_goes_lower_effort() {
-        let chain = |rs: &Ruleset, name: &str| {
-            rs.inet
-                .chains
-                .iter()
-                .find(|c| c.name == name)
-                .unwrap()
-                .rules
-                .clone()
-        };
+        let chain = |rs: &Ruleset, name: &str| rules(&rs.netdev, name);
         let pos = |rules: &[String], what: &str| {
             rules
                 .iter()
                 .position(|r| r.contains(what))
                 .unwrap_or_else(|| panic!("no rule with {what:?} in {rules:#?}"))
         };
-        // Unlimited: no rate rule or set, and still the lower priority both ways.
+        // Unlimited: no rate rule or set, and still the lower priority both ways, after the
+        // router's own DHCP and DNS went their way.
         let plain = ruleset();
+        assert!(
+            !plain
+                .tables()
+                .iter()
+                .flat_map(|t| &t.chains)
+                .flat_map(|c| &c.rules)
+                .any(|r| r.contains("limit rate")
+                    && !r.contains(nflog::PREFIX_FLOW)
+                    && !r.contains(nflog::PREFIX_SPOOF)
+                    && !r.contains(nflog::PREFIX_ARP))
+        );
+        assert!(
+            !plain
+                .tables()
+                .iter()
+                .flat_map(|t| &t.sets)
+                .any(|s| s.name.starts_with("rate_"))
+        );
+        for (name, port) in [("from_client", "dport"), ("to_client", "sport")] {
+            let rules = chain(&plain, name);
+            assert_eq!(rules.last().unwrap(), LOWER_EFFORT);
+            assert!(pos(&rules, &format!("udp {port} 67 return")) < rules.len() - 1);
+            assert!(pos(&rules, &format!("th {port} 53 return")) < rules.len() - 1);
+        }
+        // The inet table no longer rewrites anything.
         assert!(
             !plain
                 .inet
                 .chains
                 .iter()
                 .flat_map(|c| &c.rules)
-                .any(|r| r.contains("limit rate")
-                    && !r.contains(nflog::PREFIX_FLOW)
-                    && !r.contains(nflog::PREFIX_SPOOF))
+                .any(|r| r.contains("dscp"))
         );
-        assert!(!plain.inet.sets.iter().any(|s| s.name.starts_with("rate_")));
-        for name in ["forward_from_prov", "forward_to_prov"] {
-            let rules = chain(&plain, name);
-            assert!(pos(&rules, LOWER_EFFORT) < pos(&rules, "ct state established"));
-        }
 
         let limited = format!(
             "{CONFIG}config limits\n\toption client_rate_up '1mbit'\n\toption total_rate_up '4mbit'\n\toption client_rate_down '2mbit'\n"
         );
         let cfg = Config::parse("t", &limited, false).unwrap();
         let rs = Ruleset::build(&cfg, &Snapshot::default());
-        let up = chain(&rs, "forward_from_prov");
+        let up = chain(&rs, "from_client");
         let client = pos(
             &up,
             "update @rate_up { ip saddr limit rate over 125000 bytes/second",
         );
         let total = pos(&up, "limit rate over 500000 bytes/second");
-        // Nothing the policer drops is let out by the accepts, and a client over its own
-        // rate spends none of the network's.
-        assert!(pos(&up, "@protect4") < client && client < total);
-        assert!(total < pos(&up, "ct state established"));
-        assert!(total < pos(&up, "@allow4_net"));
-        let down = chain(&rs, "forward_to_prov");
+        // A client over its own rate spends none of the network's; DHCP and DNS are neither.
+        assert!(pos(&up, "th dport 53 return") < client && client < total);
+        assert!(total < pos(&up, LOWER_EFFORT));
+        let down = chain(&rs, "to_client");
         let client = pos(
             &down,
             "update @rate_down { ip daddr limit rate over 250000 bytes/second",
         );
-        assert!(client < pos(&down, "ct state established"));
+        assert!(pos(&down, "th sport 53 return") < client);
         assert!(
             !down.iter().any(|r| r.starts_with("limit rate")),
             "no total_rate_down"
         );
-        let sets: Vec<_> = rs.inet.sets.iter().map(|s| &*s.name).collect();
+        let sets: Vec<_> = rs.netdev.sets.iter().map(|s| &*s.name).collect();
         assert!(sets.contains(&"rate_up") && sets.contains(&"rate_down"));
         assert!(
             rs.script()
@@ -1139,9 +1338,9 @@ config allow 'ntp'
     }
 
     #[test]
-    fn each_binding_is_counted_both_ways_and_counts_carry_over() {
+    fn each_binding_is_counted_both_ways_on_the_device_and_counts_carry_over() {
         let r = ruleset();
-        let set = |r: &Ruleset, n| r.inet.sets.iter().find(|s| s.name == n).unwrap().clone();
+        let set = |r: &Ruleset, n| r.netdev.sets.iter().find(|s| s.name == n).unwrap().clone();
         let up = set(&r, COUNT_UP);
         assert_eq!(up.key, "ether_addr . ipv4_addr");
         assert_eq!(up.elements, ["02:00:00:00:00:01 . 192.168.250.2"]);
@@ -1149,27 +1348,34 @@ config allow 'ntp'
         assert!(r.script().contains(
             "\tset count_down {\n\t\ttype ipv4_addr\n\t\tcounter\n\t\telements = { 192.168.250.2 }\n\t}"
         ));
-        // Only what both our forward chain and fw4's (at `filter`) let through is counted,
-        // each way by a positive lookup (a negated one counts nothing).
-        let count = r
-            .inet
-            .chains
-            .iter()
-            .find(|c| c.name == "forwarded")
-            .unwrap();
-        let base = count.base.as_ref().unwrap();
-        assert_eq!(
-            (base.hook, base.priority),
-            (Hook::Forward, PRIO_FILTER + 10)
-        );
-        assert_eq!(
-            count.rules,
-            [
-                "iifname \"prov0\" ether saddr . ip saddr @count_up",
-                "oifname \"prov0\" ip daddr @count_down"
-            ]
-        );
-        assert!(count.rules.iter().all(|r| !r.contains("!=")));
+        // Counted on the provisioning device's own hooks, before anything else there (a
+        // flowtable cannot carry a packet past them), each way by a positive lookup (a
+        // negated one counts nothing).
+        for (name, hook, rule) in [
+            (
+                "ingress",
+                Hook::Ingress,
+                "ether saddr . ip saddr @count_up jump from_client",
+            ),
+            (
+                "egress",
+                Hook::Egress,
+                "ip daddr @count_down jump to_client",
+            ),
+        ] {
+            let c = r.netdev.chains.iter().find(|c| c.name == name).unwrap();
+            let base = c.base.as_ref().unwrap();
+            assert_eq!(
+                (base.hook, base.priority, base.device.as_deref()),
+                (hook, PRIO_DEVICE, Some("prov0"))
+            );
+            assert_eq!(c.rules, [rule]);
+        }
+        assert!(r.script().contains(
+            "\tchain egress {\n\t\ttype filter hook egress device \"prov0\" priority -500; policy accept;"
+        ));
+        // Nothing counts in the inet table any more.
+        assert!(!r.inet.sets.iter().any(|s| s.name.starts_with("count_")));
 
         let mac: crate::core::MacAddr = "02:00:00:00:00:01".parse().unwrap();
         let c = |packets, bytes| Counter { packets, bytes };
@@ -1186,29 +1392,34 @@ config allow 'ntp'
             ["192.168.250.2 counter packets 5 bytes 1000000"]
         );
         // Nothing else changes; nothing carried, nothing written.
-        assert_eq!(carried.inet.chains, r.inet.chains);
+        assert_eq!(carried.netdev.chains, r.netdev.chains);
         assert_eq!(r.clone().with_counters(|_, _| None), r);
     }
 
     #[test]
     fn script_replaces_the_table_in_one_file() {
         let s = ruleset().script();
-        let lines: Vec<_> = s.lines().take(5).collect();
+        let lines: Vec<_> = s.lines().take(7).collect();
         assert_eq!(
             lines,
             [
                 "table inet provisioner {}",
                 "table arp provisioner {}",
+                "table netdev provisioner {}",
                 "delete table inet provisioner",
                 "delete table arp provisioner",
+                "delete table netdev provisioner",
                 "table inet provisioner {"
             ]
         );
         assert!(s.contains("\ntable arp provisioner {\n"));
+        assert!(s.contains("\ntable netdev provisioner {\n"));
         // Only our tables are ever named.
         for line in s.lines().filter(|l| l.contains("table ")) {
             assert!(
-                line.contains("table inet provisioner") || line.contains("table arp provisioner"),
+                ["inet", "arp", "netdev"]
+                    .iter()
+                    .any(|f| line.contains(&format!("table {f} provisioner"))),
                 "{line}"
             );
         }
@@ -1289,7 +1500,12 @@ config allow 'ntp'
     #[test]
     fn every_base_chain_accepts_by_default_and_only_provisioning_traffic_is_judged() {
         for c in ruleset().tables().iter().flat_map(|t| t.chains.clone()) {
-            if c.base.is_some() {
+            if let Some(base) = &c.base {
+                // A netdev chain hooks the provisioning device alone.
+                if base.device.is_some() {
+                    assert_eq!(base.device.as_deref(), Some("prov0"));
+                    continue;
+                }
                 // A base chain's rules all match on the provisioning interface (or the WAN
                 // for masquerade), so the rest of the router's traffic is not ours to judge.
                 for rule in &c.rules {

@@ -70,6 +70,7 @@ fn status() -> Reply {
         version: "0.1.0".into(),
         config: "/etc/config/provisioner".into(),
         config_loaded_at: "2025-03-01T12:00:00Z".into(),
+        quotas: Default::default(),
     })
 }
 

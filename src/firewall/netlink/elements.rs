@@ -53,23 +53,54 @@ pub enum SetOp<'a> {
     },
     /// Deletes the element; a missing element fails the whole batch with `ENOENT`.
     Delete { set: &'a str, key: &'a [u8] },
+    /// Adds an element of a set declared with `quota over LIMIT bytes`, having used
+    /// `used` bytes of it already (a quota carried into a rebuilt table). As `Add`, an
+    /// existing element is left as it is.
+    AddQuota {
+        set: &'a str,
+        key: &'a [u8],
+        timeout: Duration,
+        limit: u64,
+        used: u64,
+    },
 }
+
+/// A quota's state as an element holds it: its limit and what it has used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Quota {
+    pub limit: u64,
+    pub used: u64,
+}
+
+const NFTA_QUOTA_BYTES: u16 = 1;
+const NFTA_QUOTA_FLAGS: u16 = 2;
+const NFTA_QUOTA_CONSUMED: u16 = 4;
+/// `NFT_QUOTA_F_INV`: `quota over`, matching once the quota is used up.
+const NFT_QUOTA_F_INV: u32 = 1;
+/// The encoded `quota` expression of an element: name, and data (bytes, flags, consumed).
+const QUOTA_EXPR_LEN: usize = NLA_HDRLEN
+    + NLA_HDRLEN
+    + 8 // "quota\0", aligned
+    + NLA_HDRLEN
+    + (NLA_HDRLEN + 8)
+    + (NLA_HDRLEN + 4)
+    + (NLA_HDRLEN + 8);
 
 impl<'a> SetOp<'a> {
     pub fn set(&self) -> &'a str {
         match *self {
-            SetOp::Add { set, .. } | SetOp::Delete { set, .. } => set,
+            SetOp::Add { set, .. } | SetOp::Delete { set, .. } | SetOp::AddQuota { set, .. } => set,
         }
     }
 
     fn key(&self) -> &'a [u8] {
         match *self {
-            SetOp::Add { key, .. } | SetOp::Delete { key, .. } => key,
+            SetOp::Add { key, .. } | SetOp::Delete { key, .. } | SetOp::AddQuota { key, .. } => key,
         }
     }
 
     fn is_add(&self) -> bool {
-        matches!(self, SetOp::Add { .. })
+        matches!(self, SetOp::Add { .. } | SetOp::AddQuota { .. })
     }
 
     /// Encoded size of this op's `NFTA_LIST_ELEM` nest.
@@ -79,6 +110,7 @@ impl<'a> SetOp<'a> {
             SetOp::Add {
                 timeout: Some(_), ..
             } => NLA_HDRLEN + 8,
+            SetOp::AddQuota { .. } => NLA_HDRLEN + 8 + QUOTA_EXPR_LEN,
             _ => 0,
         };
         let comment = match self {
@@ -104,6 +136,8 @@ pub struct SetElement {
     pub comment: Option<String>,
     /// What the element's `counter` counted (sets declared with `counter`).
     pub counter: Option<Counter>,
+    /// Its `quota` (sets declared with `quota`).
+    pub quota: Option<Quota>,
 }
 
 /// An nft counter's packets and bytes.
@@ -173,12 +207,23 @@ impl Netlink {
         set: &str,
         expected: Option<&[Vec<u8>]>,
     ) -> Result<Vec<SetElement>, NetlinkError> {
+        self.family_set_elements(FAMILY_INET, table, set, expected)
+    }
+
+    /// [`Self::set_elements_expecting`] for a table of another family.
+    pub fn family_set_elements(
+        &mut self,
+        family: u8,
+        table: &str,
+        set: &str,
+        expected: Option<&[Vec<u8>]>,
+    ) -> Result<Vec<SetElement>, NetlinkError> {
         check_name(table)?;
         check_name(set)?;
         let mut last: Option<Vec<SetElement>> = None;
         for attempt in 0..STABLE_DUMP_ATTEMPTS {
             let mut out = Vec::new();
-            let seq = self.request(FAMILY_INET, NFT_MSG_GETSETELEM, NLM_F_DUMP, |buf| {
+            let seq = self.request(family, NFT_MSG_GETSETELEM, NLM_F_DUMP, |buf| {
                 put_str(buf, NFTA_SET_ELEM_LIST_TABLE, table);
                 put_str(buf, NFTA_SET_ELEM_LIST_SET, set);
             });
@@ -273,10 +318,22 @@ fn encode_elem(buf: &mut Vec<u8>, op: &SetOp) {
     end_nest(buf, key);
     if let SetOp::Add {
         timeout: Some(t), ..
-    } = op
+    }
+    | SetOp::AddQuota { timeout: t, .. } = op
     {
         let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
         put_attr(buf, NFTA_SET_ELEM_TIMEOUT, &ms.to_be_bytes());
+    }
+    if let SetOp::AddQuota { limit, used, .. } = *op {
+        let expr = begin_nest(buf, NFTA_SET_ELEM_EXPR);
+        put_attr(buf, NFTA_EXPR_NAME, b"quota\0");
+        let data = begin_nest(buf, NFTA_EXPR_DATA);
+        put_attr(buf, NFTA_QUOTA_BYTES, &limit.to_be_bytes());
+        put_attr(buf, NFTA_QUOTA_FLAGS, &NFT_QUOTA_F_INV.to_be_bytes());
+        // The kernel refuses a quota that used more than it has.
+        put_attr(buf, NFTA_QUOTA_CONSUMED, &used.min(limit).to_be_bytes());
+        end_nest(buf, data);
+        end_nest(buf, expr);
     }
     if let SetOp::Add {
         comment: Some(c), ..
@@ -350,6 +407,10 @@ pub(super) fn parse_setelem_msg(
                 t[usize::from(NFTA_SET_ELEM_EXPR)],
                 t[usize::from(NFTA_SET_ELEM_EXPRESSIONS)],
             )?,
+            quota: parse_quota(
+                t[usize::from(NFTA_SET_ELEM_EXPR)],
+                t[usize::from(NFTA_SET_ELEM_EXPRESSIONS)],
+            )?,
         });
     }
     Ok(())
@@ -390,6 +451,40 @@ fn parse_counter(
         if ty == NFTA_LIST_ELEM {
             if let Some(c) = counter_of(expr)? {
                 return Ok(Some(c));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The `quota` among an element's expressions, as [`parse_counter`] finds the counter.
+fn parse_quota(single: Option<&[u8]>, list: Option<&[u8]>) -> Result<Option<Quota>, NetlinkError> {
+    let quota_of = |expr: &[u8]| -> Result<Option<Quota>, NetlinkError> {
+        let e = attr_table::<3>(expr)?;
+        if e[usize::from(NFTA_EXPR_NAME)].map(cstr) != Some(b"quota".as_slice()) {
+            return Ok(None);
+        }
+        let data =
+            e[usize::from(NFTA_EXPR_DATA)].ok_or(NetlinkError::Malformed("quota without data"))?;
+        let q = attr_table::<6>(data)?;
+        let value = |i: u16| {
+            q[usize::from(i)]
+                .ok_or(NetlinkError::Malformed("quota without bytes or consumed"))
+                .and_then(be_u64)
+        };
+        Ok(Some(Quota {
+            limit: value(NFTA_QUOTA_BYTES)?,
+            used: value(NFTA_QUOTA_CONSUMED)?,
+        }))
+    };
+    if let Some(expr) = single {
+        return quota_of(expr);
+    }
+    for a in Attrs::new(list.unwrap_or_default()) {
+        let (ty, expr) = a?;
+        if ty == NFTA_LIST_ELEM {
+            if let Some(q) = quota_of(expr)? {
+                return Ok(Some(q));
             }
         }
     }

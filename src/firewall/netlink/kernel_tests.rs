@@ -144,7 +144,8 @@ fn kernel_add_and_read_back() {
                 timeout: None,
                 expires: None,
                 comment: None,
-                counter: None
+                counter: None,
+                quota: None,
             }
         );
         let allow = elements(nl, "allow4");

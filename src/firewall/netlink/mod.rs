@@ -47,7 +47,7 @@ use nix::sys::time::TimeVal;
 
 pub use crate::netlink::NetlinkError;
 use crate::netlink::*;
-pub use elements::{Counter, MAX_COMMENT_LEN, MAX_KEY_LEN, SetElement, SetOp};
+pub use elements::{Counter, MAX_COMMENT_LEN, MAX_KEY_LEN, Quota, SetElement, SetOp};
 pub use monitor::{Monitor, announces_deletion};
 pub use table::{
     ChainInfo, HOOK_FORWARD, HOOK_INGRESS, HOOK_INPUT, HOOK_OUTPUT, HOOK_POSTROUTING,
@@ -55,10 +55,12 @@ pub use table::{
     SET_F_EVAL, SET_F_INTERVAL, SET_F_MAP, SET_F_TIMEOUT, SetInfo, TableInfo,
 };
 
-/// `NFPROTO_INET`: the only family the daemon uses.
+/// `NFPROTO_INET`: the main table (IPv4 and IPv6).
 pub const FAMILY_INET: u8 = 1;
 /// `NFPROTO_ARP`: the ARP table (the router's own ARP input).
 pub const FAMILY_ARP: u8 = 3;
+/// `NFPROTO_NETDEV`: the provisioning device's ingress and egress hooks.
+pub const FAMILY_NETDEV: u8 = 5;
 
 /// Longest table/set name, without the NUL (`NFT_NAME_MAXLEN` - 1).
 pub const MAX_NAME_LEN: usize = 255;
@@ -405,14 +407,16 @@ mod tests {
                     timeout: secs(60),
                     expires: secs(59),
                     comment: None,
-                    counter: None
+                    counter: None,
+                    quota: None,
                 },
                 SetElement {
                     key: vec![2; 12],
                     timeout: None,
                     expires: None,
                     comment: None,
-                    counter: None
+                    counter: None,
+                    quota: None,
                 },
             ]
         );

@@ -9,7 +9,7 @@ use nix::sys::socket::{
 };
 
 use super::table::{NFT_MSG_DELTABLE, NFTA_TABLE_NAME};
-use super::{FAMILY_ARP, FAMILY_INET, NFNL_SUBSYS_NFTABLES};
+use super::{FAMILY_ARP, FAMILY_INET, FAMILY_NETDEV, NFNL_SUBSYS_NFTABLES};
 use crate::netlink::*;
 
 /// The nf_tables multicast group: every committed ruleset change is announced on it.
@@ -23,7 +23,7 @@ pub fn announces_deletion(datagram: &[u8], table: &str) -> bool {
         m.ty == want
             && m.payload
                 .first()
-                .is_some_and(|f| *f == FAMILY_INET || *f == FAMILY_ARP)
+                .is_some_and(|f| [FAMILY_INET, FAMILY_ARP, FAMILY_NETDEV].contains(f))
             && nfgen_attrs(m.payload)
                 .and_then(attr_table::<2>)
                 .is_ok_and(|t| t[usize::from(NFTA_TABLE_NAME)].map(cstr) == Some(table.as_bytes()))
