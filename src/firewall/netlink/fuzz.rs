@@ -10,8 +10,9 @@ use super::elements::{
     NFT_MSG_NEWSETELEM, comment_bytes, encode_set_ops, parse_setelem_msg, validate_ops,
 };
 use super::table::{parse_chain, parse_rule_chain, parse_set};
-use super::{FAMILY_INET, MAX_KEY_LEN, SetElement, SetOp, announces_deletion, nft_type};
+use super::{FAMILY_INET, MAX_KEY_LEN, Quota, SetElement, SetOp, announces_deletion, nft_type};
 use crate::netlink::*;
+use std::time::Duration;
 
 const TABLE: &str = "provisioner";
 
@@ -40,16 +41,26 @@ pub fn nftables(datagram: &[u8]) {
 }
 
 /// Elements read from a dump, added again in a batch (what a restarted daemon writes for
-/// what it read back), read back the same: key, timeout and comment (as stored: cut).
+/// what it read back: a quota with its use, else the comment), read back the same: key,
+/// timeout, comment (as stored: cut) and quota (its use at most its limit).
 fn elements_round_trip(elems: &[SetElement]) {
     let ops: Vec<SetOp> = elems
         .iter()
         .filter(|e| !e.key.is_empty() && e.key.len() <= MAX_KEY_LEN)
-        .map(|e| SetOp::Add {
-            set: "leases",
-            key: &e.key,
-            timeout: e.timeout,
-            comment: e.comment.as_deref(),
+        .map(|e| match e.quota {
+            Some(q) => SetOp::AddQuota {
+                set: "leases",
+                key: &e.key,
+                timeout: e.timeout.unwrap_or(Duration::from_secs(60)),
+                limit: q.limit,
+                used: q.used,
+            },
+            None => SetOp::Add {
+                set: "leases",
+                key: &e.key,
+                timeout: e.timeout,
+                comment: e.comment.as_deref(),
+            },
         })
         .collect();
     if ops.is_empty() {
@@ -69,21 +80,32 @@ fn elements_round_trip(elems: &[SetElement]) {
     }
     assert_eq!(back.len(), ops.len());
     for (op, e) in ops.iter().zip(&back) {
-        let SetOp::Add {
-            key,
-            timeout,
-            comment,
-            ..
-        } = *op
-        else {
-            unreachable!("only adds")
-        };
-        assert_eq!(e.key, key);
-        assert_eq!(e.timeout, timeout);
-        assert_eq!(
-            e.comment.as_deref().map(str::as_bytes),
-            comment.map(comment_bytes)
-        );
+        match *op {
+            SetOp::Add {
+                key,
+                timeout,
+                comment,
+                ..
+            } => {
+                assert_eq!((&e.key[..], e.timeout, e.quota), (key, timeout, None));
+                assert_eq!(
+                    e.comment.as_deref().map(str::as_bytes),
+                    comment.map(comment_bytes)
+                );
+            }
+            SetOp::AddQuota {
+                key,
+                timeout,
+                limit,
+                used,
+                ..
+            } => {
+                assert_eq!((&e.key[..], e.timeout), (key, Some(timeout)));
+                let used = used.min(limit);
+                assert_eq!(e.quota, Some(Quota { limit, used }));
+            }
+            SetOp::Delete { .. } => unreachable!("only adds"),
+        }
     }
 }
 

@@ -552,6 +552,13 @@ mod tests {
                     timeout: None,
                     comment: None,
                 },
+                SetOp::AddQuota {
+                    set: "leases",
+                    key: &k[..8],
+                    timeout: Duration::from_secs(3600),
+                    limit: 1 << 20,
+                    used: 4096,
+                },
             ],
         );
         crate::fuzz_seed("nftables", "elements", &batch);
