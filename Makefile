@@ -2,7 +2,7 @@
 CARGO ?= cargo
 # make fuzz: seconds per fuzz target (README.md, "Fuzzing": executions per target measured);
 # make test runs each for FUZZ_SHORT_SECONDS.
-FUZZ_SECONDS ?= 600
+FUZZ_SECONDS ?= 2400
 FUZZ_SHORT_SECONDS ?= 5
 
 .PHONY: all deps build release test lint unit rig demo bench fuzz fuzz-short ipk cross cross-test size clean
