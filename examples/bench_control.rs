@@ -243,6 +243,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// VmRSS and VmHWM of `pid`, KiB.
+fn memory(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 fn run() -> Result<(), String> {
     if !kit::source().join("build.sh").exists() {
         return Err("needs the OpenWrt kit (../shared/openwrt or $OPENWRT_KIT)".into());
@@ -322,6 +332,7 @@ fn run() -> Result<(), String> {
     // [size][path][request]
     let mut figures: Vec<Vec<Vec<Figure>>> = Vec::new();
     let mut fakes = 0;
+    let mut rss_lines = Vec::new();
     for size in SIZES {
         // Down, the fakes in, up again: the daemon takes them over.
         daemon.kill9();
@@ -344,9 +355,16 @@ fn run() -> Result<(), String> {
             }
             per_path.push(per_request);
         }
-        let have = rig.status().clients.len();
+        let status = rig.status();
+        let have = status.clients.len();
         if have != size {
             return Err(format!("{have} clients after measuring, not {size}"));
+        }
+        if let Some((rss, hwm)) = memory(daemon.pid()) {
+            rss_lines.push(format!(
+                "daemon memory with {size} clients admitted and {} learned addresses: VmRSS {rss} KiB, peak (VmHWM) {hwm} KiB",
+                status.learned
+            ));
         }
         figures.push(per_path);
     }
@@ -388,5 +406,8 @@ fn run() -> Result<(), String> {
     println!(
         "  (milliseconds; evict: the round trip of the order, each after the client took a lease again)"
     );
+    for l in rss_lines {
+        println!("{l} (bar: 10 MB)");
+    }
     Ok(())
 }

@@ -7,8 +7,10 @@
 //! - ours: our table, the client admitted and leased: every packet of the client passes
 //!   the guard (admission and anti-spoof sets), the forward chains, the allow-list set
 //!   lookup (first packet) and the masquerade;
-//! - ours with rates: the same with per-client and network rate rules on both ways, set so
-//!   high that they never drop: the cost of the per-client rate set and the token buckets;
+//! - ours, loaded: 250 clients admitted (the bench's and 249 more, each an element in
+//!   every set: clients, leases, counts, quota), 1,000 allow-list entries (500 static, 500
+//!   learned), per-client and network rates and daily quotas on both ways, set so high that
+//!   they never drop: what issue 13 measures against;
 //! - ours with 8 vendor profiles: eight `config profile` sections (seven OUIs and the
 //!   client's own MAC), an allow entry each, the client's entry bound to its profile: the
 //!   static allow set keyed `MAC . address . protocol . port` with MAC intervals.
@@ -39,6 +41,11 @@ const ROUNDS: usize = 3;
 const CONNECTS: usize = 1000;
 /// The client's address, set by hand (no daemon runs: no DHCP).
 const CLIENT_IP: &str = "192.168.250.50";
+/// The loaded variant: 250 clients in all, 1,000 allow-list entries (half static, half
+/// learned).
+const OTHERS: usize = 249;
+const STATIC_ENTRIES: usize = 500;
+const LEARNED: usize = 500;
 
 fn seconds() -> u64 {
     std::env::var("BENCH_SECONDS")
@@ -51,7 +58,7 @@ fn seconds() -> u64 {
 enum Variant {
     Anchor,
     Ours,
-    OursRated,
+    OursLoaded,
     OursProfiles,
 }
 
@@ -89,15 +96,28 @@ config allow 'bulk'
             profiles()
         ));
     }
-    let limits = if which == Variant::OursRated {
-        "config limits 'limits'
+    let limits = if which == Variant::OursLoaded {
+        // Rates and quotas that never bind, and the static half of the 1,000 entries.
+        let mut l = String::from(
+            "config limits 'limits'
+\toption max_clients '250'
 \toption client_rate_up '100gbit'
 \toption client_rate_down '100gbit'
 \toption total_rate_up '100gbit'
 \toption total_rate_down '100gbit'
-"
+\toption client_daily '1000GB'
+\toption total_daily '100000GB'
+
+config allow 'many'
+",
+        );
+        for i in 0..STATIC_ENTRIES {
+            l.push_str(&format!("\tlist address '12.{}.{}.1'\n", i / 250, i % 250));
+        }
+        l.push_str("\tlist port '443'\n");
+        l
     } else {
-        ""
+        String::new()
     };
     config(&format!(
         "
@@ -123,8 +143,9 @@ fn router_nat() -> String {
 /// The nft script that puts variant `which` in place of the others, in one transaction.
 fn variant_script(rig: &Rig, which: Variant) -> Result<String, String> {
     let mut s = String::from(
-        "table inet provisioner {}\ntable arp provisioner {}\n\
-         delete table inet provisioner\ndelete table arp provisioner\n",
+        "table inet provisioner {}\ntable arp provisioner {}\ntable netdev provisioner {}\n\
+         delete table inet provisioner\ndelete table arp provisioner\n\
+         delete table netdev provisioner\n",
     );
     if which == Variant::Anchor {
         return Ok(s);
@@ -144,19 +165,51 @@ fn variant_script(rig: &Rig, which: Variant) -> Result<String, String> {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
     let script = String::from_utf8_lossy(&out.stdout);
-    // Its own first lines (create, delete: both tables) are already above.
-    s.extend(script.lines().skip(4).map(|l| format!("{l}\n")));
+    // Its own first lines (create, delete: the three tables) are already above.
+    s.extend(script.lines().skip(6).map(|l| format!("{l}\n")));
     // What the daemon would have put there for the client: admitted, leased.
     let mac = Rig::client_mac(1)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":");
-    s.push_str(&format!(
-        "add element inet provisioner clients {{ {mac} timeout 1h }}\n\
-         add element inet provisioner leases {{ {mac} . {CLIENT_IP} timeout 1h }}\n"
-    ));
+    s.push_str(&elements(&mac, CLIENT_IP, which == Variant::OursLoaded));
+    if which == Variant::OursLoaded {
+        // 249 more clients, each in every set, and the learned half of the 1,000 entries.
+        for i in 0..OTHERS {
+            let mac = format!("02:00:00:01:{:02x}:{:02x}", i / 256, i % 256);
+            let ip = format!("192.168.250.{}", if i < 48 { i + 2 } else { i + 3 });
+            s.push_str(&elements(&mac, &ip, true));
+        }
+        for i in 0..LEARNED {
+            let mac = format!("02:00:00:01:00:{:02x}", i % OTHERS);
+            s.push_str(&format!(
+                "add element inet provisioner learned4 {{ {mac} . 13.{}.{}.1 . tcp . 443 timeout 1h }}\n",
+                i / 250,
+                i % 250
+            ));
+        }
+        s.push_str("add element netdev provisioner quota_n { ip timeout 1h }\n");
+    }
     Ok(s)
+}
+
+/// What the daemon would have put in the sets for a client: admitted, leased, counted (and,
+/// with quotas, its quota element).
+fn elements(mac: &str, ip: &str, quota: bool) -> String {
+    let mut s = format!(
+        "add element inet provisioner clients {{ {mac} timeout 1h }}\n\
+         add element inet provisioner leases {{ {mac} . {ip} timeout 1h }}\n\
+         add element arp provisioner leases {{ {mac} . {ip} timeout 1h }}\n\
+         add element netdev provisioner count_up {{ {mac} . {ip} }}\n\
+         add element netdev provisioner count_down {{ {ip} }}\n"
+    );
+    if quota {
+        s.push_str(&format!(
+            "add element netdev provisioner quota_c {{ {mac} timeout 1h }}\n"
+        ));
+    }
+    s
 }
 
 /// Gbit/s received by one iperf3 run from `from` to the cloud (`reverse`: the cloud
@@ -237,7 +290,7 @@ struct Figures {
 
 /// Rounds of runs per variant, in turn, so that whatever else the machine does weighs on
 /// all alike: the medians. The home host's traffic is measured with the anchor and with
-/// our table (rate rules apply to provisioning traffic only).
+/// our table, plain and loaded.
 fn rounds(rig: &Rig, scripts: &[PathBuf]) -> Result<Vec<Figures>, String> {
     let mut runs =
         vec![[Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()]; scripts.len()];
@@ -248,7 +301,7 @@ fn rounds(rig: &Rig, scripts: &[PathBuf]) -> Result<Vec<Figures>, String> {
             runs[i][0].push(iperf(rig.client(1), false)?);
             runs[i][1].push(iperf(rig.client(1), true)?);
             runs[i][4].push(connect_rate(rig.client(1))?);
-            if i < 2 {
+            if i < 3 {
                 runs[i][2].push(iperf(rig.home(), false)?);
                 runs[i][3].push(iperf(rig.home(), true)?);
             }
@@ -309,7 +362,7 @@ fn print(title: &str, figures: &[Figures]) {
         c0,
     );
     row(
-        "... with rate rules (never over their rates)",
+        "... 250 clients, 1,000 entries, rates and quotas",
         figures[2].client,
         c0,
     );
@@ -322,11 +375,14 @@ fn print(title: &str, figures: &[Figures]) {
     if let Some(h) = figures[1].home {
         row("home host, our table in place", h, h0);
     }
+    if let Some(h) = figures[2].home {
+        row("home host, our loaded table in place", h, h0);
+    }
     println!("\n  new connections from the client, a second ({CONNECTS} one after another)");
     let names = [
         "no table of ours (anchor)",
         "our table",
-        "... with rate rules",
+        "... 250 clients, 1,000 entries, rates, quotas",
         "... with 8 vendor profiles",
     ];
     for (name, f) in names.iter().zip(figures) {
@@ -365,7 +421,7 @@ fn run() -> Result<(), String> {
     for (i, v) in [
         Variant::Anchor,
         Variant::Ours,
-        Variant::OursRated,
+        Variant::OursLoaded,
         Variant::OursProfiles,
     ]
     .into_iter()

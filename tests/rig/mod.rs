@@ -18,6 +18,7 @@
 //!   resolvers ([`Rig::dns_zone`], [`Rig::dns_silent`], [`Rig::dns_queries`]).
 //! - `radio.rs`: hostapd and wpa_supplicant standing in for the radio.
 //! - `l2.rs`: raw frames and a sniffer on the setup segment.
+//! - `load.rs`: [`load`]: concurrent TCP transfers, each measured over one common window.
 //! - `udhcpc.sh`: the DHCP client's event script.
 
 // Each test crate (and the demo) that includes this module uses a different subset.
@@ -27,6 +28,7 @@ mod daemon;
 mod echo;
 mod fake_dns;
 pub mod l2;
+mod load;
 mod ns;
 mod probes;
 mod procs;
@@ -38,7 +40,9 @@ mod util;
 // The rig's API, as one namespace (`use rig::*`); a test crate that uses none of a file's
 // items would otherwise be told its re-export is unused.
 #[allow(unused_imports)]
-pub use {daemon::*, echo::*, fake_dns::*, ns::*, probes::*, procs::*, radio::*, topology::*};
+pub use {
+    daemon::*, echo::*, fake_dns::*, load::*, ns::*, probes::*, procs::*, radio::*, topology::*,
+};
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
