@@ -1,8 +1,11 @@
 # provisioner — see README.md. Every target installs what it needs via scripts/deps.sh.
 CARGO ?= cargo
-FUZZ_SECONDS ?= 60
+# make fuzz: seconds per fuzz target (README.md, "Fuzzing": executions per target measured);
+# make test runs each for FUZZ_SHORT_SECONDS.
+FUZZ_SECONDS ?= 2400
+FUZZ_SHORT_SECONDS ?= 5
 
-.PHONY: all deps build release test lint unit rig demo bench fuzz ipk cross cross-test size clean
+.PHONY: all deps build release test lint unit rig demo bench fuzz fuzz-short ipk cross cross-test size clean
 
 all: build
 
@@ -18,6 +21,7 @@ release:
 # Everything: formatting, lints, unit and property tests, and the netns rig (needs root).
 test: deps lint
 	$(CARGO) test --features rig,socks
+	CARGO=$(CARGO) ./scripts/fuzz.sh $(FUZZ_SHORT_SECONDS)
 	$(MAKE) cross-test TARGETS=mips-unknown-linux-musl
 
 lint:
@@ -55,12 +59,15 @@ bench: deps
 	PROVISIONER_BIN="$${CARGO_TARGET_DIR:-target}/release/provisioner" \
 		$(CARGO) run --quiet --release --features rig,socks --example bench_socks
 
-# Coverage-guided fuzzing of the hand-written and untrusted-input parsers (nightly), built
-# as shipped (-O: no debug assertions; dhcproto debug-asserts on option lengths).
-fuzz:
-	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
-	cd fuzz && for t in uci config_toml dhcp dns socks; do \
-		$(CARGO) +nightly fuzz run -O $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+# Coverage-guided fuzzing (nightly, cargo-fuzz) of every parser of untrusted or kernel input:
+# each target in fuzz/ for FUZZ_SECONDS, FUZZ_JOBS at once (default: all CPUs), built
+# with overflow checks and debug assertions; prints the executions each ran. A short run
+# of every target (which also replays fuzz/regressions/) is part of make test.
+fuzz: deps
+	CARGO=$(CARGO) ./scripts/fuzz.sh $(FUZZ_SECONDS)
+
+fuzz-short: deps
+	CARGO=$(CARGO) ./scripts/fuzz.sh $(FUZZ_SHORT_SECONDS)
 
 # The OpenWrt package (.ipk) without the SDK (README.md, "Installing on a router"): builds
 # the target's release binary (as make cross) and packs it. make ipk ARCH=mipsel_24kc|

@@ -55,6 +55,14 @@ if [ "${1:-}" = cross ]; then
     exit 0
 fi
 
+# make fuzz and the short fuzz run of make test: cargo-fuzz on the nightly toolchain.
+CARGO_FUZZ_VERSION=0.13.2
+rustup run nightly rustc --version >/dev/null 2>&1 ||
+    rustup toolchain install nightly --profile minimal
+if ! cargo fuzz --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION\$"; then
+    cargo install -q --locked --version "$CARGO_FUZZ_VERSION" cargo-fuzz
+fi
+
 # Debian package -> a command it provides (checked before calling apt at all).
 need_pkgs=""
 want() { command -v "$2" >/dev/null 2>&1 || need_pkgs="$need_pkgs $1"; }

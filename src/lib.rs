@@ -18,3 +18,15 @@ mod netlink;
 pub mod radio;
 pub mod socks;
 pub mod ubus;
+
+/// Writes `bytes` as a seed input of the fuzz target `target` (fuzz/seeds/TARGET/NAME):
+/// for the ignored `fuzz_seeds` tests, which make the seeds from the unit tests' samples
+/// (`cargo test --lib fuzz_seeds -- --ignored`).
+#[cfg(test)]
+pub(crate) fn fuzz_seed(target: &str, name: &str, bytes: &[u8]) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/seeds")
+        .join(target);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), bytes).unwrap();
+}

@@ -8,17 +8,17 @@ use super::document::{Document, Section};
 /// Sections that hold named entries (`[allow.acme]`) rather than options.
 const NAMED_SECTIONS: &[&str] = &["allow", "profile"];
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+/// `newlines`: where the text's line ends are, so that each key's line is a binary search
+/// (counting from the start for each key was quadratic in the file's size).
+fn line_of(newlines: &[usize], offset: usize) -> usize {
+    newlines.partition_point(|&n| n < offset) + 1
 }
 
 pub fn parse(text: &str) -> Result<Document, (usize, String)> {
+    let newlines: Vec<usize> = text.match_indices('\n').map(|(at, _)| at).collect();
+    let lines = &newlines[..];
     let root = DeTable::parse(text).map_err(|e| {
-        let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+        let line = e.span().map(|s| line_of(lines, s.start)).unwrap_or(0);
         (line, e.message().to_owned())
     })?;
     let mut doc = Document::default();
@@ -27,7 +27,7 @@ pub fn parse(text: &str) -> Result<Document, (usize, String)> {
     keys.sort_by_key(|(k, _)| k.span().start);
     for (key, value) in keys {
         let kind = key.get_ref().as_ref();
-        let line = line_of(text, key.span().start);
+        let line = line_of(lines, key.span().start);
         let DeValue::Table(table) = value.get_ref() else {
             return Err((line, format!("'{kind}' must be a table ([{kind}])")));
         };
@@ -35,7 +35,7 @@ pub fn parse(text: &str) -> Result<Document, (usize, String)> {
             let mut named: Vec<_> = table.iter().collect();
             named.sort_by_key(|(k, _)| k.span().start);
             for (name, inner) in named {
-                let line = line_of(text, name.span().start);
+                let line = line_of(lines, name.span().start);
                 let DeValue::Table(inner) = inner.get_ref() else {
                     return Err((
                         line,
@@ -46,24 +46,28 @@ pub fn parse(text: &str) -> Result<Document, (usize, String)> {
                     ));
                 };
                 let mut section = Section::new(kind, Some(name.get_ref()), line);
-                entries(text, &mut section, inner)?;
+                entries(lines, &mut section, inner)?;
                 doc.sections.push(section);
             }
         } else {
             let mut section = Section::new(kind, None, line);
-            entries(text, &mut section, table)?;
+            entries(lines, &mut section, table)?;
             doc.sections.push(section);
         }
     }
     Ok(doc)
 }
 
-fn entries(text: &str, section: &mut Section, table: &DeTable<'_>) -> Result<(), (usize, String)> {
+fn entries(
+    lines: &[usize],
+    section: &mut Section,
+    table: &DeTable<'_>,
+) -> Result<(), (usize, String)> {
     let mut items: Vec<_> = table.iter().collect();
     items.sort_by_key(|(k, _)| k.span().start);
     for (key, value) in items {
         let name = key.get_ref().as_ref();
-        let line = line_of(text, key.span().start);
+        let line = line_of(lines, key.span().start);
         match value.get_ref() {
             DeValue::Array(items) => {
                 for item in items {
@@ -73,7 +77,7 @@ fn entries(text: &str, section: &mut Section, table: &DeTable<'_>) -> Result<(),
                             format!("option '{name}': list items must be strings or numbers"),
                         )
                     })?;
-                    section.push(name, &v, line_of(text, item.span().start), true);
+                    section.push(name, &v, line_of(lines, item.span().start), true);
                 }
             }
             other => {

@@ -531,4 +531,45 @@ mod tests {
             }
         }
     }
+
+    /// Not a test: writes the fuzz target's seeds from these samples (`cargo test --lib
+    /// fuzz_seeds -- --ignored`; see README.md, "Fuzzing").
+    #[test]
+    #[ignore]
+    fn fuzz_seeds() {
+        let discover = client_msg(
+            MessageType::Discover,
+            &[
+                DhcpOption::RequestedIpAddress(IP),
+                DhcpOption::ClientIdentifier(vec![1, 2, 0, 0, 0, 0, 1]),
+            ],
+            Ipv4Addr::UNSPECIFIED,
+        );
+        crate::fuzz_seed("dhcp", "discover", &discover);
+        let request = client_msg(
+            MessageType::Request,
+            &[
+                DhcpOption::RequestedIpAddress(IP),
+                DhcpOption::ServerIdentifier(ROUTER),
+            ],
+            Ipv4Addr::UNSPECIFIED,
+        );
+        crate::fuzz_seed("dhcp", "request", &request);
+        crate::fuzz_seed(
+            "dhcp",
+            "release",
+            &client_msg(MessageType::Release, &[], IP),
+        );
+        // As the raw listener reads it: IPv4 and UDP headers (0.0.0.0:68 -> 255.255.255.255:67).
+        let len = (28 + discover.len()) as u16;
+        let mut frame = vec![
+            0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255,
+        ];
+        frame[2..4].copy_from_slice(&len.to_be_bytes());
+        frame.extend_from_slice(&[0, 68, 0, 67]);
+        frame.extend_from_slice(&(len - 20).to_be_bytes());
+        frame.extend_from_slice(&[0, 0]);
+        frame.extend_from_slice(&discover);
+        crate::fuzz_seed("dhcp", "frame", &frame);
+    }
 }

@@ -700,4 +700,18 @@ mod tests {
             }
         }
     }
+
+    /// Not a test: writes the fuzz target's seeds from these samples (`cargo test --lib
+    /// fuzz_seeds -- --ignored`; see README.md, "Fuzzing").
+    #[test]
+    #[ignore]
+    fn fuzz_seeds() {
+        crate::fuzz_seed("dns", "query", &query("a.example.", RecordType::A, false));
+        crate::fuzz_seed(
+            "dns",
+            "query-edns",
+            &query("A.Example.", RecordType::AAAA, true),
+        );
+        crate::fuzz_seed("dns", "reply", &upstream_reply(7).to_vec().unwrap());
+    }
 }

@@ -179,11 +179,7 @@ impl Nflog {
             match socket::recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT) {
                 Ok(n) => {
                     any = true;
-                    out.extend(Msgs::new(&self.buf[..n]).flatten().filter_map(|m| {
-                        (m.ty == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET)
-                            .then(|| parse_packet(m.payload))
-                            .flatten()
-                    }));
+                    out.extend(logged(&self.buf[..n]));
                 }
                 Err(Errno::ENOBUFS) => any = true,
                 Err(Errno::EINTR) => {}
@@ -207,6 +203,16 @@ fn config_msg(buf: &mut Vec<u8>, seq: u32, group: u16, attr: u16, value: &[u8]) 
     let start = begin_nfmsg(buf, ty, flags, seq, libc::AF_UNSPEC as u8, group);
     put_attr(buf, attr, value);
     end_msg(buf, start);
+}
+
+/// The logged packets in a datagram from the kernel. Pure (for tests and fuzzing); never
+/// panics.
+pub fn logged(datagram: &[u8]) -> impl Iterator<Item = Logged> + '_ {
+    Msgs::new(datagram).flatten().filter_map(|m| {
+        (m.ty == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET)
+            .then(|| parse_packet(m.payload))
+            .flatten()
+    })
 }
 
 /// One `NFULNL_MSG_PACKET` (after the `nlmsghdr`). Pure; never panics.
@@ -331,5 +337,39 @@ mod tests {
         let mut attr = [5u16.to_ne_bytes(), 1u16.to_ne_bytes()].concat();
         attr.extend([NFULNL_CFG_CMD_BIND, 0, 0, 0]);
         assert_eq!(&m[0].payload[4..], &attr[..]);
+    }
+
+    /// Not a test: writes the fuzz target's seeds from these samples (`cargo test --lib
+    /// fuzz_seeds -- --ignored`; see README.md, "Fuzzing").
+    #[test]
+    #[ignore]
+    fn fuzz_seeds() {
+        let msg = |payload: &[u8]| {
+            let mut m = Vec::new();
+            let s = begin_header(&mut m, (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET, 0, 0);
+            m.extend_from_slice(payload);
+            end_msg(&mut m, s);
+            m
+        };
+        let arp = arp_body(
+            1,
+            [2, 0, 0, 0, 0, 1],
+            [192, 168, 250, 9],
+            [192, 168, 250, 1],
+        );
+        let hw = Some([2, 0, 0, 0, 0, 1]);
+        crate::fuzz_seed("nflog", "arp", &msg(&packet(PREFIX_ARP, hw, &arp)));
+        // An IPv4 header and a TCP destination port.
+        let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0];
+        ip.extend_from_slice(&[192, 168, 250, 9, 11, 1, 0, 20, 0x30, 0x39, 0x01, 0xbb]);
+        let flow = format!(
+            "{PREFIX_FLOW}{}",
+            crate::core::events::FlowBlock::ALL[0].as_str()
+        );
+        let both = [
+            msg(&packet(PREFIX_SPOOF, hw, &ip)),
+            msg(&packet(&flow, None, &ip)),
+        ];
+        crate::fuzz_seed("nflog", "flows", &both.concat());
     }
 }

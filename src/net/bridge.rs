@@ -103,7 +103,7 @@ fn put_isolate(buf: &mut Vec<u8>, port: u32) {
 
 /// A bridge-family link message as a [`Port`], if it is a port of `bridge`. Pure; never
 /// panics.
-fn parse_port(payload: &[u8], bridge: u32) -> Result<Option<Port>, NetlinkError> {
+pub(super) fn parse_port(payload: &[u8], bridge: u32) -> Result<Option<Port>, NetlinkError> {
     let index = msg_index(payload).ok_or(NetlinkError::Malformed("short ifinfomsg"))?;
     let attrs = payload.get(IFINFOMSG_LEN..).unwrap_or_default();
     let t = attr_table::<13>(attrs)?;
@@ -187,5 +187,31 @@ mod tests {
         want.extend_from_slice(&IFLA_BRPORT_ISOLATED.to_ne_bytes());
         want.extend_from_slice(&[1, 0, 0, 0]);
         assert_eq!(b, want);
+    }
+
+    /// Not a test: writes the fuzz target's seeds from these samples (`cargo test --lib
+    /// fuzz_seeds -- --ignored`; see README.md, "Fuzzing").
+    #[test]
+    #[ignore]
+    fn fuzz_seeds() {
+        let msg = |ty: u16, payload: &[u8]| {
+            let mut m = Vec::new();
+            let s = begin_header(&mut m, ty, 2, 1);
+            m.extend_from_slice(payload);
+            end_msg(&mut m, s);
+            m
+        };
+        let mut dump = msg(RTM_NEWLINK, &link_msg(7, "prov0-c1", Some(3), Some(0)));
+        dump.extend(msg(RTM_NEWLINK, &link_msg(3, "prov0", None, None)));
+        dump.extend(msg(crate::netlink::NLMSG_DONE, &[0; 4]));
+        crate::fuzz_seed("rtnetlink", "ports", &dump);
+        let mut fdb = Vec::new();
+        put_fdb_get(&mut fdb, 3, MacAddr([2, 0, 0, 0, 0, 1]));
+        crate::fuzz_seed("rtnetlink", "fdb", &msg(RTM_NEWNEIGH, &fdb));
+        crate::fuzz_seed(
+            "rtnetlink",
+            "ack",
+            &crate::netlink::error_msg(crate::netlink::NLM_F_CAPPED, 0, &[], None),
+        );
     }
 }

@@ -13,6 +13,9 @@
 //! these only read and write the kernel's state.
 
 pub mod bridge;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod monitor;
 pub mod neighbours;
 mod rtnl;

@@ -73,7 +73,10 @@ impl Rtnl {
 
 /// A neighbour message as (address, MAC), if it is a permanent IPv4 entry on `ifindex`.
 /// Pure; never panics.
-fn parse_pinned(payload: &[u8], ifindex: u32) -> Result<Option<(Ipv4Addr, MacAddr)>, NetlinkError> {
+pub(super) fn parse_pinned(
+    payload: &[u8],
+    ifindex: u32,
+) -> Result<Option<(Ipv4Addr, MacAddr)>, NetlinkError> {
     let index = msg_index(payload).ok_or(NetlinkError::Malformed("short ndmsg"))?;
     let state = ne_u16(payload, 8).ok_or(NetlinkError::Malformed("short ndmsg"))?;
     if payload[0] != libc::AF_INET as u8 || index as u32 != ifindex || state & NUD_PERMANENT == 0 {
@@ -127,5 +130,18 @@ mod tests {
             m.truncate(n);
             let _ = parse_pinned(&m, 5);
         }
+    }
+
+    /// Not a test: writes the fuzz target's seeds from these samples (`cargo test --lib
+    /// fuzz_seeds -- --ignored`; see README.md, "Fuzzing").
+    #[test]
+    #[ignore]
+    fn fuzz_seeds() {
+        let ip = [192, 168, 250, 9];
+        let mut m = Vec::new();
+        let s = begin_header(&mut m, RTM_NEWNEIGH, 2, 1);
+        m.extend(neigh_msg(5, NUD_PERMANENT, ip, Some([2, 0, 0, 0, 0, 1])));
+        end_msg(&mut m, s);
+        crate::fuzz_seed("rtnetlink", "neighbours", &m);
     }
 }

@@ -9,6 +9,9 @@
 //! [`RETRY`]; the daemon never waits for it.
 
 pub mod blob;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod methods;
 pub mod ser;
 pub mod wire;

@@ -532,3 +532,37 @@ async fn calls_through_a_fake_ubusd_reach_the_loop_and_come_back_as_replies() {
     assert_eq!(by_seq(4), (4, 0x1004, None, wire::METHOD_NOT_FOUND));
     assert_eq!(by_seq(99), (99, 0x1099, None, wire::INVALID_ARGUMENT));
 }
+
+/// Not a test: writes the fuzz target's seeds (`cargo test --lib fuzz_seeds -- --ignored`;
+/// see README.md, "Fuzzing"): what ubusd sends a session, read in pieces of 16 bytes.
+#[test]
+#[ignore]
+fn fuzz_seeds() {
+    let objid = 0x2a; // the fuzz target's (src/ubus/fuzz.rs)
+    let mut out = Vec::new();
+    let at = wire::begin(&mut out, wire::HELLO, 0, 0x99);
+    wire::end(&mut out, at);
+    let at = wire::begin(&mut out, wire::DATA, 1, 0x99);
+    blob::put_u32(&mut out, wire::ATTR_OBJID, objid);
+    wire::end(&mut out, at);
+    wire::status(&mut out, 1, 0x99, 0, wire::OK);
+    let calls = [
+        ("status", json!({})),
+        ("evict", json!({"mac": "02:00:00:00:00:01", "ban": 3600})),
+        (
+            "window",
+            json!({"action": "open", "for": ["02:00:00"], "count": 2}),
+        ),
+        ("evict", json!({"mac": 7})),
+    ];
+    for (seq, (method, a)) in (2..).zip(&calls) {
+        let at = wire::begin(&mut out, wire::INVOKE, seq, 0x1000);
+        blob::put_u32(&mut out, wire::ATTR_OBJID, objid);
+        blob::put_str(&mut out, wire::ATTR_METHOD, method);
+        let d = blob::start(&mut out);
+        out.extend_from_slice(&args(a));
+        blob::end(&mut out, d, blob::word(wire::ATTR_DATA));
+        wire::end(&mut out, at);
+    }
+    crate::fuzz_seed("ubus", "session", &[&[16], &out[..]].concat());
+}

@@ -193,11 +193,11 @@ impl Netlink {
 }
 
 /// A conntrack entry to delete: its original tuple (nested attributes) and its zone.
-type Flow = (Vec<u8>, Option<Vec<u8>>);
+pub(super) type Flow = (Vec<u8>, Option<Vec<u8>>);
 
 /// A conntrack dump message as a [`Flow`], if its original source address is one of
 /// `sources` (sorted). Pure; never panics.
-fn flow_from(payload: &[u8], sources: &[[u8; 4]]) -> Result<Option<Flow>, NetlinkError> {
+pub(super) fn flow_from(payload: &[u8], sources: &[[u8; 4]]) -> Result<Option<Flow>, NetlinkError> {
     let t = attr_table::<19>(nfgen_attrs(payload)?)?;
     let Some(tuple) = t[usize::from(CTA_TUPLE_ORIG)] else {
         return Ok(None);
@@ -221,7 +221,9 @@ fn flow_from(payload: &[u8], sources: &[[u8; 4]]) -> Result<Option<Flow>, Netlin
 
 /// A conntrack dump message as a [`Flow`] to delete and its original direction's
 /// addresses, protocol and destination port (0 without ports). Pure; never panics.
-fn flow_key(payload: &[u8]) -> Result<Option<(Flow, crate::core::closing::Flow)>, NetlinkError> {
+pub(super) fn flow_key(
+    payload: &[u8],
+) -> Result<Option<(Flow, crate::core::closing::Flow)>, NetlinkError> {
     let t = attr_table::<19>(nfgen_attrs(payload)?)?;
     let Some(tuple) = t[usize::from(CTA_TUPLE_ORIG)] else {
         return Ok(None);
@@ -322,5 +324,46 @@ mod tests {
         for cut in 0..payload.len() {
             let _ = flow_key(&payload[..cut]);
         }
+    }
+
+    /// Not a test: writes the fuzz target's seeds from these samples (`cargo test --lib
+    /// fuzz_seeds -- --ignored`; see README.md, "Fuzzing").
+    #[test]
+    #[ignore]
+    fn fuzz_seeds() {
+        let nest = |ty: u16, inner: &[u8]| {
+            let mut a = Vec::new();
+            put_attr(&mut a, ty | NLA_F_NESTED, inner);
+            a
+        };
+        let mut ips = Vec::new();
+        put_attr(&mut ips, CTA_IP_V4_SRC, &[192, 168, 250, 2]);
+        put_attr(&mut ips, CTA_IP_V4_DST, &[11, 1, 0, 20]);
+        let mut proto = Vec::new();
+        put_attr(&mut proto, CTA_PROTO_NUM, &[6]);
+        put_attr(&mut proto, CTA_PROTO_DST_PORT, &[0x23, 0x28]);
+        let mut tuple = nest(CTA_TUPLE_IP, &ips);
+        tuple.extend(nest(CTA_TUPLE_PROTO, &proto));
+        let mut dump = Vec::new();
+        for zone in [None, Some([0, 5])] {
+            let s = begin_nfmsg(&mut dump, ct_type(0), 2, 9, 2, 0); // IPCTNL_MSG_CT_NEW
+            dump.extend(nest(CTA_TUPLE_ORIG, &tuple));
+            if let Some(z) = zone {
+                put_attr(&mut dump, CTA_ZONE, &z);
+            }
+            end_msg(&mut dump, s);
+        }
+        let s = begin_nfmsg(&mut dump, NLMSG_DONE, 2, 9, 0, 0);
+        end_msg(&mut dump, s);
+        crate::fuzz_seed("conntrack", "dump", &dump);
+        crate::fuzz_seed(
+            "conntrack",
+            "acks",
+            &[
+                error_msg(NLM_F_CAPPED, 0, &[], None),
+                error_msg(NLM_F_CAPPED | NLM_F_ACK_TLVS, -libc::ENOENT, &[], Some("x")),
+            ]
+            .concat(),
+        );
     }
 }

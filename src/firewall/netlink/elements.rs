@@ -351,7 +351,7 @@ fn encode_elem(buf: &mut Vec<u8>, op: &SetOp) {
 
 /// A comment as stored: at most [`MAX_COMMENT_LEN`] bytes, cut at a character boundary,
 /// without NULs (it is stored NUL-terminated).
-fn comment_bytes(c: &str) -> &[u8] {
+pub(super) fn comment_bytes(c: &str) -> &[u8] {
     let mut end = c.len().min(MAX_COMMENT_LEN);
     while !c.is_char_boundary(end) {
         end -= 1;

@@ -27,6 +27,9 @@
 mod batch;
 mod conntrack;
 mod elements;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 mod monitor;
 mod table;
 
@@ -521,5 +524,48 @@ mod tests {
             }
             decode_everything(&buf);
         }
+    }
+
+    /// Not a test: writes the fuzz target's seeds from these samples (`cargo test --lib
+    /// fuzz_seeds -- --ignored`; see README.md, "Fuzzing").
+    #[test]
+    #[ignore]
+    fn fuzz_seeds() {
+        crate::fuzz_seed("nftables", "dumps", &sample_replies());
+        let mut acks = error_msg(NLM_F_ACK_TLVS, -libc::EINVAL, &[1, 0, 0, 0], Some("msg"));
+        acks.extend(error_msg(NLM_F_CAPPED | NLM_F_ACK_TLVS, -1, &[], Some("x")));
+        acks.extend(error_msg(NLM_F_CAPPED, 0, &[], None));
+        crate::fuzz_seed("nftables", "acks", &acks);
+        let k = [7u8; 12];
+        let (batch, _) = encode(
+            "provisioner",
+            &[
+                SetOp::Add {
+                    set: "leases",
+                    key: &k,
+                    timeout: Some(Duration::from_secs(5)),
+                    comment: Some("since 1700000000"),
+                },
+                SetOp::Add {
+                    set: "leases",
+                    key: &k[..4],
+                    timeout: None,
+                    comment: None,
+                },
+                SetOp::AddQuota {
+                    set: "leases",
+                    key: &k[..8],
+                    timeout: Duration::from_secs(3600),
+                    limit: 1 << 20,
+                    used: 4096,
+                },
+            ],
+        );
+        crate::fuzz_seed("nftables", "elements", &batch);
+        let mut del = Vec::new();
+        let s = begin_nfmsg(&mut del, nft_type(2), 0, 0, FAMILY_INET, 0); // NFT_MSG_DELTABLE
+        put_str(&mut del, 1, "provisioner"); // NFTA_TABLE_NAME
+        end_msg(&mut del, s);
+        crate::fuzz_seed("nftables", "deleted", &del);
     }
 }
