@@ -477,3 +477,63 @@ fn refused_after_session(rig: &Rig) {
         "the forwarder answered after the session ended"
     );
 }
+
+/// Bytes relayed for a client are its own on the provisioning device's hooks: counted in
+/// `clients` and against its daily quota, which cuts the relay in the kernel and then the
+/// client, as a forwarded flow would be.
+#[test]
+fn relayed_bytes_count_in_clients_and_against_the_quota() {
+    let rig = Rig::new(1);
+    zone(&rig);
+    echo_servers(&rig, &[CLOUD_ALLOWED]);
+    let daemon = rig.start_daemon(&config(
+        "
+config limits 'limits'
+\toption client_daily '300KB'
+",
+    ));
+    rig.dhcp(1).expect("lease");
+    let (code, mut relay) = socks(&rig, 1, &request(1, &Dest::Name(NAME), ECHO));
+    assert_eq!(code, 0);
+    relay
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    // Sends `n` bytes through the echo, a chunk at a time; how many came back.
+    let echoed = |relay: &mut TcpStream, n: usize| -> usize {
+        let chunk = [b'x'; 4096];
+        let mut back = 0;
+        let mut buf = [0u8; 8192];
+        for _ in 0..n / chunk.len() {
+            if relay.write_all(&chunk).is_err() {
+                break;
+            }
+            let want = back + chunk.len();
+            while back < want {
+                match relay.read(&mut buf) {
+                    Ok(k @ 1..) => back += k,
+                    _ => return back,
+                }
+            }
+        }
+        back
+    };
+    assert_eq!(echoed(&mut relay, 100 * 4096 / 4), 100 * 1024);
+    let row = match rig.ctl(&["clients"]) {
+        provisioner::control::Reply::Clients(c) => c
+            .stations
+            .into_iter()
+            .find(|r| r.ip.is_some())
+            .expect("the client's row"),
+        other => panic!("clients answered {other:?}"),
+    };
+    assert!(
+        row.bytes_up >= 100 * 1024 && row.bytes_down >= 100 * 1024,
+        "relayed bytes not counted: {row:?}"
+    );
+    // 200 KB both ways so far; the next 100 KB each way passes the 300 KB quota.
+    let back = echoed(&mut relay, 200 * 1024);
+    assert!(back < 100 * 1024, "{back} bytes echoed past the quota");
+    daemon
+        .wait_line("event=quota_exceeded mac=02:00:00:00:00:01", LOG)
+        .expect("the relayed bytes used up the quota");
+}
