@@ -537,3 +537,91 @@ config limits 'limits'
         .wait_line("event=quota_exceeded mac=02:00:00:00:00:01", LOG)
         .expect("the relayed bytes used up the quota");
 }
+
+/// An operator's evict or ban cuts the client's relays at once, as its session's end does.
+#[test]
+fn socks_relays_end_when_the_client_is_evicted_or_banned() {
+    let rig = Rig::new(2);
+    zone(&rig);
+    echo_servers(&rig, &[CLOUD_ALLOWED]);
+    let _daemon = rig.start_daemon(&config(""));
+    rig.dhcp(1).expect("lease 1");
+    rig.dhcp(2).expect("lease 2");
+    let (code, mut one) = socks(&rig, 1, &request(1, &Dest::Name(NAME), ECHO));
+    assert_eq!(code, 0);
+    let (code, mut two) = socks(&rig, 2, &request(1, &Dest::Name(NAME), ECHO));
+    assert_eq!(code, 0);
+    assert!(echoes(&mut one, YES) && echoes(&mut two, YES));
+    assert_eq!(outbound(&rig, CLOUD_ALLOWED, ECHO), 2);
+
+    rig.ctl(&["evict", "02:00:00:00:00:01"]);
+    assert!(
+        wait_until(LOG, Duration::from_millis(50), || outbound(
+            &rig,
+            CLOUD_ALLOWED,
+            ECHO
+        ) == 1),
+        "the evicted client's relay outlived its eviction"
+    );
+    // The other client's relay goes on: the twin.
+    assert!(echoes(&mut two, YES), "the other client's relay was cut");
+
+    rig.ctl(&["ban", "02:00:00:00:00:02", "10m"]);
+    assert!(
+        wait_until(LOG, Duration::from_millis(50), || outbound(
+            &rig,
+            CLOUD_ALLOWED,
+            ECHO
+        ) == 0),
+        "the banned client's relay outlived its ban"
+    );
+}
+
+/// A relayed connection is held to the client's rate, as a forwarded one is (the device
+/// hooks police what the client sends to the router and what the router sends it).
+#[test]
+fn relayed_bytes_are_held_to_the_clients_rate() {
+    let rig = Rig::new(1);
+    zone(&rig);
+    echo_servers(&rig, &[CLOUD_ALLOWED]);
+    // 1mbit each way: 125,000 bytes a second.
+    let _daemon = rig.start_daemon(&config(
+        "
+config limits 'limits'
+\toption client_rate_up '1mbit'
+\toption client_rate_down '1mbit'
+",
+    ));
+    rig.dhcp(1).expect("lease");
+    let (code, mut relay) = socks(&rig, 1, &request(1, &Dest::Name(NAME), ECHO));
+    assert_eq!(code, 0);
+    relay
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    // Echoes 4 KB at a time for 4 s; the bytes back in the last 3 (the first second spends
+    // the bucket's burst).
+    let chunk = [b'x'; 4096];
+    let mut buf = [0u8; 8192];
+    let start = std::time::Instant::now();
+    let mut counted = 0usize;
+    while start.elapsed() < Duration::from_secs(4) {
+        relay.write_all(&chunk).expect("send");
+        let mut back = 0;
+        while back < chunk.len() {
+            back += relay.read(&mut buf).expect("echo");
+        }
+        if start.elapsed() >= Duration::from_secs(1) {
+            counted += back;
+        }
+    }
+    let rate = counted as f64 / 3.0;
+    eprintln!("relayed echo at {rate:.0} B/s under a 125000 B/s limit");
+    assert!(
+        rate < 125_000.0 * 1.5,
+        "relayed at {rate:.0} B/s, over the client's rate"
+    );
+    assert!(
+        rate > 125_000.0 * 0.3,
+        "relayed at {rate:.0} B/s: starved, not limited"
+    );
+}
