@@ -437,15 +437,15 @@ config limits 'limits'
     daemon
         .wait_line("reason=session_ended", Duration::from_secs(40))
         .expect("the session's end");
-    assert!(
-        wait_until(LOG, Duration::from_millis(50), || outbound(
-            &rig,
-            CLOUD_ALLOWED,
-            ECHO
-        ) == 0),
-        "the relay outlived the session"
-    );
+    assert!(outbound_settles(&rig, 0), "the relay outlived the session");
     refused_after_session(&rig);
+}
+
+/// Whether the router's relays to the echo server come down to `n` in time.
+fn outbound_settles(rig: &Rig, n: usize) -> bool {
+    wait_until(LOG, Duration::from_millis(50), || {
+        outbound(rig, CLOUD_ALLOWED, ECHO) == n
+    })
 }
 
 /// The router's established connections to `ip`:`port` (a relay's outbound side).
@@ -556,11 +556,7 @@ fn socks_relays_end_when_the_client_is_evicted_or_banned() {
 
     rig.ctl(&["evict", "02:00:00:00:00:01"]);
     assert!(
-        wait_until(LOG, Duration::from_millis(50), || outbound(
-            &rig,
-            CLOUD_ALLOWED,
-            ECHO
-        ) == 1),
+        outbound_settles(&rig, 1),
         "the evicted client's relay outlived its eviction"
     );
     // The other client's relay goes on: the twin.
@@ -568,11 +564,7 @@ fn socks_relays_end_when_the_client_is_evicted_or_banned() {
 
     rig.ctl(&["ban", "02:00:00:00:00:02", "10m"]);
     assert!(
-        wait_until(LOG, Duration::from_millis(50), || outbound(
-            &rig,
-            CLOUD_ALLOWED,
-            ECHO
-        ) == 0),
+        outbound_settles(&rig, 0),
         "the banned client's relay outlived its ban"
     );
 }

@@ -394,7 +394,8 @@ impl Firewall {
         }
         // An admitted client's quota element, if it has none yet today (one that is there
         // keeps what it used: a client that comes back the same day goes on from there).
-        let quota_keys: Vec<(String, Key, u64)> = match self.day_left(Instant::now()) {
+        let day_left = self.day_left(Instant::now());
+        let quota_keys: Vec<(String, Key, u64)> = match day_left {
             Some(_) => changes
                 .iter()
                 .filter_map(|c| match c {
@@ -407,7 +408,7 @@ impl Firewall {
                 .collect(),
             None => Vec::new(),
         };
-        let day_left = self.day_left(Instant::now()).unwrap_or_default();
+        let day_left = day_left.unwrap_or_default();
         count_ops.extend(quota_keys.iter().map(|(set, key, limit)| SetOp::AddQuota {
             set: set.as_str(),
             key: key.as_bytes(),
