@@ -231,7 +231,10 @@ fn the_run_directory_keeps_what_the_quotas_used() {
         .exec_ok(&["nft", "delete", "table", "netdev", "provisioner"]);
     let daemon = rig.start_daemon(&cfg);
     daemon
-        .wait_line("run/quotas: torn or damaged, ignored", LOG)
+        .wait_line(
+            "run/quotas: torn, damaged or written by another version, ignored",
+            LOG,
+        )
         .expect("the damaged file is reported");
     // (Client 1 used up its quota above: still banned, from the kernel's ban set.)
     let s = status(&rig);

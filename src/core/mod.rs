@@ -20,6 +20,8 @@ pub mod outbox;
 pub mod ports;
 pub mod profile;
 pub mod ratelimit;
+pub mod saved;
+pub mod seal;
 pub mod settings;
 pub mod socks;
 pub mod stations;
@@ -510,6 +512,19 @@ impl Provisioner {
 
     /// [`Provisioner::snapshot`] without the learned grants (thousands, under DNS load):
     /// the clients, bans and bindings, for the operator's views.
+    /// Admissions and bans, for the run directory (see [`saved::SavedStations`]).
+    pub fn saved_stations(&self, now: Instant) -> saved::SavedStations {
+        saved::SavedStations {
+            clients: self.stations.clients(),
+            bans: self
+                .stations
+                .bans(now)
+                .into_iter()
+                .map(|(mac, left)| (mac, now + left))
+                .collect(),
+        }
+    }
+
     pub fn stations_snapshot(&self, now: Instant) -> Snapshot {
         Snapshot {
             clients: self

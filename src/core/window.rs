@@ -91,14 +91,16 @@ pub struct SavedWindow {
     pub expected: Option<Expected>,
 }
 
+/// The first line of a window file this version writes.
+pub const WINDOW_MAGIC: &str = "provisioner-window 1";
+
 impl SavedWindow {
-    /// Its end (milliseconds of the monotonic clock) on the first line, then, for a window
-    /// opened for named devices, `for PREFIX` lines, a `count N` line and a `done MAC` line
-    /// per device that completed. (A file of one line, as earlier versions wrote, is a
-    /// window for everyone.)
+    /// A first line naming the format, its end (milliseconds of the monotonic clock), then,
+    /// for a window opened for named devices, `for PREFIX` lines, a `count N` line and a
+    /// `done MAC` line per device that completed; sealed with a checksum line, so that a
+    /// file cut after its first lines is not read as a window for everyone.
     pub fn encode(&self) -> String {
-        let mut out = self.until.as_millis().to_string();
-        out.push('\n');
+        let mut out = format!("{WINDOW_MAGIC}\n{}\n", self.until.as_millis());
         if let Some(e) = &self.expected {
             for p in &e.prefixes {
                 out.push_str(&format!("for {p}\n"));
@@ -108,6 +110,7 @@ impl SavedWindow {
                 out.push_str(&format!("done {m}\n"));
             }
         }
+        crate::core::seal::seal(&mut out);
         out
     }
 
@@ -115,7 +118,10 @@ impl SavedWindow {
     /// not understood makes the whole of it unreadable, so that a damaged file closes the
     /// window rather than opening it for everyone.
     pub fn decode(text: &str) -> Option<SavedWindow> {
-        let mut lines = text.lines();
+        let mut lines = crate::core::seal::unseal(text)?.lines();
+        if lines.next()? != WINDOW_MAGIC {
+            return None;
+        }
         let until = Instant::from_millis(lines.next()?.trim().parse().ok()?);
         let (mut prefixes, mut count, mut done) = (Vec::new(), None, Vec::new());
         for line in lines.map(str::trim).filter(|l| !l.is_empty()) {
@@ -386,14 +392,27 @@ mod tests {
             }),
         };
         let text = saved.encode();
-        assert_eq!(
-            text,
-            "1600000\nfor 00:11:22:33:44:55\nfor 00:11:22:3\ncount 2\ndone 00:11:22:33:44:55\n"
+        let body = format!(
+            "{WINDOW_MAGIC}\n1600000\nfor 00:11:22:33:44:55\nfor 00:11:22:3\ncount 2\ndone 00:11:22:33:44:55\n"
         );
+        assert!(text.starts_with(&body), "{text}");
         assert_eq!(SavedWindow::decode(&text), Some(saved));
-        // What earlier versions wrote: one line, a window for everyone.
-        assert_eq!(SavedWindow::decode("1600000\n"), Some(everyone(t(600))));
-        // Damaged: never a window for everyone.
+        let sealed = |body: &str| {
+            let mut s = format!("{WINDOW_MAGIC}\n{body}");
+            crate::core::seal::seal(&mut s);
+            s
+        };
+        assert_eq!(
+            SavedWindow::decode(&sealed("1600000\n")),
+            Some(everyone(t(600)))
+        );
+        // Torn anywhere (above all after its end, which alone would read as a window for
+        // everyone) or written by an earlier version: closed.
+        for cut in 0..text.len() {
+            assert_eq!(SavedWindow::decode(&text[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(SavedWindow::decode("1600000\n"), None, "unsealed");
+        // Whole but not understood: never a window for everyone.
         for bad in [
             "",
             "soon\n",
@@ -405,7 +424,7 @@ mod tests {
             "1600000\nfor 00:11:22\ncount 1\nwho knows\n",
             "1600000\ndone 00:11:22:33:44:55\n",
         ] {
-            assert_eq!(SavedWindow::decode(bad), None, "{bad:?}");
+            assert_eq!(SavedWindow::decode(&sealed(bad)), None, "{bad:?}");
         }
     }
 

@@ -130,6 +130,8 @@ struct Daemon {
     /// When the daily quotas' day ends (boot clock), and their last reading.
     day_end: Instant,
     quota_reading: crate::firewall::quotas::QuotaReading,
+    /// An admission or ban changed since the run directory's copy was written.
+    stations_changed: bool,
 }
 
 /// The SOCKS forwarder (`config socks`) as the loop sees it: its thread, what it asks,
@@ -169,9 +171,18 @@ impl Daemon {
         // Reconcile: what a previous run left in the kernel (clients with their session
         // clocks, bans, bindings, learned addresses) and an open window are taken over, so
         // a restart costs nobody their address, their traffic or a fresh session.
-        let kernel = fw
+        let mut kernel = fw
             .snapshot(now)
             .context("reading what a previous run left in the kernel")?;
+        if let Some(saved) = system::read_stations(&paths.run_dir) {
+            let added = saved.fill_in(&mut kernel, now);
+            if added > 0 {
+                warn!(
+                    "{added} admission(s) or ban(s) the kernel no longer held (our tables were deleted while we were down) taken from {}",
+                    paths.run_dir.join("stations").display()
+                );
+            }
+        }
         let restored = provisioner.restore(&kernel, read_window(&paths.run_dir), now);
         let day_end = now + system::until_quota_reset(cfg.limits.quota_reset);
         fw.set_day_end(day_end);
@@ -284,6 +295,7 @@ impl Daemon {
             checks: 0,
             day_end,
             quota_reading: Default::default(),
+            stations_changed: true,
         };
         d.set_alarms();
         d.set_socks()?;
@@ -440,6 +452,10 @@ impl Daemon {
         while let Some(e) = self.provisioner.poll_event() {
             self.audit(e);
         }
+        if std::mem::take(&mut self.stations_changed) {
+            let saved = self.provisioner.saved_stations(Instant::now());
+            system::write_stations(&self.paths.run_dir, &saved);
+        }
     }
 
     /// The alarm command's thread, as the config has it (started, replaced or stopped
@@ -472,6 +488,16 @@ impl Daemon {
     /// and hands it to followers.
     fn audit(&mut self, e: Event) {
         self.metrics.event(&e);
+        self.stations_changed |= matches!(
+            e,
+            Event::Admitted { .. }
+                | Event::Evicted { .. }
+                | Event::Left { .. }
+                | Event::Banned { .. }
+                | Event::Unbanned { .. }
+                | Event::BanEnded { .. }
+                | Event::ClientRestored { .. }
+        );
         self.socks.recheck = true;
         if e.is_chatty() {
             debug!(target: "audit", "{e}");

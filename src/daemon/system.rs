@@ -9,6 +9,8 @@ use anyhow::{Context, bail};
 use tracing::{info, warn};
 
 use crate::config::IfName;
+use crate::config::edit::write_atomic;
+use crate::core::saved::SavedStations;
 use crate::core::window::{LocalTime, SavedWindow};
 use crate::firewall::quotas::QuotaReading;
 use crate::firewall::{Firewall, TABLE};
@@ -57,7 +59,7 @@ pub(super) fn read_quotas(run_dir: &Path, now_unix: u64) -> Option<QuotaReading>
         Some(_) => None,
         None => {
             warn!(
-                "{}: torn or damaged, ignored (the kernel's quota elements, if any, hold what was used)",
+                "{}: torn, damaged or written by another version, ignored (the kernel's quota elements, if any, hold what was used)",
                 path.display()
             );
             None
@@ -65,19 +67,11 @@ pub(super) fn read_quotas(run_dir: &Path, now_unix: u64) -> Option<QuotaReading>
     }
 }
 
-/// Written whole, synced, then renamed over the last: a crash leaves the old file or the
-/// new, never half of one.
+/// Written whole, synced, then renamed over the last ([`write_atomic`]): a crash leaves the
+/// old file or the new, never half of one.
 pub(super) fn write_quotas(run_dir: &Path, reading: &QuotaReading, day_end_unix: u64) {
-    use std::io::Write;
     let path = quota_file(run_dir);
-    let tmp = path.with_extension("new");
-    let result = std::fs::File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(reading.encode(day_end_unix).as_bytes())?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, &path));
-    if let Err(e) = result {
+    if let Err(e) = write_atomic(&path, reading.encode(day_end_unix).as_bytes()) {
         warn!(
             "{}: {e}; a restart without our tables would lose today's quota use",
             path.display()
@@ -92,14 +86,15 @@ fn window_file(run_dir: &Path) -> PathBuf {
 }
 
 /// The window a previous run kept (see [`SavedWindow::encode`]); a file that does not
-/// read as one closes the window (it is never opened for everyone by mistake).
+/// read as one (torn, damaged, another version's) is reported and closes the window: it is
+/// never opened for everyone by mistake.
 pub(super) fn read_window(run_dir: &Path) -> Option<SavedWindow> {
     let path = window_file(run_dir);
     let text = std::fs::read_to_string(&path).ok()?;
     let saved = SavedWindow::decode(&text);
     if saved.is_none() {
         warn!(
-            "{}: not a window this version wrote; the window stays closed",
+            "{}: torn, damaged or written by another version, ignored; the window stays closed",
             path.display()
         );
     }
@@ -109,11 +104,8 @@ pub(super) fn read_window(run_dir: &Path) -> Option<SavedWindow> {
 pub(super) fn write_window(run_dir: &Path, window: Option<SavedWindow>) {
     let path = window_file(run_dir);
     let result = match window {
-        // Written whole then renamed: a crash never leaves half a list of devices.
-        Some(w) => {
-            let tmp = path.with_extension("new");
-            std::fs::write(&tmp, w.encode()).and_then(|()| std::fs::rename(&tmp, &path))
-        }
+        // Written whole, synced, renamed: a crash never leaves half a list of devices.
+        Some(w) => write_atomic(&path, w.encode().as_bytes()),
         None => std::fs::remove_file(&path).or_else(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Ok(()),
             _ => Err(e),
@@ -121,6 +113,37 @@ pub(super) fn write_window(run_dir: &Path, window: Option<SavedWindow>) {
     };
     if let Err(e) = result {
         warn!("{}: {e}; a restart would close the window", path.display());
+    }
+}
+
+/// Where admissions and bans are kept besides the kernel's sets.
+fn stations_file(run_dir: &Path) -> PathBuf {
+    run_dir.join("stations")
+}
+
+/// The admissions and bans a previous run kept; a torn or damaged file is reported and
+/// ignored (the kernel's sets are the truth).
+pub(super) fn read_stations(run_dir: &Path) -> Option<SavedStations> {
+    let path = stations_file(run_dir);
+    let text = std::fs::read_to_string(&path).ok()?;
+    let saved = SavedStations::decode(&text);
+    if saved.is_none() {
+        warn!(
+            "{}: torn, damaged or written by another version, ignored (the kernel's sets hold the admissions and bans)",
+            path.display()
+        );
+    }
+    saved
+}
+
+/// Written whole, synced, renamed ([`write_atomic`]).
+pub(super) fn write_stations(run_dir: &Path, saved: &SavedStations) {
+    let path = stations_file(run_dir);
+    if let Err(e) = write_atomic(&path, saved.encode().as_bytes()) {
+        warn!(
+            "{}: {e}; a restart after our tables were deleted would forget admissions and bans",
+            path.display()
+        );
     }
 }
 

@@ -137,13 +137,6 @@ impl Firewall {
 /// The first line of a quota file this version writes.
 const FILE_MAGIC: &str = "provisioner-quotas 1";
 
-/// FNV-1a, 64 bits: enough to tell a torn or damaged file from a whole one.
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 impl QuotaReading {
     /// The reading as the run directory keeps it, with the day it belongs to (when it
     /// ends, in Unix seconds) and a checksum as the last line.
@@ -158,21 +151,14 @@ impl QuotaReading {
         for (mac, q) in clients {
             let _ = writeln!(s, "client {mac} {} {}", q.used, q.limit);
         }
-        let sum = fnv(s.as_bytes());
-        let _ = writeln!(s, "sum {sum:016x}");
+        crate::core::seal::seal(&mut s);
         s
     }
 
     /// A file [`Self::encode`] wrote, whole: the reading and its day's end. Anything else
     /// (torn, damaged, another version's) is `None`.
     pub fn decode(text: &str) -> Option<(QuotaReading, u64)> {
-        let body_end = text.trim_end_matches('\n').rfind('\n')? + 1;
-        let (body, last) = text.split_at(body_end);
-        let sum = u64::from_str_radix(last.trim_end().strip_prefix("sum ")?, 16).ok()?;
-        if sum != fnv(body.as_bytes()) || !last.ends_with('\n') {
-            return None;
-        }
-        let mut lines = body.lines();
+        let mut lines = crate::core::seal::unseal(text)?.lines();
         if lines.next()? != FILE_MAGIC {
             return None;
         }
