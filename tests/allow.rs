@@ -309,3 +309,104 @@ fn uci_changes_go_through_uci_and_show_in_uci_show() {
         "removed entry back on restart"
     );
 }
+
+/// A reload with traffic running (issue 14, item 3): ten reloads that each rebuild the
+/// table leave an open connection of every client whose entry stays untouched (each of its
+/// echoes, sent back to back throughout, comes back), and the one that removes an entry
+/// cuts the connection open to it at once while nobody loses their binding.
+#[test]
+fn reloads_under_traffic_keep_what_they_still_permit_and_cut_the_rest_at_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let rig = Rig::new(2);
+    echo_servers(&rig, &[CLOUD_ALLOWED, CLOUD_OTHER, CLOUD_NEW]);
+    let daemon = rig.start_daemon(&uci_config());
+    rig.dhcp(1).expect("lease");
+    rig.dhcp(2).expect("lease");
+    let mut kept: Vec<_> = [1, 2]
+        .iter()
+        .map(|&i| connect(&rig, i, CLOUD_ALLOWED, YES).expect("connect to keep"))
+        .collect();
+    let mut doomed = connect(&rig, 1, CLOUD_OTHER, YES).expect("connect to gone");
+    assert!(echoes(&mut doomed, YES), "open");
+
+    /// Stops the traffic also when an assertion fails (the scope would wait for it forever).
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let stop = AtomicBool::new(false);
+    let echoed = std::thread::scope(|s| {
+        let stop = &stop;
+        let stopping = Stop(stop);
+        let traffic: Vec<_> = kept
+            .iter_mut()
+            .map(|conn| {
+                s.spawn(move || {
+                    let mut n = 0u32;
+                    while !stop.load(Ordering::Relaxed) {
+                        assert!(echoes(conn, YES), "an echo was lost after {n}");
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        // Each reload changes the allow-list (an entry comes and goes), so the table is
+        // rebuilt each time.
+        for i in 0..10 {
+            let extra = if i % 2 == 0 {
+                format!(
+                    "\nconfig allow 'new'\n\tlist address '{CLOUD_NEW}'\n\tlist port '{ECHO}'\n"
+                )
+            } else {
+                String::new()
+            };
+            std::fs::write(rig.config_path(), uci_config() + &extra).unwrap();
+            let r = rig.ctl(&["reload"]);
+            assert!(matches!(r, Reply::Reloaded(_)), "{r:?}");
+        }
+        assert!(
+            echoes(&mut doomed, YES),
+            "cut by a reload that kept its entry"
+        );
+        let without_gone = uci_config().replace(
+            &format!(
+                "\nconfig allow 'gone'\n\tlist address '{CLOUD_OTHER}'\n\tlist port '{ECHO}'\n"
+            ),
+            "",
+        );
+        assert_ne!(without_gone, uci_config());
+        std::fs::write(rig.config_path(), without_gone).unwrap();
+        let r = rig.ctl(&["reload"]);
+        assert!(matches!(r, Reply::Reloaded(_)), "{r:?}");
+        // At once: the reload's reply came after the connection was ended.
+        assert!(
+            !echoes(&mut doomed, NO),
+            "the open connection to the removed entry still carries data"
+        );
+        drop(stopping);
+        traffic
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert!(echoed.iter().all(|&n| n > 10), "{echoed:?}");
+    eprintln!("echoes through 11 reloads, per client: {echoed:?}");
+    assert!(
+        refused_now(&rig, CLOUD_OTHER),
+        "a new connection got through"
+    );
+    assert!(reachable(&rig, CLOUD_ALLOWED), "the entry that stayed");
+    let status = rig.status();
+    assert_eq!(
+        status.clients.len(),
+        2,
+        "a reload cost a binding: {status:?}"
+    );
+    for (i, conn) in kept.iter_mut().enumerate() {
+        assert!(echoes(conn, YES), "client {}'s kept connection", i + 1);
+    }
+    drop(daemon);
+}
