@@ -238,6 +238,20 @@ fn the_provisioning_bridge_deleted_and_recreated_is_taken_back() {
         );
     }
 
+    // Client 1's binding outlived its bridge: its neighbour entry is pinned on the new one
+    // and it reaches the cloud before it asks for its lease again.
+    let neigh = rig
+        .router()
+        .exec_ok(&["ip", "neigh", "show", "dev", PROV_IF]);
+    assert!(
+        neigh.contains(&format!("{ip1} lladdr 02:00:00:00:00:01 PERMANENT")),
+        "{neigh}"
+    );
+    assert!(
+        cloud_ok(&rig, 1),
+        "client 1's binding was lost with its bridge"
+    );
+
     // DHCP on the new bridge: client 1 keeps its address, a newcomer gets one.
     assert_eq!(rig.dhcp(1).expect("lease on the new bridge"), ip1);
     let ip2 = rig.dhcp(2).expect("a newcomer's lease on the new bridge");
