@@ -89,8 +89,14 @@ struct Daemon {
     dhcp_in: AsyncFd<dhcp::Listener>,
     /// The bridge's ports (isolated) and the router's neighbour entries for clients.
     segment: Segment,
-    /// Link announcements: a port that joins the bridge is isolated at once.
+    /// Link and address announcements: a port that joins the bridge is isolated at once, a
+    /// recreated provisioning interface taken back, the router's addresses followed.
     links: Option<AsyncFd<LinkMonitor>>,
+    /// The provisioning interface's index the sockets and device hooks are on (`None`:
+    /// it is gone).
+    interface_index: Option<u32>,
+    /// The router's addresses the rebinding guard was last given.
+    router_addrs: Vec<std::net::Ipv4Addr>,
     /// What our drop rules logged (refused ARP).
     nflog: Option<AsyncFd<Nflog>>,
     dns: DnsSockets,
@@ -167,7 +173,8 @@ impl Daemon {
         let mut fw = Firewall::open().context("opening the nftables netlink socket")?;
         let now = Instant::now();
         let mut provisioner = Provisioner::new(&Settings::from(&cfg));
-        provisioner.set_router_addresses(&router_addresses());
+        let router_addrs = router_addresses();
+        provisioner.set_router_addresses(&router_addrs);
         // Reconcile: what a previous run left in the kernel (clients with their session
         // clocks, bans, bindings, learned addresses) and an open window are taken over, so
         // a restart costs nobody their address, their traffic or a fresh session.
@@ -254,6 +261,7 @@ impl Daemon {
             || Nflog::open(nflog::GROUP),
             "spoofed ARP and blocked flows are dropped but not reported",
         );
+        let interface_index = crate::net::ifindex(cfg.network.interface.as_str());
         let (socks_tx, socks_rx) = mpsc::channel(crate::socks::QUEUE);
         let mut d = Daemon {
             socks: Relays {
@@ -272,6 +280,8 @@ impl Daemon {
             dhcp_in,
             segment,
             links,
+            interface_index,
+            router_addrs,
             nflog,
             dns,
             resolver,
@@ -382,6 +392,7 @@ impl Daemon {
                 }
                 _ = check.tick() => {
                     self.ensure_table("found missing");
+                    self.follow_interface();
                     self.keep_counts();
                     self.keep_quotas();
                     self.isolate();
@@ -476,8 +487,12 @@ impl Daemon {
         });
     }
 
-    /// Isolates the bridge ports that are not yet (retried by the next check).
+    /// Isolates the bridge ports that are not yet (retried by the next check); nothing to
+    /// do while the provisioning interface is gone (said once, when it went).
     fn isolate(&mut self) {
+        if self.interface_index.is_none() {
+            return;
+        }
         for e in isolate_ports(&mut self.segment) {
             self.audit(e);
         }
@@ -888,17 +903,101 @@ impl Daemon {
         }
     }
 
-    /// Links changed: isolate any port that joined the bridge.
+    /// Links changed: take back a recreated provisioning interface, isolate any port that
+    /// joined the bridge; addresses changed: the rebinding guard follows the router's.
     fn on_links(&mut self) {
         let Some(fd) = self.links.as_mut() else {
             return;
         };
         match fd.get_mut().read() {
-            Ok(false) => {}
-            Ok(true) => self.isolate(),
+            Ok(seen) => {
+                if seen.links {
+                    self.follow_interface();
+                    self.isolate();
+                }
+                if seen.addresses {
+                    self.follow_addresses();
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => warn!("reading link announcements: {e}"),
         }
+    }
+
+    /// The provisioning interface deleted (netifd's network restart deletes the bridge) and
+    /// created again is a new device: the sockets bound to the old one hear nothing and the
+    /// device hooks were on it. Once one of that name is back, they move to it.
+    fn follow_interface(&mut self) {
+        let name = self.cfg.network.interface.clone();
+        let now = crate::net::ifindex(name.as_str());
+        if now == self.interface_index {
+            return;
+        }
+        let was = std::mem::replace(&mut self.interface_index, now);
+        let Some(index) = now else {
+            warn!(
+                "provisioning interface {name} is gone (it was index {}); the network stays closed until it is back",
+                was.unwrap_or(0)
+            );
+            return;
+        };
+        match self.take_back_interface() {
+            Ok(()) => warn!(
+                "provisioning interface {name} is back as index {index}: DHCP, DNS and the device hooks are on it again"
+            ),
+            Err(e) => {
+                // Tried again at the next announcement or check.
+                self.interface_index = None;
+                error!(
+                    "provisioning interface {name} is back as index {index}; taking it over: {e:#}"
+                );
+            }
+        }
+    }
+
+    /// Opens the sockets on the provisioning interface again and reinstalls the tables
+    /// (the netdev chains hook the device as it is now), with the ports isolated and the
+    /// clients' neighbour entries pinned there.
+    fn take_back_interface(&mut self) -> anyhow::Result<()> {
+        let net = &self.cfg.network;
+        prepare_interface(&net.interface, net.router)?;
+        let (out, listener) = dhcp_sockets(&self.cfg)?;
+        let dns = DnsSockets::open(&net.interface, net.router)?;
+        self.dhcp = out;
+        self.dhcp_in = listener;
+        self.dns = dns;
+        let now = Instant::now();
+        install(&mut self.fw, &self.cfg, &self.provisioner, now)?;
+        self.isolate();
+        if let Err(e) = self
+            .segment
+            .reconcile(&self.provisioner.stations_snapshot(now).leases)
+        {
+            warn!("pinning the clients' neighbour entries: {e}");
+        }
+        if self.socks.forwarder.is_some() {
+            // Its listener was bound to the old device; its relays ended with it.
+            self.socks.forwarder = None;
+            self.socks.open.clear();
+            self.set_socks()?;
+        }
+        Ok(())
+    }
+
+    /// The router's addresses changed (a new WAN address, say): none of them is ever to be
+    /// learned from an answer.
+    fn follow_addresses(&mut self) {
+        let addrs = router_addresses();
+        if addrs == self.router_addrs {
+            return;
+        }
+        let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        info!(
+            "router addresses changed; the rebinding guard now covers {}",
+            list.join(" ")
+        );
+        self.provisioner.set_router_addresses(&addrs);
+        self.router_addrs = addrs;
     }
 
     /// What our drop rules logged: refused ARP is a spoofing attempt to grade, a refused
@@ -1000,11 +1099,13 @@ impl Daemon {
             .install(&rs)
             .map_err(|e| format!("installing table inet {TABLE}: {e:#}"))?;
         self.provisioner.handle_reload(&settings, now);
-        self.provisioner.set_router_addresses(&router_addresses());
+        self.router_addrs = router_addresses();
+        self.provisioner.set_router_addresses(&self.router_addrs);
         if let Some(((out, listener), segment)) = socket {
             self.dhcp = out;
             self.dhcp_in = listener;
             self.segment = segment;
+            self.interface_index = crate::net::ifindex(new.network.interface.as_str());
             self.isolate();
         }
         if let Err(e) = self

@@ -147,15 +147,19 @@ pub(super) fn write_stations(run_dir: &Path, saved: &SavedStations) {
     }
 }
 
-/// Every IPv4 address the router has: never to be learned from a DNS answer.
+/// Every IPv4 address the router has (sorted, once each): never to be learned from a DNS
+/// answer.
 pub(super) fn router_addresses() -> Vec<Ipv4Addr> {
-    nix::ifaddrs::getifaddrs()
+    let mut addrs: Vec<Ipv4Addr> = nix::ifaddrs::getifaddrs()
         .map(|addrs| {
             addrs
                 .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    addrs.sort();
+    addrs.dedup();
+    addrs
 }
 
 /// IPv6 is off on the provisioning interface: no addresses, no router advertisements, so

@@ -3,7 +3,7 @@
 //! message, whatever its type, so the fuzzer need not find the types first.
 
 use super::bridge::parse_port;
-use super::monitor::announces_new_link;
+use super::monitor::announces;
 use super::neighbours::parse_pinned;
 use super::rtnl::msg_index;
 use crate::netlink::*;
@@ -32,5 +32,5 @@ pub fn rtnetlink(datagram: &[u8]) {
         }
         let _ = parse_pinned(msg.payload, 5);
     }
-    let _ = announces_new_link(datagram);
+    let _ = announces(datagram);
 }
