@@ -84,6 +84,8 @@ want shellcheck      shellcheck
 want busybox         busybox
 # tests/metrics.rs: the prometheus-node-exporter-lua collector, in OpenWrt's Lua (5.1).
 want lua5.1          lua5.1
+# tests/quotas.rs: the wall clock jumping under the daemon (libfaketime, realtime only).
+want faketime        faketime
 
 # The OpenWrt kit (../shared/openwrt: OpenWrt's own uci, firewall4, ubus, rpcd, built from
 # upstream source) for the tests against real OpenWrt components: its build dependencies.

@@ -246,3 +246,115 @@ fn the_run_directory_keeps_what_the_quotas_used() {
         s.bans
     );
 }
+
+/// The wall clock jumps under the daemon (NTP setting the clock of a router that booted
+/// without one; libfaketime moves the daemon's realtime clock only): the quotas' day end
+/// follows the local time, what the quota used is kept through it, and sessions and bans
+/// (on the boot clock) neither end early nor last longer.
+#[test]
+fn a_wall_clock_jump_moves_the_quotas_day_but_no_session_or_ban() {
+    let Some(lib) = ["x86_64", "aarch64", "i386", "arm"]
+        .iter()
+        .map(|a| format!("/usr/lib/{a}-linux-gnu/faketime/libfaketime.so.1"))
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        eprintln!("skipped: libfaketime is not installed (scripts/deps.sh installs faketime)");
+        return;
+    };
+    let rig = Rig::new(2);
+    let offset = rig.dir().join("faketime");
+    std::fs::write(&offset, "+0\n").unwrap();
+    // The day ends three hours from now, local time.
+    let out = std::process::Command::new("date")
+        .args(["+%H:%M", "-d", "+3 hours"])
+        .output()
+        .unwrap();
+    let reset = String::from_utf8(out.stdout).unwrap();
+    let cfg = quota_config(&format!(
+        "\toption client_daily '300KB'\n\toption quota_reset '{}'\n",
+        reset.trim()
+    ));
+    let env = [
+        format!("LD_PRELOAD={lib}"),
+        format!("FAKETIME_TIMESTAMP_FILE={}", offset.display()),
+        "FAKETIME_NO_CACHE=1".into(),
+        "FAKETIME_DONT_FAKE_MONOTONIC=1".into(),
+    ];
+    let env: Vec<&str> = env.iter().map(String::as_str).collect();
+    let daemon = rig.start_daemon_env(&cfg, &env);
+    rig.dhcp(1).expect("lease");
+    rig.dhcp(2).expect("lease");
+    assert_eq!(download(&rig, 1, 200_000), Some(200_000));
+    rig.ctl(&["ban", "02:00:00:00:00:02", "1h"]);
+    let before = status(&rig);
+    let timed = |s: &provisioner::control::protocol::Status| {
+        let session = s
+            .clients
+            .iter()
+            .find(|c| c.mac.to_string() == "02:00:00:00:00:01");
+        let ban = s
+            .bans
+            .iter()
+            .find(|b| b.mac.to_string() == "02:00:00:00:00:02");
+        match (session, ban) {
+            (Some(c), Some(b)) => (c.session_left, b.left),
+            _ => panic!(
+                "client 1 or client 2's ban missing: {s:?}\n{}",
+                daemon.lines().join("\n")
+            ),
+        }
+    };
+    let (session0, ban0) = timed(&before);
+    let t0 = std::time::Instant::now();
+
+    // Forward 2 h 50 min: the day now ends in about 10 minutes.
+    std::fs::write(&offset, "+170m\n").unwrap();
+    let line = daemon
+        .wait_line("the wall clock moved", LOG)
+        .expect("the day end follows the clock");
+    assert!((8..=10).contains(&ends_in(&line)), "{line}");
+    let (session, ban) = timed(&status(&rig));
+    let passed = t0.elapsed().as_secs() + 2;
+    assert!(
+        session + passed >= session0 && session <= session0,
+        "the session moved with the wall clock: {session0} -> {session}"
+    );
+    assert!(
+        ban + passed >= ban0 && ban <= ban0,
+        "the ban moved with the wall clock: {ban0} -> {ban}"
+    );
+    // What the quota used came through the rebuild: 100 KB left of 300 KB.
+    let got = download(&rig, 1, 200_000).expect("connect");
+    assert!(
+        (50_000..150_000).contains(&got),
+        "{got} bytes after 200 KB of a 300 KB quota and a clock jump"
+    );
+
+    // Back by four hours: the day ends later again (never before its local time).
+    std::fs::write(&offset, "-70m\n").unwrap();
+    let line = daemon
+        .wait_line_where("the wall clock moved back", LOG, |l| {
+            l.contains("the wall clock moved") && ends_in(l) > 60
+        })
+        .expect("the day end follows the clock back");
+    // 3 h from the start, and the clock now 1 h 10 min behind: 4 h 10 min.
+    assert!((247..=250).contains(&ends_in(&line)), "{line}");
+    // (Client 1 is gone: its second download used up its quota.)
+    let s = status(&rig);
+    let ban = s
+        .bans
+        .iter()
+        .find(|b| b.mac.to_string() == "02:00:00:00:00:02")
+        .expect("client 2's ban")
+        .left;
+    assert!(
+        ban <= ban0 && ban + t0.elapsed().as_secs() + 2 >= ban0,
+        "{ban0} -> {ban}"
+    );
+}
+
+/// The minutes in "the quotas' day ends in N min".
+fn ends_in(line: &str) -> u64 {
+    let rest = &line[line.find("ends in ").expect(line) + 8..];
+    rest.split(' ').next().unwrap().parse().expect(line)
+}

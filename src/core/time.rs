@@ -131,10 +131,36 @@ pub fn day_left(second: u32, reset: u16) -> std::time::Duration {
     std::time::Duration::from_secs(u64::from(left))
 }
 
+/// Whether the wall clock moved under a day end set `left` from now, the local time now
+/// putting it `want` from now: more than five minutes apart, a day either way being no
+/// difference (in the day's last minute [`day_left`] gives the day after's). NTP setting
+/// the clock of a router that booted without one, or an operator's `date`, moves the day
+/// end with it; drift and a late tick do not.
+pub fn day_end_moved(left: std::time::Duration, want: std::time::Duration) -> bool {
+    const DAY: i64 = 86_400;
+    let d = (want.as_secs() as i64 - left.as_secs() as i64).rem_euclid(DAY);
+    d.min(DAY - d) > 300
+}
+
 #[cfg(test)]
 mod day_tests {
-    use super::day_left;
+    use super::{day_end_moved, day_left};
     use std::time::Duration;
+
+    #[test]
+    fn a_day_end_moves_with_a_clock_jump_and_not_with_drift() {
+        let s = Duration::from_secs;
+        assert!(!day_end_moved(s(3600), s(3600)));
+        assert!(!day_end_moved(s(3600), s(3620)), "drift");
+        // The day's last minute: the day after's end is the same end.
+        assert!(!day_end_moved(s(30), day_left(4 * 3600 - 30, 4 * 60)));
+        assert!(!day_end_moved(s(0), s(86_400)));
+        // NTP sets a clock that started at 1970-01-01 00:00 to 14:00: the day ends in
+        // 10 h, not in the 24 h left on the boot clock.
+        assert!(day_end_moved(s(86_400 - 60), day_left(14 * 3600, 0)));
+        // Set back by two hours.
+        assert!(day_end_moved(s(3600), s(3 * 3600)));
+    }
 
     #[test]
     fn the_day_ends_at_the_next_reset() {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::Daemon;
 use crate::control::clock::{rfc3339, unix_secs_of};
@@ -167,6 +167,31 @@ impl Daemon {
     /// Every [`QUOTAS_READ_EVERY`] table checks, the quota elements are read: who used up
     /// theirs is evicted and banned until the day ends (the kernel already drops their
     /// traffic). At the day's end, everyone gets new ones.
+    /// The wall clock jumped (NTP on a router without a clock, `date`): the day now ends
+    /// where the local time says, and the quota elements time out then, what they used
+    /// carried (a rebuilt table, as a reload does: rare enough). Sessions and bans are on
+    /// the boot clock and do not move.
+    fn follow_the_wall_clock(&mut self, now: Instant) {
+        let want = super::system::until_quota_reset(self.cfg.limits.quota_reset);
+        let left = self.day_end.saturating_since(now);
+        if !crate::core::time::day_end_moved(left, want) {
+            return;
+        }
+        info!(
+            "the wall clock moved: the quotas' day ends in {} min instead of {} min; what they used is kept",
+            want.as_secs() / 60,
+            left.as_secs() / 60
+        );
+        self.day_end = now + want;
+        self.fw.set_day_end(self.day_end);
+        if !self.fw.has_quotas() {
+            return;
+        }
+        if let Err(e) = super::install(&mut self.fw, &self.cfg, &self.provisioner, now) {
+            warn!("rebuilding the table for the quotas' new day end: {e:#}");
+        }
+    }
+
     pub(super) fn keep_quotas(&mut self) {
         let now = Instant::now();
         if now >= self.day_end {
@@ -184,6 +209,8 @@ impl Daemon {
             }
             self.quota_reading = Default::default();
             self.provisioner.handle_new_day();
+        } else {
+            self.follow_the_wall_clock(now);
         }
         if self.checks % QUOTAS_READ_EVERY != 0 {
             return;

@@ -27,6 +27,11 @@ pub struct QuotaReading {
 
 impl Firewall {
     /// When the quotas' day ends (the daemon sets it at start and at each day's end).
+    /// Whether the ruleset keeps any daily quota.
+    pub fn has_quotas(&self) -> bool {
+        !self.quota_plan.is_empty()
+    }
+
     pub fn set_day_end(&mut self, end: Instant) {
         self.day_end = Some(end);
     }

@@ -80,6 +80,34 @@ impl Rig {
         self.start_daemon_in(Some(dir), config, &[])
     }
 
+    /// [`Rig::start_daemon`] with `env` (`NAME=VALUE`) in its environment.
+    pub fn start_daemon_env(&self, config: &str, env: &[&str]) -> Proc {
+        let path = self.config_path();
+        fs::write(&path, config).expect("write config");
+        let bin = daemon_bin();
+        let control = self.control_socket();
+        let run = self.dir.join("run");
+        let mut args = vec!["env"];
+        args.extend(env);
+        args.extend([
+            bin.to_str().expect("utf-8 path"),
+            "provisionerd",
+            "-c",
+            path.to_str().expect("utf-8 path"),
+            "--control",
+            control.to_str().expect("utf-8 path"),
+            "--run-dir",
+            run.to_str().expect("utf-8 path"),
+            "--ubus",
+            "none",
+        ]);
+        let p = self.spawn(self.router(), &args);
+        if let Err(e) = p.wait_line("ready", Duration::from_secs(30)) {
+            panic!("provisionerd did not come up: {e}");
+        }
+        p
+    }
+
     /// [`Rig::start_daemon`] with `path_dir` first in its PATH and `extra` arguments.
     pub fn start_daemon_in(&self, path_dir: Option<&Path>, config: &str, extra: &[&str]) -> Proc {
         let p = self.spawn_daemon_in(path_dir, config, extra);
