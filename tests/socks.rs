@@ -617,3 +617,55 @@ config limits 'limits'
         "relayed at {rate:.0} B/s: starved, not limited"
     );
 }
+
+/// The forwarder's total bound (`total_connections`): with it taken by two clients, the
+/// next connection is closed at once and reported, those open keep relaying, and one that
+/// ends makes room for the next.
+#[test]
+fn the_total_bound_refuses_the_next_connection_and_frees_with_one_that_ends() {
+    let rig = Rig::new(2);
+    zone(&rig);
+    echo_servers(&rig, &[CLOUD_OTHER]);
+    let cfg = config("").replace(
+        "\toption client_connections '4'\n",
+        "\toption client_connections '3'\n\toption total_connections '4'\n",
+    );
+    assert!(cfg.contains("total_connections '4'"), "{cfg}");
+    let daemon = rig.start_daemon(&cfg);
+    rig.dhcp(1).expect("lease 1");
+    rig.dhcp(2).expect("lease 2");
+    let relay = |i: usize| {
+        let (code, s) = socks(&rig, i, &request(1, &Dest::V4(CLOUD_OTHER), ECHO));
+        assert_eq!(code, 0, "client {i}'s relay refused");
+        s
+    };
+    let mut open: Vec<TcpStream> = vec![relay(1), relay(1), relay(1), relay(2)];
+    let mut over = socks_conn(&rig, 2);
+    assert!(closed_within(&mut over, YES), "over the total bound");
+    refused_event(&daemon, "", "total_limit");
+    for s in &mut open {
+        assert!(echoes(s, YES), "a relay within the bound was cut");
+    }
+    // One ends: client 2 gets its second once the forwarder has seen it go.
+    drop(open.remove(0));
+    let mut next = None;
+    let served = wait_until(LOG, Duration::from_millis(100), || {
+        let mut s = socks_conn(&rig, 2);
+        s.write_all(&[5, 1, 0]).unwrap();
+        let mut chosen = [0u8; 2];
+        if s.read_exact(&mut chosen).is_err() {
+            return false;
+        }
+        s.write_all(&request(1, &Dest::V4(CLOUD_OTHER), ECHO))
+            .unwrap();
+        let mut reply = [0u8; 10];
+        let ok = s.read_exact(&mut reply).is_ok() && reply[1] == 0;
+        next = ok.then_some(s);
+        ok
+    });
+    assert!(served, "the bound was not freed by a relay that ended");
+    assert!(echoes(next.as_mut().unwrap(), YES));
+    for s in &mut open {
+        assert!(echoes(s, YES));
+    }
+}

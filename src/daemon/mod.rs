@@ -185,7 +185,7 @@ impl Daemon {
             let added = saved.fill_in(&mut kernel, now);
             if added > 0 {
                 warn!(
-                    "{added} admission(s) or ban(s) the kernel no longer held (our tables were deleted while we were down) taken from {}",
+                    "{added} admission(s) or ban(s) the kernel no longer held (run out, or our tables deleted while we were down) taken from {}; what ran out ends at once",
                     paths.run_dir.join("stations").display()
                 );
             }
