@@ -177,16 +177,16 @@ impl Daemon {
         if !crate::core::time::day_end_moved(left, want) {
             return;
         }
-        info!(
-            "the wall clock moved: the quotas' day ends in {} min instead of {} min; what they used is kept",
-            want.as_secs() / 60,
-            left.as_secs() / 60
-        );
         self.day_end = now + want;
         self.fw.set_day_end(self.day_end);
         if !self.fw.has_quotas() {
             return;
         }
+        info!(
+            "the wall clock moved: the quotas' day ends in {} min instead of {} min; what they used is kept",
+            want.as_secs() / 60,
+            left.as_secs() / 60
+        );
         if let Err(e) = super::install(&mut self.fw, &self.cfg, &self.provisioner, now) {
             warn!("rebuilding the table for the quotas' new day end: {e:#}");
         }
