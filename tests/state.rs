@@ -116,18 +116,23 @@ fn torn_or_damaged_state_files_are_reported_and_ignored() {
         .map(|f| std::fs::read_to_string(run_file(&rig, f)).unwrap())
         .collect();
 
-    type Damage = fn(&str) -> String;
-    let damages: [(&str, Damage); 4] = [
-        ("cut in half", |t| t[..t.len() / 2].to_owned()),
+    type Damage = fn(&str) -> Vec<u8>;
+    let damages: [(&str, Damage); 5] = [
+        ("cut in half", |t| t.as_bytes()[..t.len() / 2].to_vec()),
         ("cut at its last line", |t| {
-            t[..t.trim_end().rfind('\n').unwrap() + 1].to_owned()
+            t.as_bytes()[..t.trim_end().rfind('\n').unwrap() + 1].to_vec()
+        }),
+        ("not UTF-8", |t| {
+            let mut b = t.as_bytes().to_vec();
+            b[3] = 0xff;
+            b
         }),
         ("a byte changed", |t| {
             let mut b = t.as_bytes().to_vec();
             b[t.find('\n').unwrap() + 1] ^= 1;
-            String::from_utf8(b).unwrap()
+            b
         }),
-        ("garbage", |_| "\u{0}\u{1}not a state file\n".to_owned()),
+        ("garbage", |_| b"\0\x01not a state file\n".to_vec()),
     ];
     for (how, damage) in damages {
         daemon.kill9();

@@ -42,6 +42,13 @@ pub(super) fn until_quota_reset(reset: u16) -> std::time::Duration {
     crate::core::time::day_left(second, reset)
 }
 
+/// A state file's text: `None` if there is none (or it cannot be read); bytes that are not
+/// UTF-8 come back as text that no decoder accepts, so that they are reported as damage.
+fn read_state(path: &Path) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
+    Some(String::from_utf8(bytes).unwrap_or_default())
+}
+
 /// Where the quotas' last reading is kept (tmpfs on OpenWrt: no flash is worn, and a
 /// reboot starts the day afresh).
 fn quota_file(run_dir: &Path) -> PathBuf {
@@ -53,7 +60,7 @@ fn quota_file(run_dir: &Path) -> PathBuf {
 /// any, are the truth anyway).
 pub(super) fn read_quotas(run_dir: &Path, now_unix: u64) -> Option<QuotaReading> {
     let path = quota_file(run_dir);
-    let text = std::fs::read_to_string(&path).ok()?;
+    let text = read_state(&path)?;
     match QuotaReading::decode(&text) {
         Some((r, day_end)) if day_end > now_unix => Some(r),
         Some(_) => None,
@@ -90,7 +97,7 @@ fn window_file(run_dir: &Path) -> PathBuf {
 /// never opened for everyone by mistake.
 pub(super) fn read_window(run_dir: &Path) -> Option<SavedWindow> {
     let path = window_file(run_dir);
-    let text = std::fs::read_to_string(&path).ok()?;
+    let text = read_state(&path)?;
     let saved = SavedWindow::decode(&text);
     if saved.is_none() {
         warn!(
@@ -125,7 +132,7 @@ fn stations_file(run_dir: &Path) -> PathBuf {
 /// ignored (the kernel's sets are the truth).
 pub(super) fn read_stations(run_dir: &Path) -> Option<SavedStations> {
     let path = stations_file(run_dir);
-    let text = std::fs::read_to_string(&path).ok()?;
+    let text = read_state(&path)?;
     let saved = SavedStations::decode(&text);
     if saved.is_none() {
         warn!(
