@@ -42,11 +42,19 @@ pub(super) fn until_quota_reset(reset: u16) -> std::time::Duration {
     crate::core::time::day_left(second, reset)
 }
 
-/// A state file's text: `None` if there is none (or it cannot be read); bytes that are not
-/// UTF-8 come back as text that no decoder accepts, so that they are reported as damage.
-fn read_state(path: &Path) -> Option<String> {
+/// A state file as `decode` reads it: `None` if there is none (or it cannot be read), and
+/// also for one `decode` refuses (torn, damaged, not UTF-8, another version's), which is
+/// reported with what holds instead (`instead`).
+fn read_state<T>(path: &Path, decode: impl FnOnce(&str) -> Option<T>, instead: &str) -> Option<T> {
     let bytes = std::fs::read(path).ok()?;
-    Some(String::from_utf8(bytes).unwrap_or_default())
+    let decoded = String::from_utf8(bytes).ok().and_then(|t| decode(&t));
+    if decoded.is_none() {
+        warn!(
+            "{}: torn, damaged or written by another version, ignored{instead}",
+            path.display()
+        );
+    }
+    decoded
 }
 
 /// Where the quotas' last reading is kept (tmpfs on OpenWrt: no flash is worn, and a
@@ -59,19 +67,12 @@ fn quota_file(run_dir: &Path) -> PathBuf {
 /// (`now_unix`); a torn or damaged file is reported and ignored (the kernel's elements, if
 /// any, are the truth anyway).
 pub(super) fn read_quotas(run_dir: &Path, now_unix: u64) -> Option<QuotaReading> {
-    let path = quota_file(run_dir);
-    let text = read_state(&path)?;
-    match QuotaReading::decode(&text) {
-        Some((r, day_end)) if day_end > now_unix => Some(r),
-        Some(_) => None,
-        None => {
-            warn!(
-                "{}: torn, damaged or written by another version, ignored (the kernel's quota elements, if any, hold what was used)",
-                path.display()
-            );
-            None
-        }
-    }
+    let (r, day_end) = read_state(
+        &quota_file(run_dir),
+        QuotaReading::decode,
+        " (the kernel's quota elements, if any, hold what was used)",
+    )?;
+    (day_end > now_unix).then_some(r)
 }
 
 /// Written whole, synced, then renamed over the last ([`write_atomic`]): a crash leaves the
@@ -96,16 +97,11 @@ fn window_file(run_dir: &Path) -> PathBuf {
 /// read as one (torn, damaged, another version's) is reported and closes the window: it is
 /// never opened for everyone by mistake.
 pub(super) fn read_window(run_dir: &Path) -> Option<SavedWindow> {
-    let path = window_file(run_dir);
-    let text = read_state(&path)?;
-    let saved = SavedWindow::decode(&text);
-    if saved.is_none() {
-        warn!(
-            "{}: torn, damaged or written by another version, ignored; the window stays closed",
-            path.display()
-        );
-    }
-    saved
+    read_state(
+        &window_file(run_dir),
+        SavedWindow::decode,
+        "; the window stays closed",
+    )
 }
 
 pub(super) fn write_window(run_dir: &Path, window: Option<SavedWindow>) {
@@ -131,16 +127,11 @@ fn stations_file(run_dir: &Path) -> PathBuf {
 /// The admissions and bans a previous run kept; a torn or damaged file is reported and
 /// ignored (the kernel's sets are the truth).
 pub(super) fn read_stations(run_dir: &Path) -> Option<SavedStations> {
-    let path = stations_file(run_dir);
-    let text = read_state(&path)?;
-    let saved = SavedStations::decode(&text);
-    if saved.is_none() {
-        warn!(
-            "{}: torn, damaged or written by another version, ignored (the kernel's sets hold the admissions and bans)",
-            path.display()
-        );
-    }
-    saved
+    read_state(
+        &stations_file(run_dir),
+        SavedStations::decode,
+        " (the kernel's sets hold the admissions and bans)",
+    )
 }
 
 /// Written whole, synced, renamed ([`write_atomic`]).
