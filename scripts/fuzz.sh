@@ -8,7 +8,8 @@
 # found and fixed (fuzz/regressions/TARGET, replayed first: a regression fails the run)
 # and what earlier runs found (fuzz/corpus/TARGET, not committed). FUZZ_JOBS targets run
 # at once (default: the number of CPUs). Exit status 1 if any target crashed; its input
-# is then in fuzz/artifacts/TARGET/.
+# is then in fuzz/artifacts/TARGET/. FUZZ_RUNS=N stops a target after N inputs if that
+# comes before SECONDS (e.g. FUZZ_RUNS=10000000 for the 10 M bar).
 set -eu
 cd "$(dirname "$0")/../fuzz"
 seconds=${1:?usage: scripts/fuzz.sh SECONDS [TARGET...]}
@@ -35,7 +36,7 @@ run() {
     mkdir -p "corpus/$t" "seeds/$t" "regressions/$t"
     # shellcheck disable=SC2086
     if $cargo +nightly fuzz run $flags "$t" "corpus/$t" "seeds/$t" "regressions/$t" -- \
-        -max_total_time="$seconds" -print_final_stats=1 -timeout=10 >"$log/$t" 2>&1; then
+        -max_total_time="$seconds" -runs="${FUZZ_RUNS:--1}" -print_final_stats=1 -timeout=10 >"$log/$t" 2>&1; then
         echo ok >"$log/$t.rc"
     else
         echo CRASH >"$log/$t.rc"

@@ -21,8 +21,10 @@ pub use protocol::{Failure, FailureKind, Reply, Request};
 /// Where the daemon listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/var/run/provisioner.sock";
 
-/// Connections served at once (each holds at most a 1 KB buffer and a request); more are
-/// answered `busy` and closed.
+/// Connections open at once (each holds at most a 1 KB buffer and a request). A newcomer
+/// over the limit takes the place of the connection that has waited longest for a request
+/// line (a silent client holds nobody up); if every one is being served or follows the
+/// events, the newcomer is answered `busy` and closed.
 pub const MAX_CONNECTIONS: usize = 32;
 
 /// How long a connection may wait for its next request line to be complete.
@@ -45,32 +47,103 @@ pub struct Order {
     pub reply: oneshot::Sender<Reply>,
 }
 
+/// The open connections: each with since when it has waited for a request line (`None`
+/// while a request is served or the events followed) and the handle that ends it.
+#[derive(Default)]
+struct Open {
+    next: u64,
+    conns: Vec<(
+        u64,
+        Option<std::time::Instant>,
+        Option<tokio::task::AbortHandle>,
+    )>,
+}
+
+type Shared = std::sync::Arc<std::sync::Mutex<Open>>;
+
+fn lock(open: &Shared) -> std::sync::MutexGuard<'_, Open> {
+    open.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A connection's place in [`Open`]: says when it waits, and leaves when its task ends (or
+/// is dropped unpolled, when aborted at once).
+struct Place {
+    open: Shared,
+    id: u64,
+}
+
+impl Place {
+    fn waiting(&self, waits: bool) {
+        let mut open = lock(&self.open);
+        if let Some(c) = open.conns.iter_mut().find(|c| c.0 == self.id) {
+            c.1 = waits.then(std::time::Instant::now);
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        lock(&self.open).conns.retain(|c| c.0 != self.id);
+    }
+}
+
+/// Makes a place for a newcomer, ending the longest-waiting connection if all are taken;
+/// `None` if none waits.
+fn admit(open: &Shared) -> Option<Place> {
+    let mut o = lock(open);
+    if o.conns.len() >= MAX_CONNECTIONS {
+        let (i, _) = o
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i, c.1?)))
+            .min_by_key(|&(_, since)| since)?;
+        let (_, _, abort) = o.conns.swap_remove(i);
+        if let Some(a) = abort {
+            a.abort();
+        }
+    }
+    let id = o.next;
+    o.next += 1;
+    // Waiting from the start: a connection that never sends is the first to go.
+    o.conns.push((id, Some(std::time::Instant::now()), None));
+    Some(Place {
+        open: open.clone(),
+        id,
+    })
+}
+
 /// Accepts connections and hands each request line to the daemon loop.
 pub async fn serve(
     listener: UnixListener,
     orders: mpsc::Sender<Order>,
     feed: broadcast::Sender<Followed>,
 ) {
-    let room = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let open = Shared::default();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let Ok(permit) = room.clone().try_acquire_owned() else {
+        let Some(place) = admit(&open) else {
             // Said without waiting (a full socket buffer just loses it), and closed.
             let f = Failure::new(
                 FailureKind::Busy,
-                format!("{MAX_CONNECTIONS} connections are open; try again"),
+                format!("{MAX_CONNECTIONS} connections are being served; try again"),
             );
             let _ = stream.try_write(format!("{}\n", Reply::from(f).encode()).as_bytes());
             continue;
         };
+        let id = place.id;
         let orders = orders.clone();
         let feed = feed.clone();
-        tokio::spawn(async move {
-            let _ = connection(stream, orders, feed).await;
-            drop(permit);
+        let task = tokio::spawn(async move {
+            let _ = connection(stream, orders, feed, &place).await;
+            drop(place);
         });
+        let mut o = lock(&open);
+        if let Some(c) = o.conns.iter_mut().find(|c| c.0 == id) {
+            c.2 = Some(task.abort_handle());
+        }
     }
 }
 
@@ -85,6 +158,7 @@ async fn connection(
     stream: UnixStream,
     orders: mpsc::Sender<Order>,
     feed: broadcast::Sender<Followed>,
+    place: &Place,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::with_capacity(1024, read);
@@ -93,11 +167,13 @@ async fn connection(
         line.clear();
         // One byte over the limit tells a line too long from one exactly at it.
         let mut limited = (&mut read).take(protocol::MAX_REQUEST as u64 + 1);
+        place.waiting(true);
         match tokio::time::timeout(IDLE, limited.read_until(b'\n', &mut line)).await {
             Ok(Ok(0)) | Err(_) => return Ok(()),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e),
         }
+        place.waiting(false);
         let complete = line.last() == Some(&b'\n');
         if !complete && line.len() > protocol::MAX_REQUEST {
             let f = Failure::new(
@@ -346,41 +422,73 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn silent_clients_hold_nobody_up_and_too_many_are_told_so() {
+    async fn silent_clients_give_way_to_newcomers_oldest_first() {
         let path = socket("silent");
         let mut silent = Vec::new();
-        for _ in 0..MAX_CONNECTIONS - 1 {
-            let mut s = UnixStream::connect(&path).await.unwrap();
-            s.write_all(b"{\"version\":1,").await.unwrap();
+        for _ in 0..MAX_CONNECTIONS {
+            let mut s = BufReader::new(UnixStream::connect(&path).await.unwrap());
+            s.get_mut().write_all(b"{\"version\":1,").await.unwrap();
             silent.push(s);
         }
-        let mut s = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        // Many more newcomers than places, each kept open: each is served, each time in
+        // the place of the connection that has waited longest (the silent ones first, then
+        // the newcomers that were answered first).
         let ok = format!("{}\n", Request::WindowClose.encode());
-        assert_eq!(exchange(&mut s, ok.as_bytes()).await, CLOSED);
-        // One more than the limit: told at once, and closed.
+        let mut waiting = silent;
+        for i in 0..3 * MAX_CONNECTIONS {
+            let mut s = BufReader::new(UnixStream::connect(&path).await.unwrap());
+            assert_eq!(
+                exchange(&mut s, ok.as_bytes()).await,
+                CLOSED,
+                "newcomer {i}"
+            );
+            let mut rest = String::new();
+            let n = waiting[i].read_line(&mut rest).await.unwrap();
+            assert_eq!(n, 0, "connection {i} closed to make room: {rest}");
+            waiting.push(s);
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_newcomer_is_told_busy_only_when_every_connection_is_served() {
+        let path = temp_socket("busy");
+        let listener = bind(&path).unwrap();
+        let (tx, mut rx) = mpsc::channel::<Order>(MAX_CONNECTIONS);
+        tokio::spawn(serve(listener, tx, broadcast::channel(FOLLOW_BACKLOG).0));
+        let ok = format!("{}\n", Request::Status.encode());
+        // Every place holds a request the loop has not answered yet.
+        let mut served = Vec::new();
+        let mut orders = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            let mut s = BufReader::new(UnixStream::connect(&path).await.unwrap());
+            s.get_mut().write_all(ok.as_bytes()).await.unwrap();
+            orders.push(rx.recv().await.unwrap());
+            served.push(s);
+        }
+        let busy = |line: String| failure(Reply::decode(line.trim_end()).unwrap()).kind;
         let mut over = BufReader::new(UnixStream::connect(&path).await.unwrap());
         let mut line = String::new();
         over.read_line(&mut line).await.unwrap();
-        let f = failure(Reply::decode(line.trim_end()).unwrap());
-        assert_eq!(f.kind, FailureKind::Busy, "{f}");
+        assert_eq!(busy(line.clone()), FailureKind::Busy, "{line}");
         line.clear();
         assert_eq!(over.read_line(&mut line).await.unwrap(), 0, "closed");
-        // A connection that goes makes room.
-        drop(s);
-        let mut room = None;
-        for _ in 0..100 {
-            let mut s = BufReader::new(UnixStream::connect(&path).await.unwrap());
-            s.get_mut().write_all(ok.as_bytes()).await.unwrap();
-            let mut line = String::new();
-            s.read_line(&mut line).await.unwrap();
-            if Reply::decode(line.trim_end()).unwrap() == CLOSED {
-                room = Some(s);
-                break;
-            }
-            // The server notices the dropped connection on its next read: let it run.
-            tokio::task::yield_now().await;
-        }
-        assert!(room.is_some(), "no room after a connection closed");
+        // Answered, the first waits for its next request: the next newcomer takes its
+        // place.
+        let first = orders.remove(0);
+        first.reply.send(CLOSED).unwrap();
+        line.clear();
+        served[0].read_line(&mut line).await.unwrap();
+        assert_eq!(Reply::decode(line.trim_end()).unwrap(), CLOSED);
+        let mut next = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        next.get_mut().write_all(ok.as_bytes()).await.unwrap();
+        let o = rx.recv().await.unwrap();
+        o.reply.send(CLOSED).unwrap();
+        line.clear();
+        next.read_line(&mut line).await.unwrap();
+        assert_eq!(Reply::decode(line.trim_end()).unwrap(), CLOSED);
+        line.clear();
+        assert_eq!(served[0].read_line(&mut line).await.unwrap(), 0, "gave way");
         let _ = std::fs::remove_file(&path);
     }
 
