@@ -47,16 +47,36 @@ pub struct Order {
     pub reply: oneshot::Sender<Reply>,
 }
 
-/// The open connections: each with since when it has waited for a request line (`None`
-/// while a request is served or the events followed) and the handle that ends it.
+/// The open connections.
 #[derive(Default)]
 struct Open {
     next: u64,
-    conns: Vec<(
-        u64,
-        Option<std::time::Instant>,
-        Option<tokio::task::AbortHandle>,
-    )>,
+    conns: Vec<Conn>,
+}
+
+struct Conn {
+    id: u64,
+    /// Since when it has waited for a request line; `None` while a request is served or
+    /// the events followed.
+    since: Option<std::time::Instant>,
+    /// Its socket, to see whether what it sent is still unread (only looked at on the
+    /// runtime's one thread, where its task cannot close it meanwhile).
+    fd: std::os::fd::RawFd,
+    /// Ends its task (and so the connection).
+    abort: Option<tokio::task::AbortHandle>,
+}
+
+impl Conn {
+    /// Waiting, with nothing sent that its task has not read yet: silent. (A newcomer
+    /// whose line is still in the socket has not been looked at, and is not.)
+    fn silent(&self) -> bool {
+        use nix::sys::socket::{MsgFlags, recv};
+        self.since.is_some()
+            && !matches!(
+                recv(self.fd, &mut [0u8; 1], MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT),
+                Ok(n) if n > 0
+            )
+    }
 }
 
 type Shared = std::sync::Arc<std::sync::Mutex<Open>>;
@@ -75,38 +95,43 @@ struct Place {
 impl Place {
     fn waiting(&self, waits: bool) {
         let mut open = lock(&self.open);
-        if let Some(c) = open.conns.iter_mut().find(|c| c.0 == self.id) {
-            c.1 = waits.then(std::time::Instant::now);
+        if let Some(c) = open.conns.iter_mut().find(|c| c.id == self.id) {
+            c.since = waits.then(std::time::Instant::now);
         }
     }
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
-        lock(&self.open).conns.retain(|c| c.0 != self.id);
+        lock(&self.open).conns.retain(|c| c.id != self.id);
     }
 }
 
-/// Makes a place for a newcomer, ending the longest-waiting connection if all are taken;
-/// `None` if none waits.
-fn admit(open: &Shared) -> Option<Place> {
+/// Makes a place for a newcomer on `fd`, ending the silent connection that has waited
+/// longest if all are taken; `None` if none is silent.
+fn admit(open: &Shared, fd: std::os::fd::RawFd) -> Option<Place> {
     let mut o = lock(open);
     if o.conns.len() >= MAX_CONNECTIONS {
         let (i, _) = o
             .conns
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| Some((i, c.1?)))
+            .filter(|(_, c)| c.silent())
+            .filter_map(|(i, c)| Some((i, c.since?)))
             .min_by_key(|&(_, since)| since)?;
-        let (_, _, abort) = o.conns.swap_remove(i);
-        if let Some(a) = abort {
+        if let Some(a) = o.conns.swap_remove(i).abort {
             a.abort();
         }
     }
     let id = o.next;
     o.next += 1;
     // Waiting from the start: a connection that never sends is the first to go.
-    o.conns.push((id, Some(std::time::Instant::now()), None));
+    o.conns.push(Conn {
+        id,
+        since: Some(std::time::Instant::now()),
+        fd,
+        abort: None,
+    });
     Some(Place {
         open: open.clone(),
         id,
@@ -124,7 +149,7 @@ pub async fn serve(
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let Some(place) = admit(&open) else {
+        let Some(place) = admit(&open, std::os::fd::AsRawFd::as_raw_fd(&stream)) else {
             // Said without waiting (a full socket buffer just loses it), and closed.
             let f = Failure::new(
                 FailureKind::Busy,
@@ -141,8 +166,8 @@ pub async fn serve(
             drop(place);
         });
         let mut o = lock(&open);
-        if let Some(c) = o.conns.iter_mut().find(|c| c.0 == id) {
-            c.2 = Some(task.abort_handle());
+        if let Some(c) = o.conns.iter_mut().find(|c| c.id == id) {
+            c.abort = Some(task.abort_handle());
         }
     }
 }
@@ -302,9 +327,15 @@ pub fn request(path: &Path, request: &Request) -> std::io::Result<Reply> {
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut line = request.encode();
     line.push('\n');
-    s.write_all(line.as_bytes())?;
+    // A daemon that turns us away (`busy`) has said so and closed before reading our
+    // line: the write then fails, but the reply is there to read.
+    let sent = s.write_all(line.as_bytes());
     let mut reply = String::new();
-    std::io::BufReader::new(s).read_line(&mut reply)?;
+    let read = std::io::BufReader::new(s).read_line(&mut reply);
+    if reply.is_empty() {
+        sent?;
+        read?;
+    }
     Reply::decode(reply.trim_end()).map_err(|e| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,

@@ -310,6 +310,11 @@ impl Leases {
         self.bound_slot(mac, now).is_some()
     }
 
+    /// When the offer to `mac` lapses, if it has one.
+    pub fn offer_until(&self, mac: MacAddr, now: Instant) -> Option<Instant> {
+        self.slots[self.offered_slot(mac, now)?].map(Holder::until)
+    }
+
     pub fn lease_time(&self) -> Duration {
         self.lease_time
     }

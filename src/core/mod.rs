@@ -141,6 +141,9 @@ pub struct Provisioner {
     /// Whether its mode holds the window open (always, a schedule's span), as of the last
     /// evaluation: then it is open for everyone, whatever devices an order named.
     window_held: bool,
+    /// Without a radio: when to look for clients that never completed DHCP
+    /// ([`Provisioner::leave_unleased`]).
+    unleased_check: Option<Instant>,
     /// Why the window is being closed, for the `window_closed` event (else its time ran
     /// out, or its schedule's span ended).
     closing: Option<WindowClosure>,
@@ -181,6 +184,7 @@ impl Provisioner {
             window: Window::new(&s.window),
             window_open: None,
             window_held: false,
+            unleased_check: None,
             closing: None,
             allow: AllowList::with_profiles(&s.allow, &s.profiles),
             guard: RebindingGuard::new(s.router, s.subnet, &s.protect, &[]),
@@ -251,6 +255,7 @@ impl Provisioner {
             (self.blocked.next_deadline(), Deadline::Reports),
             (self.stations.next_deadline(), Deadline::Station),
             (self.window.next_deadline(now), Deadline::Window),
+            (self.unleased_check, Deadline::Station),
         ]
         .into_iter()
         .filter_map(|(at, why)| Some((at?, why)))
@@ -641,6 +646,10 @@ impl Provisioner {
     fn admit(&mut self, mac: MacAddr, now: Instant) {
         // Let in after all: no longer one of the stations turned away.
         self.turned_away.forget(mac);
+        if !self.settings.radio {
+            let due = now + leases::OFFER_HOLD;
+            self.unleased_check = Some(self.unleased_check.map_or(due, |c| c.min(due)));
+        }
         if let Some(since) = self.stations.admitted_at(mac) {
             let session_left = (since + self.stations.session_of(mac)).saturating_since(now);
             self.out.addition(
@@ -671,6 +680,30 @@ impl Provisioner {
         if !was && self.stations.is_admitted(mac) {
             self.admit(mac, now);
         }
+    }
+
+    /// Without a radio a client is whoever asked for DHCP: one that holds neither a binding
+    /// nor an offer [`leases::OFFER_HOLD`] after it came never completed DHCP (a made-up
+    /// MAC of a starvation attempt, or a device that gave up) and leaves (`left`), so that
+    /// such clients hold no spot for long. Then sets when to look again.
+    fn leave_unleased(&mut self, now: Instant) {
+        if self.unleased_check.is_none_or(|at| now < at) {
+            return;
+        }
+        let mut next: Option<Instant> = None;
+        for (mac, since) in self.stations.clients() {
+            if self.leases.is_bound(mac, now) {
+                continue;
+            }
+            let offer = self.leases.offer_until(mac, now);
+            let due = (since + leases::OFFER_HOLD).max(offer.unwrap_or(since));
+            if offer.is_none() && due <= now {
+                self.station_left(mac, now);
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        self.unleased_check = next;
     }
 
     fn station_left(&mut self, mac: MacAddr, now: Instant) {
@@ -1338,6 +1371,7 @@ impl Provisioner {
         let actions = self.stations.tick(now, &mut self.events);
         self.apply(actions, now);
         let ended = self.leases.expire(now, &mut self.events);
+        self.leave_unleased(now);
         for c in &ended {
             self.out.change(SetChange::Lease(*c));
         }
@@ -2108,6 +2142,63 @@ mod tests {
         core.handle_timeout(t(500), NOON);
         let fx = drain(&mut core);
         assert_eq!(fx.radio, [RadioCommand::DenyDel(mac(1))]);
+    }
+
+    #[test]
+    fn without_a_radio_a_client_that_never_completes_dhcp_leaves_when_its_offer_lapses() {
+        let mut core = started("config limits\n option cooldown 0\n");
+        let discover = |core: &mut Provisioner, m: MacAddr, now: Instant| {
+            let d = dhcp(
+                core,
+                DhcpRequest::Discover {
+                    mac: m,
+                    requested: None,
+                },
+                now,
+            );
+            assert!(matches!(d.reply, Some(DhcpReply::Offer { .. })), "{d:?}");
+        };
+        // 1 only asks once; 3 asks again 20 s later; 2 completes DHCP.
+        discover(&mut core, mac(1), t(0));
+        discover(&mut core, mac(3), t(0));
+        lease(&mut core, mac(2), t(0));
+        discover(&mut core, mac(3), t(20));
+        events(&mut core);
+        let dismissed = |core: &mut Provisioner, now: Instant| {
+            assert!(core.poll_timeout(now).is_some_and(|(at, _)| at <= now));
+            core.handle_timeout(now, NOON);
+            let fx = drain(core);
+            let gone: Vec<MacAddr> = fx
+                .changes
+                .iter()
+                .filter_map(|c| match c {
+                    SetChange::Dismiss { mac } => Some(*mac),
+                    _ => None,
+                })
+                .collect();
+            (gone, events(core))
+        };
+        let clients = |core: &Provisioner| -> Vec<MacAddr> {
+            core.stations
+                .clients()
+                .into_iter()
+                .map(|(m, _)| m)
+                .collect()
+        };
+        // Its offer held 30 s: then the one that only asked once leaves.
+        let (gone, said) = dismissed(&mut core, t(30));
+        assert_eq!(gone, [mac(1)]);
+        assert!(
+            said.iter()
+                .any(|e| e.contains("event=left") && e.contains(&mac(1).to_string())),
+            "{said:?}"
+        );
+        assert_eq!(clients(&core), [mac(2), mac(3)]);
+        // The one that asked again, once its second offer lapses; the leased one stays.
+        let (gone, _) = dismissed(&mut core, t(50));
+        assert_eq!(gone, [mac(3)]);
+        assert_eq!(clients(&core), [mac(2)]);
+        assert!(core.poll_timeout(t(50)).is_some_and(|(at, _)| at > t(50)));
     }
 
     #[test]
@@ -3007,7 +3098,7 @@ mod tests {
     #[test]
     fn a_profiles_session_limit_holds_for_its_clients_only() {
         let mut core = started(
-            "config limits\n option session 15m\nconfig profile short\n list oui 00:c0:03\n option session 5m\n",
+            "config radio\n option hostapd external\nconfig limits\n option session 15m\nconfig profile short\n list oui 00:c0:03\n option session 5m\n",
         );
         let short = vendor([0, 0xc0, 3], 1);
         core.handle_station_joined(short, t(0));

@@ -151,6 +151,37 @@ pub fn udp_frame(
     ether(dst, src, 0x0800, &ip)
 }
 
+/// An IPv4/TCP SYN frame (checksums right: the receiver's stack checks them), e.g. one of
+/// a SYN flood from made-up source ports.
+pub fn tcp_syn_frame(
+    dst: [u8; 6],
+    src: [u8; 6],
+    src_ip: Ipv4Addr,
+    dst_ip: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+) -> Vec<u8> {
+    let mut tcp = Vec::with_capacity(20);
+    tcp.extend_from_slice(&sport.to_be_bytes());
+    tcp.extend_from_slice(&dport.to_be_bytes());
+    tcp.extend_from_slice(&rand_u32().to_be_bytes()); // sequence number
+    tcp.extend_from_slice(&[0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    let mut pseudo = Vec::with_capacity(32);
+    pseudo.extend_from_slice(&src_ip.octets());
+    pseudo.extend_from_slice(&dst_ip.octets());
+    pseudo.extend_from_slice(&[0, 6, 0, 20]);
+    pseudo.extend_from_slice(&tcp);
+    let sum = checksum(&pseudo);
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+    let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0];
+    ip.extend_from_slice(&src_ip.octets());
+    ip.extend_from_slice(&dst_ip.octets());
+    let sum = checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    ip.extend_from_slice(&tcp);
+    ether(dst, src, 0x0800, &ip)
+}
+
 /// What a forged DHCP message says.
 pub struct Dhcp {
     pub kind: MessageType,
