@@ -4,8 +4,10 @@ CARGO ?= cargo
 # make test runs each for FUZZ_SHORT_SECONDS.
 FUZZ_SECONDS ?= 2400
 FUZZ_SHORT_SECONDS ?= 5
+# make soak: how many times longer (or larger) than make test each load test runs.
+SOAK ?= 10
 
-.PHONY: all deps build release test lint unit rig demo bench fuzz fuzz-short ipk cross cross-test size clean
+.PHONY: all deps build release test lint unit rig demo bench soak fuzz fuzz-short ipk cross cross-test size clean
 
 all: build
 
@@ -58,6 +60,18 @@ bench: deps
 		$(CARGO) run --quiet --release --features rig --example bench_control
 	PROVISIONER_BIN="$${CARGO_TARGET_DIR:-target}/release/provisioner" \
 		$(CARGO) run --quiet --release --features rig,socks --example bench_socks
+
+# The load tests (tests/soak.rs: association storm, DHCP starvation, DNS, SYN and UDP
+# floods, hundreds of control connections) SOAK times longer, one at a time, against the
+# release daemon (its memory is what a router sees); prints each one's figures. make test
+# runs them short, against the debug build.
+soak: deps
+	$(CARGO) build --release
+	rm -f "$${CARGO_TARGET_DIR:-target}/soak-report.txt"
+	SOAK=$(SOAK) SOAK_REPORT="$${CARGO_TARGET_DIR:-target}/soak-report.txt" \
+		PROVISIONER_BIN="$${CARGO_TARGET_DIR:-target}/release/provisioner" \
+		$(CARGO) test --features rig --test soak -- --test-threads=1
+	cat "$${CARGO_TARGET_DIR:-target}/soak-report.txt"
 
 # Coverage-guided fuzzing (nightly, cargo-fuzz) of every parser of untrusted or kernel input:
 # each target in fuzz/ for FUZZ_SECONDS, FUZZ_JOBS at once (default: all CPUs), built

@@ -191,6 +191,10 @@ pub struct Limits {
     pub total_daily: Option<u64>,
     /// When the day of the daily quotas begins, in minutes after local midnight.
     pub quota_reset: u16,
+    /// New connections a client may open each second (twice that at once); 0: no limit.
+    /// Held in the kernel, so that a SYN flood through an allow-list entry does not fill
+    /// the router's conntrack table.
+    pub connection_rate: u32,
 }
 
 /// What the provisioner is told: the settings it decides by, from this config.

@@ -795,6 +795,7 @@ fn limits(file: &str, s: &Section) -> Result<Limits, ConfigError> {
     let client_daily = o.scalar("client_daily", value::bytes)?;
     let total_daily = o.scalar("total_daily", value::bytes)?;
     let quota_reset = o.scalar("quota_reset", clock_time)?;
+    let connection_rate = o.scalar("connection_rate", |v| value::unsigned(v, 0, 10_000))?;
     o.finish()?;
     let o = Options::new(file, s);
 
@@ -812,6 +813,7 @@ fn limits(file: &str, s: &Section) -> Result<Limits, ConfigError> {
         client_daily: client_daily.map(|v| v.0),
         total_daily: total_daily.map(|v| v.0),
         quota_reset: Options::or(quota_reset, 0),
+        connection_rate: Options::or(connection_rate, 20) as u32,
     };
     if limits.min_age >= limits.session {
         return Err(o.error(
@@ -1316,6 +1318,12 @@ config allow
         assert!(e.message.contains("does not fit"), "{e}");
         let e = with("config limits\n option min_age 20m\n");
         assert_eq!((e.line, e.option.as_deref()), (5, Some("min_age")), "{e}");
+        let e = with("config limits\n option connection_rate 10001\n");
+        assert_eq!(
+            (e.line, e.option.as_deref()),
+            (5, Some("connection_rate")),
+            "{e}"
+        );
         let e = with("config window\n option duration 2m\n");
         assert_eq!((e.line, e.option.as_deref()), (5, Some("duration")), "{e}");
         let e = with("config window\n option mode schedule\n");

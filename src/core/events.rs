@@ -63,14 +63,17 @@ pub enum FlowBlock {
     NotWan,
     /// A service of the router itself other than DHCP and DNS.
     Router,
+    /// Allowed, but over the client's rate of new connections (`connection_rate`).
+    ConnectionRate,
 }
 
 impl FlowBlock {
-    pub const ALL: [FlowBlock; 4] = [
+    pub const ALL: [FlowBlock; 5] = [
         FlowBlock::NotAllowed,
         FlowBlock::Protected,
         FlowBlock::NotWan,
         FlowBlock::Router,
+        FlowBlock::ConnectionRate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +82,7 @@ impl FlowBlock {
             FlowBlock::Protected => "protected",
             FlowBlock::NotWan => "not_wan",
             FlowBlock::Router => "router",
+            FlowBlock::ConnectionRate => "connection_rate",
         }
     }
 

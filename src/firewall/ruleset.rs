@@ -606,6 +606,20 @@ impl Ruleset {
         ];
 
         let (allow_key, allow_match, allow) = static_allow(cfg);
+        // Allowed, a new connection still waits its turn: a client opens at most
+        // `connection_rate` a second (twice that at once), so that a flood of SYNs or of
+        // UDP flows from made-up ports through an allow-list entry cannot fill the router's
+        // conntrack table (shared with the home network's NAT).
+        let rate = cfg.limits.connection_rate;
+        let accept_new = "goto accept_new";
+        let mut accept_new_rules = Vec::new();
+        if rate > 0 {
+            accept_new_rules.push(format!(
+                "ct state new update @connection_rate {{ ip saddr limit rate over {rate}/second burst {} packets }} goto refuse_connection_rate",
+                rate.saturating_mul(2)
+            ));
+        }
+        accept_new_rules.push(allowed.clone());
 
         let ms = |d: &Duration| d.as_millis();
         let (up, down, profile_rate_sets) = rate_rules(cfg);
@@ -691,6 +705,15 @@ impl Ruleset {
                     .collect(),
             },
         ];
+        if rate > 0 {
+            sets.push(Set {
+                name: "connection_rate".into(),
+                key: "ipv4_addr",
+                flags: "dynamic,timeout",
+                settings: strs(&["size 4096", "timeout 1m"]),
+                elements: Vec::new(),
+            });
+        }
         // Clients whose refused flows were logged lately (see `sampled`).
         sets.push(Set {
             name: "flow_logged".into(),
@@ -812,8 +835,10 @@ impl Ruleset {
                 .chain(ours.iter().cloned())
                 .chain([
                     r("ip daddr @protect4 goto refuse_protected"),
-                    format!("{allow_match} @allow4_net {allowed}"),
-                    format!("ether saddr . ip daddr . meta l4proto . th dport @learned4 {allowed}"),
+                    format!("{allow_match} @allow4_net {accept_new}"),
+                    format!(
+                        "ether saddr . ip daddr . meta l4proto . th dport @learned4 {accept_new}"
+                    ),
                     sampled(FlowBlock::NotAllowed),
                     r("counter drop comment \"not allow-listed\""),
                 ])
@@ -833,6 +858,19 @@ impl Ruleset {
                 rules: vec![
                     sampled(FlowBlock::Protected),
                     r("counter drop comment \"protected network\""),
+                ],
+            },
+            Chain {
+                name: "accept_new",
+                base: None,
+                rules: accept_new_rules,
+            },
+            Chain {
+                name: "refuse_connection_rate",
+                base: None,
+                rules: vec![
+                    sampled(FlowBlock::ConnectionRate),
+                    r("counter drop comment \"over the client's new-connection rate\""),
                 ],
             },
             // Inbound: replies to what a client opened, from the WAN, and nothing else.
@@ -1331,6 +1369,7 @@ config allow 'ntp'
                 .flat_map(|t| &t.chains)
                 .flat_map(|c| &c.rules)
                 .any(|r| r.contains("limit rate")
+                    && !r.contains("@connection_rate")
                     && !r.contains(nflog::PREFIX_FLOW)
                     && !r.contains(nflog::PREFIX_SPOOF)
                     && !r.contains(nflog::PREFIX_ARP))
@@ -1477,8 +1516,9 @@ config allow 'ntp'
             );
         }
         assert!(s.contains("iifname \"prov0\" jump guard"));
+        assert!(s.contains("@allow4_net goto accept_new"));
         assert!(s.contains(
-            "@allow4_net ct mark set ct mark | 0x40000000 meta mark set meta mark | 0x40000000 accept"
+            "\n\t\tct mark set ct mark | 0x40000000 meta mark set meta mark | 0x40000000 accept"
         ));
         assert!(s.contains("type filter hook forward priority -10; policy accept;"));
         assert!(s.contains("oifname \"wan0\" ip saddr 192.168.250.0/24 masquerade"));
@@ -1492,6 +1532,27 @@ config allow 'ntp'
             .unwrap_or_else(|| panic!("no chain {name}"))
             .rules
             .clone()
+    }
+
+    #[test]
+    fn new_connections_through_the_allow_list_are_held_to_the_clients_rate() {
+        let r = ruleset();
+        let accept = rules(&r.inet, "accept_new");
+        assert_eq!(
+            accept[0],
+            "ct state new update @connection_rate { ip saddr limit rate over 20/second burst 40 packets } goto refuse_connection_rate"
+        );
+        let refuse = rules(&r.inet, "refuse_connection_rate");
+        assert!(refuse[0].contains("connection_rate"), "{refuse:?}");
+        assert!(refuse[1].ends_with("drop comment \"over the client's new-connection rate\""));
+        let set = r.inet.sets.iter().find(|s| s.name == "connection_rate");
+        assert!(set.is_some_and(|s| s.flags == "dynamic,timeout"));
+        // Off: accepted at once, and no set.
+        let mut cfg = Config::parse("t", CONFIG, false).unwrap();
+        cfg.limits.connection_rate = 0;
+        let off = Ruleset::build(&cfg, &Snapshot::default());
+        assert_eq!(rules(&off.inet, "accept_new").len(), 1);
+        assert!(!off.inet.sets.iter().any(|s| s.name == "connection_rate"));
     }
 
     #[test]
@@ -1516,10 +1577,23 @@ config allow 'ntp'
         // Whatever the allow-list accepts marks its connection; the router's own new
         // connections onto the network are marked too.
         let from = rules(&r.inet, "forward_from_prov");
+        let granted: Vec<_> = from
+            .iter()
+            .filter(|r| r.contains("@allow4_net") || r.contains("@learned4"))
+            .collect();
+        assert_eq!(granted.len(), 2);
+        assert!(granted.iter().all(|r| r.ends_with("goto accept_new")));
+        let accept = rules(&r.inet, "accept_new");
         assert!(
-            from.iter()
-                .filter(|r| r.contains("@allow4_net") || r.contains("@learned4"))
-                .all(|r| r.contains("ct mark set ct mark | 0x40000000"))
+            accept
+                .last()
+                .unwrap()
+                .contains("ct mark set ct mark | 0x40000000")
+        );
+        assert!(
+            accept
+                .iter()
+                .all(|r| r.contains("accept") || r.contains("refuse"))
         );
         let out = rules(&r.inet, "output");
         assert!(out.contains(
