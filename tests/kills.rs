@@ -197,6 +197,8 @@ fn fifty_kills_at_random_moments_never_open_the_network() {
 
     let started = Instant::now();
     let mut by_trigger = [0usize; 7];
+    // From each restart to the daemon's "ready" (its tables reconciled, serving).
+    let mut ready = Vec::new();
     for i in 0..kills {
         let trigger = seq.below(7) as usize;
         let delay = Duration::from_micros(seq.below(40_000));
@@ -255,15 +257,20 @@ fn fifty_kills_at_random_moments_never_open_the_network() {
         drop(joining);
         assert_eq!(chains(&rig), whole, "{when}: the tables are not whole");
         assert_closed(&rig, c2, &when);
+        let restart = Instant::now();
         daemon = rig.start_daemon(&config_with(extra));
+        ready.push(restart.elapsed());
         assert_eq!(
             back_in(&rig, &format!("after {when}")),
             c2,
             "client 2 moved"
         );
     }
+    ready.sort();
     eprintln!(
-        "{kills} kills survived in {:?}; by trigger (reload, dns, evict, ban, join, window close, idle): {by_trigger:?}",
-        started.elapsed()
+        "{kills} kills survived in {:?}; by trigger (reload, dns, evict, ban, join, window close, idle): {by_trigger:?}; restart to ready: median {:?}, max {:?}",
+        started.elapsed(),
+        ready.get(ready.len() / 2).copied().unwrap_or_default(),
+        ready.last().copied().unwrap_or_default()
     );
 }

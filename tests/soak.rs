@@ -229,14 +229,18 @@ fn background(
 }
 
 /// Calls `send(n)` for the n-th packet about `rate` times a second (in bursts of a
-/// millisecond's worth) until `stop`; returns how many were sent.
+/// millisecond's worth) until `stop`; returns how many were sent. A sender slower than the
+/// rate falls behind by at most 10 ms' worth (it skips the rest), so that no backlog
+/// outlasts the stop.
 fn paced(rate: u64, stop: &AtomicBool, mut send: impl FnMut(u64)) -> u64 {
     let start = Instant::now();
-    let mut sent = 0u64;
+    let (mut next, mut sent) = (0u64, 0u64);
     while !stop.load(Ordering::Relaxed) {
         let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
-        while sent < due {
-            send(sent);
+        next = next.max(due.saturating_sub(rate / 100));
+        while next < due && !stop.load(Ordering::Relaxed) {
+            send(next);
+            next += 1;
             sent += 1;
         }
         std::thread::sleep(Duration::from_millis(1));
