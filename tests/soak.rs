@@ -708,7 +708,7 @@ fn syn_and_udp_floods_reach_only_the_allowed_server_and_stop_nobody() {
 /// operator asks: the silent ones give way (a newcomer takes the place of the one that
 /// waited longest), so the operator is answered every time and never told `busy`. Then
 /// 200 clients ask `status` all at once, with the silent ones still coming: each is
-/// answered, with its status or, while all places are being served, `busy`.
+/// answered, with its status or (if all places stayed taken for a second) `busy`.
 #[test]
 fn hundreds_of_control_connections_some_silent_leave_the_operator_answered() {
     const SILENT: usize = 200;

@@ -24,8 +24,12 @@ pub const DEFAULT_SOCKET: &str = "/var/run/provisioner.sock";
 /// Connections open at once (each holds at most a 1 KB buffer and a request). A newcomer
 /// over the limit takes the place of the connection that has waited longest for a request
 /// line (a silent client holds nobody up); if every one is being served or follows the
-/// events, the newcomer is answered `busy` and closed.
+/// events, it waits (and the newcomers after it, in the kernel's backlog) until one is
+/// done, up to [`BUSY_WAIT`], and is then answered `busy` and closed.
 pub const MAX_CONNECTIONS: usize = 32;
+
+/// How long a newcomer waits for a place while every connection is being served.
+const BUSY_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a connection may wait for its next request line to be complete.
 const IDLE: Duration = Duration::from_secs(10);
@@ -79,10 +83,12 @@ impl Conn {
     }
 }
 
-type Shared = std::sync::Arc<std::sync::Mutex<Open>>;
+/// [`Open`], and a wake-up for a newcomer waiting for a place (a connection left, or
+/// waits for its next request again).
+type Shared = std::sync::Arc<(std::sync::Mutex<Open>, tokio::sync::Notify)>;
 
 fn lock(open: &Shared) -> std::sync::MutexGuard<'_, Open> {
-    open.lock().unwrap_or_else(|e| e.into_inner())
+    open.0.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A connection's place in [`Open`]: says when it waits, and leaves when its task ends (or
@@ -98,12 +104,17 @@ impl Place {
         if let Some(c) = open.conns.iter_mut().find(|c| c.id == self.id) {
             c.since = waits.then(std::time::Instant::now);
         }
+        drop(open);
+        if waits {
+            self.open.1.notify_one();
+        }
     }
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
         lock(&self.open).conns.retain(|c| c.id != self.id);
+        self.open.1.notify_one();
     }
 }
 
@@ -149,7 +160,16 @@ pub async fn serve(
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let Some(place) = admit(&open, std::os::fd::AsRawFd::as_raw_fd(&stream)) else {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+        let waited = tokio::time::timeout(BUSY_WAIT, async {
+            loop {
+                if let Some(place) = admit(&open, fd) {
+                    return place;
+                }
+                open.1.notified().await;
+            }
+        });
+        let Ok(place) = waited.await else {
             // Said without waiting (a full socket buffer just loses it), and closed.
             let f = Failure::new(
                 FailureKind::Busy,
@@ -482,7 +502,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_newcomer_is_told_busy_only_when_every_connection_is_served() {
+    async fn a_newcomer_waits_while_every_connection_is_served_then_is_told_busy() {
         let path = temp_socket("busy");
         let listener = bind(&path).unwrap();
         let (tx, mut rx) = mpsc::channel::<Order>(MAX_CONNECTIONS);
@@ -498,21 +518,24 @@ mod tests {
             served.push(s);
         }
         let busy = |line: String| failure(Reply::decode(line.trim_end()).unwrap()).kind;
+        // A newcomer waits for a place, and none frees up in time: busy, and closed.
+        let t = std::time::Instant::now();
         let mut over = BufReader::new(UnixStream::connect(&path).await.unwrap());
         let mut line = String::new();
         over.read_line(&mut line).await.unwrap();
         assert_eq!(busy(line.clone()), FailureKind::Busy, "{line}");
+        assert!(t.elapsed() >= BUSY_WAIT, "told busy without waiting");
         line.clear();
         assert_eq!(over.read_line(&mut line).await.unwrap(), 0, "closed");
-        // Answered, the first waits for its next request: the next newcomer takes its
-        // place.
+        // A newcomer arrives; the first is answered and waits for its next request: the
+        // newcomer takes its place and is served.
+        let mut next = BufReader::new(UnixStream::connect(&path).await.unwrap());
+        next.get_mut().write_all(ok.as_bytes()).await.unwrap();
         let first = orders.remove(0);
         first.reply.send(CLOSED).unwrap();
         line.clear();
         served[0].read_line(&mut line).await.unwrap();
         assert_eq!(Reply::decode(line.trim_end()).unwrap(), CLOSED);
-        let mut next = BufReader::new(UnixStream::connect(&path).await.unwrap());
-        next.get_mut().write_all(ok.as_bytes()).await.unwrap();
         let o = rx.recv().await.unwrap();
         o.reply.send(CLOSED).unwrap();
         line.clear();
