@@ -70,6 +70,28 @@ impl Firewall {
         Ok(map)
     }
 
+    /// [`Self::traffic_of`], or what this read less than `fresh` ago if that holds every
+    /// binding of `bindings`: for what people read (`clients`), where a count a second
+    /// old is as good, and a burst of requests then costs the kernel's dumps once. (Only
+    /// its own reading: what the daemon reads for itself keeps no request waiting.)
+    pub fn traffic_within(
+        &mut self,
+        bindings: &[(MacAddr, Ipv4Addr)],
+        fresh: std::time::Duration,
+    ) -> Result<TrafficMap, FirewallError> {
+        if let Some((at, map)) = &self.recent_traffic {
+            if at.elapsed() < fresh && bindings.iter().all(|b| map.contains_key(b)) {
+                return Ok(bindings
+                    .iter()
+                    .filter_map(|b| Some((*b, *map.get(b)?)))
+                    .collect());
+            }
+        }
+        let map = self.traffic_of(Some(bindings))?;
+        self.recent_traffic = Some((std::time::Instant::now(), map.clone()));
+        Ok(map)
+    }
+
     fn read_traffic(
         &mut self,
         bindings: Option<&[(MacAddr, Ipv4Addr)]>,

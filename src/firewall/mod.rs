@@ -46,6 +46,8 @@ pub struct Firewall {
     index: HashMap<(&'static str, Key), usize>,
     /// The counts last read from the counting sets (see `counters`).
     last_traffic: counters::TrafficMap,
+    /// What [`Firewall::traffic_within`] last read, and when.
+    recent_traffic: Option<(std::time::Instant, counters::TrafficMap)>,
     /// Where the installed table keeps the quotas, what they had used when last read, and
     /// when their day ends.
     quota_plan: ruleset::QuotaPlan,
@@ -100,6 +102,7 @@ impl Firewall {
             batch: Vec::new(),
             index: HashMap::new(),
             last_traffic: HashMap::new(),
+            recent_traffic: None,
             quota_plan: ruleset::QuotaPlan::default(),
             last_quotas: quotas::QuotaReading::default(),
             day_end: None,
