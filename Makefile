@@ -1,8 +1,9 @@
 # provisioner — see README.md. Every target installs what it needs via scripts/deps.sh.
 CARGO ?= cargo
 # make fuzz: seconds per fuzz target (README.md, "Fuzzing": executions per target measured);
-# make test runs each for FUZZ_SHORT_SECONDS.
+# make test runs each for FUZZ_SHORT_SECONDS. FUZZ_RUNS=N stops each after N inputs.
 FUZZ_SECONDS ?= 2400
+FUZZ_RUNS ?=
 FUZZ_SHORT_SECONDS ?= 5
 # make soak: how many times longer (or larger) than make test each load test runs.
 SOAK ?= 10
@@ -78,7 +79,7 @@ soak: deps
 # with overflow checks and debug assertions; prints the executions each ran. A short run
 # of every target (which also replays fuzz/regressions/) is part of make test.
 fuzz: deps
-	CARGO=$(CARGO) ./scripts/fuzz.sh $(FUZZ_SECONDS)
+	FUZZ_RUNS=$(FUZZ_RUNS) CARGO=$(CARGO) ./scripts/fuzz.sh $(FUZZ_SECONDS)
 
 fuzz-short: deps
 	CARGO=$(CARGO) ./scripts/fuzz.sh $(FUZZ_SHORT_SECONDS)
