@@ -47,6 +47,13 @@ pub fn join(
         .collect()
 }
 
+/// A reading of the counting sets for some bindings (see [`Firewall::traffic_within`]).
+pub struct Reading {
+    at: std::time::Instant,
+    asked: Vec<(MacAddr, Ipv4Addr)>,
+    map: TrafficMap,
+}
+
 impl Firewall {
     /// Every client's traffic as the kernel counted it: one dump of each counting set
     /// (empty without a table). What it read is also kept, for a table that must be rebuilt
@@ -79,16 +86,23 @@ impl Firewall {
         bindings: &[(MacAddr, Ipv4Addr)],
         fresh: std::time::Duration,
     ) -> Result<TrafficMap, FirewallError> {
-        if let Some((at, map)) = &self.recent_traffic {
-            if at.elapsed() < fresh && bindings.iter().all(|b| map.contains_key(b)) {
+        if let Some(r) = &self.recent_traffic {
+            let covered = |b: &(MacAddr, Ipv4Addr)| r.asked.binary_search(b).is_ok();
+            if r.at.elapsed() < fresh && bindings.iter().all(covered) {
                 return Ok(bindings
                     .iter()
-                    .filter_map(|b| Some((*b, *map.get(b)?)))
+                    .filter_map(|b| Some((*b, *r.map.get(b)?)))
                     .collect());
             }
         }
         let map = self.traffic_of(Some(bindings))?;
-        self.recent_traffic = Some((std::time::Instant::now(), map.clone()));
+        let mut asked = bindings.to_vec();
+        asked.sort_unstable();
+        self.recent_traffic = Some(Reading {
+            at: std::time::Instant::now(),
+            asked,
+            map: map.clone(),
+        });
         Ok(map)
     }
 

@@ -46,8 +46,9 @@ pub struct Firewall {
     index: HashMap<(&'static str, Key), usize>,
     /// The counts last read from the counting sets (see `counters`).
     last_traffic: counters::TrafficMap,
-    /// What [`Firewall::traffic_within`] last read, and when.
-    recent_traffic: Option<(std::time::Instant, counters::TrafficMap)>,
+    /// What [`Firewall::traffic_within`] last read, when, and for which bindings (sorted;
+    /// one the kernel holds no count for is still covered).
+    recent_traffic: Option<counters::Reading>,
     /// Where the installed table keeps the quotas, what they had used when last read, and
     /// when their day ends.
     quota_plan: ruleset::QuotaPlan,
