@@ -170,7 +170,7 @@ pub async fn serve(
             }
         });
         let Ok(place) = waited.await else {
-            // Said without waiting (a full socket buffer just loses it), and closed.
+            // Said without blocking (a full socket buffer just loses it), and closed.
             let f = Failure::new(
                 FailureKind::Busy,
                 format!("{MAX_CONNECTIONS} connections are being served; try again"),

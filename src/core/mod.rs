@@ -141,9 +141,9 @@ pub struct Provisioner {
     /// Whether its mode holds the window open (always, a schedule's span), as of the last
     /// evaluation: then it is open for everyone, whatever devices an order named.
     window_held: bool,
-    /// Without a radio: when to look for clients that never completed DHCP
-    /// ([`Provisioner::leave_unleased`]).
-    unleased_check: Option<Instant>,
+    /// Without a radio: the clients let in by a DISCOVER that hold no binding yet, with
+    /// when to look at each again ([`Provisioner::leave_unleased`]).
+    unleased: std::collections::BTreeMap<MacAddr, Instant>,
     /// Why the window is being closed, for the `window_closed` event (else its time ran
     /// out, or its schedule's span ended).
     closing: Option<WindowClosure>,
@@ -184,7 +184,7 @@ impl Provisioner {
             window: Window::new(&s.window),
             window_open: None,
             window_held: false,
-            unleased_check: None,
+            unleased: std::collections::BTreeMap::new(),
             closing: None,
             allow: AllowList::with_profiles(&s.allow, &s.profiles),
             guard: RebindingGuard::new(s.router, s.subnet, &s.protect, &[]),
@@ -255,7 +255,7 @@ impl Provisioner {
             (self.blocked.next_deadline(), Deadline::Reports),
             (self.stations.next_deadline(), Deadline::Station),
             (self.window.next_deadline(now), Deadline::Window),
-            (self.unleased_check, Deadline::Station),
+            (self.unleased.values().min().copied(), Deadline::Station),
         ]
         .into_iter()
         .filter_map(|(at, why)| Some((at?, why)))
@@ -647,8 +647,7 @@ impl Provisioner {
         // Let in after all: no longer one of the stations turned away.
         self.turned_away.forget(mac);
         if !self.settings.radio {
-            let due = now + leases::OFFER_HOLD;
-            self.unleased_check = Some(self.unleased_check.map_or(due, |c| c.min(due)));
+            self.unleased.insert(mac, now + leases::OFFER_HOLD);
         }
         if let Some(since) = self.stations.admitted_at(mac) {
             let session_left = (since + self.stations.session_of(mac)).saturating_since(now);
@@ -682,28 +681,28 @@ impl Provisioner {
         }
     }
 
-    /// Without a radio a client is whoever asked for DHCP: one that holds neither a binding
-    /// nor an offer [`leases::OFFER_HOLD`] after it came never completed DHCP (a made-up
-    /// MAC of a starvation attempt, or a device that gave up) and leaves (`left`), so that
-    /// such clients hold no spot for long. Then sets when to look again.
+    /// Without a radio a client is whoever asked for DHCP: one let in that holds neither a
+    /// binding nor an offer [`leases::OFFER_HOLD`] after it came never completed DHCP (a
+    /// made-up MAC of a starvation attempt, or a device that gave up) and leaves (`left`),
+    /// so that such clients hold no spot for long. (A client restored after a restart is
+    /// not one of them: its device still holds its lease and will renew it.)
     fn leave_unleased(&mut self, now: Instant) {
-        if self.unleased_check.is_none_or(|at| now < at) {
-            return;
-        }
-        let mut next: Option<Instant> = None;
-        for (mac, since) in self.stations.clients() {
-            if self.leases.is_bound(mac, now) {
-                continue;
-            }
-            let offer = self.leases.offer_until(mac, now);
-            let due = (since + leases::OFFER_HOLD).max(offer.unwrap_or(since));
-            if offer.is_none() && due <= now {
-                self.station_left(mac, now);
+        let due: Vec<MacAddr> = self
+            .unleased
+            .iter()
+            .filter(|&(_, &at)| at <= now)
+            .map(|(&mac, _)| mac)
+            .collect();
+        for mac in due {
+            if !self.stations.is_admitted(mac) || self.leases.is_bound(mac, now) {
+                self.unleased.remove(&mac);
+            } else if let Some(until) = self.leases.offer_until(mac, now) {
+                self.unleased.insert(mac, until);
             } else {
-                next = Some(next.map_or(due, |n| n.min(due)));
+                self.unleased.remove(&mac);
+                self.station_left(mac, now);
             }
         }
-        self.unleased_check = next;
     }
 
     fn station_left(&mut self, mac: MacAddr, now: Instant) {
