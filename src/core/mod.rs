@@ -2146,6 +2146,20 @@ mod tests {
     #[test]
     fn without_a_radio_a_client_that_never_completes_dhcp_leaves_when_its_offer_lapses() {
         let mut core = started("config limits\n option cooldown 0\n");
+        // 4 is restored after a restart without its binding (our tables were gone): its
+        // device still holds its lease, and it is not one of them.
+        let restored = Snapshot {
+            clients: vec![(
+                ClientRecord {
+                    mac: mac(4),
+                    since: t(0),
+                },
+                secs(900),
+            )],
+            ..Snapshot::default()
+        };
+        assert_eq!(core.restore(&restored, None, t(0)), 1);
+        drain(&mut core);
         let discover = |core: &mut Provisioner, m: MacAddr, now: Instant| {
             let d = dhcp(
                 core,
@@ -2192,11 +2206,11 @@ mod tests {
                 .any(|e| e.contains("event=left") && e.contains(&mac(1).to_string())),
             "{said:?}"
         );
-        assert_eq!(clients(&core), [mac(2), mac(3)]);
+        assert_eq!(clients(&core), [mac(2), mac(3), mac(4)]);
         // The one that asked again, once its second offer lapses; the leased one stays.
         let (gone, _) = dismissed(&mut core, t(50));
         assert_eq!(gone, [mac(3)]);
-        assert_eq!(clients(&core), [mac(2)]);
+        assert_eq!(clients(&core), [mac(2), mac(4)]);
         assert!(core.poll_timeout(t(50)).is_some_and(|(at, _)| at > t(50)));
     }
 
