@@ -137,7 +137,12 @@ impl Service {
             Service::Tcp(l, label) => {
                 while let Ok((mut s, peer)) = l.accept() {
                     let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
-                    let _ = writeln!(s, "{label} {}", peer.ip().to_canonical());
+                    // One write, so one segment that leaves at once: the close that follows
+                    // sends a RST if the client's request is still unread, and a RST throws
+                    // away whatever is still queued to send (writeln! writes in pieces, and
+                    // Nagle held the last ones back: a client got "cloud-443 11.0.0").
+                    let line = format!("{label} {}\n", peer.ip().to_canonical());
+                    let _ = s.write_all(line.as_bytes());
                 }
             }
             Service::Udp(sock, label) => {
