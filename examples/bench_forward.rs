@@ -86,6 +86,9 @@ fn daemon_config(which: Variant) -> String {
     if which == Variant::OursProfiles {
         return config(&format!(
             "
+config limits 'limits'
+\toption connection_rate '10000'
+
 config allow 'bulk'
 \tlist address '{CLOUD_ALLOWED}'
 \tlist port '{PORT}'
@@ -118,6 +121,18 @@ config allow 'many'
         l
     } else {
         String::new()
+    };
+    // The bench opens a thousand connections one after another from one client: the
+    // new-connection rate rule is in place but set so that it never binds (at its default,
+    // 20 a second, it would time the limit, not the table).
+    let limits = if limits.is_empty() {
+        "config limits 'limits'\n\toption connection_rate '10000'\n".to_owned()
+    } else {
+        limits.replacen(
+            "\toption max_clients '250'\n",
+            "\toption max_clients '250'\n\toption connection_rate '10000'\n",
+            1,
+        )
     };
     config(&format!(
         "
